@@ -1,0 +1,61 @@
+# hetserve: the two commands a user needs are `make serve` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GATEWAY_PORT ?= 8080
+LOAD_USERS ?= 20
+LOAD_TIME ?= 30s
+
+.PHONY: setup system-deps models serve test test-unit test-integration load bench bench-gateway soak overload lint clean
+
+## setup: system packages (Fashion-MNIST, Chromium), the virtualenv and all four components
+setup: system-deps $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+$(STAMP): contract/pyproject.toml export/pyproject.toml server/pyproject.toml client/pyproject.toml requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel; a looser spec would pull a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e contract -e "export[cpu]" -e "server[embedded]" -e "client[images]" -r requirements-dev.txt
+	touch $(STAMP)
+
+## models: train and export the demo models fashion_het and fashion_det into model_repo/
+models: setup
+	$(VENV)/bin/hetexport demo --model-repo model_repo --report-dir reports
+
+## serve: real Triton (embedded, CPU) + the gateway on http://127.0.0.1:$(GATEWAY_PORT); Ctrl-C stops both
+serve: setup
+	$(VENV)/bin/hetgateway serve --model-repository model_repo --port $(GATEWAY_PORT)
+
+## test: the whole suite (unit, integration against real Triton, end-to-end)
+test: setup
+	$(PY) -m pytest
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+test-integration: setup
+	$(PY) -m pytest tests/integration tests/e2e
+
+## load: Locust, headless, against a running gateway (make serve in another shell)
+load: setup
+	bash tests/load/run_locust.sh http://127.0.0.1:$(GATEWAY_PORT) $(LOAD_USERS) $(LOAD_TIME)
+
+## bench: the MC head benchmark (CPU rows here; GPU rows where CUDA is present)
+bench: setup
+	$(PY) bench/head_bench.py
+
+## bench-gateway: the same load through the gateway and straight at Triton, alternating
+bench-gateway: setup
+	$(PY) bench/gateway_bench.py
+
+lint: setup
+	$(VENV)/bin/ruff check contract export server client tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build

@@ -1,0 +1,70 @@
+"""hetserve's contracts, one source of truth shared by export, gateway and SDK.
+
+Typical usage::
+
+    from hetcontract import HEAD_OUTPUTS, INPUT_NAME, ModelCard, PredictResponse
+
+    names = [spec.name for spec in HEAD_OUTPUTS]        # what the ONNX graph must output
+    card = ModelCard.model_validate_json(text)          # what the exporter writes
+    answer = PredictResponse.model_validate(payload)    # what the gateway returns
+
+The package depends on pydantic only, so the SDK can carry it without the gateway's or the
+exporter's dependencies.
+"""
+
+from hetcontract.api import (
+    ClassCorrelation,
+    Confusable,
+    Correlated,
+    ErrorBody,
+    ErrorResponse,
+    ImageInput,
+    ModelDetail,
+    ModelList,
+    ModelSummary,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+    Result,
+    ServedModel,
+    TensorInput,
+    Uncertainty,
+)
+from hetcontract.model_card import InputSpec, ModelCard
+from hetcontract.outputs import (
+    HEAD_OUTPUTS,
+    INPUT_NAME,
+    MODEL_CARD_FILENAME,
+    MODEL_CARD_PARAMETER,
+    OutputName,
+    TensorSpec,
+    output_spec,
+)
+
+__all__ = [
+    "HEAD_OUTPUTS",
+    "INPUT_NAME",
+    "MODEL_CARD_FILENAME",
+    "MODEL_CARD_PARAMETER",
+    "ClassCorrelation",
+    "Confusable",
+    "Correlated",
+    "ErrorBody",
+    "ErrorResponse",
+    "ImageInput",
+    "InputSpec",
+    "ModelCard",
+    "ModelDetail",
+    "ModelList",
+    "ModelSummary",
+    "OutputName",
+    "Prediction",
+    "PredictRequest",
+    "PredictResponse",
+    "Result",
+    "ServedModel",
+    "TensorInput",
+    "TensorSpec",
+    "Uncertainty",
+    "output_spec",
+]

@@ -1,0 +1,73 @@
+"""The model card: what the gateway needs to know to feed a model and explain its answer.
+
+Written by the exporter as ``model_repo/<name>/model_card.json`` and, as JSON, into the
+``model_card`` parameter of ``config.pbtxt`` so that Triton exposes it to the gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class InputSpec(BaseModel):
+    """How pixels become the ``images`` tensor: ``x = (pixel / scale - mean[c]) / std[c]``.
+
+    ``shape`` is [C, H, W]; ``channel_order`` is ``"L"`` for one grey channel or ``"RGB"``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float = 255.0
+    channel_order: Literal["L", "RGB"] = "L"
+
+    @model_validator(mode="after")
+    def _channels_agree(self) -> "InputSpec":
+        channels = self.shape[0]
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise ValueError("mean and std need one value per channel")
+        if (channels == 1) != (self.channel_order == "L"):
+            raise ValueError("channel_order 'L' goes with 1 channel, 'RGB' with 3")
+        if any(s <= 0 for s in self.std) or self.scale <= 0:
+            raise ValueError("std and scale must be positive")
+        return self
+
+
+class ModelCard(BaseModel):
+    """Everything about an exported model that is not in its weights.
+
+    ``head`` names the output layer: ``het`` (softmax, low-rank + diagonal covariance),
+    ``het_pe`` (parameter-efficient), ``het_sigmoid`` (multi-label) or ``det`` (plain softmax).
+    ``num_factors`` is R (0 for diagonal-only and deterministic heads), ``mc_samples`` is S
+    (1 for a deterministic head), ``top_k`` is k_max and ``num_confusable`` is m.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str = "1"
+    head: Literal["het", "het_pe", "het_sigmoid", "det"]
+    num_classes: int = Field(gt=1)
+    labels: list[str]
+    num_factors: int = Field(ge=0)
+    mc_samples: int = Field(ge=1)
+    temperature: float = Field(gt=0)
+    top_k: int = Field(ge=1)
+    num_confusable: int = Field(ge=0)
+    input: InputSpec
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    parity: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sizes_agree(self) -> "ModelCard":
+        if len(self.labels) != self.num_classes:
+            raise ValueError(f"{len(self.labels)} labels for {self.num_classes} classes")
+        if self.top_k > self.num_classes:
+            raise ValueError("top_k cannot exceed num_classes")
+        if self.num_confusable > self.num_classes - 1:
+            raise ValueError("num_confusable cannot exceed num_classes - 1")
+        return self
