@@ -1,0 +1,119 @@
+"""The module that is exported to ONNX: images -> the outputs of ``hetcontract.HEAD_OUTPUTS``.
+
+It wraps a trained ``HetClassifier`` with a fixed noise bank (common random numbers, shared
+by every example, so an example's answer does not depend on its batch) and computes, per
+example (B = batch, K classes, k = ``top_k``, m = ``num_confusable``):
+
+* ``probs`` p_bar [B, K] = (1/S) sum_s link(u_s / tau), u_s = mu + V z_R[s] + d * z_K[s]
+  with z_R = ``noise_factors`` [S, R] and z_K = ``noise_diag`` [S, K] (ONNX initializers);
+* ``predictive_entropy`` H[p_bar], ``expected_entropy`` (1/S) sum_s H[link(u_s / tau)] and
+  ``mutual_information`` = their difference, floored at 0 (it is >= 0 by concavity, up to
+  rounding). Softmax heads use the categorical entropy; the sigmoid head the sum of K
+  Bernoulli entropies (see ``hetexport.layers.entropy``);
+* ``topk_ids`` / ``topk_probs`` [B, k]: classes by p_bar;
+* ``topk_correlation`` [B, k, k]: ``Sigma_ij / sqrt(Sigma_ii Sigma_jj)`` among the top classes,
+  from ``Sigma = V V^T + diag(d^2)`` rows for the top classes only ([B, k, K], never [B, K, K]);
+* ``confusable_ids`` / ``confusable_correlation`` [B, k, m]: per top class, the m OTHER
+  classes with the largest correlation (self excluded).
+
+A deterministic head gives the identity correlation, expected == predictive entropy, MI 0.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from hetcontract import HEAD_OUTPUTS
+from torch import Tensor, nn
+
+from hetexport.layers import NoiseBank
+from hetexport.model import HetClassifier
+
+SELF_CORRELATION_MASK = -2.0
+"""Below any correlation (>= -1): excludes a class from its own confusable list."""
+
+
+class ServingOutputs(NamedTuple):
+    """The graph's outputs, in ``hetcontract.HEAD_OUTPUTS`` order."""
+
+    topk_ids: Tensor
+    topk_probs: Tensor
+    predictive_entropy: Tensor
+    expected_entropy: Tensor
+    mutual_information: Tensor
+    topk_correlation: Tensor
+    confusable_ids: Tensor
+    confusable_correlation: Tensor
+    probs: Tensor
+
+
+OUTPUT_NAMES: tuple[str, ...] = tuple(spec.name.value for spec in HEAD_OUTPUTS)
+assert ServingOutputs._fields == OUTPUT_NAMES, "ServingOutputs must follow HEAD_OUTPUTS"
+
+
+class ServingGraph(nn.Module):
+    """``images [B, C, H, W] -> ServingOutputs`` with a baked, batch-shared noise bank.
+
+    The bank is registered as buffers ``noise_factors`` [S, R] and ``noise_diag`` [S, K],
+    which become ONNX initializers of the same names (a deterministic head has none).
+    """
+
+    def __init__(
+        self, model: HetClassifier, *, noise: NoiseBank | None, top_k: int, num_confusable: int
+    ) -> None:
+        super().__init__()
+        head = model.head
+        classes = head.num_classes
+        if not 1 <= top_k <= classes:
+            raise ValueError(f"top_k must be in 1..{classes}, got {top_k}")
+        if not 1 <= num_confusable <= classes - 1:
+            raise ValueError(f"num_confusable must be in 1..{classes - 1}, got {num_confusable}")
+        self.model = model
+        self.top_k = top_k
+        self.num_confusable = num_confusable
+        self.stochastic = head.kind != "det"
+        if self.stochastic:
+            if noise is None or not noise.shared:
+                raise ValueError("a HET head exports with a shared noise bank ([S, R], [S, K])")
+            if noise.num_classes != classes or noise.num_factors != head.num_factors:
+                raise ValueError(
+                    f"noise bank is for R={noise.num_factors}, K={noise.num_classes}; "
+                    f"the head has R={head.num_factors}, K={classes}"
+                )
+            self.register_buffer("noise_factors", noise.factor_noise.float().clone())
+            self.register_buffer("noise_diag", noise.diag_noise.float().clone())
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.noise_diag.shape[0]) if self.stochastic else 1
+
+    def noise_bank(self) -> NoiseBank | None:
+        if not self.stochastic:
+            return None
+        return NoiseBank(self.noise_factors, self.noise_diag)
+
+    def forward(self, images: Tensor) -> ServingOutputs:
+        head = self.model.head
+        out = self.model(images, noise=self.noise_bank())
+        predictive = head.entropy(out.probs)
+        mutual = torch.clamp(predictive - out.expected_entropy, min=0.0)
+        topk_probs, topk_ids = torch.topk(out.probs, self.top_k, dim=-1)
+        corr_rows = out.latent.correlation_rows(topk_ids)  # [B, k, K]
+        among_top = topk_ids.unsqueeze(1).expand(-1, self.top_k, -1)  # [B, k, k]
+        topk_corr = torch.gather(corr_rows, 2, among_top)
+        classes = torch.arange(head.num_classes, device=images.device)
+        is_self = topk_ids.unsqueeze(-1) == classes  # [B, k, K]
+        others = torch.where(is_self, torch.full_like(corr_rows, SELF_CORRELATION_MASK), corr_rows)
+        conf_corr, conf_ids = torch.topk(others, self.num_confusable, dim=-1)
+        return ServingOutputs(
+            topk_ids=topk_ids,
+            topk_probs=topk_probs,
+            predictive_entropy=predictive,
+            expected_entropy=out.expected_entropy,
+            mutual_information=mutual,
+            topk_correlation=topk_corr,
+            confusable_ids=conf_ids,
+            confusable_correlation=conf_corr,
+            probs=out.probs,
+        )

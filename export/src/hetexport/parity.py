@@ -1,0 +1,163 @@
+"""Export-time validation: ONNX Runtime against PyTorch on the same images and noise bank.
+
+Checks, at batch sizes 1, 7 and 64 (seeded random normalised images):
+
+* max |ORT - torch| <= ``PROB_TOLERANCE`` (1e-5) on ``probs``/``topk_probs``, <=
+  ``CORRELATION_TOLERANCE`` (1e-5) on the correlations and <= ``ENTROPY_TOLERANCE`` (1e-4) on
+  the entropies and the mutual information;
+* ids agree except on exact ties: every id ONNX Runtime returns must carry, in PyTorch, the
+  value at that rank (so a different id is accepted only when its value ties);
+* determinism: the first rows of the 64-batch equal the 1- and 7-batches bit for bit, and a
+  second session repeats the first bit for bit.
+
+Typical usage::
+
+    report = check_parity(graph, onnx_bytes, input_shape=(1, 28, 28))
+    card_parity = report.as_card()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from hetexport.errors import ExportError
+from hetexport.onnx_head import SELF_CORRELATION_MASK, ServingGraph
+from hetexport.onnx_runner import OnnxRunner
+
+PROB_TOLERANCE = 1e-5
+CORRELATION_TOLERANCE = 1e-5
+ENTROPY_TOLERANCE = 1e-4
+PARITY_BATCH_SIZES = (1, 7, 64)
+PARITY_SEED = 0
+
+TOLERANCES: dict[str, float] = {
+    "probs": PROB_TOLERANCE,
+    "topk_probs": PROB_TOLERANCE,
+    "topk_correlation": CORRELATION_TOLERANCE,
+    "confusable_correlation": CORRELATION_TOLERANCE,
+    "predictive_entropy": ENTROPY_TOLERANCE,
+    "expected_entropy": ENTROPY_TOLERANCE,
+    "mutual_information": ENTROPY_TOLERANCE,
+}
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """What the validation measured; ``as_card()`` is what goes into the model card."""
+
+    batch_sizes: tuple[int, ...]
+    max_abs_diff: dict[str, float]
+    ids_match_up_to_ties: bool
+    id_ties: int
+    bit_identical_across_batches: bool
+    bit_identical_across_sessions: bool
+    tolerances: dict[str, float] = field(default_factory=lambda: dict(TOLERANCES))
+
+    @property
+    def passed(self) -> bool:
+        return self.ids_match_up_to_ties and all(
+            self.max_abs_diff[name] <= tol for name, tol in self.tolerances.items()
+        )
+
+    def as_card(self) -> dict[str, Any]:
+        return {
+            "reference": "pytorch",
+            "runtime": "onnxruntime-cpu",
+            "batch_sizes": list(self.batch_sizes),
+            "max_abs_diff": {k: float(v) for k, v in self.max_abs_diff.items()},
+            "tolerances": dict(self.tolerances),
+            "ids_match_up_to_ties": self.ids_match_up_to_ties,
+            "id_ties": self.id_ties,
+            "bit_identical_across_batches": self.bit_identical_across_batches,
+            "bit_identical_across_sessions": self.bit_identical_across_sessions,
+        }
+
+
+def check_parity(
+    graph: ServingGraph,
+    onnx_model: bytes,
+    *,
+    input_shape: tuple[int, int, int],
+    batch_sizes: tuple[int, ...] = PARITY_BATCH_SIZES,
+    seed: int = PARITY_SEED,
+    require_bit_identical: bool = True,
+) -> ParityReport:
+    """Compare ONNX Runtime with PyTorch; raise ExportError with the figures if they disagree."""
+    rng = np.random.default_rng(seed)
+    largest = max(batch_sizes)
+    images = rng.standard_normal((largest, *input_shape)).astype(np.float32)
+    runner = OnnxRunner(onnx_model)
+    diffs = dict.fromkeys(TOLERANCES, 0.0)
+    ties = 0
+    ids_ok = True
+    by_batch: dict[int, dict[str, np.ndarray]] = {}
+    for size in batch_sizes:
+        got = runner.run(images[:size])
+        by_batch[size] = got
+        want = _torch_outputs(graph, images[:size])
+        for name in TOLERANCES:
+            diffs[name] = max(
+                diffs[name], float(np.abs(got[name].astype(np.float64) - want[name]).max())
+            )
+        ok, size_ties = _ids_agree(graph, images[:size], got, want)
+        ids_ok &= ok
+        ties += size_ties
+    across_batches = all(
+        all(np.array_equal(by_batch[largest][k][:size], v) for k, v in by_batch[size].items())
+        for size in batch_sizes
+    )
+    repeat = OnnxRunner(onnx_model).run(images)
+    across_sessions = all(np.array_equal(repeat[k], v) for k, v in by_batch[largest].items())
+    report = ParityReport(tuple(batch_sizes), diffs, ids_ok, ties, across_batches, across_sessions)
+    problems = [
+        f"{name}: max |diff| {diffs[name]:.3g} > {tol:g}"
+        for name, tol in TOLERANCES.items()
+        if diffs[name] > tol
+    ]
+    if not ids_ok:
+        problems.append("top-k or confusable ids differ beyond ties")
+    if require_bit_identical and not (across_batches and across_sessions):
+        problems.append(
+            f"outputs not bit-identical (across batches: {across_batches}, "
+            f"across sessions: {across_sessions})"
+        )
+    if problems:
+        raise ExportError("ONNX Runtime disagrees with PyTorch: " + "; ".join(problems))
+    return report
+
+
+@torch.no_grad()
+def _torch_outputs(graph: ServingGraph, images: np.ndarray) -> dict[str, np.ndarray]:
+    outputs = graph(torch.from_numpy(images))
+    return {name: value.double().numpy() for name, value in outputs._asdict().items()}
+
+
+@torch.no_grad()
+def _ids_agree(
+    graph: ServingGraph, images: np.ndarray, got: dict[str, np.ndarray], want: dict[str, np.ndarray]
+) -> tuple[bool, int]:
+    """True if ORT's ids carry PyTorch's values at each rank; also counts tied swaps."""
+    top_ids = torch.from_numpy(got["topk_ids"])
+    probs = torch.from_numpy(want["probs"])
+    top_ok = torch.allclose(
+        torch.gather(probs, 1, top_ids),
+        torch.from_numpy(want["topk_probs"]),
+        atol=PROB_TOLERANCE,
+        rtol=0,
+    )
+    out = graph.model(torch.from_numpy(images), noise=graph.noise_bank())
+    rows = out.latent.correlation_rows(top_ids).double()  # rows for ORT's top classes
+    is_self = top_ids.unsqueeze(-1) == torch.arange(rows.shape[-1])
+    rows = torch.where(is_self, torch.full_like(rows, SELF_CORRELATION_MASK), rows)
+    best = torch.topk(rows, graph.num_confusable, dim=-1).values
+    chosen = torch.gather(rows, 2, torch.from_numpy(got["confusable_ids"]))
+    conf_ok = torch.allclose(chosen, best, atol=CORRELATION_TOLERANCE, rtol=0)
+    ties = int(
+        (got["topk_ids"] != want["topk_ids"]).sum()
+        + (got["confusable_ids"] != want["confusable_ids"]).sum()
+    )
+    return bool(top_ok and conf_ok), ties

@@ -1,0 +1,312 @@
+"""The HET layers: math against an independent numpy computation, and their properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hetexport.layers import (
+    MIN_SCALE,
+    PROB_EPS,
+    DeterministicHead,
+    HetSigmoidHead,
+    HetSoftmaxHead,
+    LatentGaussian,
+    NoiseBank,
+    Temperature,
+    mc_sigmoid,
+    mc_softmax,
+    sample_logits,
+)
+
+B, D, K, R = 4, 8, 6, 3
+
+
+def numpy_mc(mu, V, d, z_r, z_k, tau, link):
+    """Independent reference: loops over examples and samples, per the paper's formula."""
+    probs = np.zeros_like(mu)
+    expected = np.zeros(mu.shape[0])
+    for b in range(mu.shape[0]):
+        for s in range(z_k.shape[-2]):
+            zr = z_r[s] if z_r.ndim == 2 else z_r[b, s]
+            zk = z_k[s] if z_k.ndim == 2 else z_k[b, s]
+            u = (mu[b] + V[b] @ zr + d[b] * zk) / tau
+            if link == "softmax":
+                p = np.exp(u - u.max()) / np.exp(u - u.max()).sum()
+                h = -(p * np.log(p)).sum()
+            else:
+                p = 1 / (1 + np.exp(-u))
+                h = -(p * np.log(p) + (1 - p) * np.log(1 - p)).sum()
+            probs[b] += p / z_k.shape[-2]
+            expected[b] += h / z_k.shape[-2]
+    return probs, expected
+
+
+def random_latent(kind: str, *, batch=B, classes=K, factors=R, seed=0) -> LatentGaussian:
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.randn(batch, classes, generator=g, dtype=torch.float64)
+    d = torch.rand(batch, classes, generator=g, dtype=torch.float64) + 0.1
+    if kind == "dense":
+        return LatentGaussian(
+            mu, d, torch.randn(batch, classes, factors, generator=g, dtype=torch.float64)
+        )
+    if kind == "efficient":
+        v = torch.randn(batch, classes, generator=g, dtype=torch.float64)
+        J = torch.randn(classes, factors, generator=g, dtype=torch.float64)
+        return LatentGaussian(mu, d, factor_scale=v, shared_factors=J)
+    return LatentGaussian(mu, d)
+
+
+def dense_factors(latent: LatentGaussian) -> np.ndarray:
+    if latent.factors is not None:
+        return latent.factors.numpy()
+    if latent.shared_factors is not None:
+        return (latent.factor_scale.unsqueeze(-1) * latent.shared_factors).numpy()
+    return np.zeros((latent.batch_size, latent.num_classes, 0))
+
+
+@pytest.mark.parametrize("kind", ["dense", "efficient", "diagonal"])
+@pytest.mark.parametrize("link", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_mc_average_matches_independent_numpy_computation(kind, link, shared):
+    latent = random_latent(kind)
+    noise = NoiseBank.draw(
+        50,
+        latent.num_factors,
+        K,
+        batch=None if shared else B,
+        generator=torch.Generator().manual_seed(1),
+        dtype=torch.float64,
+    )
+    tau = torch.tensor(1.3, dtype=torch.float64)
+    got = (mc_softmax if link == "softmax" else mc_sigmoid)(latent, noise, tau)
+    want_p, want_h = numpy_mc(
+        latent.mean.numpy(),
+        dense_factors(latent),
+        latent.scale.numpy(),
+        noise.factor_noise.numpy(),
+        noise.diag_noise.numpy(),
+        1.3,
+        link,
+    )
+    np.testing.assert_allclose(got.probs.numpy(), want_p, atol=1e-12)
+    np.testing.assert_allclose(got.expected_entropy.numpy(), want_h, atol=1e-10)
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0, 2.5])
+def test_without_noise_the_layer_reduces_to_tempered_softmax(tau):
+    mu = torch.randn(B, K, dtype=torch.float64)
+    latent = LatentGaussian(
+        mu, torch.full_like(mu, 1e-9), torch.zeros(B, K, R, dtype=torch.float64)
+    )
+    noise = NoiseBank.draw(20, R, K, dtype=torch.float64)
+    got = mc_softmax(latent, noise, torch.tensor(tau, dtype=torch.float64))
+    torch.testing.assert_close(got.probs, torch.softmax(mu / tau, -1), atol=1e-8, rtol=0)
+
+
+def test_head_with_zero_factors_and_floored_scale_is_close_to_tempered_softmax():
+    head = HetSoftmaxHead(D, K, num_factors=R, temperature=1.5, eval_mc_samples=200).eval()
+    with torch.no_grad():
+        head.factor_layer.weight.zero_()
+        head.factor_layer.bias.zero_()
+        head.scale_layer.weight.zero_()
+        head.scale_layer.bias.fill_(-40.0)  # softplus -> 0, d = MIN_SCALE
+    phi = torch.randn(B, D)
+    out = head(phi)
+    torch.testing.assert_close(out.latent.scale, torch.full((B, K), MIN_SCALE))
+    mu = head.mean_layer(phi)
+    torch.testing.assert_close(out.probs, torch.softmax(mu / 1.5, -1), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["dense", "efficient", "diagonal"])
+def test_sample_covariance_of_latent_logits_matches_low_rank_plus_diagonal(kind):
+    latent = random_latent(kind, batch=1, classes=5, factors=2, seed=3)
+    noise = NoiseBank.draw(
+        200_000,
+        latent.num_factors,
+        5,
+        generator=torch.Generator().manual_seed(7),
+        dtype=torch.float64,
+    )
+    u = sample_logits(latent, noise)[0].numpy()  # [S, K]
+    V = dense_factors(latent)[0]
+    sigma = V @ V.T + np.diag(latent.scale[0].numpy() ** 2)
+    sample_cov = np.cov(u, rowvar=False)
+    # standard error of a covariance entry ~ sqrt((S_ii S_jj + S_ij^2) / n)
+    se = np.sqrt((np.outer(np.diag(sigma), np.diag(sigma)) + sigma**2) / u.shape[0])
+    assert np.all(np.abs(sample_cov - sigma) < 5 * se)
+    np.testing.assert_allclose(
+        u.mean(0), latent.mean[0].numpy(), atol=5 * np.sqrt(np.diag(sigma) / u.shape[0]).max()
+    )
+    torch.testing.assert_close(latent.covariance()[0], torch.from_numpy(sigma))
+
+
+@pytest.mark.parametrize("kind", ["dense", "efficient", "diagonal"])
+def test_covariance_is_positive_semidefinite_and_rows_match_full_matrix(kind):
+    latent = random_latent(kind, seed=5)
+    full = latent.covariance()
+    assert torch.linalg.eigvalsh(full).min() > -1e-10
+    idx = torch.tensor([[2, 0], [1, 5], [3, 3], [4, 1]])
+    rows = latent.covariance_rows(idx)
+    torch.testing.assert_close(rows, torch.gather(full, 1, idx.unsqueeze(-1).expand(-1, -1, K)))
+    torch.testing.assert_close(latent.variance(), torch.diagonal(full, dim1=1, dim2=2))
+
+
+@pytest.mark.parametrize("kind", ["dense", "efficient", "diagonal"])
+def test_correlation_rows_are_normalised_covariance_with_unit_self_correlation(kind):
+    latent = random_latent(kind, seed=6)
+    full = latent.covariance().numpy()
+    std = np.sqrt(np.diagonal(full, axis1=1, axis2=2))
+    corr = full / (std[:, :, None] * std[:, None, :])
+    idx = torch.tensor([[0, 3]] * B)
+    got = latent.correlation_rows(idx).numpy()
+    np.testing.assert_allclose(got, corr[:, [0, 3], :], atol=1e-12)
+    assert np.all(np.abs(got) <= 1 + 1e-12)
+
+
+def test_diagonal_noise_is_drawn_per_class_not_broadcast():
+    """The JAX reference's [B, S, 1] pitfall would make logits of a diagonal-only head
+    perfectly correlated; the paper's [S, K] noise keeps them independent."""
+    latent = random_latent("diagonal", batch=1, classes=4)
+    noise = NoiseBank.draw(
+        50_000, 0, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    assert noise.diag_noise.shape == (50_000, 4)
+    corr = np.corrcoef(sample_logits(latent, noise)[0].numpy(), rowvar=False)
+    assert np.abs(corr - np.eye(4)).max() < 0.03
+
+
+HEADS = {
+    "het": lambda **kw: HetSoftmaxHead(D, K, num_factors=R, **kw),
+    "het_diag": lambda **kw: HetSoftmaxHead(D, K, num_factors=0, **kw),
+    "het_pe": lambda **kw: HetSoftmaxHead(D, K, num_factors=R, parameter_efficient=True, **kw),
+    "het_sigmoid": lambda **kw: HetSigmoidHead(D, K, num_factors=R, **kw),
+    "het_per_example": lambda **kw: HetSoftmaxHead(
+        D, K, num_factors=R, share_samples_across_batch=False, **kw
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_gradients_reach_every_parameter_including_learned_temperature(name):
+    head = HEADS[name](learn_temperature=True, temperature=1.2, train_mc_samples=32).train()
+    out = head(torch.randn(B, D))
+    head.loss(out, torch.tensor([0, 1, 2, 3])).backward()
+    for pname, param in head.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), pname
+        assert param.grad.abs().sum() > 0, pname
+    assert "temperature.raw" in dict(head.named_parameters())
+
+
+def test_deterministic_head_gradients_and_identity_correlation():
+    head = DeterministicHead(D, K, learn_temperature=True)
+    out = head(torch.randn(B, D))
+    head.loss(out, torch.tensor([0, 1, 2, 3])).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    idx = torch.tensor([[0, 1, 2]] * B)
+    torch.testing.assert_close(
+        out.latent.correlation_rows(idx)[:, :, :3], torch.eye(3).expand(B, 3, 3)
+    )
+    torch.testing.assert_close(out.expected_entropy, -(out.probs * out.probs.log()).sum(-1))
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_probabilities_are_valid_and_log_probs_are_clipped_logs(name):
+    head = HEADS[name](eval_mc_samples=64).eval()
+    out = head(torch.randn(B, D) * 5)
+    assert out.probs.shape == (B, K) and out.expected_entropy.shape == (B,)
+    assert torch.all((out.probs >= 0) & (out.probs <= 1))
+    if head.link == "softmax":
+        torch.testing.assert_close(out.probs.sum(-1), torch.ones(B))
+    torch.testing.assert_close(out.log_probs, torch.log(out.probs.clamp(PROB_EPS, 1.0)))
+
+
+def test_softmax_loss_is_negative_log_of_clipped_average_probability():
+    head = HetSoftmaxHead(D, K, num_factors=R, train_mc_samples=16)
+    out = head(torch.randn(B, D))
+    y = torch.tensor([5, 0, 1, 2])
+    want = -torch.log(out.probs[torch.arange(B), y].clamp(PROB_EPS, 1)).mean()
+    torch.testing.assert_close(head.loss(out, y), want)
+
+
+def test_sigmoid_loss_accepts_class_ids_or_multi_hot_targets():
+    head = HetSigmoidHead(D, K, num_factors=R, train_mc_samples=16)
+    out = head(torch.randn(B, D))
+    y = torch.tensor([5, 0, 1, 2])
+    multi_hot = torch.nn.functional.one_hot(y, K).float()
+    p = out.probs.clamp(PROB_EPS, 1 - PROB_EPS)
+    want = -(multi_hot * p.log() + (1 - multi_hot) * (1 - p).log()).mean()
+    torch.testing.assert_close(head.loss(out, y), want)
+    torch.testing.assert_close(head.loss(out, multi_hot), want)
+
+
+def test_train_and_eval_use_their_own_sample_counts():
+    head = HetSoftmaxHead(D, K, num_factors=R, train_mc_samples=7, eval_mc_samples=11)
+    like = torch.zeros(1)
+    assert head.train().draw_noise(B, like=like).num_samples == 7
+    assert head.eval().draw_noise(B, like=like).num_samples == 11
+
+
+def test_shared_samples_give_batch_independent_results_and_per_example_do_not():
+    phi = torch.randn(1, D).expand(2, D)  # the same example twice
+    shared = HetSoftmaxHead(D, K, num_factors=R, eval_mc_samples=8).eval()
+    per_example = HetSoftmaxHead(
+        D, K, num_factors=R, eval_mc_samples=8, share_samples_across_batch=False
+    ).eval()
+    out = shared(phi)
+    assert torch.equal(out.probs[0], out.probs[1])
+    out = per_example(phi)
+    assert not torch.equal(out.probs[0], out.probs[1])
+    assert per_example.draw_noise(2, like=phi).diag_noise.shape == (2, 8, K)
+
+
+def test_learned_temperature_starts_at_value_and_stays_within_bounds():
+    temperature = Temperature(1.5, learned=True, bounds=(0.3, 3.0))
+    torch.testing.assert_close(temperature(), torch.tensor(1.5))
+    with torch.no_grad():
+        temperature.raw.fill_(1e4)
+    assert temperature() <= 3.0
+    with torch.no_grad():
+        temperature.raw.fill_(-1e4)
+    assert temperature() >= 0.3
+    with pytest.raises(ValueError, match="lower < value < upper"):
+        Temperature(5.0, learned=True)
+
+
+def test_fixed_temperature_has_no_parameters():
+    assert list(Temperature(2.0).parameters()) == []
+    assert float(Temperature(2.0)()) == 2.0
+
+
+def test_fixed_noise_bank_is_reproducible_from_its_seed():
+    a, b = NoiseBank.fixed(10, 3, 4, seed=42), NoiseBank.fixed(10, 3, 4, seed=42)
+    assert torch.equal(a.factor_noise, b.factor_noise) and torch.equal(a.diag_noise, b.diag_noise)
+    assert a.shared and a.factor_noise.shape == (10, 3) and a.diag_noise.shape == (10, 4)
+    assert not torch.equal(a.diag_noise, NoiseBank.fixed(10, 3, 4, seed=43).diag_noise)
+
+
+def test_mismatched_shapes_fail_with_clear_errors():
+    with pytest.raises(ValueError, match="pre-logits"):
+        HetSoftmaxHead(D, K)(torch.randn(B, D + 1))
+    with pytest.raises(ValueError, match="noise bank is for"):
+        mc_softmax(random_latent("dense"), NoiseBank.draw(5, R + 1, K), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="factor_scale and shared_factors"):
+        LatentGaussian(torch.zeros(2, 3), torch.ones(2, 3), factor_scale=torch.ones(2, 3))
+    with pytest.raises(ValueError, match="num_factors >= 1"):
+        HetSoftmaxHead(D, K, num_factors=0, parameter_efficient=True)
+
+
+def test_extra_repr_states_the_head_settings():
+    text = repr(
+        HetSoftmaxHead(
+            D, K, num_factors=R, temperature=1.5, learn_temperature=True, parameter_efficient=True
+        )
+    )
+    for fragment in (
+        "num_classes=6",
+        "num_factors=3",
+        "parameter_efficient=True",
+        "learned",
+        "bounds=(0.3, 3.0)",
+    ):
+        assert fragment in text

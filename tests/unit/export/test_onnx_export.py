@@ -1,0 +1,293 @@
+"""ONNX export: contract outputs, parity with PyTorch, determinism, and clean failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from hetcontract import HEAD_OUTPUTS, ModelCard
+from hetexport.checkpoint import save_checkpoint
+from hetexport.errors import ExportError, InputError
+from hetexport.layers import NoiseBank, bernoulli_entropy, categorical_entropy
+from hetexport.model import HetClassifier, ModelSpec, build_model
+from hetexport.onnx_export import export_to_repository
+from hetexport.onnx_runner import OnnxRunner
+from hetexport.parity import ENTROPY_TOLERANCE, PROB_TOLERANCE
+from hetexport.repository import parse_config
+from onnx import numpy_helper
+
+K, S, TOP_K, M = 6, 64, 3, 2
+SMALL = {"widths": (4, 8), "feature_dim": 16}
+VARIANTS = {
+    "het": {"head": "het", "num_factors": 3},
+    "het_diag": {"head": "het", "num_factors": 0},
+    "het_pe": {"head": "het_pe", "num_factors": 2},
+    "het_sigmoid": {"head": "het_sigmoid", "num_factors": 3},
+    "det": {"head": "det"},
+}
+
+
+def spec_for(variant: str) -> ModelSpec:
+    return ModelSpec(
+        num_classes=K,
+        backbone_kwargs=SMALL,
+        train_mc_samples=16,
+        eval_mc_samples=S,
+        labels=tuple(f"c{k}" for k in range(K)),
+        learn_temperature=True,
+        temperature=1.3,
+        **VARIANTS[variant],
+    )
+
+
+def trained_one_step(variant: str) -> HetClassifier:
+    torch.manual_seed(0)
+    model = build_model(spec_for(variant)).train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = model(torch.randn(8, 1, 28, 28))
+    model.head.loss(out, torch.arange(8) % K).backward()
+    optimizer.step()
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Every variant trained one step and exported once into one repository."""
+    repo = tmp_path_factory.mktemp("model_repo")
+    reports = {
+        variant: export_to_repository(
+            trained_one_step(variant),
+            repo,
+            f"m_{variant}",
+            top_k=TOP_K,
+            num_confusable=M,
+            metrics={"note": variant},
+            seed=3,
+        )
+        for variant in VARIANTS
+    }
+    return repo, reports
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(1).standard_normal((64, 1, 28, 28)).astype(np.float32)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_export_writes_the_model_repository_layout(exported, variant):
+    repo, reports = exported
+    model_dir = repo / f"m_{variant}"
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "1",
+        "config.pbtxt",
+        "labels.txt",
+        "model_card.json",
+    ]
+    assert (model_dir / "1" / "model.onnx").stat().st_size == reports[variant].onnx_bytes
+    assert (model_dir / "labels.txt").read_text().split() == [f"c{k}" for k in range(K)]
+    assert not [p for p in repo.iterdir() if p.name.startswith(".")], "no staging leftovers"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_card_validates_and_config_outputs_are_the_contract(exported, variant):
+    repo, _ = exported
+    model_dir = repo / f"m_{variant}"
+    card = ModelCard.model_validate_json((model_dir / "model_card.json").read_text())
+    assert card.head == VARIANTS[variant]["head"] and card.num_classes == K
+    assert card.mc_samples == (1 if variant == "det" else S)
+    assert card.top_k == TOP_K and card.num_confusable == M and card.metrics == {"note": variant}
+    assert card.temperature == pytest.approx(1.3, abs=0.2)
+    config = parse_config((model_dir / "config.pbtxt").read_text())
+    assert [o.name for o in config.outputs] == [spec.name.value for spec in HEAD_OUTPUTS]
+    assert [o.data_type for o in config.outputs] == [spec.triton_dtype for spec in HEAD_OUTPUTS]
+    assert ModelCard.model_validate(config.model_card()) == card
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_graph_outputs_match_head_outputs_names_types_and_shapes(exported, images, variant):
+    _, reports = exported
+    runner = OnnxRunner(reports[variant].onnx_path)
+    out = runner.run(images[:5])
+    sizes = {"B": 5, "k_max": TOP_K, "m": M, "K": K}
+    assert list(out) == [spec.name.value for spec in HEAD_OUTPUTS]
+    for spec in HEAD_OUTPUTS:
+        assert out[spec.name.value].dtype == np.dtype(spec.numpy_dtype)
+        assert out[spec.name.value].shape == tuple(sizes[s] for s in spec.shape)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_parity_with_pytorch_at_batch_sizes_1_7_64_is_in_the_card(exported, variant):
+    _, reports = exported
+    parity = reports[variant].card.parity
+    assert parity["batch_sizes"] == [1, 7, 64]
+    assert parity["max_abs_diff"]["probs"] <= PROB_TOLERANCE
+    for name in ("predictive_entropy", "expected_entropy", "mutual_information"):
+        assert parity["max_abs_diff"][name] <= ENTROPY_TOLERANCE
+    assert parity["ids_match_up_to_ties"] and parity["bit_identical_across_batches"]
+
+
+@pytest.mark.parametrize("variant", ["het", "het_pe", "het_sigmoid"])
+def test_onnx_matches_an_independent_pytorch_forward_with_the_baked_noise(
+    exported, images, variant
+):
+    _, reports = exported
+    model_proto = onnx.load(reports[variant].onnx_path)
+    bank = {
+        t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+        for t in model_proto.graph.initializer
+        if t.name.startswith("noise_")
+    }
+    assert bank["noise_factors"].shape == (S, VARIANTS[variant]["num_factors"])
+    assert bank["noise_diag"].shape == (S, K)
+    fixed = NoiseBank.fixed(S, VARIANTS[variant]["num_factors"], K, seed=3)
+    assert torch.equal(bank["noise_diag"], fixed.diag_noise)
+    model = trained_one_step(variant)
+    with torch.no_grad():
+        want = model(torch.from_numpy(images), noise=fixed)
+    got = OnnxRunner(reports[variant].onnx_path).run(images)
+    np.testing.assert_allclose(got["probs"], want.probs.numpy(), atol=PROB_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        got["expected_entropy"], want.expected_entropy.numpy(), atol=ENTROPY_TOLERANCE, rtol=0
+    )
+    entropy = bernoulli_entropy if variant == "het_sigmoid" else categorical_entropy
+    np.testing.assert_allclose(
+        got["predictive_entropy"], entropy(want.probs).numpy(), atol=ENTROPY_TOLERANCE, rtol=0
+    )
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_same_image_gives_bit_identical_outputs_across_batches_and_sessions(
+    exported, images, variant
+):
+    _, reports = exported
+    path = reports[variant].onnx_path
+    full = OnnxRunner(path).run(images)
+    other = OnnxRunner(path, intra_op_threads=2)
+    for start, stop in [(0, 1), (5, 12), (3, 64)]:
+        part = other.run(images[start:stop])
+        for name, value in part.items():
+            assert np.array_equal(full[name][start:stop], value), (name, start, stop)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_uncertainty_outputs_are_consistent(exported, images, variant):
+    _, reports = exported
+    out = OnnxRunner(reports[variant].onnx_path).run(images)
+    corr = out["topk_correlation"]
+    np.testing.assert_allclose(corr, np.swapaxes(corr, 1, 2), atol=1e-6)
+    np.testing.assert_array_equal(np.diagonal(corr, axis1=1, axis2=2), 1.0)
+    assert np.all(np.abs(corr) <= 1 + 1e-6)
+    assert np.all(out["confusable_ids"] != out["topk_ids"][:, :, None]), (
+        "a class is not its own confusable"
+    )
+    assert np.all(np.diff(out["topk_probs"], axis=1) <= 0)
+    np.testing.assert_array_equal(
+        np.take_along_axis(out["probs"], out["topk_ids"], 1), out["topk_probs"]
+    )
+    np.testing.assert_allclose(
+        out["mutual_information"],
+        np.maximum(out["predictive_entropy"] - out["expected_entropy"], 0),
+        atol=1e-6,
+    )
+    if variant == "det":
+        np.testing.assert_array_equal(corr, np.broadcast_to(np.eye(TOP_K), corr.shape))
+        np.testing.assert_array_equal(out["mutual_information"], 0.0)
+        np.testing.assert_array_equal(out["expected_entropy"], out["predictive_entropy"])
+    if variant != "het_sigmoid":
+        np.testing.assert_allclose(out["probs"].sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "fill", "message"),
+    [
+        ((2, 3, 28, 28), 0.0, r"must be \[B, 1, 28, 28\]"),
+        ((1, 28, 28), 0.0, r"must be \[B, 1, 28, 28\]"),
+        ((2, 1, 28, 28), np.nan, "NaN or infinite"),
+        ((2, 1, 28, 28), np.inf, "NaN or infinite"),
+    ],
+)
+def test_runner_rejects_bad_images_with_a_clear_error(exported, shape, fill, message):
+    _, reports = exported
+    with pytest.raises(InputError, match=message):
+        OnnxRunner(reports["het"].onnx_path).run(np.full(shape, fill, dtype=np.float32))
+
+
+def test_export_from_a_checkpoint_keeps_its_metrics(tmp_path):
+    model = trained_one_step("het")
+    checkpoint = save_checkpoint(tmp_path / "het.pt", model, metrics={"val_nll": 0.7})
+    report = export_to_repository(
+        checkpoint,
+        tmp_path / "repo",
+        "from_ckpt",
+        top_k=2,
+        num_confusable=1,
+        metrics={"test_top1": 0.9},
+    )
+    assert report.card.metrics == {"val_nll": 0.7, "test_top1": 0.9}
+
+
+class StatefulBackbone(torch.nn.Module):
+    """Changes with every call: tracing freezes one call, so ONNX disagrees with PyTorch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, images):
+        self.calls += 1
+        return images.flatten(1) * self.calls
+
+
+def test_failed_parity_raises_export_error_and_writes_nothing(tmp_path):
+    from hetexport.layers import HetSoftmaxHead
+
+    model = HetClassifier(
+        StatefulBackbone(),
+        HetSoftmaxHead(28 * 28, K, num_factors=2, eval_mc_samples=8),
+        spec=spec_for("het"),
+    )
+    with pytest.raises(ExportError, match="ONNX Runtime disagrees with PyTorch"):
+        export_to_repository(model, tmp_path / "repo", "broken", top_k=2, num_confusable=1)
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+
+@pytest.mark.parametrize(("top_k", "num_confusable"), [(0, 1), (K + 1, 1), (2, K), (2, 0)])
+def test_impossible_top_k_or_confusable_counts_are_export_errors(tmp_path, top_k, num_confusable):
+    with pytest.raises(ExportError, match="top_k|num_confusable"):
+        export_to_repository(
+            trained_one_step("het"), tmp_path, "bad", top_k=top_k, num_confusable=num_confusable
+        )
+    assert not (tmp_path / "bad").exists()
+
+
+def test_batched_layout_is_valid_and_reports_its_determinism(tmp_path):
+    report = export_to_repository(
+        trained_one_step("het"), tmp_path, "batched", top_k=2, num_confusable=1, layout="batched"
+    )
+    assert report.card.parity["layout"] == "batched"
+    assert report.card.parity["max_abs_diff"]["probs"] <= PROB_TOLERANCE
+    assert isinstance(report.card.parity["bit_identical_across_batches"], bool)
+
+
+def test_demo_sized_model_exports_well_under_5_mb(tmp_path):
+    spec = ModelSpec(num_classes=10, head="het", num_factors=6, eval_mc_samples=1000)
+    report = export_to_repository(build_model(spec), tmp_path, "demo", top_k=5, num_confusable=3)
+    assert report.onnx_bytes < 5 * 2**20
+
+
+def test_re_export_replaces_the_previous_model_directory(tmp_path):
+    first = export_to_repository(
+        trained_one_step("det"), tmp_path, "same", top_k=2, num_confusable=1
+    )
+    (first.model_dir / "stale.txt").write_text("old")
+    second = export_to_repository(
+        trained_one_step("det"), tmp_path, "same", top_k=3, num_confusable=1
+    )
+    assert not (second.model_dir / "stale.txt").exists() and second.card.top_k == 3
+    assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["same"]

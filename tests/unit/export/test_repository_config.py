@@ -1,0 +1,118 @@
+"""config.pbtxt: one writer, one parser, and Triton's own protobuf reading the same text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from google.protobuf import text_format
+from hetcontract import HEAD_OUTPUTS, MODEL_CARD_PARAMETER
+from hetexport.repository import (
+    ConfigParseError,
+    DynamicBatching,
+    GpuAccelerator,
+    QueuePolicy,
+    gpu_variant,
+    model_config,
+    parse_config,
+    render_config,
+)
+from tritonclient.grpc import model_config_pb2
+
+CARD = {"name": "m", "labels": ['say "hi"', "back\\slash", "new\nline", "Ünïcode"], "x": [1, 2.5]}
+
+
+def config(**overrides):
+    options = {
+        "input_shape": (1, 28, 28),
+        "num_classes": 10,
+        "top_k": 5,
+        "num_confusable": 3,
+        "model_card_json": json.dumps(CARD),
+        **overrides,
+    }
+    return model_config("fashion_het", **options)
+
+
+def as_protobuf(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_render_then_parse_round_trips(gpu):
+    original = gpu_variant(config()) if gpu else config()
+    assert parse_config(render_config(original)) == original
+    assert parse_config(render_config(config(), gpu=gpu)) == original
+
+
+def test_custom_batching_and_instances_round_trip():
+    custom = config(
+        max_batch_size=128,
+        instance_count=3,
+        dynamic_batching=DynamicBatching(
+            (4, 64), 500, QueuePolicy(max_queue_size=10, timeout_us=1000)
+        ),
+    )
+    assert parse_config(render_config(custom)) == custom
+
+
+def test_tritons_protobuf_reads_what_we_write():
+    pb = as_protobuf(render_config(config()))
+    assert (
+        pb.platform == "onnxruntime_onnx"
+        and pb.backend == "onnxruntime"
+        and pb.max_batch_size == 64
+    )
+    assert [o.name for o in pb.output] == [spec.name.value for spec in HEAD_OUTPUTS]
+    assert pb.input[0].name == "images" and list(pb.input[0].dims) == [1, 28, 28]
+    assert list(pb.dynamic_batching.preferred_batch_size) == [8, 16, 32]
+    policy = pb.dynamic_batching.default_queue_policy
+    assert policy.max_queue_size > 0 and policy.default_timeout_microseconds > 0
+    assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    assert [w.name for w in pb.model_warmup] == ["zeros", "random"]
+    assert (
+        pb.model_warmup[0].inputs["images"].zero_data
+        and pb.model_warmup[1].inputs["images"].random_data
+    )
+    assert pb.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert json.loads(pb.parameters[MODEL_CARD_PARAMETER].string_value) == CARD
+
+
+def test_per_example_scalars_are_dims_1_reshaped_to_scalars():
+    pb = as_protobuf(render_config(config()))
+    by_name = {o.name: o for o in pb.output}
+    for spec in HEAD_OUTPUTS:
+        output = by_name[spec.name.value]
+        if len(spec.shape) == 1:
+            assert (
+                list(output.dims) == [1]
+                and output.HasField("reshape")
+                and list(output.reshape.shape) == []
+            )
+        else:
+            assert len(output.dims) == len(spec.shape) - 1
+
+
+def test_gpu_variant_uses_gpu_instances_and_a_tensorrt_accelerator():
+    pb = as_protobuf(render_config(config(), gpu=True))
+    assert pb.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    accelerator = pb.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP32"
+    cuda_only = gpu_variant(config(), accelerator=GpuAccelerator("cuda", ()))
+    assert parse_config(render_config(cuda_only)).gpu_accelerators == (GpuAccelerator("cuda", ()),)
+
+
+def test_model_card_parameter_survives_quotes_backslashes_newlines_and_unicode():
+    assert parse_config(render_config(config())).model_card() == CARD
+
+
+def test_preferred_batch_sizes_never_exceed_max_batch_size():
+    assert parse_config(
+        render_config(config(max_batch_size=4))
+    ).dynamic_batching.preferred_batch_sizes == (4,)
+
+
+@pytest.mark.parametrize("text", ['name: "x" input [ { name: "a" ', "name: }", 'name: "x" @'])
+def test_malformed_text_is_a_parse_error(text):
+    with pytest.raises(ConfigParseError):
+        parse_config(text)
