@@ -1,0 +1,94 @@
+"""hetclient: the Python SDK and CLI of the hetserve gateway.
+
+Typical usage::
+
+    import hetclient
+
+    with hetclient.Client("http://127.0.0.1:8080", timeout_s=10) as client:
+        answer = client.predict("shirt.png", model="fashion_het", top_k=3)
+    top = answer.results[0].predictions[0]
+    print(top.label, top.probability, answer.results[0].uncertainty.predictive_entropy)
+
+Answers are the HTTP contract's own models (``hetcontract.PredictResponse`` and friends),
+re-exported here; errors are the hierarchy in ``hetclient.errors``.
+"""
+
+from hetcontract import (
+    ClassCorrelation,
+    Confusable,
+    Correlated,
+    ModelDetail,
+    ModelList,
+    ModelSummary,
+    Prediction,
+    PredictResponse,
+    Result,
+    ServedModel,
+    Uncertainty,
+)
+
+from hetclient.async_client import AsyncClient
+from hetclient.base_client import DEFAULT_TIMEOUT_S, DEFAULT_TOP_K
+from hetclient.client import Client
+from hetclient.errors import (
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    GatewayTimeoutError,
+    HetserveError,
+    InternalServerError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UnprocessableEntityError,
+    UnsupportedMediaTypeError,
+    error_class_for_status,
+)
+from hetclient.inputs import ImageLike
+from hetclient.retries import DEFAULT_MAX_RETRIES, INITIAL_RETRY_DELAY_S, MAX_RETRY_DELAY_S
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT_S",
+    "DEFAULT_TOP_K",
+    "INITIAL_RETRY_DELAY_S",
+    "MAX_RETRY_DELAY_S",
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClassCorrelation",
+    "Client",
+    "Confusable",
+    "Correlated",
+    "GatewayTimeoutError",
+    "HetserveError",
+    "ImageLike",
+    "InternalServerError",
+    "InvalidInputError",
+    "ModelDetail",
+    "ModelList",
+    "ModelSummary",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PredictResponse",
+    "Prediction",
+    "RateLimitError",
+    "Result",
+    "ServedModel",
+    "ServiceUnavailableError",
+    "Uncertainty",
+    "UnprocessableEntityError",
+    "UnsupportedMediaTypeError",
+    "error_class_for_status",
+]

@@ -1,0 +1,112 @@
+"""The asynchronous client: ``BaseClient`` plus sending with httpx and sleeping with asyncio.
+
+Typical usage::
+
+    import hetclient
+
+    async with hetclient.AsyncClient("http://127.0.0.1:8080") as client:
+        answer = await client.predict(["shirt.png", "boot.png"], model="fashion_het", top_k=3)
+        for result in answer.results:
+            best = result.predictions[0]
+            print(best.label, best.probability, result.uncertainty.predictive_entropy)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from types import TracebackType
+
+import httpx
+from hetcontract import ModelDetail, ModelList, PredictResponse
+
+from hetclient.base_client import DEFAULT_TIMEOUT_S, DEFAULT_TOP_K, BaseClient
+from hetclient.inputs import ImageLike
+from hetclient.retries import DEFAULT_MAX_RETRIES
+
+
+class AsyncClient(BaseClient):
+    """Talks to a hetserve gateway from asyncio; reuses connections. Close it or use it in
+    ``async with``.
+
+    ``transport`` is passed to ``httpx.AsyncClient`` (tests give an ``httpx.MockTransport``).
+    """
+
+    def __init__(
+        self,
+        base_url: str | httpx.URL,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        api_key: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, timeout_s=timeout_s, max_retries=max_retries, api_key=api_key)
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def predict(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        model: str | None = None,
+        top_k: int = DEFAULT_TOP_K,
+    ) -> PredictResponse:
+        """Top-k classes and uncertainty for one input or a list of them (see
+        ``hetclient.inputs`` for what each input type is sent as); ``model=None`` asks the
+        gateway's default model."""
+        request = self._build_predict_request(images, model=model, top_k=top_k)
+        return self._parse_predict(await self._send(request))
+
+    async def models(self) -> ModelList:
+        """The served models and the default one."""
+        return self._parse_models(await self._send(self._build_models_request()))
+
+    async def model(self, name: str) -> ModelDetail:
+        """One model's summary and model card."""
+        return self._parse_model(await self._send(self._build_model_request(name)))
+
+    async def health(self) -> bool:
+        """True when the gateway process answers ``/healthz``."""
+        return self._parse_health(await self._send(self._build_health_request()))
+
+    async def ready(self) -> bool:
+        """True when Triton and every model are ready, False while they are not (503)."""
+        response = await self._send(self._build_ready_request(), retry_on_status=False)
+        return self._parse_ready(response)
+
+    async def _send(
+        self, request: httpx.Request, *, retry_on_status: bool = True
+    ) -> httpx.Response:
+        for retries_done in itertools.count():
+            try:
+                response = await self._http.send(request)
+            except httpx.TransportError as exc:
+                delay_s = self._retry_delay_after_error(retries_done)
+                if delay_s is None:
+                    raise self._connection_error(exc, request) from exc
+            else:
+                delay_s = self._retry_delay_after_response(
+                    response, retries_done, retry_on_status=retry_on_status
+                )
+                if delay_s is None:
+                    return response
+            await self._sleep(delay_s)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)

@@ -1,0 +1,143 @@
+"""``hetclient``: ask a hetserve gateway from the shell.
+
+Typical usage::
+
+    hetclient predict shirt.png boot.png --model fashion_het --top-k 3
+    hetclient predict shirt.png --json | jq '.results[0].uncertainty'
+    hetclient models
+
+The gateway URL comes from ``--url``, else ``$HETSERVE_URL``, else ``http://127.0.0.1:8080``;
+an API key from ``$HETSERVE_API_KEY``. Errors print one line on stderr (never a traceback) and
+exit with a code from ``ExitCode``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from enum import IntEnum
+
+from hetcontract import ModelList
+
+from hetclient.base_client import DEFAULT_TIMEOUT_S, DEFAULT_TOP_K
+from hetclient.client import Client
+from hetclient.errors import APIConnectionError, APIError, APIStatusError, InvalidInputError
+from hetclient.retries import DEFAULT_MAX_RETRIES
+from hetclient.table import format_table
+
+URL_ENV = "HETSERVE_URL"
+API_KEY_ENV = "HETSERVE_API_KEY"
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    API_ERROR = 1
+    """The gateway answered with an error status (4xx/5xx) or an answer off the contract."""
+    USAGE = 2
+    """Bad command line (argparse's own code)."""
+    CONNECTION_ERROR = 3
+    """No answer: gateway unreachable or timed out."""
+    INPUT_ERROR = 4
+    """An input the SDK cannot send (missing file, unknown type)."""
+    INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hetclient", description="Ask a hetserve gateway for predictions with uncertainty."
+    )
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV, DEFAULT_URL),
+        help=f"gateway base URL (env {URL_ENV}, default {DEFAULT_URL})",
+    )
+    connection.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt"
+    )
+    connection.add_argument(
+        "--max-retries", type=int, default=DEFAULT_MAX_RETRIES, help="retries on 429/503/no answer"
+    )
+    connection.add_argument("--json", action="store_true", help="print the JSON answer")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser(
+        "predict", parents=[connection], help="top-k classes and uncertainty for images"
+    )
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    predict.add_argument("--model", default=None, help="model name (default: the gateway's)")
+    predict.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K)
+
+    commands.add_parser("models", parents=[connection], help="list the served models")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def run(args: argparse.Namespace) -> str:
+    """Carry out the parsed command; the text to print. Raises the SDK's errors."""
+    with Client(
+        args.url,
+        timeout_s=args.timeout,
+        max_retries=args.max_retries,
+        api_key=os.environ.get(API_KEY_ENV) or None,
+    ) as client:
+        if args.command == "predict":
+            answer = client.predict(args.images, model=args.model, top_k=args.top_k)
+            if args.json:
+                return answer.model_dump_json(indent=2)
+            return format_table(args.images, answer)
+        listing = client.models()
+        if args.json:
+            return listing.model_dump_json(indent=2)
+        return _format_models(listing)
+
+
+def _format_models(listing: ModelList) -> str:
+    lines = []
+    for m in listing.models:
+        state = "ready" if m.ready else "NOT READY"
+        default = "  (default)" if m.name == listing.default_model else ""
+        lines.append(f"{m.name}  v{m.version}  {m.head}  {m.num_classes} classes  {state}{default}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hetclient`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        print(run(args))
+    except InvalidInputError as err:
+        return _fail(f"invalid input: {err}", ExitCode.INPUT_ERROR)
+    except APIStatusError as err:
+        return _fail(
+            f"the gateway answered {err.status_code} ({err.code or 'error'}): {err.message}"
+            f" [request id {err.request_id}]",
+            ExitCode.API_ERROR,
+        )
+    except APIConnectionError as err:
+        return _fail(f"{err} (is the gateway running at {args.url}?)", ExitCode.CONNECTION_ERROR)
+    except APIError as err:
+        return _fail(str(err), ExitCode.API_ERROR)
+    except ValueError as err:  # a malformed --url, --timeout or --max-retries
+        return _fail(str(err), ExitCode.USAGE)
+    except KeyboardInterrupt:
+        return _fail("interrupted", ExitCode.INTERRUPTED)
+    return ExitCode.OK
+
+
+def _fail(message: str, code: ExitCode) -> int:
+    print(f"hetclient: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

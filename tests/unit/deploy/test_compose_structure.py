@@ -1,0 +1,141 @@
+"""docker-compose.yml, read with PyYAML: the GPU deployment's structure, as its spec states it.
+
+No Docker engine runs on these machines, so the file is checked, not run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+PINNED_TAG = re.compile(r"^[^:@\s]+(:[A-Za-z0-9_][A-Za-z0-9_.-]*)$")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict[str, Any]:
+    return compose["services"]
+
+
+def _mount(service: dict[str, Any], target: str) -> dict[str, Any]:
+    (mount,) = [v for v in service.get("volumes", []) if v["target"] == target]
+    return mount
+
+
+def test_services_include_triton_gateway_and_locust(services):
+    assert {"triton", "gateway", "locust"} <= set(services)
+
+
+def test_triton_reserves_an_nvidia_gpu(services):
+    devices = services["triton"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+
+
+def test_triton_serves_the_model_repository_mounted_read_only(services):
+    triton = services["triton"]
+    assert triton["command"][0] == "tritonserver"
+    assert "--model-repository=/models" in triton["command"]
+    mount = _mount(triton, "/models")
+    assert mount["type"] == "bind" and mount["read_only"] is True
+    assert mount["source"].endswith("./model_repo}")  # ${HETSERVE_MODEL_REPO:-./model_repo}
+
+
+def test_triton_has_the_shared_memory_and_ulimits_nvidia_recommends(services):
+    triton = services["triton"]
+    assert triton["shm_size"] == "1gb"
+    assert triton["ulimits"]["memlock"] == {"soft": -1, "hard": -1}
+    assert triton["ulimits"]["stack"] == {"soft": 67108864, "hard": 67108864}
+
+
+def test_triton_is_healthy_only_when_ready(services):
+    check = services["triton"]["healthcheck"]
+    assert check["test"][0] == "CMD"
+    assert any("/v2/health/ready" in part for part in check["test"])
+    assert check["retries"] >= 1 and check["start_period"]
+
+
+def test_triton_publishes_no_port_and_lives_on_the_internal_network(compose, services):
+    triton = services["triton"]
+    assert "ports" not in triton
+    assert set(triton["expose"]) == {"8000", "8001", "8002"}
+    assert triton["networks"] == ["backend"]
+    assert compose["networks"]["backend"]["internal"] is True
+
+
+def test_the_gateway_publishes_its_port_on_loopback_by_default_and_triton_none(services):
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert "gateway" in published and "triton" not in published and "locust" not in published
+    (port,) = services["gateway"]["ports"]
+    assert port == "${HETSERVE_BIND:-127.0.0.1}:${HETSERVE_GATEWAY_PORT:-8080}:8080"
+
+
+def test_gateway_waits_for_a_healthy_triton_and_talks_to_it_over_grpc(services):
+    gateway = services["gateway"]
+    assert gateway["depends_on"] == {"triton": {"condition": "service_healthy"}}
+    assert gateway["environment"]["HETSERVE_TRITON_GRPC_URL"] == "triton:8001"
+    assert set(gateway["networks"]) == {"frontend", "backend"}
+    assert any("/healthz" in part for part in gateway["healthcheck"]["test"])
+
+
+def test_gateway_environment_names_are_settings_the_gateway_reads(services):
+    from hetgateway.settings import ENV_PREFIX, GatewaySettings
+
+    known = {ENV_PREFIX + name.upper() for name in GatewaySettings.model_fields}
+    assert set(services["gateway"]["environment"]) <= known
+
+
+def test_gateway_is_built_from_server_dockerfile_with_the_repository_as_context(services):
+    build = services["gateway"]["build"]
+    assert (build["context"], build["dockerfile"]) == (".", "server/Dockerfile")
+    assert services["gateway"]["read_only"] is True
+
+
+def test_locust_runs_only_under_the_load_profile_against_the_gateway(services):
+    locust = services["locust"]
+    assert locust["profiles"] == ["load"]
+    assert "--host=http://gateway:8080" in locust["command"]
+    assert "--headless" in locust["command"]
+    assert any(arg.startswith("--run-time=") for arg in locust["command"])
+    assert locust["depends_on"] == {"gateway": {"condition": "service_healthy"}}
+    assert _mount(locust, "/data/fashion-mnist")["read_only"] is True
+    assert "profiles" not in services["triton"] and "profiles" not in services["gateway"]
+
+
+def test_every_service_image_has_a_pinned_tag_and_every_build_an_existing_dockerfile(services):
+    for name, service in services.items():
+        assert PINNED_TAG.match(service["image"]), f"{name}: image {service['image']!r}"
+        assert not service["image"].endswith(":latest")
+        if "build" in service:
+            build = service["build"]
+            dockerfile = ROOT / build["context"] / build["dockerfile"]
+            assert dockerfile.is_file(), f"{name}: {dockerfile} missing"
+    assert all("build" in services[name] for name in ("triton", "gateway", "locust"))
+
+
+def test_every_base_image_is_pinned_and_triton_is_24_10(services):
+    for service in services.values():
+        if "build" not in service:
+            continue
+        build = service["build"]
+        text = (ROOT / build["context"] / build["dockerfile"]).read_text()
+        bases = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+        assert bases, build
+        for base in bases:
+            assert PINNED_TAG.match(base) and not base.endswith(":latest"), base
+    triton_file = ROOT / "docker/triton/Dockerfile"
+    assert re.findall(r"^FROM\s+(\S+)", triton_file.read_text(), re.MULTILINE) == [TRITON_IMAGE]
+
+
+def test_mounted_host_paths_that_ship_with_the_repository_exist(services):
+    assert (ROOT / "tests/load/locustfile.py").is_file()
+    assert (ROOT / "model_repo").is_dir()
