@@ -41,7 +41,10 @@ class ModelCard(BaseModel):
     """Everything about an exported model that is not in its weights.
 
     ``head`` names the output layer: ``het`` (softmax, low-rank + diagonal covariance),
-    ``het_pe`` (parameter-efficient), ``het_sigmoid`` (multi-label) or ``det`` (plain softmax).
+    ``het_pe`` (parameter-efficient), ``het_sigmoid`` (multi-label), ``het_xl`` (softmax with
+    the noise on the D-dim pre-logits, Collier et al., ICLR 2023; its baked noise bank is
+    ``noise_factors`` [S, R] and ``noise_diag`` [S, D] instead of [S, K]) or ``det`` (plain
+    softmax).
     ``num_factors`` is R (0 for diagonal-only and deterministic heads), ``mc_samples`` is S
     (1 for a deterministic head), ``top_k`` is k_max and ``num_confusable`` is m.
     """
@@ -50,7 +53,7 @@ class ModelCard(BaseModel):
 
     name: str
     version: str = "1"
-    head: Literal["het", "het_pe", "het_sigmoid", "det"]
+    head: Literal["het", "het_pe", "het_sigmoid", "het_xl", "det"]
     num_classes: int = Field(gt=1)
     labels: list[str]
     num_factors: int = Field(ge=0)

@@ -29,13 +29,14 @@ from hetexport.layers import (
     HeadOutput,
     HetSigmoidHead,
     HetSoftmaxHead,
+    HetXLHead,
     NoiseBank,
 )
 from hetexport.layers.heads import DEFAULT_MC_SAMPLES, DEFAULT_NUM_FACTORS
 from hetexport.validation import validate_images
 
-HEAD_KINDS = ("het", "het_pe", "het_sigmoid", "det")
-Head = HetSoftmaxHead | HetSigmoidHead | DeterministicHead
+HEAD_KINDS = ("het", "het_pe", "het_sigmoid", "het_xl", "det")
+Head = HetSoftmaxHead | HetSigmoidHead | HetXLHead | DeterministicHead
 
 
 def default_input() -> InputSpec:
@@ -49,7 +50,8 @@ class ModelSpec:
 
     ``backbone`` is a built-in name or ``"package.module:factory"``; ``head`` one of
     ``het`` (softmax, V dense), ``het_pe`` (softmax, V = diag(v) J), ``het_sigmoid`` (multi-
-    label) or ``det`` (plain softmax; R and MC settings unused). ``labels`` defaults to
+    label), ``het_xl`` (softmax, noise on the D-dim pre-logits, Collier et al., ICLR 2023) or
+    ``det`` (plain softmax; R and MC settings unused). ``labels`` defaults to
     ``class_0 .. class_{K-1}``.
     """
 
@@ -168,6 +170,8 @@ def build_head(spec: ModelSpec, in_features: int) -> Head:
     }
     if spec.head == "het_sigmoid":
         return HetSigmoidHead(in_features, spec.num_classes, **het_options)
+    if spec.head == "het_xl":
+        return HetXLHead(in_features, spec.num_classes, **het_options)
     return HetSoftmaxHead(
         in_features, spec.num_classes, parameter_efficient=spec.head == "het_pe", **het_options
     )

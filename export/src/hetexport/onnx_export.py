@@ -72,11 +72,14 @@ class ExportedGraph:
 def build_serving_graph(
     model: HetClassifier, *, mc_samples: int, top_k: int, num_confusable: int, seed: int
 ) -> ServingGraph:
-    """Wrap ``model`` (eval mode) with ``NoiseBank.fixed(mc_samples, R, K, seed=seed)``."""
+    """Wrap ``model`` (eval mode) with ``NoiseBank.fixed(mc_samples, R, K, seed=seed)``.
+
+    (HET-XL: ``NoiseBank.fixed(mc_samples, R, D, seed=seed)``, its diagonal noise is z_D.)
+    """
     head = model.head
     noise = None
     if head.kind != "det":
-        noise = NoiseBank.fixed(mc_samples, head.num_factors, head.num_classes, seed=seed)
+        noise = NoiseBank.fixed(mc_samples, head.num_factors, head.diag_noise_dim, seed=seed)
     try:
         return ServingGraph(model.eval(), noise=noise, top_k=top_k, num_confusable=num_confusable)
     except ValueError as exc:

@@ -13,10 +13,13 @@ example (B = batch, K classes, k = ``top_k``, m = ``num_confusable``):
 * ``topk_ids`` / ``topk_probs`` [B, k]: classes by p_bar;
 * ``topk_correlation`` [B, k, k]: ``Sigma_ij / sqrt(Sigma_ii Sigma_jj)`` among the top classes,
   from ``Sigma = V V^T + diag(d^2)`` rows for the top classes only ([B, k, K], never [B, K, K]);
+  for HET-XL ``Sigma = W (V' V'^T + diag(d'^2)) W^T``, its rows ``W[idx] Sigma' W^T``;
 * ``confusable_ids`` / ``confusable_correlation`` [B, k, m]: per top class, the m OTHER
   classes with the largest correlation (self excluded).
 
 A deterministic head gives the identity correlation, expected == predictive entropy, MI 0.
+A HET-XL head (``het_xl``) draws its diagonal noise on the D pre-logits: its ``noise_diag`` is
+z_D [S, D] and ``u_s = mu + V z_R[s] + (d' * z_D[s]) W^T`` with V = W V'.
 """
 
 from __future__ import annotations
@@ -55,8 +58,9 @@ assert ServingOutputs._fields == OUTPUT_NAMES, "ServingOutputs must follow HEAD_
 class ServingGraph(nn.Module):
     """``images [B, C, H, W] -> ServingOutputs`` with a baked, batch-shared noise bank.
 
-    The bank is registered as buffers ``noise_factors`` [S, R] and ``noise_diag`` [S, K],
-    which become ONNX initializers of the same names (a deterministic head has none).
+    The bank is registered as buffers ``noise_factors`` [S, R] and ``noise_diag`` [S, K]
+    ([S, D] for HET-XL), which become ONNX initializers of the same names (a deterministic
+    head has none).
     """
 
     def __init__(
@@ -76,10 +80,12 @@ class ServingGraph(nn.Module):
         if self.stochastic:
             if noise is None or not noise.shared:
                 raise ValueError("a HET head exports with a shared noise bank ([S, R], [S, K])")
-            if noise.num_classes != classes or noise.num_factors != head.num_factors:
+            width = head.diag_noise_dim
+            if noise.num_classes != width or noise.num_factors != head.num_factors:
                 raise ValueError(
-                    f"noise bank is for R={noise.num_factors}, K={noise.num_classes}; "
-                    f"the head has R={head.num_factors}, K={classes}"
+                    f"noise bank is for R={noise.num_factors}, diagonal width "
+                    f"{noise.num_classes}; the head needs R={head.num_factors}, diagonal width "
+                    f"{width}"
                 )
             self.register_buffer("noise_factors", noise.factor_noise.float().clone())
             self.register_buffer("noise_diag", noise.diag_noise.float().clone())

@@ -28,7 +28,7 @@ def small_spec(head: str = "het", **overrides) -> ModelSpec:
     return ModelSpec(**fields)
 
 
-@pytest.mark.parametrize("head", ["het", "het_pe", "het_sigmoid", "det"])
+@pytest.mark.parametrize("head", ["het", "het_pe", "het_sigmoid", "het_xl", "det"])
 def test_round_trip_restores_outputs_spec_and_metrics(tmp_path, head):
     spec = small_spec(head, learn_temperature=True, temperature=1.4)
     model = build_model(spec).eval()
@@ -37,7 +37,7 @@ def test_round_trip_restores_outputs_spec_and_metrics(tmp_path, head):
     assert loaded.spec == spec and loaded.metrics == {"val_nll": 0.5}
     assert not loaded.model.training
     images = torch.randn(3, 1, 28, 28)
-    noise = NoiseBank.fixed(20, model.head.num_factors, 5, seed=0)
+    noise = NoiseBank.fixed(20, model.head.num_factors, model.head.diag_noise_dim, seed=0)
     torch.testing.assert_close(
         loaded.model(images, noise=noise).probs, model(images, noise=noise).probs
     )

@@ -1,4 +1,7 @@
-"""The HET layers: math against an independent numpy computation, and their properties."""
+"""The HET layers: math against an independent numpy computation, and their properties.
+
+Latent kinds: ``dense`` V [B, K, R], ``efficient`` V = diag(v) J, ``diagonal`` (R = 0) and
+``prelogit`` (HET-XL: V = W V', diagonal term W diag(d'^2) W^T with d' [B, D])."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from hetexport.layers import (
     DeterministicHead,
     HetSigmoidHead,
     HetSoftmaxHead,
+    HetXLHead,
     LatentGaussian,
     NoiseBank,
     Temperature,
@@ -22,15 +26,18 @@ from hetexport.layers import (
 B, D, K, R = 4, 8, 6, 3
 
 
-def numpy_mc(mu, V, d, z_r, z_k, tau, link):
-    """Independent reference: loops over examples and samples, per the paper's formula."""
+def numpy_mc(mu, V, d, z_r, z_k, tau, link, prelogit_weight=None):
+    """Independent reference: loops over examples and samples, per the paper's formula.
+
+    With ``prelogit_weight`` W [K, D], d is d' [B, D] and the diagonal term is W (d' * z_D)."""
     probs = np.zeros_like(mu)
     expected = np.zeros(mu.shape[0])
     for b in range(mu.shape[0]):
         for s in range(z_k.shape[-2]):
             zr = z_r[s] if z_r.ndim == 2 else z_r[b, s]
             zk = z_k[s] if z_k.ndim == 2 else z_k[b, s]
-            u = (mu[b] + V[b] @ zr + d[b] * zk) / tau
+            diag = d[b] * zk if prelogit_weight is None else prelogit_weight @ (d[b] * zk)
+            u = (mu[b] + V[b] @ zr + diag) / tau
             if link == "softmax":
                 p = np.exp(u - u.max()) / np.exp(u - u.max()).sum()
                 h = -(p * np.log(p)).sum()
@@ -54,7 +61,17 @@ def random_latent(kind: str, *, batch=B, classes=K, factors=R, seed=0) -> Latent
         v = torch.randn(batch, classes, generator=g, dtype=torch.float64)
         J = torch.randn(classes, factors, generator=g, dtype=torch.float64)
         return LatentGaussian(mu, d, factor_scale=v, shared_factors=J)
+    if kind == "prelogit":
+        return LatentGaussian.with_prelogit_diagonal(
+            mu,
+            prelogit_scale=torch.rand(batch, D, generator=g, dtype=torch.float64) + 0.1,
+            prelogit_weight=torch.randn(classes, D, generator=g, dtype=torch.float64) / D**0.5,
+            prelogit_factors=torch.randn(batch, D, factors, generator=g, dtype=torch.float64),
+        )
     return LatentGaussian(mu, d)
+
+
+KINDS = ["dense", "efficient", "diagonal", "prelogit"]
 
 
 def dense_factors(latent: LatentGaussian) -> np.ndarray:
@@ -65,7 +82,24 @@ def dense_factors(latent: LatentGaussian) -> np.ndarray:
     return np.zeros((latent.batch_size, latent.num_classes, 0))
 
 
-@pytest.mark.parametrize("kind", ["dense", "efficient", "diagonal"])
+def numpy_diagonal_noise(latent: LatentGaussian) -> tuple[np.ndarray, np.ndarray | None]:
+    """(d [B, K], None) for a class-space diagonal, (d' [B, D], W [K, D]) for a pre-logit one."""
+    if latent.prelogit_scale is not None:
+        return latent.prelogit_scale.numpy(), latent.prelogit_weight.numpy()
+    return latent.scale.numpy(), None
+
+
+def numpy_sigma(latent: LatentGaussian) -> np.ndarray:
+    """Sigma [B, K, K] = V V^T + diag(d^2), or V V^T + W diag(d'^2) W^T, formed in full."""
+    V = dense_factors(latent)
+    d, W = numpy_diagonal_noise(latent)
+    low_rank = V @ np.swapaxes(V, 1, 2)
+    if W is None:
+        return low_rank + np.stack([np.diag(row**2) for row in d])
+    return low_rank + np.stack([W @ np.diag(row**2) @ W.T for row in d])
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("link", ["softmax", "sigmoid"])
 @pytest.mark.parametrize("shared", [True, False])
 def test_mc_average_matches_independent_numpy_computation(kind, link, shared):
@@ -73,21 +107,23 @@ def test_mc_average_matches_independent_numpy_computation(kind, link, shared):
     noise = NoiseBank.draw(
         50,
         latent.num_factors,
-        K,
+        latent.diag_noise_dim,
         batch=None if shared else B,
         generator=torch.Generator().manual_seed(1),
         dtype=torch.float64,
     )
     tau = torch.tensor(1.3, dtype=torch.float64)
     got = (mc_softmax if link == "softmax" else mc_sigmoid)(latent, noise, tau)
+    d, W = numpy_diagonal_noise(latent)
     want_p, want_h = numpy_mc(
         latent.mean.numpy(),
         dense_factors(latent),
-        latent.scale.numpy(),
+        d,
         noise.factor_noise.numpy(),
         noise.diag_noise.numpy(),
         1.3,
         link,
+        prelogit_weight=W,
     )
     np.testing.assert_allclose(got.probs.numpy(), want_p, atol=1e-12)
     np.testing.assert_allclose(got.expected_entropy.numpy(), want_h, atol=1e-10)
@@ -118,19 +154,18 @@ def test_head_with_zero_factors_and_floored_scale_is_close_to_tempered_softmax()
     torch.testing.assert_close(out.probs, torch.softmax(mu / 1.5, -1), atol=2e-3, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["dense", "efficient", "diagonal"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_sample_covariance_of_latent_logits_matches_low_rank_plus_diagonal(kind):
     latent = random_latent(kind, batch=1, classes=5, factors=2, seed=3)
     noise = NoiseBank.draw(
         200_000,
         latent.num_factors,
-        5,
+        latent.diag_noise_dim,
         generator=torch.Generator().manual_seed(7),
         dtype=torch.float64,
     )
     u = sample_logits(latent, noise)[0].numpy()  # [S, K]
-    V = dense_factors(latent)[0]
-    sigma = V @ V.T + np.diag(latent.scale[0].numpy() ** 2)
+    sigma = numpy_sigma(latent)[0]
     sample_cov = np.cov(u, rowvar=False)
     # standard error of a covariance entry ~ sqrt((S_ii S_jj + S_ij^2) / n)
     se = np.sqrt((np.outer(np.diag(sigma), np.diag(sigma)) + sigma**2) / u.shape[0])
@@ -141,10 +176,11 @@ def test_sample_covariance_of_latent_logits_matches_low_rank_plus_diagonal(kind)
     torch.testing.assert_close(latent.covariance()[0], torch.from_numpy(sigma))
 
 
-@pytest.mark.parametrize("kind", ["dense", "efficient", "diagonal"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_covariance_is_positive_semidefinite_and_rows_match_full_matrix(kind):
     latent = random_latent(kind, seed=5)
     full = latent.covariance()
+    torch.testing.assert_close(full, torch.from_numpy(numpy_sigma(latent)))
     assert torch.linalg.eigvalsh(full).min() > -1e-10
     idx = torch.tensor([[2, 0], [1, 5], [3, 3], [4, 1]])
     rows = latent.covariance_rows(idx)
@@ -152,10 +188,10 @@ def test_covariance_is_positive_semidefinite_and_rows_match_full_matrix(kind):
     torch.testing.assert_close(latent.variance(), torch.diagonal(full, dim1=1, dim2=2))
 
 
-@pytest.mark.parametrize("kind", ["dense", "efficient", "diagonal"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_correlation_rows_are_normalised_covariance_with_unit_self_correlation(kind):
     latent = random_latent(kind, seed=6)
-    full = latent.covariance().numpy()
+    full = numpy_sigma(latent)
     std = np.sqrt(np.diagonal(full, axis1=1, axis2=2))
     corr = full / (std[:, :, None] * std[:, None, :])
     idx = torch.tensor([[0, 3]] * B)
@@ -181,6 +217,8 @@ HEADS = {
     "het_diag": lambda **kw: HetSoftmaxHead(D, K, num_factors=0, **kw),
     "het_pe": lambda **kw: HetSoftmaxHead(D, K, num_factors=R, parameter_efficient=True, **kw),
     "het_sigmoid": lambda **kw: HetSigmoidHead(D, K, num_factors=R, **kw),
+    "het_xl": lambda **kw: HetXLHead(D, K, num_factors=R, **kw),
+    "het_xl_diag": lambda **kw: HetXLHead(D, K, num_factors=0, **kw),
     "het_per_example": lambda **kw: HetSoftmaxHead(
         D, K, num_factors=R, share_samples_across_batch=False, **kw
     ),
@@ -294,6 +332,17 @@ def test_mismatched_shapes_fail_with_clear_errors():
         LatentGaussian(torch.zeros(2, 3), torch.ones(2, 3), factor_scale=torch.ones(2, 3))
     with pytest.raises(ValueError, match="num_factors >= 1"):
         HetSoftmaxHead(D, K, num_factors=0, parameter_efficient=True)
+    with pytest.raises(ValueError, match="prelogit_scale and prelogit_weight"):
+        LatentGaussian(torch.zeros(2, 3), torch.zeros(2, 3), prelogit_scale=torch.ones(2, D))
+    with pytest.raises(ValueError, match=r"prelogit_scale must be \[B, D\]"):
+        LatentGaussian(
+            torch.zeros(2, 3),
+            torch.zeros(2, 3),
+            prelogit_scale=torch.ones(2, D),
+            prelogit_weight=torch.ones(3, D + 1),
+        )
+    with pytest.raises(ValueError, match="noise bank is for"):  # z_K where HET-XL needs z_D
+        mc_softmax(random_latent("prelogit"), NoiseBank.draw(5, R, K), torch.tensor(1.0))
 
 
 def test_extra_repr_states_the_head_settings():
@@ -310,3 +359,91 @@ def test_extra_repr_states_the_head_settings():
         "bounds=(0.3, 3.0)",
     ):
         assert fragment in text
+
+
+# ---- HET-XL: the noise on the pre-logits (Collier et al., ICLR 2023) -----------------------
+
+
+def het_xl_parts(head: HetXLHead, phi: torch.Tensor) -> dict[str, np.ndarray]:
+    """W, b, V'(x) [B, D, R] and d'(x) [B, D] straight from the head's layers, in numpy."""
+    params = {n: p.detach().numpy() for n, p in head.named_parameters()}
+    x = phi.numpy()
+    raw_scale = x @ params["prelogit_scale_layer.weight"].T + params["prelogit_scale_layer.bias"]
+    factors = x @ params["prelogit_factor_layer.weight"].T + params["prelogit_factor_layer.bias"]
+    return {
+        "W": params["mean_layer.weight"],
+        "b": params["mean_layer.bias"],
+        "V": factors.reshape(x.shape[0], head.in_features, head.num_factors),
+        "d": np.logaddexp(0.0, raw_scale) + MIN_SCALE,
+    }
+
+
+def test_het_xl_samples_are_the_classifier_applied_to_noisy_prelogits():
+    head = HetXLHead(D, K, num_factors=R).double()
+    phi = torch.randn(B, D, dtype=torch.float64)
+    noise = NoiseBank.draw(30, R, D, generator=torch.Generator().manual_seed(2), dtype=phi.dtype)
+    assert head.diag_noise_dim == D and head.draw_noise(B, like=phi).diag_noise.shape[-1] == D
+    u = sample_logits(head.latent(phi), noise).detach().numpy()  # [B, S, K]
+    parts = het_xl_parts(head, phi)
+    z_r, z_d = noise.factor_noise.numpy(), noise.diag_noise.numpy()
+    for b in range(B):
+        noisy_phi = phi[b].numpy() + z_r @ parts["V"][b].T + parts["d"][b] * z_d  # [S, D]
+        np.testing.assert_allclose(u[b], noisy_phi @ parts["W"].T + parts["b"], atol=1e-12)
+
+
+def test_het_xl_sample_covariance_matches_the_classifier_sandwich_of_prelogit_covariance():
+    head = HetXLHead(D, 5, num_factors=2).double()
+    phi = torch.randn(1, D, dtype=torch.float64)
+    noise = NoiseBank.draw(
+        200_000, 2, D, generator=torch.Generator().manual_seed(4), dtype=torch.float64
+    )
+    latent = head.latent(phi)
+    u = sample_logits(latent, noise)[0].detach().numpy()  # [S, K]
+    parts = het_xl_parts(head, phi)
+    V, d, W = parts["V"][0], parts["d"][0], parts["W"]
+    sigma = W @ (V @ V.T + np.diag(d**2)) @ W.T  # W Sigma' W^T
+    se = np.sqrt((np.outer(np.diag(sigma), np.diag(sigma)) + sigma**2) / u.shape[0])
+    assert np.all(np.abs(np.cov(u, rowvar=False) - sigma) < 5 * se)
+    np.testing.assert_allclose(latent.covariance()[0].detach().numpy(), sigma, atol=1e-12)
+    np.testing.assert_allclose(latent.mean[0].detach().numpy(), W @ phi[0].numpy() + parts["b"])
+
+
+def test_het_xl_without_prelogit_noise_reduces_to_tempered_softmax_of_the_classifier():
+    mu = torch.randn(B, K, dtype=torch.float64)
+    latent = LatentGaussian.with_prelogit_diagonal(
+        mu,
+        prelogit_scale=torch.full((B, D), 1e-9, dtype=torch.float64),
+        prelogit_weight=torch.randn(K, D, dtype=torch.float64),
+        prelogit_factors=torch.zeros(B, D, R, dtype=torch.float64),
+    )
+    got = mc_softmax(latent, NoiseBank.draw(20, R, D, dtype=torch.float64), torch.tensor(0.7))
+    torch.testing.assert_close(got.probs, torch.softmax(mu / 0.7, -1), atol=1e-8, rtol=0)
+
+    head = HetXLHead(D, K, num_factors=R, temperature=1.5, eval_mc_samples=200).eval()
+    with torch.no_grad():
+        head.prelogit_factor_layer.weight.zero_()
+        head.prelogit_factor_layer.bias.zero_()
+        head.prelogit_scale_layer.weight.zero_()
+        head.prelogit_scale_layer.bias.fill_(-40.0)  # softplus -> 0, d' = MIN_SCALE
+    phi = torch.randn(B, D)
+    out = head(phi)
+    torch.testing.assert_close(out.latent.prelogit_scale, torch.full((B, D), MIN_SCALE))
+    want = torch.softmax(head.mean_layer(phi) / 1.5, -1)
+    torch.testing.assert_close(out.probs, want, atol=2e-3, rtol=0)
+
+
+def test_het_xl_prelogit_diagonal_noise_correlates_classes_even_without_factors():
+    """W diag(d'^2) W^T is not diagonal: unlike a HET head with R = 0, classes correlate."""
+    torch.manual_seed(0)
+    latent = HetXLHead(D, K, num_factors=0).latent(torch.randn(B, D))
+    corr = latent.correlation_rows(torch.tensor([[0, 1]] * B)).detach()
+    assert latent.num_factors == 0 and corr[:, 0, 1].abs().min() > 1e-3
+    torch.testing.assert_close(corr[:, [0, 1], [0, 1]], torch.ones(B, 2))
+
+
+def test_het_xl_noise_parameters_do_not_grow_with_the_number_of_classes():
+    def noise_parameters(classes: int) -> int:
+        head = HetXLHead(D, classes, num_factors=R)
+        return sum(p.numel() for n, p in head.named_parameters() if n.startswith("prelogit"))
+
+    assert noise_parameters(3) == noise_parameters(1000) == D * (D + 1) * (R + 1)

@@ -26,8 +26,11 @@ VARIANTS = {
     "het_diag": {"head": "het", "num_factors": 0},
     "het_pe": {"head": "het_pe", "num_factors": 2},
     "het_sigmoid": {"head": "het_sigmoid", "num_factors": 3},
+    "het_xl": {"head": "het_xl", "num_factors": 2},
     "det": {"head": "det"},
 }
+DIAG_NOISE_WIDTH = {"het_xl": SMALL["feature_dim"]}
+"""Width of the baked ``noise_diag``: K, except HET-XL's pre-logit noise z_D [S, D]."""
 
 
 def spec_for(variant: str) -> ModelSpec:
@@ -132,7 +135,7 @@ def test_parity_with_pytorch_at_batch_sizes_1_7_64_is_in_the_card(exported, vari
     assert parity["ids_match_up_to_ties"] and parity["bit_identical_across_batches"]
 
 
-@pytest.mark.parametrize("variant", ["het", "het_pe", "het_sigmoid"])
+@pytest.mark.parametrize("variant", ["het", "het_pe", "het_sigmoid", "het_xl"])
 def test_onnx_matches_an_independent_pytorch_forward_with_the_baked_noise(
     exported, images, variant
 ):
@@ -144,8 +147,9 @@ def test_onnx_matches_an_independent_pytorch_forward_with_the_baked_noise(
         if t.name.startswith("noise_")
     }
     assert bank["noise_factors"].shape == (S, VARIANTS[variant]["num_factors"])
-    assert bank["noise_diag"].shape == (S, K)
-    fixed = NoiseBank.fixed(S, VARIANTS[variant]["num_factors"], K, seed=3)
+    width = DIAG_NOISE_WIDTH.get(variant, K)
+    assert bank["noise_diag"].shape == (S, width)
+    fixed = NoiseBank.fixed(S, VARIANTS[variant]["num_factors"], width, seed=3)
     assert torch.equal(bank["noise_diag"], fixed.diag_noise)
     model = trained_one_step(variant)
     with torch.no_grad():

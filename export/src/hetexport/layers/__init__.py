@@ -2,7 +2,9 @@
 
 Collier, Mustafa, Kokiopoulou, Jenatton, Berent, "Correlated Input-Dependent Label Noise in
 Large-Scale Image Classification", CVPR 2021 (arXiv 2105.10305):
-``u = mu(x) + V(x) z_R + d(x) * z_K``, ``p(y|x) = E[softmax(u / tau)]``.
+``u = mu(x) + V(x) z_R + d(x) * z_K``, ``p(y|x) = E[softmax(u / tau)]``. HET-XL (Collier et
+al., ICLR 2023; ``HetXLHead``) puts the noise on the pre-logits instead:
+``u = W (phi + V'(x) z_R + d'(x) * z_D) + b``.
 
 Typical usage::
 
@@ -15,7 +17,7 @@ Typical usage::
 from hetexport.layers.entropy import bernoulli_entropy, categorical_entropy
 from hetexport.layers.gaussian import LatentGaussian
 from hetexport.layers.head_output import HeadOutput
-from hetexport.layers.heads import DeterministicHead, HetSigmoidHead, HetSoftmaxHead
+from hetexport.layers.heads import DeterministicHead, HetSigmoidHead, HetSoftmaxHead, HetXLHead
 from hetexport.layers.mc import MCAverage, mc_sigmoid, mc_softmax, sample_logits
 from hetexport.layers.noise_bank import NoiseBank
 from hetexport.layers.numerics import MIN_SCALE, PROB_EPS, TEMPERATURE_BOUNDS
@@ -29,6 +31,7 @@ __all__ = [
     "HeadOutput",
     "HetSigmoidHead",
     "HetSoftmaxHead",
+    "HetXLHead",
     "LatentGaussian",
     "MCAverage",
     "NoiseBank",

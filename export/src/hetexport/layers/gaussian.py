@@ -1,7 +1,8 @@
 """The latent logit distribution of a HET head: ``u ~ N(mu(x), V(x) V(x)^T + diag(d(x)^2))``.
 
 Collier, Mustafa, Kokiopoulou, Jenatton, Berent, "Correlated Input-Dependent Label Noise in
-Large-Scale Image Classification", CVPR 2021 (arXiv 2105.10305).
+Large-Scale Image Classification", CVPR 2021 (arXiv 2105.10305); the pre-logit (HET-XL) form
+follows Collier et al., "Massively Scaling Heteroscedastic Classifiers", ICLR 2023.
 
 Typical usage::
 
@@ -29,12 +30,35 @@ class LatentGaussian:
     * parameter-efficient factors ``V = diag(v) J``: ``factor_scale`` v [B, K] and
       ``shared_factors`` J [K, R] (one J for every input), which never materialise [B, K, R].
 
+    The diagonal noise term comes in one of two forms:
+
+    * class space (HET): ``diag(d^2)`` from ``scale`` d [B, K], sampled as ``d * z_K``;
+    * pre-logit space (HET-XL): ``W diag(d'^2) W^T`` from ``prelogit_scale`` d' [B, D] and the
+      classifier ``prelogit_weight`` W [K, D], sampled as ``(d' * z_D) W^T``. Build it with
+      ``LatentGaussian.with_prelogit_diagonal``.
+
+    Why the pre-logit diagonal is a term of this class and not a second distribution type:
+    HET-XL samples ``phi_s = phi + V'(x) z_R + d'(x) * z_D`` and ``u_s = W phi_s + b``, so
+    ``u ~ N(W phi + b, (W V')(W V')^T + W diag(d'^2) W^T)``. Its low-rank part is an ordinary
+    dense factor matrix ``V = W V'`` [B, K, R] (as cheap to hold as a HET head's V), and only
+    the diagonal part differs: ``W diag(d'^2) W^T`` is not diagonal, and writing it as K x D
+    extra factors would hold [B, K, D] per batch (more than K x K when D > K). Keeping it as
+    (d', W) lets every consumer stay as it is: the MC average (``project_diag_noise``), the
+    rows of Sigma and of the correlation for chosen classes in O(B k K (R + D)) without any
+    [B, K, K], and one ``HeadOutput.latent`` type for every head. Its noise bank holds
+    z_D [S, D] where a class-space head's holds z_K [S, K] (``diag_noise_dim``).
+
+    In the pre-logit form there is no class-space diagonal: ``scale`` is zeros and no formula
+    of that form reads it (so ``Sigma = V V^T + W diag(d'^2) W^T`` exactly).
+
     Attributes:
         mean: mu [B, K].
-        scale: d [B, K], >= 0 (> 0 for a HET head; 0 for a deterministic head).
+        scale: d [B, K], >= 0 (> 0 for a HET head; 0 for a deterministic or HET-XL head).
         factors: V [B, K, R] or None.
         factor_scale: v [B, K] or None (parameter-efficient form).
         shared_factors: J [K, R] or None (parameter-efficient form).
+        prelogit_scale: d' [B, D] or None (pre-logit diagonal form).
+        prelogit_weight: the classifier W [K, D] or None (pre-logit diagonal form).
     """
 
     mean: Tensor
@@ -42,6 +66,8 @@ class LatentGaussian:
     factors: Tensor | None = None
     factor_scale: Tensor | None = None
     shared_factors: Tensor | None = None
+    prelogit_scale: Tensor | None = None
+    prelogit_weight: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.mean.dim() != 2 or self.scale.shape != self.mean.shape:
@@ -63,6 +89,52 @@ class LatentGaussian:
             or self.shared_factors.shape[0] != classes
         ):
             raise ValueError("factor_scale must be [B, K] and shared_factors [K, R]")
+        self._check_prelogit_diagonal()
+
+    def _check_prelogit_diagonal(self) -> None:
+        given = (self.prelogit_scale is not None, self.prelogit_weight is not None)
+        if given[0] != given[1]:
+            raise ValueError("prelogit_scale and prelogit_weight go together")
+        if not given[0]:
+            return
+        if self.parameter_efficient:
+            raise ValueError("the pre-logit diagonal goes with dense factors (V = W V'), not J")
+        batch, classes = self.mean.shape
+        if (
+            self.prelogit_scale.dim() != 2
+            or self.prelogit_scale.shape[0] != batch
+            or self.prelogit_weight.shape != (classes, self.prelogit_scale.shape[1])
+        ):
+            raise ValueError(
+                f"prelogit_scale must be [B, D] and prelogit_weight [K, D], got "
+                f"{tuple(self.prelogit_scale.shape)} and {tuple(self.prelogit_weight.shape)}"
+            )
+
+    @classmethod
+    def with_prelogit_diagonal(
+        cls,
+        mean: Tensor,
+        *,
+        prelogit_scale: Tensor,
+        prelogit_weight: Tensor,
+        prelogit_factors: Tensor | None = None,
+    ) -> LatentGaussian:
+        """The HET-XL latent: ``N(mu, (W V')(W V')^T + W diag(d'^2) W^T)``.
+
+        mean mu [B, K], prelogit_scale d' [B, D], prelogit_weight W [K, D], prelogit_factors
+        V' [B, D, R] or None (R = 0). Stores ``V = W V'`` [B, K, R] as dense factors and a zero
+        class-space scale.
+        """
+        factors = None
+        if prelogit_factors is not None:
+            factors = torch.matmul(prelogit_weight, prelogit_factors)  # [B, K, R]
+        return cls(
+            mean,
+            torch.zeros_like(mean),
+            factors,
+            prelogit_scale=prelogit_scale,
+            prelogit_weight=prelogit_weight,
+        )
 
     # ---- sizes ----------------------------------------------------------------------------
 
@@ -87,6 +159,18 @@ class LatentGaussian:
     def parameter_efficient(self) -> bool:
         return self.shared_factors is not None
 
+    @property
+    def prelogit_diagonal(self) -> bool:
+        """True for the HET-XL form, whose diagonal noise lives in the D-dim pre-logit space."""
+        return self.prelogit_scale is not None
+
+    @property
+    def diag_noise_dim(self) -> int:
+        """Width of the diagonal noise z a sample needs: K (class space) or D (pre-logit)."""
+        if self.prelogit_scale is not None:
+            return int(self.prelogit_scale.shape[1])
+        return self.num_classes
+
     # ---- the low-rank part, in either form -------------------------------------------------
 
     def project_factor_noise(self, factor_noise: Tensor) -> Tensor:
@@ -103,6 +187,16 @@ class LatentGaussian:
         projected = torch.matmul(factor_noise, self.shared_factors.t())  # [S, K] or [B, S, K]
         return self.factor_scale.unsqueeze(1) * projected
 
+    def project_diag_noise(self, diag_noise: Tensor) -> Tensor:
+        """The diagonal term of every sample: diag noise [S, N] or [B, S, N] -> [B, S, K].
+
+        Class space (N = K): ``d * z_K``; pre-logit space (N = D): ``(d' * z_D) W^T``.
+        """
+        if self.prelogit_scale is not None:
+            scaled = self.prelogit_scale.unsqueeze(1) * diag_noise  # [B, S, D]
+            return torch.matmul(scaled, self.prelogit_weight.t())
+        return self.scale.unsqueeze(1) * diag_noise
+
     def factor_rows(self, idx: Tensor) -> Tensor:
         """Rows ``V[idx]`` [B, k, R] of the factor matrix for class ids idx [B, k]."""
         if self.factors is not None:
@@ -116,8 +210,11 @@ class LatentGaussian:
     # ---- second moments --------------------------------------------------------------------
 
     def variance(self) -> Tensor:
-        """Diagonal of Sigma: ``Sigma_kk = sum_r V_kr^2 + d_k^2`` [B, K]."""
-        diag = self.scale.square()
+        """Diagonal of Sigma: ``Sigma_kk = sum_r V_kr^2 + d_k^2`` [B, K].
+
+        Pre-logit form: ``d_k^2`` becomes ``sum_j W_kj^2 d'_j^2``.
+        """
+        diag = self._diagonal_term_variance()
         if self.factors is not None:
             return diag + self.factors.square().sum(-1)
         if self.shared_factors is not None:
@@ -127,9 +224,13 @@ class LatentGaussian:
     def covariance_rows(self, idx: Tensor) -> Tensor:
         """Rows of Sigma for class ids idx [B, k] -> [B, k, K], O(B k K R), no [B, K, K].
 
-        ``Sigma[i, :] = V[i] V^T + d_i^2 e_i``.
+        ``Sigma[i, :] = V[i] V^T + d_i^2 e_i``; pre-logit form (O(B k K (R + D))):
+        ``Sigma[i, :] = V[i] V^T + (W[i] * d'^2) W^T``.
         """
         rows = self._low_rank_rows(idx)
+        if self.prelogit_scale is not None:
+            weighted = self.prelogit_weight[idx] * self.prelogit_scale.square().unsqueeze(1)
+            return rows + torch.matmul(weighted, self.prelogit_weight.t())  # [B, k, K]
         own_variance = torch.gather(self.scale.square(), 1, idx)  # [B, k]
         is_self = _one_hot(idx, self.num_classes, dtype=self.mean.dtype)  # [B, k, K]
         return rows + own_variance.unsqueeze(-1) * is_self
@@ -152,6 +253,12 @@ class LatentGaussian:
         """The full Sigma [B, K, K]; for small K and tests only (O(B K^2) memory)."""
         idx = torch.arange(self.num_classes, device=self.mean.device)
         return self.covariance_rows(idx.expand(self.batch_size, -1))
+
+    def _diagonal_term_variance(self) -> Tensor:
+        """Diagonal of the noise's diagonal term: ``d^2`` or ``(W * W) d'^2`` [B, K]."""
+        if self.prelogit_scale is not None:
+            return torch.matmul(self.prelogit_scale.square(), self.prelogit_weight.square().t())
+        return self.scale.square()
 
     def _low_rank_rows(self, idx: Tensor) -> Tensor:
         if self.factors is not None:

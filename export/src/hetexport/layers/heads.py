@@ -10,6 +10,10 @@ link function over S Monte Carlo samples of it::
     u_s   = mu(x) + V(x) z_R[s] + d(x) * z_K[s]               [B, S, K]
     p_bar = (1/S) sum_s link(u_s / tau)                       [B, K]
 
+HET-XL (Collier et al., "Massively Scaling Heteroscedastic Classifiers", ICLR 2023) puts the
+noise on the pre-logits instead (``HetXLHead``): ``phi_s = phi + V'(x) z_R[s] + d'(x) * z_D[s]``,
+``u_s = W phi_s + b``, so its noise parameters do not grow with K.
+
 Typical usage (a HET head on any backbone that yields pre-logits)::
 
     head = HetSoftmaxHead(512, 10, num_factors=6, temperature=1.5)
@@ -92,6 +96,11 @@ class _Head(nn.Module):
         """S for the current mode: ``train_mc_samples`` in training, else ``eval_mc_samples``."""
         return self.train_mc_samples if self.training else self.eval_mc_samples
 
+    @property
+    def diag_noise_dim(self) -> int:
+        """Width of the diagonal noise z a sample needs: K (HET-XL: D, the pre-logit size)."""
+        return self.num_classes
+
     def draw_noise(
         self, batch_size: int, *, like: Tensor, generator: torch.Generator | None = None
     ) -> NoiseBank:
@@ -99,7 +108,7 @@ class _Head(nn.Module):
         return NoiseBank.draw(
             self.num_samples,
             self.num_factors,
-            self.num_classes,
+            self.diag_noise_dim,
             batch=None if self.share_samples_across_batch else batch_size,
             generator=generator,
             device=like.device,
@@ -131,7 +140,29 @@ class _Head(nn.Module):
         )
 
 
-class _HetHead(_Head):
+class _SampledHead(_Head):
+    """A head that averages its link over S samples of its latent: the shared ``forward``."""
+
+    def forward(self, phi: Tensor, *, noise: NoiseBank | None = None) -> HeadOutput:
+        """phi [B, D] -> HeadOutput; ``noise=None`` draws ``num_samples`` fresh samples."""
+        latent = self.latent(phi)
+        if noise is None:
+            noise = self.draw_noise(phi.shape[0], like=latent.mean)
+        tau = self.temperature()
+        averaged = self._average(latent, noise, tau)
+        return HeadOutput(
+            probs=averaged.probs,
+            log_probs=clipped_log(averaged.probs),
+            expected_entropy=averaged.expected_entropy,
+            latent=latent,
+            temperature=tau,
+        )
+
+    def _average(self, latent: LatentGaussian, noise: NoiseBank, tau: Tensor) -> MCAverage:
+        raise NotImplementedError
+
+
+class _HetHead(_SampledHead):
     """Shared parameters of the HET heads: mu, d, and V (dense or parameter-efficient)."""
 
     def __init__(
@@ -192,24 +223,6 @@ class _HetHead(_Head):
             factors = self.factor_layer(phi).reshape(-1, self.num_classes, self.num_factors)
         return LatentGaussian(mean, scale, factors)
 
-    def forward(self, phi: Tensor, *, noise: NoiseBank | None = None) -> HeadOutput:
-        """phi [B, D] -> HeadOutput; ``noise=None`` draws ``num_samples`` fresh samples."""
-        latent = self.latent(phi)
-        if noise is None:
-            noise = self.draw_noise(phi.shape[0], like=latent.mean)
-        tau = self.temperature()
-        averaged = self._average(latent, noise, tau)
-        return HeadOutput(
-            probs=averaged.probs,
-            log_probs=clipped_log(averaged.probs),
-            expected_entropy=averaged.expected_entropy,
-            latent=latent,
-            temperature=tau,
-        )
-
-    def _average(self, latent: LatentGaussian, noise: NoiseBank, tau: Tensor) -> MCAverage:
-        raise NotImplementedError
-
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, parameter_efficient={self.parameter_efficient}"
 
@@ -260,6 +273,90 @@ class HetSigmoidHead(_HetHead):
             targets = F.one_hot(targets, self.num_classes).to(output.probs.dtype)
         probs = torch.clamp(output.probs, PROB_EPS, 1.0 - PROB_EPS)
         return F.binary_cross_entropy(probs, targets)
+
+
+class HetXLHead(_SampledHead):
+    """HET-XL softmax head (Collier et al., ICLR 2023): the noise is on the D-dim pre-logits.
+
+    ::
+
+        V'(x) = reshape(W_V' phi + b_V', [D, R])                  [B, D, R]
+        d'(x) = softplus(W_d' phi + b_d') + MIN_SCALE             [B, D]
+        phi_s = phi + V'(x) z_R[s] + d'(x) * z_D[s]               [B, S, D]
+        u_s   = W phi_s + b                                       [B, S, K]
+        p_bar = (1/S) sum_s softmax(u_s / tau)                    [B, K]
+
+    so ``u ~ N(W phi + b, W (V' V'^T + diag(d'^2)) W^T)``: the classifier W is the mean layer
+    and the noise layers hold D (D + 1) (R + 1) parameters whatever K is (a HET head's
+    hold (D + 1) K (R + 1)). The latent is a ``LatentGaussian`` in its pre-logit form (dense
+    factors ``V = W V'`` [B, K, R], diagonal term ``W diag(d'^2) W^T``), and the noise bank
+    holds z_R [S, R] and z_D [S, D] (``diag_noise_dim`` is D), so the MC average, the ONNX
+    export and the correlation rows are those of the other heads. The paper learns tau with
+    bounds (0.05, 5.0); pass ``temperature_bounds`` to match it.
+
+    Args are those of ``HetSoftmaxHead`` without ``parameter_efficient`` (HET-XL is already
+    K-independent); ``num_factors`` R may be 0 (pre-logit diagonal only).
+    """
+
+    kind = "het_xl"
+    link = "softmax"
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        num_factors: int = DEFAULT_NUM_FACTORS,
+        temperature: float = 1.0,
+        learn_temperature: bool = False,
+        temperature_bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+        train_mc_samples: int = DEFAULT_MC_SAMPLES,
+        eval_mc_samples: int = DEFAULT_MC_SAMPLES,
+        share_samples_across_batch: bool = True,
+    ) -> None:
+        super().__init__(
+            in_features,
+            num_classes,
+            num_factors=num_factors,
+            temperature=temperature,
+            learn_temperature=learn_temperature,
+            temperature_bounds=temperature_bounds,
+            train_mc_samples=train_mc_samples,
+            eval_mc_samples=eval_mc_samples,
+            share_samples_across_batch=share_samples_across_batch,
+        )
+        self.mean_layer = nn.Linear(in_features, num_classes)
+        self.prelogit_scale_layer = nn.Linear(in_features, in_features)
+        self.prelogit_factor_layer: nn.Linear | None = None
+        if num_factors > 0:
+            self.prelogit_factor_layer = nn.Linear(in_features, in_features * num_factors)
+
+    @property
+    def diag_noise_dim(self) -> int:
+        """D: the diagonal noise z_D is drawn per pre-logit feature."""
+        return self.in_features
+
+    def latent(self, phi: Tensor) -> LatentGaussian:
+        """phi [B, D] -> ``N(W phi + b, W (V' V'^T + diag(d'^2)) W^T)`` over the K logits."""
+        self._check_features(phi)
+        prelogit_factors = None
+        if self.prelogit_factor_layer is not None:
+            prelogit_factors = self.prelogit_factor_layer(phi).reshape(
+                -1, self.in_features, self.num_factors
+            )
+        return LatentGaussian.with_prelogit_diagonal(
+            self.mean_layer(phi),
+            prelogit_scale=F.softplus(self.prelogit_scale_layer(phi)) + MIN_SCALE,
+            prelogit_weight=self.mean_layer.weight,
+            prelogit_factors=prelogit_factors,
+        )
+
+    def _average(self, latent: LatentGaussian, noise: NoiseBank, tau: Tensor) -> MCAverage:
+        return mc_softmax(latent, noise, tau)
+
+    def loss(self, output: HeadOutput, targets: Tensor) -> Tensor:
+        """``mean_b -log clip(p_bar[b, y_b], 1e-7, 1)`` for class ids targets [B]."""
+        return F.nll_loss(output.log_probs, targets)
 
 
 class DeterministicHead(_Head):

@@ -5,6 +5,10 @@ Collier et al., CVPR 2021: with ``u_s = mu(x) + V(x) z_R[s] + d(x) * z_K[s]`` (s
 softmax (one label) or the element-wise sigmoid (multi-label). The same samples also give the
 expected entropy ``(1/S) sum_s H[link(u_s / tau)]``.
 
+A HET-XL latent (diagonal noise in the D-dim pre-logit space) samples
+``u_s = mu + V z_R[s] + (d' * z_D[s]) W^T`` instead; ``LatentGaussian.project_diag_noise``
+holds the difference, so these functions serve both.
+
 Typical usage::
 
     latent = head.latent(phi)
@@ -32,10 +36,13 @@ class MCAverage(NamedTuple):
 
 
 def sample_logits(latent: LatentGaussian, noise: NoiseBank) -> Tensor:
-    """Latent logit samples ``u_s = mu + V z_R[s] + d * z_K[s]`` -> [B, S, K]."""
+    """Latent logit samples ``u_s = mu + V z_R[s] + d * z_K[s]`` -> [B, S, K].
+
+    (HET-XL latent: ``u_s = mu + V z_R[s] + (d' * z_D[s]) W^T``, z_D from a [.., S, D] bank.)
+    """
     _check_noise(latent, noise)
     low_rank = latent.project_factor_noise(noise.factor_noise)  # [B, S, K]
-    diag = latent.scale.unsqueeze(1) * noise.diag_noise  # [B, S, K]
+    diag = latent.project_diag_noise(noise.diag_noise)  # [B, S, K]
     return latent.mean.unsqueeze(1) + low_rank + diag
 
 
@@ -58,10 +65,11 @@ def mc_sigmoid(latent: LatentGaussian, noise: NoiseBank, temperature: Tensor) ->
 
 
 def _check_noise(latent: LatentGaussian, noise: NoiseBank) -> None:
-    if noise.num_classes != latent.num_classes or noise.num_factors != latent.num_factors:
+    if noise.num_classes != latent.diag_noise_dim or noise.num_factors != latent.num_factors:
         raise ValueError(
-            f"noise bank is for R={noise.num_factors}, K={noise.num_classes}; "
-            f"the latent has R={latent.num_factors}, K={latent.num_classes}"
+            f"noise bank is for R={noise.num_factors}, diagonal width {noise.num_classes}; "
+            f"the latent needs R={latent.num_factors}, diagonal width {latent.diag_noise_dim} "
+            f"(K={latent.num_classes})"
         )
     if not noise.shared and noise.diag_noise.shape[0] != latent.batch_size:
         raise ValueError(

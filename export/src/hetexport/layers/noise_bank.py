@@ -4,6 +4,10 @@
 one noise draw per class in the diagonal part (the paper's [.., S, K], not the JAX
 reference's [B, S, 1], which would make the diagonal term d d^T instead of diag(d^2)).
 
+A HET-XL head (Collier et al., ICLR 2023) draws its diagonal noise in the D-dim pre-logit
+space instead: its bank's ``diag_noise`` is z_D [S, D] (``num_classes`` then reads D, the
+diagonal width; heads give it as ``head.diag_noise_dim``).
+
 Typical usage::
 
     noise = NoiseBank.draw(1000, num_factors=6, num_classes=10)        # shared by the batch
@@ -51,6 +55,7 @@ class NoiseBank:
 
     @property
     def num_classes(self) -> int:
+        """Width of the diagonal noise: K, or D for a HET-XL (pre-logit noise) head."""
         return int(self.diag_noise.shape[-1])
 
     @property
