@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 GATEWAY_PORT ?= 8080
 LOAD_USERS ?= 20
 LOAD_TIME ?= 30s
+SOAK_USERS ?= 50
+SOAK_TIME ?= 5m
+OVERLOAD_CONCURRENCY ?= 8
 
 .PHONY: setup system-deps models serve test test-unit test-integration load bench bench-gateway soak overload lint clean
 
@@ -53,6 +56,14 @@ bench: setup
 ## bench-gateway: the same load through the gateway and straight at Triton, alternating
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
+
+## soak: bounded Locust soak against a running gateway (make serve), with memory before/after
+soak: setup
+	$(PY) bench/soak.py --url http://127.0.0.1:$(GATEWAY_PORT) --users $(SOAK_USERS) --duration $(SOAK_TIME)
+
+## overload: 2x and 4x the sustainable rate; admitted requests keep their latency, the rest get 429
+overload: setup
+	$(PY) bench/overload.py --url http://127.0.0.1:$(GATEWAY_PORT) --concurrency $(OVERLOAD_CONCURRENCY)
 
 lint: setup
 	$(VENV)/bin/ruff check contract export server client tests bench

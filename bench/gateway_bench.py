@@ -1,0 +1,332 @@
+"""Gateway overhead benchmark: the same load through the gateway and straight at Triton.
+
+Starts the embedded Triton on free loopback ports (repository derived from ``model_repo/``)
+and the gateway in its own process, then runs alternating rounds at a fixed concurrency:
+
+- gateway: ``POST /v1/models/<model>/predict`` with one real Fashion-MNIST test image as a
+  base64 PNG in JSON (decoded, preprocessed and shaped into the answer by the gateway);
+- direct: ``tritonclient.grpc.aio`` ``infer`` of the same image, already preprocessed by this
+  script exactly as the model card says, asking for the same outputs.
+
+Prints throughput (requests/s), p50 and p99 latency of each, and the ratio gateway / direct
+(target >= 0.8), and writes ``bench/results/gateway-<machine>.json``.
+
+Reproduce: ``.venv/bin/python bench/gateway_bench.py`` (``make bench-gateway``); options:
+``--concurrency 16 --requests 400 --rounds 5 --model fashion_het``. Figures are medians
+over rounds; the ratio is the median of the paired round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gzip
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import tritonclient.grpc.aio as grpcaio
+from hetcontract import MODEL_CARD_FILENAME, ModelCard
+from hetgateway.answer import ANSWER_OUTPUTS
+from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
+from PIL import Image
+from tritonclient.grpc import InferInput, InferRequestedOutput
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FASHION_MNIST_IMAGES = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+TARGET_RATIO = 0.8
+NUM_IMAGES = 256
+WARMUP_REQUESTS = 50
+READY_TIMEOUT_S = 240.0
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One round: which path, throughput and latency percentiles."""
+
+    path: str
+    requests: int
+    seconds: float
+    throughput_rps: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_ms_per_request: float
+    client_cpu_ms_per_request: float
+
+
+def main() -> int:
+    args = parse_args()
+    model_repository = Path(args.model_repository)
+    card = ModelCard.model_validate_json(
+        (model_repository / args.model / MODEL_CARD_FILENAME).read_text()
+    )
+    images = load_images(NUM_IMAGES)
+    pngs = [png(image) for image in images]
+    tensors = preprocess(images, card)
+    with tempfile.TemporaryDirectory(prefix="hetserve-bench-") as tmp:
+        workdir = Path(tmp)
+        derived = derive_repository([model_repository], workdir / "repo", ort_threads=1)
+        triton = TritonProcess(
+            [derived.path],
+            ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
+            backend_dir=build_backend_dir(workdir / "backends"),
+            log_path=workdir / "triton.log",
+        )
+        with triton:
+            triton.wait_ready(timeout_s=READY_TIMEOUT_S)
+            gateway, gateway_url = start_gateway(triton.grpc_url, args.concurrency)
+            try:
+                meter = CpuMeter([gateway.pid], group_leaders=[triton.pid])
+                rounds = asyncio.run(
+                    run_rounds(args, gateway_url, triton.grpc_url, pngs, tensors, meter)
+                )
+            finally:
+                gateway.terminate()
+                gateway.wait(timeout=15)
+    report = summarise(args, rounds)
+    print_report(report)
+    output = RESULTS_DIR / f"gateway-{args.machine}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {output.relative_to(REPO_ROOT)}")
+    return 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-repository", default=str(REPO_ROOT / "model_repo"))
+    parser.add_argument("--model", default="fashion_het")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=400, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per path, alternating")
+    parser.add_argument("--machine", default=f"{platform.machine()}-{os.cpu_count()}cpu",
+                        help="name of this machine in the results file name")
+    return parser.parse_args()
+
+
+def load_images(count: int) -> np.ndarray:
+    """The first ``count`` Fashion-MNIST test images, uint8 [N, 28, 28] (IDX format)."""
+    with gzip.open(FASHION_MNIST_IMAGES, "rb") as handle:
+        data = handle.read()
+    return np.frombuffer(data, np.uint8, offset=16).reshape(-1, 28, 28)[:count]
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def preprocess(images: np.ndarray, card: ModelCard) -> np.ndarray:
+    """float32 [N, C, H, W] = (pixel / scale - mean) / std, per the model card."""
+    spec = card.input
+    pixels = np.repeat(images[:, None].astype(np.float32), spec.shape[0], axis=1)
+    mean = np.asarray(spec.mean, np.float32)[None, :, None, None]
+    std = np.asarray(spec.std, np.float32)[None, :, None, None]
+    return ((pixels / np.float32(spec.scale) - mean) / std).astype(np.float32)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gateway(triton_grpc_url: str, concurrency: int) -> tuple[subprocess.Popen, str]:
+    """``hetgateway gateway`` in its own process; waits for /readyz."""
+    port = free_port()
+    env = dict(os.environ, HETSERVE_TRITON_GRPC_URL=triton_grpc_url, HETSERVE_PORT=str(port),
+               HETSERVE_LOG_LEVEL="warning", HETSERVE_MAX_IN_FLIGHT=str(max(64, concurrency)))
+    process = subprocess.Popen([sys.executable, "-m", "hetgateway.cli", "gateway"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError("gateway did not become ready")
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used so far by the servers (the gateway, and Triton with its
+    Python-backend stubs, Triton's process group) and by this load generator: the cost of a
+    request, whatever else runs on the machine."""
+
+    def __init__(self, pids: list[int], *, group_leaders: list[int]) -> None:
+        self._pids = pids
+        self._groups = group_leaders
+
+    def server_seconds(self) -> float:
+        pids = set(self._pids)
+        for leader in self._groups:
+            found = subprocess.run(["pgrep", "-g", str(leader)], capture_output=True, text=True,
+                                   check=False)
+            pids.update(int(pid) for pid in found.stdout.split())
+        return sum(_process_cpu_s(pid) for pid in pids)
+
+    @staticmethod
+    def client_seconds() -> float:
+        own = os.times()
+        return own.user + own.system
+
+
+def _process_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+async def run_rounds(args, gateway_url, grpc_url, pngs, tensors, meter) -> list[RoundResult]:
+    bodies = [{"inputs": [{"image": base64.b64encode(data).decode()}], "top_k": 3}
+              for data in pngs]
+    payloads = [json.dumps(body).encode() for body in bodies]
+    url = f"{gateway_url}/v1/models/{args.model}/predict"
+    headers = {"content-type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    # aiohttp rather than httpx: about a third of httpx's client CPU per request, which on a
+    # small machine would otherwise be counted against the gateway.
+    async with aiohttp.ClientSession(connector=connector) as http:
+        triton = grpcaio.InferenceServerClient(grpc_url)
+        try:
+            async def via_gateway(i: int) -> None:
+                async with http.post(url, data=payloads[i % len(payloads)],
+                                     headers=headers) as answer:
+                    await answer.read()
+                    answer.raise_for_status()
+
+            async def direct(i: int) -> None:
+                infer_input = InferInput("images", [1, *tensors.shape[1:]], "FP32")
+                infer_input.set_data_from_numpy(tensors[i % len(tensors)][None])
+                await triton.infer(args.model, [infer_input], client_timeout=60,
+                                   outputs=[InferRequestedOutput(n) for n in ANSWER_OUTPUTS])
+
+            await load(via_gateway, WARMUP_REQUESTS, args.concurrency)
+            await load(direct, WARMUP_REQUESTS, args.concurrency)
+            rounds = []
+            for _ in range(args.rounds):
+                for name, send in (("gateway", via_gateway), ("direct", direct)):
+                    server_before, client_before = meter.server_seconds(), meter.client_seconds()
+                    seconds, latencies = await load(send, args.requests, args.concurrency)
+                    rounds.append(result(name, seconds, latencies,
+                                         server_cpu_s=meter.server_seconds() - server_before,
+                                         client_cpu_s=meter.client_seconds() - client_before))
+                    print(f"  {rounds[-1].path:8s} {rounds[-1].throughput_rps:8.1f} req/s")
+            return rounds
+        finally:
+            await triton.close()
+
+
+async def load(send, requests: int, concurrency: int) -> tuple[float, list[float]]:
+    """``requests`` calls by ``concurrency`` workers; wall time and per-call latencies."""
+    latencies: list[float] = []
+    counter = iter(range(requests))
+
+    async def worker() -> None:
+        for i in counter:
+            started = time.perf_counter()
+            await send(i)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies
+
+
+def result(
+    path: str, seconds: float, latencies: list[float], *, server_cpu_s: float, client_cpu_s: float
+) -> RoundResult:
+    ms = np.asarray(latencies) * 1000
+    return RoundResult(path=path, requests=len(latencies), seconds=seconds,
+                       throughput_rps=len(latencies) / seconds,
+                       p50_ms=float(np.percentile(ms, 50)), p99_ms=float(np.percentile(ms, 99)),
+                       server_cpu_ms_per_request=1000 * server_cpu_s / len(latencies),
+                       client_cpu_ms_per_request=1000 * client_cpu_s / len(latencies))
+
+
+def summarise(args: argparse.Namespace, rounds: list[RoundResult]) -> dict:
+    """Medians over rounds (robust to a round slowed by other work on the machine); the
+    ratio is the median of the paired ratios gateway round i / direct round i."""
+
+    def total(path: str) -> dict:
+        mine = [r for r in rounds if r.path == path]
+        return {
+            "throughput_rps": float(np.median([r.throughput_rps for r in mine])),
+            "p50_ms": float(np.median([r.p50_ms for r in mine])),
+            "p99_ms": float(np.median([r.p99_ms for r in mine])),
+            "server_cpu_ms_per_request": float(
+                np.median([r.server_cpu_ms_per_request for r in mine])),
+            "client_cpu_ms_per_request": float(
+                np.median([r.client_cpu_ms_per_request for r in mine])),
+        }
+
+    gateway, direct = total("gateway"), total("direct")
+    paired = [g.throughput_rps / d.throughput_rps
+              for g, d in zip(rounds[0::2], rounds[1::2], strict=True)]
+    ratio = float(np.median(paired))
+    return {
+        "benchmark": "gateway vs direct Triton, same images, same concurrency",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": args.machine,
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0],
+        "model": args.model,
+        "concurrency": args.concurrency,
+        "requests_per_round": args.requests,
+        "rounds_per_path": args.rounds,
+        "gateway": gateway,
+        "direct": direct,
+        "throughput_ratio": ratio,
+        "paired_ratios": paired,
+        "ratio_of_median_throughputs": gateway["throughput_rps"] / direct["throughput_rps"],
+        "server_cpu_ratio_direct_over_gateway": direct["server_cpu_ms_per_request"]
+        / gateway["server_cpu_ms_per_request"],
+        "target_ratio": TARGET_RATIO,
+        "meets_target": ratio >= TARGET_RATIO,
+        "rounds": [asdict(r) for r in rounds],
+        "command": "python bench/gateway_bench.py " + " ".join(sys.argv[1:]),
+    }
+
+
+def print_report(report: dict) -> None:
+    g, d = report["gateway"], report["direct"]
+    print(f"model {report['model']}, concurrency {report['concurrency']}, "
+          f"{report['rounds_per_path']} x {report['requests_per_round']} requests per path")
+    print(f"{'path':8s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
+          f"{'server CPU ms/req':>18s} {'client CPU ms/req':>18s}")
+    for name, row in (("gateway", g), ("direct", d)):
+        print(f"{name:8s} {row['throughput_rps']:8.1f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
+              f"{row['server_cpu_ms_per_request']:18.2f} {row['client_cpu_ms_per_request']:18.2f}")
+    verdict = "meets" if report["meets_target"] else "MISSES"
+    print(f"load average (1 min) {report['load_average_1m']:.1f} on {report['cpu_count']} CPUs")
+    print(f"paired round ratios: {', '.join(f'{r:.2f}' for r in report['paired_ratios'])}; "
+          f"ratio of median throughputs {report['ratio_of_median_throughputs']:.2f}; "
+          f"server CPU per request direct / gateway "
+          f"{report['server_cpu_ratio_direct_over_gateway']:.2f}")
+    print(f"throughput ratio gateway/direct = {report['throughput_ratio']:.2f} "
+          f"({verdict} the {report['target_ratio']} target)")
+    print(f"reproduce: {report['command']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The gateway app: ``create_app(settings)`` builds a FastAPI app whose lifespan opens one
+long-lived Triton client and discovers the served models.
+
+Typical usage::
+
+    app = create_app(load_settings(triton_grpc_url="127.0.0.1:8001"))
+    uvicorn.run(app, host="127.0.0.1", port=8080)
+
+Layers: routers (HTTP only) -> ``DataPlane`` (no HTTP) -> ``TritonBackend`` (gRPC). Errors
+become answers in ``http_errors``; middleware adds request ids, metrics and the body limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from hetgateway import __version__
+from hetgateway.body_limit import BodySizeLimitMiddleware
+from hetgateway.data_plane import DataPlane
+from hetgateway.errors import GatewayError
+from hetgateway.http_errors import install_error_handlers
+from hetgateway.metrics import GatewayMetrics
+from hetgateway.model_catalog import ModelCatalog
+from hetgateway.openapi import install_openapi
+from hetgateway.protection import add_protection
+from hetgateway.request_context import RequestContextMiddleware
+from hetgateway.request_metrics import RequestMetricsMiddleware
+from hetgateway.routers import health, metrics, models, predict
+from hetgateway.settings import GatewaySettings, load_settings
+from hetgateway.triton_backend import TritonBackend
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_PATH = "/static"
+
+_LOG = logging.getLogger(__name__)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """A new gateway app; ``settings`` None reads them from the environment."""
+    settings = settings if settings is not None else load_settings()
+    gateway_metrics = GatewayMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        backend = TritonBackend(
+            settings.triton_grpc_url,
+            infer_timeout_s=settings.infer_timeout_s,
+            control_timeout_s=settings.control_timeout_s,
+            max_reconnect_backoff_ms=settings.grpc_max_reconnect_backoff_ms,
+        )
+        catalog = ModelCatalog(
+            backend,
+            repositories=settings.model_repositories,
+            default_model=settings.default_model,
+        )
+        app.state.data_plane = DataPlane(
+            backend, catalog, settings=settings, metrics=gateway_metrics
+        )
+        try:
+            await catalog.refresh()
+            _LOG.info("serving models: %s", ", ".join(sorted(catalog.entries)) or "none")
+        except GatewayError as exc:
+            _LOG.warning("Triton not reachable at startup (%s); models discovered later", exc)
+        try:
+            yield
+        finally:
+            await backend.close()
+
+    app = FastAPI(
+        title="hetserve gateway",
+        version=__version__,
+        description="Image classification with heteroscedastic uncertainty, served by Triton.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = gateway_metrics
+    install_error_handlers(app, retry_after_s=settings.retry_after_s)
+    for router in (health.router, models.router, predict.router, metrics.router):
+        app.include_router(router)
+    _mount_web_page(app)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        retry_after_s=settings.retry_after_s,
+    )
+    app.state.admission = add_protection(app, settings, metrics=gateway_metrics)
+    app.add_middleware(RequestMetricsMiddleware, metrics=gateway_metrics)
+    app.add_middleware(RequestContextMiddleware)
+    install_openapi(app)
+    return app
+
+
+def _mount_web_page(app: FastAPI) -> None:
+    """Serve the web page: ``/`` is ``static/index.html``, its files are under ``/static``
+    (the page refers to them, and to the API, by relative paths)."""
+    index = STATIC_DIR / "index.html"
+    if not index.is_file():
+        return
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> FileResponse:
+        return FileResponse(index)

@@ -1,0 +1,117 @@
+"""The ``hetgateway`` command.
+
+``hetgateway serve --model-repository model_repo [--model-repository more] --port 8080``
+runs the embedded Triton and the gateway; ``hetgateway gateway --triton-url host:8001``
+runs the gateway alone in front of an external Triton (docker-compose). Flags override the
+``HETSERVE_*`` environment, which overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hetgateway.settings import GatewaySettings, load_settings
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``hetgateway``."""
+    parser = argparse.ArgumentParser(
+        prog="hetgateway", description="hetserve's HTTP gateway in front of NVIDIA Triton"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="embedded Triton (CPU) and the gateway")
+    serve.add_argument("--model-repository", action="append", type=Path, dest="repositories",
+                       help="model repository (repeatable); default: model_repo")
+    _gateway_arguments(serve)
+    serve.add_argument("--triton-http-port", type=int, default=8000)
+    serve.add_argument("--triton-grpc-port", type=int, default=8001)
+    serve.add_argument("--triton-metrics-port", type=int, default=8002)
+    serve.add_argument("--ready-timeout", type=float, default=180.0,
+                       help="seconds to wait for Triton and every model to be ready")
+    serve.add_argument("--ort-threads", type=int, default=1,
+                       help="ONNX Runtime threads per model instance")
+
+    gateway = commands.add_parser("gateway", help="the gateway alone, for an external Triton")
+    gateway.add_argument("--triton-url", help="Triton gRPC host:port (HETSERVE_TRITON_GRPC_URL)")
+    gateway.add_argument("--model-repository", action="append", type=Path, dest="repositories",
+                         help="repository to read model_card.json from (fallback)")
+    _gateway_arguments(gateway)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hetgateway``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        return _serve(args, settings)
+    from hetgateway.gateway_server import run_gateway
+
+    try:
+        run_gateway(settings)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    from hetgateway.embedded.launcher import Terminated, serve
+    from hetgateway.embedded.repository import RepositoryError
+    from hetgateway.embedded.triton_process import TritonPorts, TritonStartError
+
+    ports = TritonPorts(
+        http=args.triton_http_port, grpc=args.triton_grpc_port, metrics=args.triton_metrics_port
+    )
+    try:
+        serve(
+            args.repositories or [Path("model_repo")],
+            settings=settings,
+            ports=ports,
+            ready_timeout_s=args.ready_timeout,
+            ort_threads=args.ort_threads,
+        )
+    except (TritonStartError, RepositoryError) as exc:
+        print(f"hetgateway: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    except (KeyboardInterrupt, Terminated):
+        return EXIT_OK
+    return EXIT_OK
+
+
+def _gateway_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="gateway bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="gateway port (default 8080)")
+    parser.add_argument("--default-model", help="model behind POST /v1/predict")
+    parser.add_argument("--max-batch-size", type=int, help="most inputs per request")
+    parser.add_argument("--log-level", help="debug, info, warning, error")
+
+
+def _settings(args: argparse.Namespace) -> GatewaySettings:
+    overrides: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "default_model": args.default_model,
+        "max_batch_size": args.max_batch_size,
+        "log_level": args.log_level,
+        "triton_grpc_url": getattr(args, "triton_url", None),
+    }
+    if args.command == "gateway" and args.repositories:
+        overrides["model_repositories"] = args.repositories
+    return load_settings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The gateway's data plane: predictions, model metadata and readiness, with no HTTP in it.
+
+Routers hand it plain inputs (``EncodedImage`` / ``RawTensor``); it validates them against
+the model card and the limits, preprocesses them (in a worker thread: Pillow and numpy are
+CPU-bound), sends the batch to Triton in chunks of the model's ``max_batch_size``, and shapes
+the answer with the ``hetcontract`` models. Failures are domain errors (``hetgateway.errors``).
+
+Typical usage::
+
+    plane = DataPlane(backend, catalog, settings=settings, metrics=metrics)
+    answer = await plane.predict([EncodedImage(png, "inputs[0]")], model=None, top_k=3,
+                                 request_id="abc")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from anyio import to_thread
+from hetcontract import ModelDetail, ModelList, ModelSummary, PredictResponse, ServedModel
+from hetcontract.api import MAX_TOP_K_DEFAULT as DEFAULT_TOP_K
+
+from hetgateway.answer import ANSWER_OUTPUTS, build_results
+from hetgateway.errors import GatewayError, InvalidInput, PayloadTooLarge
+from hetgateway.inputs import EncodedImage, PredictInput
+from hetgateway.metrics import GatewayMetrics
+from hetgateway.model_catalog import CatalogEntry, ModelCatalog
+from hetgateway.preprocessing import image_tensor, tensor_from_nested
+from hetgateway.settings import GatewaySettings
+from hetgateway.triton_backend import TritonBackend
+
+__all__ = ["DataPlane", "Readiness"]
+
+INLINE_PREPROCESS_BYTES = 64 * 1024
+"""Requests of images totalling at most this many encoded bytes are preprocessed on the event
+loop (a 28x28 PNG decodes in about 0.1 ms, less than a worker-thread hop); others, and raw
+tensors, in a worker thread so that the loop is never held long."""
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether Triton and every served model are ready, and which are not."""
+
+    ready: bool
+    triton_ready: bool
+    models: dict[str, bool]
+
+
+class DataPlane:
+    """Predict, describe models, report readiness."""
+
+    def __init__(
+        self,
+        backend: TritonBackend,
+        catalog: ModelCatalog,
+        *,
+        settings: GatewaySettings,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self._backend = backend
+        self._catalog = catalog
+        self._settings = settings
+        self._metrics = metrics
+
+    async def readiness(self) -> Readiness:
+        """Triton ready and every served model ready (no model known counts as not ready)."""
+        if not await self._backend.server_ready():
+            return Readiness(ready=False, triton_ready=False, models={})
+        try:
+            await self._catalog.ensure_discovered()
+        except GatewayError:
+            return Readiness(ready=False, triton_ready=True, models={})
+        names = sorted(self._catalog.entries)
+        states = await asyncio.gather(*(self._backend.model_ready(name) for name in names))
+        models = dict(zip(names, states, strict=True))
+        return Readiness(ready=bool(models) and all(states), triton_ready=True, models=models)
+
+    async def list_models(self) -> ModelList:
+        """Every served model with its readiness; the default model's name."""
+        await self._catalog.ensure_discovered()
+        entries = self._catalog.entries
+        states = await asyncio.gather(*(self._backend.model_ready(n) for n in entries))
+        return ModelList(
+            default_model=self._catalog.default_name,
+            models=[
+                _summary(entry, ready=ready)
+                for entry, ready in sorted(zip(entries.values(), states, strict=True), key=_by_name)
+            ],
+        )
+
+    async def model_detail(self, name: str) -> ModelDetail:
+        """One model's summary and its whole model card."""
+        entry = await self._catalog.get(name)
+        ready = await self._backend.model_ready(entry.name)
+        summary = _summary(entry, ready=ready)
+        return ModelDetail(**summary.model_dump(), model_card=entry.card.model_dump(mode="json"))
+
+    async def predict(
+        self,
+        inputs: Sequence[PredictInput],
+        *,
+        model: str | None,
+        top_k: int | None,
+        request_id: str,
+    ) -> PredictResponse:
+        """Classify every input with ``model`` (None: the default model); ``top_k`` None means
+        ``min(DEFAULT_TOP_K, k_max)``."""
+        if not inputs:
+            raise InvalidInput("no inputs: send at least one image or tensor")
+        if len(inputs) > self._settings.max_batch_size:
+            raise PayloadTooLarge(
+                f"{len(inputs)} inputs in one request; the limit is "
+                f"{self._settings.max_batch_size}"
+            )
+        entry = await self._catalog.get(model)
+        if top_k is None:
+            top_k = min(DEFAULT_TOP_K, entry.card.top_k)
+        if not 1 <= top_k <= entry.card.top_k:
+            raise InvalidInput(
+                f"top_k must be between 1 and {entry.card.top_k} for model {entry.name!r}; "
+                f"got {top_k}"
+            )
+        if _cheap_to_preprocess(inputs):
+            batch = self._preprocess(inputs, entry)
+        else:
+            batch = await to_thread.run_sync(self._preprocess, inputs, entry)
+        self._metrics.batch_size.labels(model=entry.name).observe(len(inputs))
+        outputs = await self._infer(entry, batch, request_id=request_id)
+        self._metrics.observe_uncertainty(entry.name, outputs)
+        return PredictResponse(
+            model=ServedModel(
+                name=entry.name,
+                version=entry.version,
+                num_classes=entry.card.num_classes,
+                mc_samples=entry.card.mc_samples,
+                temperature=entry.card.temperature,
+            ),
+            results=build_results(outputs, entry.card, top_k=top_k),
+            request_id=request_id,
+        )
+
+    def _preprocess(self, inputs: Sequence[PredictInput], entry: CatalogEntry) -> np.ndarray:
+        """The inputs as one float32 [B, C, H, W] batch; errors name the failing input."""
+        tensors = []
+        for item in inputs:
+            try:
+                tensors.append(self._tensor(item, entry))
+            except GatewayError as exc:
+                raise type(exc)(f"{item.origin}: {exc}") from exc
+        return np.stack(tensors)
+
+    def _tensor(self, item: PredictInput, entry: CatalogEntry) -> np.ndarray:
+        spec = entry.card.input
+        if isinstance(item, EncodedImage):
+            if len(item.data) > self._settings.max_image_bytes:
+                raise PayloadTooLarge(
+                    f"image of {len(item.data)} bytes exceeds the limit of "
+                    f"{self._settings.max_image_bytes} bytes"
+                )
+            return image_tensor(item.data, spec, max_pixels=self._settings.max_image_pixels)
+        return tensor_from_nested(item.values, spec)
+
+    async def _infer(
+        self, entry: CatalogEntry, batch: np.ndarray, *, request_id: str
+    ) -> dict[str, np.ndarray]:
+        """Send ``batch`` in chunks of the model's max batch size; outputs concatenated."""
+        chunk = entry.max_batch_size if entry.max_batch_size > 0 else len(batch)
+        started = time.perf_counter()
+        parts = await asyncio.gather(
+            *(
+                self._backend.infer(
+                    entry.name,
+                    batch[start : start + chunk],
+                    output_names=ANSWER_OUTPUTS,
+                    request_id=request_id,
+                )
+                for start in range(0, len(batch), chunk)
+            )
+        )
+        self._metrics.triton_seconds.labels(model=entry.name).observe(
+            time.perf_counter() - started
+        )
+        if len(parts) == 1:
+            return parts[0]
+        return {name: np.concatenate([part[name] for part in parts]) for name in ANSWER_OUTPUTS}
+
+
+def _cheap_to_preprocess(inputs: Sequence[PredictInput]) -> bool:
+    """Only encoded images, at most ``INLINE_PREPROCESS_BYTES`` of them together."""
+    total = 0
+    for item in inputs:
+        if not isinstance(item, EncodedImage):
+            return False
+        total += len(item.data)
+    return total <= INLINE_PREPROCESS_BYTES
+
+
+def _summary(entry: CatalogEntry, *, ready: bool) -> ModelSummary:
+    return ModelSummary(
+        name=entry.name,
+        version=entry.version,
+        ready=ready,
+        head=entry.card.head,
+        num_classes=entry.card.num_classes,
+        labels=list(entry.card.labels),
+    )
+
+
+def _by_name(pair: tuple[CatalogEntry, bool]) -> str:
+    return pair[0].name
+
+

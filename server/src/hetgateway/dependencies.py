@@ -1,0 +1,48 @@
+"""FastAPI dependencies as typed aliases: routes declare what they need, tests override them.
+
+They are ``async`` on purpose: FastAPI runs plain ``def`` dependencies in a worker thread,
+a hop per dependency per request.
+
+Typical usage::
+
+    @router.get("/v1/models")
+    async def list_models(plane: DataPlaneDep) -> ModelList: ...
+
+    app.dependency_overrides[get_settings] = lambda: load_settings(max_batch_size=2)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from hetgateway.data_plane import DataPlane
+from hetgateway.metrics import GatewayMetrics
+from hetgateway.settings import GatewaySettings
+
+
+async def get_settings(request: Request) -> GatewaySettings:
+    """The app's settings (given to ``create_app``)."""
+    return request.app.state.settings
+
+
+async def get_data_plane(request: Request) -> DataPlane:
+    """The app's data plane (built in the lifespan)."""
+    return request.app.state.data_plane
+
+
+async def get_metrics(request: Request) -> GatewayMetrics:
+    """The app's metrics."""
+    return request.app.state.metrics
+
+
+async def get_request_id(request: Request) -> str:
+    """The id ``RequestIdMiddleware`` gave this request."""
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_data_plane)]
+MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]

@@ -1,0 +1,96 @@
+"""Prometheus metrics of one gateway app, in the app's own ``CollectorRegistry``.
+
+Each app owns its registry (never the process-global one), so several apps (tests) can live
+in one process. New metrics are added here as attributes and recorded where they happen.
+
+Typical usage::
+
+    metrics = GatewayMetrics()
+    metrics.triton_seconds.labels(model="fashion_het").observe(0.004)
+    body = metrics.exposition()
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hetcontract import OutputName
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# Predictive entropy H[p_bar] in nats lies in [0, log K] (log 10 = 2.30, log 1000 = 6.91).
+ENTROPY_BUCKETS_NATS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0,
+                        5.0, 7.0)
+TOP1_PROBABILITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class GatewayMetrics:
+    """The gateway's counters and histograms."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "hetserve_http_requests_total",
+            "HTTP requests answered, by method, route template and status code",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "hetserve_http_request_duration_seconds",
+            "Time from request to answer in the gateway, by method and route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.triton_seconds = Histogram(
+            "hetserve_triton_request_duration_seconds",
+            "Round trip of one inference call to Triton, by model",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "hetserve_predict_batch_size",
+            "Inputs per predict request, by model",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+
+        self.in_flight = Gauge(
+            "hetserve_http_requests_in_flight",
+            "API requests admitted and not yet answered (bounded by admission control)",
+            registry=self.registry,
+        )
+        self.predictive_entropy = Histogram(
+            "hetserve_predictive_entropy_nats",
+            "Predictive entropy H[p_bar] of each answered input, by model (drift shows here)",
+            ["model"],
+            buckets=ENTROPY_BUCKETS_NATS,
+            registry=self.registry,
+        )
+        self.top1_probability = Histogram(
+            "hetserve_top1_probability",
+            "MC-averaged probability of the top class of each answered input, by model",
+            ["model"],
+            buckets=TOP1_PROBABILITY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_uncertainty(self, model: str, outputs: dict[str, np.ndarray]) -> None:
+        """Record each input's predictive entropy ([B]) and top-1 probability (``topk_probs``
+        [B, k_max], column 0) from a batch of Triton outputs."""
+        entropy = self.predictive_entropy.labels(model=model)
+        top1 = self.top1_probability.labels(model=model)
+        entropies = np.asarray(outputs[OutputName.PREDICTIVE_ENTROPY.value]).reshape(-1)
+        top_probs = np.asarray(outputs[OutputName.TOPK_PROBS.value]).reshape(len(entropies), -1)
+        for value in entropies:
+            entropy.observe(float(value))
+        for value in top_probs[:, 0]:
+            top1.observe(float(value))
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus' text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,145 @@
+"""Which models the gateway serves, with their model cards, discovered from Triton.
+
+A model is served when Triton's repository index lists it and a model card is found for it:
+first in its config's ``model_card`` parameter (``hetcontract.MODEL_CARD_PARAMETER``, so it
+works against any Triton), else in ``<repository>/<name>/model_card.json`` in one of the
+repositories the gateway can see. Models without a card (an ensemble's parts) are not served.
+
+Discovery runs at startup and again, lazily and at most once per ``REFRESH_INTERVAL_S``, when
+a request names a model the catalog does not know (Triton was down at startup, or loaded a
+model later).
+
+Typical usage::
+
+    catalog = ModelCatalog(backend, repositories=[Path("model_repo")], default_model=None)
+    await catalog.refresh()
+    entry = await catalog.get("fashion_het")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hetcontract import MODEL_CARD_FILENAME, MODEL_CARD_PARAMETER, ModelCard
+from pydantic import ValidationError
+
+from hetgateway.errors import GatewayError, ModelNotFound
+from hetgateway.triton_backend import TritonBackend
+
+REFRESH_INTERVAL_S = 1.0
+"""Least time between two lazy re-discoveries triggered by unknown model names."""
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One served model: Triton's name and version, its batch limit and its card."""
+
+    name: str
+    version: str
+    max_batch_size: int
+    card: ModelCard
+
+
+class ModelCatalog:
+    """The served models, refreshed from Triton on demand."""
+
+    def __init__(
+        self,
+        backend: TritonBackend,
+        *,
+        repositories: Sequence[Path] = (),
+        default_model: str | None = None,
+    ) -> None:
+        self._backend = backend
+        self._repositories = tuple(repositories)
+        self._configured_default = default_model
+        self._entries: dict[str, CatalogEntry] = {}
+        self._lock = asyncio.Lock()
+        self._last_refresh = float("-inf")
+
+    @property
+    def entries(self) -> dict[str, CatalogEntry]:
+        """The models known now, by name (a copy)."""
+        return dict(self._entries)
+
+    @property
+    def default_name(self) -> str | None:
+        """The configured default model, else the first heteroscedastic model by name (the
+        product's point), else the first model by name."""
+        if self._configured_default:
+            return self._configured_default
+        ranked = sorted(self._entries, key=lambda name: (self._entries[name].card.head == "det",
+                                                         name))
+        return ranked[0] if ranked else None
+
+    async def refresh(self) -> None:
+        """Re-discover every model from Triton; raises ``BackendUnavailable`` when unreachable."""
+        async with self._lock:
+            self._last_refresh = time.monotonic()
+            index = await self._backend.repository_index()
+            found: dict[str, CatalogEntry] = {}
+            for item in index:
+                entry = await self._discover(item.name, item.version)
+                if entry is not None:
+                    found[entry.name] = entry
+            self._entries = found
+
+    async def ensure_discovered(self) -> None:
+        """Refresh if nothing is known yet (Triton was unreachable so far)."""
+        if not self._entries:
+            await self.refresh()
+
+    async def get(self, name: str | None) -> CatalogEntry:
+        """The entry for ``name`` (None: the default model); ``ModelNotFound`` if not served."""
+        await self.ensure_discovered()
+        name = name or self.default_name
+        if name is None:
+            raise ModelNotFound("no model is served and no default model is configured")
+        if name not in self._entries and self._may_refresh():
+            await self.refresh()
+        if name not in self._entries:
+            served = ", ".join(sorted(self._entries)) or "none"
+            raise ModelNotFound(f"no model named {name!r}; served models: {served}")
+        return self._entries[name]
+
+    def _may_refresh(self) -> bool:
+        return time.monotonic() - self._last_refresh >= REFRESH_INTERVAL_S
+
+    async def _discover(self, name: str, version: str) -> CatalogEntry | None:
+        try:
+            config = await self._backend.model_config(name)
+        except GatewayError as exc:
+            _LOG.info("model %s skipped: no config from Triton (%s)", name, exc)
+            return None
+        card = self._card(name, config.parameters.get(MODEL_CARD_PARAMETER))
+        if card is None:
+            _LOG.info("model %s skipped: no model card", name)
+            return None
+        return CatalogEntry(
+            name=name,
+            version=version or card.version,
+            max_batch_size=config.max_batch_size,
+            card=card,
+        )
+
+    def _card(self, name: str, parameter: str | None) -> ModelCard | None:
+        sources: list[tuple[str, str]] = []
+        if parameter:
+            sources.append((f"config parameter {MODEL_CARD_PARAMETER!r}", parameter))
+        for repository in self._repositories:
+            path = repository / name / MODEL_CARD_FILENAME
+            if path.is_file():
+                sources.append((str(path), path.read_text(encoding="utf-8")))
+        for origin, text in sources:
+            try:
+                return ModelCard.model_validate_json(text)
+            except ValidationError as exc:
+                _LOG.warning("model %s: invalid model card in %s: %s", name, origin, exc)
+        return None

@@ -1,0 +1,102 @@
+"""The request id: taken from the caller when sane, else made; returned, logged, sent to Triton.
+
+Typical usage::
+
+    app = RequestContextMiddleware(app)          # outermost, so every answer carries the id
+    # in a handler: request.state.request_id, or anywhere below it: current_request_id()
+
+The id is accepted from an ``X-Request-ID`` header when it is 1 to 128 characters of
+``[A-Za-z0-9._:-]`` (so it can go into logs, headers and Triton's request id unescaped);
+otherwise a new one (32 hex digits) is made. Every answer carries it back in ``X-Request-ID``,
+and one JSON access-log line per request records method, route template, status and duration,
+never the body, the query string or any header.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "x-request-id"
+MAX_REQUEST_ID_LENGTH = 128
+_SANE_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
+UNMATCHED_ROUTE = "<unmatched>"
+MS_PER_S = 1000.0
+
+_request_id: ContextVar[str | None] = ContextVar("hetgateway_request_id", default=None)
+_access_log = logging.getLogger("hetgateway.access")
+
+
+def current_request_id() -> str | None:
+    """The id of the request being handled in this task, or None outside a request."""
+    return _request_id.get()
+
+
+def accept_or_make_request_id(candidate: str | None) -> str:
+    """The caller's id if it is sane (see the module docstring), else a fresh uuid4 hex."""
+    if candidate is not None and _SANE_REQUEST_ID.fullmatch(candidate):
+        return candidate
+    return uuid.uuid4().hex
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (``/v1/models/{model}/predict``), never the raw path,
+    so that logs and metric labels cannot be flooded with caller-chosen strings."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    return UNMATCHED_ROUTE
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class RequestContextMiddleware:
+    """Pure ASGI middleware: sets the request id for the request's task, stores it as
+    ``request.state.request_id``, adds ``X-Request-ID`` to the answer and writes the access log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = accept_or_make_request_id(_header(scope, REQUEST_ID_HEADER.encode()))
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = _request_id.set(request_id)
+        status = 500  # what the server answers when the app raises before starting a response
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _access_log.info(
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "route": route_template(scope),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * MS_PER_S, 3),
+                },
+            )
+            _request_id.reset(token)

@@ -1,0 +1,107 @@
+"""Read a predict request's body, JSON or multipart, into plain ``PredictInput`` items.
+
+JSON: ``hetcontract.PredictRequest`` (``{"inputs": [{"image": b64} | {"tensor": [...]}],
+"top_k": 5}``). Multipart: one or more ``images`` file parts and an optional ``top_k`` field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from hetcontract import ImageInput, PredictRequest
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from hetgateway.errors import (
+    GatewayError,
+    InvalidInput,
+    MalformedRequest,
+    UnsupportedMediaType,
+)
+from hetgateway.http_errors import describe_validation
+from hetgateway.inputs import EncodedImage, PredictInput, RawTensor
+from hetgateway.preprocessing import decode_base64
+
+JSON_MEDIA_TYPE = "application/json"
+MULTIPART_MEDIA_TYPE = "multipart/form-data"
+IMAGES_FIELD = "images"
+TOP_K_FIELD = "top_k"
+MAX_FORM_FIELDS = 16
+"""Non-file multipart fields accepted (``top_k`` is the only one used)."""
+
+
+@dataclass(frozen=True)
+class ParsedPredict:
+    """A predict request without its HTTP framing; ``top_k`` None: the model's default."""
+
+    inputs: list[PredictInput]
+    top_k: int | None
+
+
+async def read_predict_request(request: Request, *, max_inputs: int) -> ParsedPredict:
+    """Parse the body by its Content-Type; ``MalformedRequest`` / ``UnsupportedMediaType`` /
+    ``InvalidInput`` on bad bodies."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type == MULTIPART_MEDIA_TYPE:
+        return await _read_multipart(request, max_inputs=max_inputs)
+    if media_type == JSON_MEDIA_TYPE or media_type.endswith("+json"):
+        return _parse_json(await request.body())
+    if not media_type and not await request.body():
+        raise MalformedRequest("empty body: send JSON or multipart 'images' files")
+    raise UnsupportedMediaType(
+        f"Content-Type {media_type or '(none)'!r} is not accepted; use "
+        f"{JSON_MEDIA_TYPE} or {MULTIPART_MEDIA_TYPE}"
+    )
+
+
+def _parse_json(body: bytes) -> ParsedPredict:
+    if not body.strip():
+        raise MalformedRequest("empty body: expected a JSON object with 'inputs'")
+    try:
+        parsed = PredictRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if any(error.get("type") == "json_invalid" for error in errors):
+            raise MalformedRequest(
+                f"body is not valid JSON: {describe_validation(errors)}"
+            ) from exc
+        raise InvalidInput(describe_validation(errors)) from exc
+    inputs: list[PredictInput] = []
+    for index, item in enumerate(parsed.inputs):
+        origin = f"inputs[{index}]"
+        if isinstance(item, ImageInput):
+            inputs.append(EncodedImage(_base64(item.image, origin=origin), origin=origin))
+        else:
+            inputs.append(RawTensor(list(item.tensor), origin=origin))
+    top_k = parsed.top_k if "top_k" in parsed.model_fields_set else None
+    return ParsedPredict(inputs=inputs, top_k=top_k)
+
+
+async def _read_multipart(request: Request, *, max_inputs: int) -> ParsedPredict:
+    async with request.form(max_files=max_inputs + 1, max_fields=MAX_FORM_FIELDS) as form:
+        files = [part for part in form.getlist(IMAGES_FIELD) if isinstance(part, UploadFile)]
+        if not files:
+            raise InvalidInput(f"multipart body holds no '{IMAGES_FIELD}' files")
+        inputs: list[PredictInput] = [
+            EncodedImage(await part.read(), origin=f"images[{i}] ({part.filename or 'unnamed'})")
+            for i, part in enumerate(files)
+        ]
+        top_k = _form_top_k(form.get(TOP_K_FIELD))
+    return ParsedPredict(inputs=inputs, top_k=top_k)
+
+
+def _form_top_k(value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(str(value))
+    except ValueError as exc:
+        raise InvalidInput(f"top_k must be an integer; got {str(value)[:32]!r}") from exc
+
+
+def _base64(text: str, *, origin: str) -> bytes:
+    try:
+        return decode_base64(text)
+    except GatewayError as exc:
+        raise type(exc)(f"{origin}: {exc}") from exc

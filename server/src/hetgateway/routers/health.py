@@ -1,0 +1,32 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from hetgateway.dependencies import DataPlaneDep
+from hetgateway.errors import BackendUnavailable, ModelNotReady
+from hetgateway.routers.responses import error_responses
+from hetgateway.schemas import Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The gateway process is alive (says nothing about Triton)."""
+    return Health()
+
+
+@router.get("/readyz", response_model=Readiness, responses=error_responses(503))
+async def readyz(plane: DataPlaneDep) -> Readiness:
+    """Triton is ready and so is every served model; else 503 naming what is not."""
+    state = await plane.readiness()
+    if not state.triton_ready:
+        raise BackendUnavailable("Triton is not reachable or not ready")
+    if not state.ready:
+        waiting = [name for name, ready in state.models.items() if not ready]
+        raise ModelNotReady(
+            f"models not ready: {', '.join(waiting)}" if waiting else "no model is served yet"
+        )
+    return Readiness(triton_ready=True, models=state.models)

@@ -1,0 +1,82 @@
+"""Predictions: JSON (base64 images or tensors) or multipart ``images`` files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from hetcontract import PredictResponse
+
+from hetgateway.dependencies import DataPlaneDep, RequestIdDep, SettingsDep
+from hetgateway.request_parsing import (
+    IMAGES_FIELD,
+    JSON_MEDIA_TYPE,
+    MULTIPART_MEDIA_TYPE,
+    TOP_K_FIELD,
+    read_predict_request,
+)
+from hetgateway.routers.responses import error_responses
+
+router = APIRouter(tags=["predict"])
+
+PREDICT_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+            MULTIPART_MEDIA_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "required": [IMAGES_FIELD],
+                    "properties": {
+                        IMAGES_FIELD: {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                        },
+                        TOP_K_FIELD: {"type": "integer", "minimum": 1},
+                    },
+                }
+            },
+        },
+    }
+}
+PREDICT_ERRORS = error_responses(400, 404, 413, 415, 422, 503, 504)
+
+
+@router.post(
+    "/v1/models/{model}/predict",
+    response_model=PredictResponse,
+    responses=PREDICT_ERRORS,
+    openapi_extra=PREDICT_REQUEST_BODY,
+)
+async def predict_with_model(
+    model: str,
+    request: Request,
+    plane: DataPlaneDep,
+    settings: SettingsDep,
+    request_id: RequestIdDep,
+) -> PredictResponse:
+    """Top-k classes, entropies and class correlations from the named model."""
+    parsed = await read_predict_request(request, max_inputs=settings.max_batch_size)
+    return await plane.predict(
+        parsed.inputs, model=model, top_k=parsed.top_k, request_id=request_id
+    )
+
+
+@router.post(
+    "/v1/predict",
+    response_model=PredictResponse,
+    responses=PREDICT_ERRORS,
+    openapi_extra=PREDICT_REQUEST_BODY,
+)
+async def predict_with_default_model(
+    request: Request,
+    plane: DataPlaneDep,
+    settings: SettingsDep,
+    request_id: RequestIdDep,
+) -> PredictResponse:
+    """Like ``/v1/models/{model}/predict`` with the default model."""
+    parsed = await read_predict_request(request, max_inputs=settings.max_batch_size)
+    return await plane.predict(
+        parsed.inputs, model=None, top_k=parsed.top_k, request_id=request_id
+    )

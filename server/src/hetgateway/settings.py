@@ -1,0 +1,103 @@
+"""The gateway's settings: one object, read from ``HETSERVE_*`` environment variables.
+
+Typical usage::
+
+    settings = load_settings()                      # HETSERVE_TRITON_GRPC_URL=... etc.
+    settings = load_settings(max_batch_size=8)      # explicit values win over the environment
+    app = create_app(settings)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "HETSERVE_"
+DEFAULT_GATEWAY_PORT = 8080
+DEFAULT_TRITON_GRPC_URL = "127.0.0.1:8001"
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_IMAGE_PIXELS = 16_000_000
+DEFAULT_MAX_IMAGE_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_IN_FLIGHT = 256
+DEFAULT_BODY_READ_TIMEOUT_S = 30.0
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway can be told; each field is ``HETSERVE_<FIELD>`` in the environment.
+
+    List fields (``model_repositories``) take JSON in the environment, e.g.
+    ``HETSERVE_MODEL_REPOSITORIES='["model_repo"]'``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    triton_grpc_url: str = Field(
+        default=DEFAULT_TRITON_GRPC_URL, description="Triton's gRPC endpoint, host:port"
+    )
+    host: str = Field(default="127.0.0.1", description="address the gateway binds")
+    port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=0, le=65535, description="gateway port")
+    default_model: str | None = Field(
+        default=None,
+        description=(
+            "model behind POST /v1/predict; unset: the first heteroscedastic model by name"
+        ),
+    )
+    model_repositories: list[Path] = Field(
+        default_factory=list,
+        description="repositories to read model_card.json from when Triton's config lacks it",
+    )
+    max_batch_size: int = Field(
+        default=DEFAULT_MAX_BATCH_SIZE, ge=1, description="most inputs in one request"
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES, ge=1, description="largest request body, bytes"
+    )
+    max_image_bytes: int = Field(
+        default=DEFAULT_MAX_IMAGE_BYTES, ge=1, description="largest encoded image, bytes"
+    )
+    max_image_pixels: int = Field(
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        ge=1,
+        description="largest decoded image, width x height (decompression-bomb guard)",
+    )
+    infer_timeout_s: float = Field(
+        default=10.0, gt=0, description="client-side timeout of one Triton inference"
+    )
+    control_timeout_s: float = Field(
+        default=0.5, gt=0, description="client-side timeout of Triton health/metadata calls"
+    )
+    retry_after_s: int = Field(
+        default=1, ge=0, description="Retry-After sent with 503 answers, seconds"
+    )
+    grpc_max_reconnect_backoff_ms: int = Field(
+        default=500, ge=100, description="cap on gRPC's reconnect backoff once Triton is back"
+    )
+    log_level: str = Field(default="info", description="uvicorn log level")
+    max_in_flight: int = Field(
+        default=DEFAULT_MAX_IN_FLIGHT,
+        ge=1,
+        description="API requests served at once; beyond it 429 with Retry-After",
+    )
+    body_read_timeout_s: float = Field(
+        default=DEFAULT_BODY_READ_TIMEOUT_S,
+        gt=0,
+        description="longest time to receive a request body; slower clients get 408",
+    )
+    api_keys: SecretStr | None = Field(
+        default=None, description="comma-separated API keys; unset (and no file): auth off"
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="file of API keys, one per line ('#' comments)"
+    )
+    cors_origins: str | None = Field(
+        default=None, description="comma-separated origins allowed by CORS; unset: CORS off"
+    )
+
+
+def load_settings(**overrides: Any) -> GatewaySettings:
+    """Build the settings from the environment; keyword overrides win."""
+    return GatewaySettings(**overrides)

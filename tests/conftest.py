@@ -1,0 +1,304 @@
+"""Shared fixtures: the real embedded Triton and the gateway on free loopback ports.
+
+Session fixtures (started once, stopped at the end of the session, whatever happens):
+
+- ``model_repository`` -> Path: the shipped ``model_repo/`` (or
+  ``$HETSERVE_TEST_MODEL_REPOSITORY``); tests that need served models skip with a clear
+  message when it holds none.
+- ``triton_server`` -> ``TritonServer``: the embedded Triton (Python backend running ONNX
+  Runtime) serving a repository derived from ``model_repository``; ``.grpc_url``,
+  ``.http_url``, ``.metrics_url`` are ``host:port``; ``.models`` the served model names.
+- ``gateway_url`` -> str: ``http://127.0.0.1:<port>`` of a gateway process (``hetgateway
+  gateway``) in front of ``triton_server``, ready (``/readyz`` 200) before tests run.
+- ``fashion_mnist`` -> ``FashionMnist``: the real Fashion-MNIST test images (uint8
+  [N, 28, 28]) and labels.
+
+Function-scoped factories for tests that need their own servers (for example to stop
+Triton under a running gateway); everything they start is stopped at the test's end:
+
+- ``launch_triton()`` -> ``TritonServer`` on fresh ports (``.stop()``, ``.start()`` again on
+  the same ports).
+- ``launch_gateway(triton_grpc_url, **settings)`` -> str URL of a new gateway process;
+  keyword arguments become ``HETSERVE_<NAME>`` environment variables.
+
+And ``unused_port()`` -> int, a TCP port free on loopback right now.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hetcontract import MODEL_CARD_FILENAME, ModelCard
+from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_REPOSITORY_ENV = "HETSERVE_TEST_MODEL_REPOSITORY"
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+TRITON_READY_TIMEOUT_S = 240.0
+GATEWAY_READY_TIMEOUT_S = 60.0
+POLL_INTERVAL_S = 0.1
+
+
+@dataclass(frozen=True)
+class FashionMnist:
+    """Fashion-MNIST test split: ``images`` uint8 [N, 28, 28], ``labels`` int64 [N]."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+class TritonServer:
+    """A running embedded Triton for tests, restartable on the same ports."""
+
+    def __init__(self, workdir: Path, sources: list[Path]) -> None:
+        derived = derive_repository(sources, workdir / "repo")
+        self.models = derived.models
+        self.derived_repository = derived.path
+        self.source_repositories = sources
+        self.process = TritonProcess(
+            [derived.path],
+            ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
+            backend_dir=build_backend_dir(workdir / "backends"),
+            log_path=workdir / "triton.log",
+        )
+
+    @property
+    def grpc_url(self) -> str:
+        return self.process.grpc_url
+
+    @property
+    def http_url(self) -> str:
+        return self.process.http_url
+
+    @property
+    def metrics_url(self) -> str:
+        return self.process.metrics_url
+
+    def start(self) -> None:
+        """Start and wait until every model is ready."""
+        self.process.start()
+        self.process.wait_ready(timeout_s=TRITON_READY_TIMEOUT_S)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class GatewayProcess:
+    """``hetgateway gateway`` in a subprocess, in front of a given Triton."""
+
+    def __init__(self, triton_grpc_url: str, log_path: Path, **settings: object) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ)
+        env.update({f"HETSERVE_{key.upper()}": str(value) for key, value in settings.items()})
+        env.update(HETSERVE_TRITON_GRPC_URL=triton_grpc_url, HETSERVE_PORT=str(self.port),
+                   HETSERVE_HOST="127.0.0.1", HETSERVE_LOG_LEVEL="warning")
+        self._log = open(log_path, "ab")  # noqa: SIM115
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "hetgateway.cli", "gateway"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self._log_path = log_path
+
+    def wait_until(self, path: str, *, timeout_s: float = GATEWAY_READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"gateway exited:\n{self._log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(POLL_INTERVAL_S)
+        raise RuntimeError(f"gateway {path} not 200 in {timeout_s} s")
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._log.close()
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def served_model_dirs(repository: Path) -> list[Path]:
+    """Model directories (those holding a ``config.pbtxt`` and a model card) of a repository."""
+    if not repository.is_dir():
+        return []
+    return sorted(
+        p for p in repository.iterdir()
+        if (p / "config.pbtxt").is_file() and (p / MODEL_CARD_FILENAME).is_file()
+    )
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzip) as a numpy array: magic 0x0000 | dtype 0x08 (uint8) | ndim, dims."""
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@pytest.fixture(scope="session")
+def unused_port() -> Callable[[], int]:
+    return free_port
+
+
+@pytest.fixture(scope="session")
+def model_repository() -> Path:
+    repository = Path(os.environ.get(MODEL_REPOSITORY_ENV, REPO_ROOT / "model_repo"))
+    if not served_model_dirs(repository):
+        pytest.skip(f"no models in {repository}: run `make models` first")
+    return repository
+
+
+@pytest.fixture(scope="session")
+def model_cards(model_repository: Path) -> dict[str, ModelCard]:
+    """The model cards of the served models, by name."""
+    return {
+        d.name: ModelCard.model_validate_json((d / MODEL_CARD_FILENAME).read_text())
+        for d in served_model_dirs(model_repository)
+    }
+
+
+@pytest.fixture(scope="session")
+def triton_server(
+    model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    server = TritonServer(tmp_path_factory.mktemp("triton"), [model_repository])
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway_url(
+    triton_server: TritonServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    gateway = GatewayProcess(
+        triton_server.grpc_url, log,
+        model_repositories=f'["{triton_server.source_repositories[0]}"]',
+    )
+    try:
+        gateway.wait_until("/readyz")
+        yield gateway.url
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> FashionMnist:
+    images_path = FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz"
+    if not images_path.is_file():
+        pytest.skip(f"Fashion-MNIST not installed at {FASHION_MNIST_DIR}")
+    return FashionMnist(
+        images=read_idx(images_path),
+        labels=read_idx(FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").astype(np.int64),
+    )
+
+
+@pytest.fixture
+def launch_triton(
+    model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], TritonServer]]:
+    started: list[TritonServer] = []
+
+    def launch() -> TritonServer:
+        server = TritonServer(tmp_path_factory.mktemp("triton-own"), [model_repository])
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield launch
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def launch_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
+    started: list[GatewayProcess] = []
+
+    def launch(triton_grpc_url: str, *, wait_for: str = "/healthz", **settings: object) -> str:
+        gateway = GatewayProcess(
+            triton_grpc_url, tmp_path_factory.mktemp("gateway-own") / "gateway.log", **settings
+        )
+        started.append(gateway)
+        gateway.wait_until(wait_for)
+        return gateway.url
+
+    try:
+        yield launch
+    finally:
+        for gateway in started:
+            gateway.stop()
+
+
+class OnnxReference:
+    """ONNX Runtime run in the test process on the shipped ``model.onnx`` files: what the
+    served answers must equal for the same preprocessed tensor."""
+
+    def __init__(self, repository: Path, cards: dict[str, ModelCard]) -> None:
+        self._repository = repository
+        self.cards = cards
+        self._sessions: dict[str, object] = {}
+
+    def tensor(self, model: str, images: np.ndarray) -> np.ndarray:
+        """uint8 grey images [N, H, W] at the model's size -> float32 [N, C, H, W] per the
+        card: ``(pixel / scale - mean) / std`` (written out here, independent of the gateway)."""
+        spec = self.cards[model].input
+        channels = spec.shape[0]
+        pixels = np.repeat(images[:, None].astype(np.float32), channels, axis=1)
+        mean = np.asarray(spec.mean, np.float32)[None, :, None, None]
+        std = np.asarray(spec.std, np.float32)[None, :, None, None]
+        return ((pixels / np.float32(spec.scale) - mean) / std).astype(np.float32)
+
+    def run(self, model: str, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every graph output for the float32 [N, C, H, W] batch, by name."""
+        import onnxruntime as ort
+
+        if model not in self._sessions:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            self._sessions[model] = ort.InferenceSession(
+                str(self._repository / model / "1" / "model.onnx"), sess_options=options,
+                providers=["CPUExecutionProvider"],
+            )
+        session = self._sessions[model]
+        names = [output.name for output in session.get_outputs()]  # type: ignore[attr-defined]
+        values = session.run(names, {"images": batch})  # type: ignore[attr-defined]
+        return dict(zip(names, values, strict=True))
+
+
+@pytest.fixture(scope="session")
+def onnx_reference(model_repository: Path, model_cards: dict[str, ModelCard]) -> OnnxReference:
+    return OnnxReference(model_repository, model_cards)

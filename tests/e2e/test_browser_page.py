@@ -1,0 +1,333 @@
+"""The web page at ``/``, driven in headless Chromium against the live embedded stack.
+
+Specification: a user uploads a Fashion-MNIST image and sees exactly what the API answers for
+that image (top-k bars, predictive entropy, the class-correlation heatmap); switching to the
+deterministic model shows an identity heatmap; dropping a file, the keyboard and API-key auth
+work. The upload and the switch save screenshots, ``artifacts/browser/page_fashion_het.png``
+and ``page_fashion_det.png`` (git-ignored), and print their paths (``pytest -s``).
+
+Runs Debian's Chromium (``/usr/bin/chromium``) through Playwright; skips when either is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+VIEWPORT = {"width": 1280, "height": 900}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = REPO_ROOT / "server" / "src" / "hetgateway" / "static" / "examples"
+SCREENSHOT_DIR = REPO_ROOT / "artifacts" / "browser"
+HET_MODEL = "fashion_het"
+DET_MODEL = "fashion_det"
+TOP_K = 5
+SHIRT_CLASS_ID = 6  # Fashion-MNIST "Shirt": the class most confused with its neighbours
+API_KEY = "browser-test-key"
+UI_TIMEOUT_MS = 30_000
+API_TIMEOUT_S = 30.0
+
+
+# ---- fixtures ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Chromium with a fresh profile for this module."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package 'chromium')")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with playwright_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=list(CHROMIUM_ARGS),
+            viewport=VIEWPORT,
+        )
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@contextmanager
+def opened_page(browser_context: Any, url: str) -> Iterator[Any]:
+    """The page at ``url``, loaded (models and examples listed); fails on any JS error."""
+    errors: list[str] = []
+    tab = browser_context.new_page()
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        tab.goto(url)
+        tab.wait_for_selector("body[data-ready='true']")
+        yield tab
+    finally:
+        tab.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture()
+def page(browser_context: Any, gateway_url: str) -> Iterator[Any]:
+    with opened_page(browser_context, f"{gateway_url}/") as tab:
+        yield tab
+
+
+@pytest.fixture(scope="module")
+def shirt_example() -> Path:
+    manifest = json.loads((EXAMPLES_DIR / "manifest.json").read_text())
+    entry = next(e for e in manifest["examples"] if e["class_id"] == SHIRT_CLASS_ID)
+    return EXAMPLES_DIR / entry["file"]
+
+
+# ---- helpers -----------------------------------------------------------------------------
+
+
+def api_answer(
+    gateway_url: str, model: str, image: Path, *, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The gateway's answer for one image, asked the way the page asks (base64 JSON)."""
+    body = {"inputs": [{"image": base64.b64encode(image.read_bytes()).decode()}], "top_k": TOP_K}
+    response = httpx.post(
+        f"{gateway_url}/v1/models/{model}/predict",
+        json=body,
+        headers=headers,
+        timeout=API_TIMEOUT_S,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["results"][0]
+
+
+def wait_for_answer(tab: Any, model: str) -> None:
+    tab.wait_for_selector(f"[data-testid='result'][data-model='{model}']:not([hidden])")
+    tab.wait_for_selector("#result-panel[aria-busy='false']")
+
+
+def shown_bars(tab: Any) -> list[tuple[int, str, float]]:
+    return [
+        (
+            int(bar.get_attribute("data-class-id")),
+            bar.get_attribute("data-label"),
+            float(bar.get_attribute("data-probability")),
+        )
+        for bar in tab.query_selector_all("[data-testid='prob-bar']")
+    ]
+
+
+def shown_heatmap(tab: Any) -> dict[tuple[int, int], float]:
+    return {
+        (int(cell.get_attribute("data-row")), int(cell.get_attribute("data-col"))): float(
+            cell.get_attribute("data-value")
+        )
+        for cell in tab.query_selector_all("[data-testid='heatmap-cell']")
+    }
+
+
+def shown_figure(tab: Any, testid: str) -> float:
+    return float(tab.get_attribute(f"[data-testid='{testid}']", "data-value"))
+
+
+def heatmap_row_classes(tab: Any) -> list[int]:
+    cells = tab.query_selector_all("[data-testid='heatmap-cell'][data-col='0']")
+    return [int(cell.get_attribute("data-row-class")) for cell in cells]
+
+
+def save_screenshot(tab: Any, name: str) -> Path:
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOT_DIR / f"{name}.png"
+    tab.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def assert_page_shows(tab: Any, expected: dict[str, Any]) -> None:
+    """The bars, the entropy figures and the heatmap hold exactly the API's numbers."""
+    predictions = expected["predictions"]
+    assert shown_bars(tab) == [(p["class_id"], p["label"], p["probability"]) for p in predictions]
+    uncertainty = expected["uncertainty"]
+    assert shown_figure(tab, "entropy-value") == uncertainty["predictive_entropy"]
+    assert shown_figure(tab, "entropy-normalized") == uncertainty["normalized_entropy"]
+    assert shown_figure(tab, "entropy-expected") == uncertainty["expected_entropy"]
+    assert shown_figure(tab, "mutual-information") == uncertainty["mutual_information"]
+    correlation = uncertainty["class_correlation"]
+    matrix = correlation["matrix"]
+    assert shown_heatmap(tab) == {
+        (i, j): value for i, row in enumerate(matrix) for j, value in enumerate(row)
+    }
+    assert heatmap_row_classes(tab) == correlation["class_ids"]
+
+
+# ---- tests -------------------------------------------------------------------------------
+
+
+def test_page_lists_both_models_and_opens_on_the_het_one(page: Any, gateway_url: str) -> None:
+    served = {m["name"] for m in httpx.get(f"{gateway_url}/v1/models").json()["models"]}
+    options = page.locator("[data-testid='model-option']")
+
+    listed = {options.nth(i).get_attribute("value") for i in range(options.count())}
+
+    assert listed == served >= {HET_MODEL, DET_MODEL}
+    assert page.is_checked(f"input[name='model'][value='{HET_MODEL}']")
+    assert page.locator("[data-testid='example']").count() == 10
+
+
+def test_uploaded_image_shows_the_api_answer_as_bars_entropy_and_heatmap(
+    page: Any, gateway_url: str, shirt_example: Path
+) -> None:
+    expected = api_answer(gateway_url, HET_MODEL, shirt_example)
+
+    page.check(f"input[name='model'][value='{HET_MODEL}']")
+    page.set_input_files("[data-testid='file-input']", str(shirt_example))
+    wait_for_answer(page, HET_MODEL)
+
+    assert_page_shows(page, expected)
+    entropy = expected["uncertainty"]["predictive_entropy"]
+    assert page.inner_text("[data-testid='entropy-value']") == f"{entropy:.3f} nats"
+    max_entropy = float(page.get_attribute("[data-testid='entropy-value']", "data-max-entropy"))
+    assert max_entropy == pytest.approx(math.log(10))
+    assert page.get_attribute("[data-testid='preview-image']", "alt").endswith(shirt_example.name)
+    save_screenshot(page, "page_fashion_het")
+
+
+def test_page_names_the_most_correlated_pair_of_top_classes(
+    page: Any, gateway_url: str, shirt_example: Path
+) -> None:
+    expected = api_answer(gateway_url, HET_MODEL, shirt_example)
+    labels = {p["class_id"]: p["label"] for p in expected["predictions"]}
+    correlation = expected["uncertainty"]["class_correlation"]
+    ids, matrix = correlation["class_ids"], correlation["matrix"]
+    value, i, j = max((matrix[i][j], i, j) for i in range(len(ids)) for j in range(i + 1, len(ids)))
+    assert value > 0, "the HET model should correlate some of a shirt's top classes"
+
+    page.check(f"input[name='model'][value='{HET_MODEL}']")
+    page.set_input_files("[data-testid='file-input']", str(shirt_example))
+    wait_for_answer(page, HET_MODEL)
+
+    summary = page.locator("[data-testid='confusable-summary']")
+    assert summary.get_attribute("data-pair") == f"{ids[i]},{ids[j]}"
+    assert f"{labels[ids[i]]} and {labels[ids[j]]} (correlation {value:.2f})" in (
+        summary.inner_text()
+    )
+
+
+def test_switching_to_the_deterministic_model_shows_an_identity_heatmap(
+    page: Any, gateway_url: str, shirt_example: Path
+) -> None:
+    expected = api_answer(gateway_url, DET_MODEL, shirt_example)
+
+    page.check(f"input[name='model'][value='{HET_MODEL}']")
+    page.set_input_files("[data-testid='file-input']", str(shirt_example))
+    wait_for_answer(page, HET_MODEL)
+    page.check(f"input[name='model'][value='{DET_MODEL}']")
+    wait_for_answer(page, DET_MODEL)
+
+    assert_page_shows(page, expected)
+    cells = shown_heatmap(page)
+    assert len(cells) == TOP_K * TOP_K
+    assert all(value == (1.0 if i == j else 0.0) for (i, j), value in cells.items())
+    assert page.get_attribute("[data-testid='confusable-summary']", "data-pair") == ""
+    save_screenshot(page, "page_fashion_det")
+
+
+def test_an_image_dropped_on_the_drop_zone_is_predicted(page: Any, gateway_url: str) -> None:
+    trouser = EXAMPLES_DIR / "1_trouser.png"
+    expected = api_answer(gateway_url, HET_MODEL, trouser)
+    page.check(f"input[name='model'][value='{HET_MODEL}']")
+
+    transfer = page.evaluate_handle(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+            return transfer;
+        }""",
+        base64.b64encode(trouser.read_bytes()).decode(),
+    )
+    page.dispatch_event("[data-testid='drop-zone']", "drop", {"dataTransfer": transfer})
+    wait_for_answer(page, HET_MODEL)
+
+    assert page.inner_text("[data-testid='preview-caption']") == "dropped.png"
+    assert_page_shows(page, expected)
+
+
+def test_examples_and_model_switch_work_from_the_keyboard(page: Any, gateway_url: str) -> None:
+    page.check(f"input[name='model'][value='{HET_MODEL}']")
+    example = page.locator(f"[data-testid='example'][data-class-id='{SHIRT_CLASS_ID}']")
+    example.focus()
+    page.keyboard.press("Enter")
+    wait_for_answer(page, HET_MODEL)
+    assert example.get_attribute("aria-pressed") == "true"
+
+    page.focus(f"input[name='model'][value='{HET_MODEL}']")
+    page.keyboard.press("ArrowRight")
+    wait_for_answer(page, DET_MODEL)
+    assert page.is_checked(f"input[name='model'][value='{DET_MODEL}']")
+
+
+def test_a_file_that_is_not_an_image_shows_the_gateways_error(
+    page: Any, tmp_path: Path, shirt_example: Path
+) -> None:
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("these are words, not pixels")
+
+    page.set_input_files("[data-testid='file-input']", str(not_an_image))
+    alert = page.locator("[data-testid='error']")
+    alert.wait_for(state="visible")
+
+    assert alert.get_attribute("role") == "alert"
+    assert alert.inner_text().endswith("(invalid_image)")
+    page.set_input_files("[data-testid='file-input']", str(shirt_example))
+    wait_for_answer(page, page.get_attribute("input[name='model']:checked", "value"))
+    assert alert.is_hidden()
+
+
+def test_page_asks_for_the_api_key_when_auth_is_on_and_then_works(
+    browser_context: Any,
+    triton_server: Any,
+    launch_gateway: Callable[..., str],
+    shirt_example: Path,
+) -> None:
+    url = launch_gateway(
+        triton_server.grpc_url,
+        wait_for="/readyz",
+        api_keys=API_KEY,
+        model_repositories=json.dumps([str(p) for p in triton_server.source_repositories]),
+    )
+    expected = api_answer(url, HET_MODEL, shirt_example, headers={"X-API-Key": API_KEY})
+
+    with opened_page(browser_context, f"{url}/") as tab:
+        assert "API key" in tab.inner_text("[data-testid='error']")
+        assert tab.locator("[data-testid='api-key']").is_visible()
+
+        tab.fill("[data-testid='api-key']", API_KEY)
+        tab.keyboard.press("Enter")
+        tab.wait_for_selector(f"input[name='model'][value='{HET_MODEL}']")
+        tab.check(f"input[name='model'][value='{HET_MODEL}']")
+        tab.set_input_files("[data-testid='file-input']", str(shirt_example))
+        wait_for_answer(tab, HET_MODEL)
+
+        assert_page_shows(tab, expected)
+        assert tab.evaluate("sessionStorage.getItem('hetserve.apiKey')") == API_KEY
+        assert tab.evaluate("localStorage.length") == 0

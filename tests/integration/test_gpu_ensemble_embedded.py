@@ -1,0 +1,146 @@
+"""The GPU ensemble (ONNX backbone -> Python-backend fused MC head) loads in the embedded CPU
+Triton and answers what the ONNX model answers, within 1e-5 on probabilities.
+
+Triton here is the ``nvidia-pytriton`` wheel's server (Python backend only), so the backbone is
+written with ``backbone_backend="python"`` (ONNX Runtime inside a Python-backend model); the
+head is the same generated model as on the GPU, running the kernel in the triton interpreter
+(``mc_impl="triton"``) since there is no CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hetcontract import HEAD_OUTPUTS
+from hetexport.fused.ensemble import HEAD_MODEL_NAME, write_gpu_ensemble
+from hetexport.layers import NoiseBank
+from hetexport.model import ModelSpec, build_model
+from hetexport.onnx_graph import export_graph
+from hetexport.onnx_head import ServingGraph
+from hetexport.onnx_runner import OnnxRunner
+
+pytriton = pytest.importorskip("pytriton")
+tritonclient_http = pytest.importorskip("tritonclient.http")
+
+pytestmark = pytest.mark.integration
+
+WHEEL = Path(pytriton.__file__).parent / "tritonserver"
+LIBS = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+READY_TIMEOUT_S = 120.0
+PROB_ATOL = 1e-5
+ENTROPY_ATOL = 1e-4
+SAMPLES, TOP_K, NUM_CONFUSABLE = 200, 5, 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def python_backend_dir(root: Path) -> Path:
+    backend = root / "backends" / "python"
+    backend.mkdir(parents=True)
+    for source in (WHEEL / "backends/python/libtriton_python.so",
+                   WHEEL / "backends/python/triton_python_backend_utils.py",
+                   WHEEL / "python_backend_stubs/3.11/triton_python_backend_stub"):
+        (backend / source.name).symlink_to(source)
+    return backend.parent
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """An untrained HET model written as fashion_het (ONNX) and as the GPU ensemble, the
+    latter served by a real tritonserver process."""
+    root = tmp_path_factory.mktemp("gpu_ensemble")
+    torch.manual_seed(0)
+    spec = ModelSpec(num_classes=10, head="het", num_factors=3, temperature=1.5,
+                     eval_mc_samples=SAMPLES, labels=tuple(f"c{k}" for k in range(10)))
+    model = build_model(spec).eval()
+    noise = NoiseBank.fixed(SAMPLES, 3, 10, seed=5)
+    graph = ServingGraph(model, noise=noise, top_k=TOP_K, num_confusable=NUM_CONFUSABLE)
+    reference = OnnxRunner(export_graph(graph, (1, 28, 28)).SerializeToString())
+    repo = root / "model_repo_gpu"
+    written = write_gpu_ensemble(model, repo, mc_samples=SAMPLES, top_k=TOP_K,
+                                 num_confusable=NUM_CONFUSABLE, backbone_backend="python",
+                                 mc_impl="triton", seed=5)
+    # the same bank as the ONNX model: NoiseBank.fixed(..., seed=5)
+    http_port = free_port()
+    env = {**os.environ, "LD_LIBRARY_PATH": str(LIBS),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    log = (root / "triton.log").open("w")
+    server = subprocess.Popen(
+        [str(WHEEL / "bin/tritonserver"), f"--model-repository={repo}",
+         f"--backend-directory={python_backend_dir(root)}",
+         "--http-address=127.0.0.1", f"--http-port={http_port}",
+         "--grpc-address=127.0.0.1", f"--grpc-port={free_port()}",
+         "--allow-metrics=false", "--exit-timeout-secs=5"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    client = tritonclient_http.InferenceServerClient(f"127.0.0.1:{http_port}")
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not _ready(client, written.card.name):
+            if server.poll() is not None or time.monotonic() > deadline:
+                tail = (root / "triton.log").read_text()[-4000:]
+                pytest.fail(f"Triton did not load the ensemble:\n{tail}")
+            time.sleep(0.5)
+        yield client, reference, written
+    finally:
+        client.close()
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def _ready(client, name: str) -> bool:
+    try:
+        return client.is_model_ready(name)
+    except Exception:  # noqa: BLE001 - the server is still starting: connection refused etc.
+        return False
+
+
+def infer(client, name: str, images: np.ndarray) -> dict[str, np.ndarray]:
+    tensor = tritonclient_http.InferInput("images", list(images.shape), "FP32")
+    tensor.set_data_from_numpy(images)
+    outputs = [tritonclient_http.InferRequestedOutput(s.name.value) for s in HEAD_OUTPUTS]
+    result = client.infer(name, [tensor], outputs=outputs)
+    return {s.name.value: result.as_numpy(s.name.value) for s in HEAD_OUTPUTS}
+
+
+def test_ensemble_and_fused_head_model_are_ready(served):
+    client, _, written = served
+    assert client.is_model_ready(written.card.name)
+    assert client.is_model_ready(HEAD_MODEL_NAME)
+    config = client.get_model_config(written.card.name)
+    assert config["platform"] == "ensemble"
+    assert '"fashion_het_gpu"' in config["parameters"]["model_card"]["string_value"]
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_ensemble_answers_what_the_onnx_model_answers(served, batch):
+    client, reference, written = served
+    images = np.random.default_rng(batch).standard_normal((batch, 1, 28, 28)).astype(np.float32)
+    got = infer(client, written.card.name, images)
+    want = reference.run(images)
+    np.testing.assert_allclose(got["probs"], want["probs"], atol=PROB_ATOL, rtol=0)
+    np.testing.assert_array_equal(got["topk_ids"], want["topk_ids"])
+    np.testing.assert_array_equal(got["confusable_ids"], want["confusable_ids"])
+    for name in ("topk_probs", "topk_correlation", "confusable_correlation"):
+        np.testing.assert_allclose(got[name], want[name], atol=PROB_ATOL, rtol=0, err_msg=name)
+    for name in ("predictive_entropy", "expected_entropy", "mutual_information"):
+        np.testing.assert_allclose(got[name].reshape(batch), want[name].reshape(batch),
+                                   atol=ENTROPY_ATOL, rtol=0, err_msg=name)
+    assert got["topk_ids"].dtype == np.int64 and got["probs"].shape == (batch, 10)

@@ -1,0 +1,47 @@
+"""The graph's outputs become the API's results: the first top_k classes, their labels, the
+normalised entropy and the matching block of the correlation matrix."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hetcontract import InputSpec, ModelCard
+from hetgateway.answer import build_results
+
+K, K_MAX, M = 4, 3, 2
+CARD = ModelCard(name="m", head="het", num_classes=K, labels=["a", "b", "c", "d"],
+                 num_factors=1, mc_samples=10, temperature=1.0, top_k=K_MAX, num_confusable=M,
+                 input=InputSpec(shape=(1, 2, 2), mean=(0.0,), std=(1.0,)))
+
+
+def outputs(*, scalar_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    batch = 2
+    correlation = np.stack([np.eye(K_MAX, dtype=np.float32) + 0.1 * b for b in range(batch)])
+    return {
+        "topk_ids": np.array([[2, 0, 1], [3, 1, 0]], np.int64),
+        "topk_probs": np.array([[0.6, 0.3, 0.1], [0.5, 0.4, 0.1]], np.float32),
+        "predictive_entropy": np.array([0.9, 1.1], np.float32).reshape(scalar_shape),
+        "expected_entropy": np.array([0.7, 1.0], np.float32).reshape(scalar_shape),
+        "mutual_information": np.array([0.2, 0.1], np.float32).reshape(scalar_shape),
+        "topk_correlation": correlation,
+        "confusable_ids": np.array([[[0, 1], [2, 3], [0, 3]], [[1, 0], [3, 2], [1, 2]]]),
+        "confusable_correlation": np.full((batch, K_MAX, M), 0.5, np.float32),
+    }
+
+
+@pytest.mark.parametrize("scalar_shape", [(2,), (2, 1)], ids=["[B]", "[B,1]"])
+def test_results_keep_the_first_top_k_classes_with_their_labels(scalar_shape):
+    results = build_results(outputs(scalar_shape=scalar_shape), CARD, top_k=2)
+    assert [[(p.class_id, p.label) for p in r.predictions] for r in results] == [
+        [(2, "c"), (0, "a")], [(3, "d"), (1, "b")]]
+    assert results[0].predictions[0].probability == pytest.approx(0.6)
+    u = results[1].uncertainty
+    assert u.predictive_entropy == pytest.approx(1.1)
+    assert u.normalized_entropy == pytest.approx(1.1 / math.log(K))
+    assert u.mutual_information == pytest.approx(0.1)
+    assert u.class_correlation.class_ids == [3, 1]
+    np.testing.assert_allclose(u.class_correlation.matrix, [[1.1, 0.1], [0.1, 1.1]], atol=1e-6)
+    assert [c.class_id for c in u.confusable] == [3, 1]
+    assert [(c.class_id, c.label) for c in u.confusable[0].correlated] == [(1, "b"), (0, "a")]
