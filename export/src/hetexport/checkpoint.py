@@ -104,6 +104,7 @@ def _read_payload(path: Path, map_location: str | torch.device) -> dict[str, Any
         EOFError,
         ValueError,
         OSError,
+        IndexError,  # the legacy (non-zip) unpickler on arbitrary bytes: "pop from empty list"
     ) as exc:
         raise CheckpointError(
             f"{path}: not a readable hetexport checkpoint (corrupt, truncated or not a torch "

@@ -1,0 +1,225 @@
+"""``hetexport``: train a HET classifier, export it into a Triton model repository, run the demo.
+
+Typical usage::
+
+    hetexport train --epochs 4 --noise-rate 0.3 --checkpoint runs/het.pt --metrics runs/het.json
+    hetexport train --image-folder photos/ --image-size 64 --channels RGB --checkpoint runs/mine.pt
+    hetexport export runs/het.pt --model-repo model_repo --name fashion_het --mc-samples 1000
+    hetexport demo --model-repo model_repo --report-dir reports        # what `make models` runs
+
+Expected failures (missing data, bad checkpoint, invalid options) print ``error: <reason>`` on
+stderr and exit with status 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from hetcontract import InputSpec
+
+from hetexport.data import DEFAULT_FASHION_MNIST_DIR, load_image_folder
+from hetexport.errors import HetExportError
+from hetexport.label_noise import DEFAULT_NOISE_RATE
+from hetexport.layers.heads import DEFAULT_NUM_FACTORS
+from hetexport.report import to_jsonable
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train HET classifiers under label noise and export them for Triton.",
+)
+
+DEFAULT_TRAIN_MC_SAMPLES = 100
+DEFAULT_EVAL_MC_SAMPLES = 1000
+DEFAULT_CHECKPOINT = Path("runs/model.pt")
+DEFAULT_METRICS = Path("runs/metrics.json")
+EXIT_FAILURE = 1
+
+
+class HeadKind(StrEnum):
+    het = "het"
+    het_pe = "het_pe"
+    het_sigmoid = "het_sigmoid"
+    det = "det"
+
+
+class Channels(StrEnum):
+    L = "L"
+    RGB = "RGB"
+
+
+@contextmanager
+def _clean_failure() -> Iterator[None]:
+    """Turn hetexport's own errors (and invalid values) into one line on stderr, exit 1."""
+    try:
+        yield
+    except (HetExportError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from None
+
+
+def _prepare(data_dir: Path, image_folder: Path | None, *, image_size: int, channels: Channels,
+             noise_rate: float, noise_seed: int, train_limit: int | None,
+             test_limit: int | None) -> Any:
+    from hetexport.training.experiment import prepare_fashion_mnist, prepare_image_folder
+
+    if image_folder is None:
+        return prepare_fashion_mnist(data_dir, noise_rate=noise_rate, noise_seed=noise_seed,
+                                     train_limit=train_limit, test_limit=test_limit)
+    count = 1 if channels is Channels.L else 3
+    probe = InputSpec(shape=(count, image_size, image_size), mean=(0.0,) * count,
+                      std=(1.0,) * count, channel_order=channels.value)
+    return prepare_image_folder(load_image_folder(image_folder, input_spec=probe),
+                                channel_order=channels.value)
+
+
+DataDir = Annotated[
+    Path, typer.Option(help="directory with the 4 Fashion-MNIST IDX files (gz or not)")
+]
+TrainLimit = Annotated[int | None, typer.Option(help="use only the first N training images")]
+TestLimit = Annotated[int | None, typer.Option(help="use only the first N test images")]
+Threads = Annotated[int, typer.Option(min=1, help="torch threads")]
+Progress = Annotated[bool, typer.Option(help="progress bars")]
+ImageFolder = Annotated[
+    Path | None, typer.Option(help="train on DIR/<class>/<image> instead of Fashion-MNIST")
+]
+NumFactors = Annotated[int, typer.Option("--num-factors", "-R", help="R, low-rank factors")]
+NoiseRate = Annotated[float, typer.Option(help="Fashion-MNIST: injected label-noise rate")]
+McSamples = Annotated[int, typer.Option(min=1)]
+
+
+@app.command()
+def train(
+    checkpoint: Annotated[Path, typer.Option(help="checkpoint to write")] = DEFAULT_CHECKPOINT,
+    metrics: Annotated[Path, typer.Option(help="metrics JSON to write")] = DEFAULT_METRICS,
+    data_dir: DataDir = DEFAULT_FASHION_MNIST_DIR,
+    image_folder: ImageFolder = None,
+    image_size: Annotated[int, typer.Option(help="image folder: resize to SIZE x SIZE")] = 28,
+    channels: Annotated[Channels, typer.Option(help="image folder: L or RGB")] = Channels.L,
+    head: Annotated[HeadKind, typer.Option(help="output layer")] = HeadKind.het,
+    num_factors: NumFactors = DEFAULT_NUM_FACTORS,
+    temperature: Annotated[float, typer.Option(help="tau (initial value if learned)")] = 1.0,
+    learn_temperature: Annotated[bool, typer.Option(help="learn tau within bounds")] = False,
+    epochs: Annotated[int, typer.Option(min=1)] = 4,
+    batch_size: Annotated[int, typer.Option(min=1)] = 128,
+    learning_rate: Annotated[float, typer.Option()] = 2e-3,
+    seed: Annotated[int, typer.Option(help="weights, batches and MC noise")] = 0,
+    noise_rate: NoiseRate = DEFAULT_NOISE_RATE,
+    noise_seed: Annotated[int, typer.Option(help="Fashion-MNIST: label-noise seed")] = 0,
+    train_mc_samples: McSamples = DEFAULT_TRAIN_MC_SAMPLES,
+    eval_mc_samples: McSamples = DEFAULT_EVAL_MC_SAMPLES,
+    train_limit: TrainLimit = None,
+    test_limit: TestLimit = None,
+    threads: Threads = 2,
+    progress: Progress = True,
+) -> None:
+    """Train on noisy labels (choices on a noisy validation split), save checkpoint + metrics."""
+    from hetexport.checkpoint import save_checkpoint
+    from hetexport.demo import DEFAULT_BACKBONE_KWARGS
+    from hetexport.model import ModelSpec
+    from hetexport.training import TrainConfig
+    from hetexport.training.experiment import fit, fitted_metrics
+
+    with _clean_failure():
+        data = _prepare(data_dir, image_folder, image_size=image_size, channels=channels,
+                        noise_rate=noise_rate, noise_seed=noise_seed,
+                        train_limit=train_limit, test_limit=test_limit)
+        spec = ModelSpec(
+            num_classes=len(data.class_names), head=head.value,
+            backbone_kwargs={**DEFAULT_BACKBONE_KWARGS,
+                             "in_channels": data.input_spec.shape[0],
+                             "input_size": list(data.input_spec.shape[1:])},
+            num_factors=num_factors, temperature=temperature,
+            learn_temperature=learn_temperature, train_mc_samples=train_mc_samples,
+            eval_mc_samples=eval_mc_samples, labels=data.class_names, input=data.input_spec,
+        )
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                             seed=seed, num_threads=threads, progress=progress)
+        fitted = fit(spec, data, config=config)
+        figures = fitted_metrics(fitted)
+        save_checkpoint(checkpoint, fitted.model, metrics=figures)
+        record = {
+            "spec": spec.to_dict(), "train_config": config.to_dict(), "metrics": figures,
+            "history": fitted.training.history, "seconds": fitted.training.seconds,
+            "data": {"train": int(data.train_labels.shape[0]),
+                     "validation": int(data.val_labels.shape[0]),
+                     "test": None if data.test_labels is None else int(data.test_labels.shape[0]),
+                     "noise_rate": None if data.noise is None else noise_rate,
+                     "realised_noise_rate": None if data.noise is None
+                     else data.noise.realised_rate},
+            "checkpoint": checkpoint,
+        }
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
+    typer.echo(f"checkpoint: {checkpoint}\nmetrics: {metrics}\n{json.dumps(figures)}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `hetexport train`")],
+    model_repo: Annotated[Path, typer.Option(help="Triton model repository")] = Path("model_repo"),
+    name: Annotated[str, typer.Option(help="model directory under the repository")] = "model",
+    mc_samples: Annotated[
+        int | None, typer.Option(help="S baked into the graph (default: the model's eval S)")
+    ] = None,
+    top_k: Annotated[int, typer.Option(min=1)] = 5,
+    num_confusable: Annotated[int, typer.Option(min=0)] = 3,
+    max_batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = 0,
+) -> None:
+    """Checkpoint -> model_repo/<name>/{config.pbtxt, 1/model.onnx, model_card.json, labels.txt}."""
+    from hetexport.onnx_export import export_to_repository
+
+    with _clean_failure():
+        report = export_to_repository(
+            checkpoint, model_repo, name, mc_samples=mc_samples, top_k=top_k,
+            num_confusable=num_confusable, max_batch_size=max_batch_size, seed=seed,
+        )
+    typer.echo(f"exported {report.model_dir} ({report.onnx_bytes} bytes of ONNX); parity "
+               f"{json.dumps(report.parity.max_abs_diff)}")
+
+
+@app.command()
+def demo(
+    model_repo: Annotated[Path, typer.Option(help="gets fashion_het, fashion_det")] = Path(
+        "model_repo"
+    ),
+    report_dir: Annotated[Path, typer.Option(help="report and plots")] = Path("reports"),
+    data_dir: DataDir = DEFAULT_FASHION_MNIST_DIR,
+    work_dir: Annotated[Path, typer.Option(help="checkpoints (git-ignored)")] = Path("runs/demo"),
+    seeds: Annotated[int, typer.Option(min=1, help="seeds 0..N-1 per head")] = 3,
+    epochs: Annotated[int | None, typer.Option(min=1, help="epochs of the main runs")] = None,
+    grid_epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    sweep_epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    train_limit: TrainLimit = None,
+    test_limit: TestLimit = None,
+    threads: Threads = 2,
+    progress: Progress = True,
+    reuse_checkpoints: Annotated[bool, typer.Option(
+        help="no training: re-evaluate and re-export the seed-0 checkpoints in --work-dir, "
+             "keeping the previous report's training figures")] = False,
+) -> None:
+    """The Fashion-MNIST label-noise demo: choose, train, compare, plot, report, export."""
+    from hetexport.demo import DemoConfig, run_demo
+
+    with _clean_failure():
+        overrides = {key: value for key, value in
+                     {"epochs": epochs, "grid_epochs": grid_epochs,
+                      "sweep_epochs": sweep_epochs}.items() if value is not None}
+        config = DemoConfig(
+            model_repo=model_repo, report_dir=report_dir, data_dir=data_dir, work_dir=work_dir,
+            seeds=tuple(range(seeds)), train_limit=train_limit, test_limit=test_limit,
+            num_threads=threads, progress=progress, reuse_checkpoints=reuse_checkpoints,
+            **overrides,
+        )
+        result = run_demo(config)
+    typer.echo(f"report: {result.report_markdown}\nmodels: "
+               f"{', '.join(str(path) for path in result.exported.values())}\n"
+               f"took {result.seconds / 60:.1f} min")

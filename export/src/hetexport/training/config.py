@@ -1,0 +1,41 @@
+"""Optimisation settings of one training run (the model's own settings live in ModelSpec)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+DEFAULT_EPOCHS = 4
+DEFAULT_BATCH_SIZE = 128
+DEFAULT_LEARNING_RATE = 2e-3
+DEFAULT_WEIGHT_DECAY = 1e-4
+DEFAULT_NUM_THREADS = 2
+DEFAULT_EVAL_BATCH_SIZE = 500
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """AdamW with a cosine learning-rate decay over all steps, seeded.
+
+    After every epoch the model is scored on the (noisy) validation split and the weights of
+    the epoch with the lowest validation NLL are kept: that is how the number of epochs is
+    chosen, never on test data.
+    """
+
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    seed: int = 0
+    num_threads: int = DEFAULT_NUM_THREADS
+    eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("epochs and batch sizes must be >= 1")
+        if self.learning_rate <= 0 or self.num_threads < 1:
+            raise ValueError("learning_rate must be > 0 and num_threads >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

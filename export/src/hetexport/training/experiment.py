@@ -1,0 +1,168 @@
+"""One experiment = data prepared once, then models fitted and scored on it.
+
+Typical usage::
+
+    data = prepare_fashion_mnist(DEFAULT_FASHION_MNIST_DIR, noise_rate=0.3)
+    fitted = fit(spec, data, config=TrainConfig(epochs=4, seed=0))
+    fitted.test.nll, fitted.test_predictions.mean_correlation
+
+The Fashion-MNIST demo trains on the NOISY training labels, holds out a NOISY validation split
+(same noise) for every choice (hyperparameters, epochs), and scores on the CLEAN test set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from hetcontract import InputSpec
+
+from hetexport.data import (
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    ImageDataset,
+    load_fashion_mnist,
+    normalize,
+)
+from hetexport.label_noise import FASHION_MNIST_NOISY_GROUPS, LabelNoise, inject_label_noise
+from hetexport.metrics import Metrics, classification_metrics
+from hetexport.model import HetClassifier, ModelSpec, build_model
+from hetexport.training.config import TrainConfig
+from hetexport.training.evaluation import Predictions, predict
+from hetexport.training.loop import TrainResult, train_model
+from hetexport.training.splits import DEFAULT_VALIDATION_FRACTION, holdout_split
+
+FASHION_MNIST_INPUT = InputSpec(
+    shape=(1, 28, 28), mean=(FASHION_MNIST_MEAN,), std=(FASHION_MNIST_STD,)
+)
+SPLIT_SEED = 0
+"""The validation split is the same for every run, so runs are compared on the same data."""
+
+
+class PreparedData(NamedTuple):
+    """Normalised float32 images ``[N, C, H, W]`` and int64 labels for the three roles.
+
+    ``test_*`` is ``None`` when there is no clean test set (an image folder); ``noise`` is
+    ``None`` when no noise was injected.
+    """
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor | None
+    test_labels: torch.Tensor | None
+    class_names: tuple[str, ...]
+    input_spec: InputSpec
+    noise: LabelNoise | None
+
+
+class Fitted(NamedTuple):
+    """A trained model with its training record and scores (``test`` None without test set)."""
+
+    model: HetClassifier
+    training: TrainResult
+    validation: Metrics
+    test: Metrics | None
+    test_predictions: Predictions | None
+
+
+def _first(dataset: ImageDataset, limit: int | None) -> ImageDataset:
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return dataset.subset(torch.arange(limit))
+
+
+def prepare_fashion_mnist(
+    directory: Path | str,
+    *,
+    noise_rate: float,
+    noise_seed: int = 0,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+) -> PreparedData:
+    """Load Fashion-MNIST, inject label noise into the whole training split (see
+    ``hetexport.label_noise``), hold out a noisy validation split, keep the test set clean.
+
+    ``train_limit`` / ``test_limit`` keep only the first N images (quick runs and tests).
+    """
+    train = _first(load_fashion_mnist(directory, split="train"), train_limit)
+    test = _first(load_fashion_mnist(directory, split="test"), test_limit)
+    noise = inject_label_noise(
+        train.images, train.labels, num_classes=train.num_classes,
+        groups=FASHION_MNIST_NOISY_GROUPS, rate=noise_rate, seed=noise_seed,
+    )
+    split = holdout_split(len(train), validation_fraction=validation_fraction, seed=SPLIT_SEED)
+    images = normalize(train.images, FASHION_MNIST_INPUT)
+    return PreparedData(
+        train_images=images[split.train],
+        train_labels=noise.noisy_labels[split.train],
+        val_images=images[split.validation],
+        val_labels=noise.noisy_labels[split.validation],
+        test_images=normalize(test.images, FASHION_MNIST_INPUT),
+        test_labels=test.labels,
+        class_names=train.class_names,
+        input_spec=FASHION_MNIST_INPUT,
+        noise=noise,
+    )
+
+
+def channel_statistics(images: torch.Tensor, *, scale: float) -> tuple[tuple[float, ...], ...]:
+    """Per-channel (mean, std) of uint8 images ``[N, C, H, W]`` scaled by ``1 / scale``."""
+    pixels = images.to(torch.float64).div(scale).transpose(0, 1).reshape(images.shape[1], -1)
+    std = pixels.std(dim=1).clamp(min=1e-3)
+    return tuple(pixels.mean(dim=1).tolist()), tuple(std.tolist())
+
+
+def prepare_image_folder(
+    dataset: ImageDataset,
+    *,
+    channel_order: str,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+) -> PreparedData:
+    """Split a loaded image folder into train and validation (the user's labels as they are);
+    the input spec's mean and std are the training images' channel statistics."""
+    split = holdout_split(len(dataset), validation_fraction=validation_fraction, seed=SPLIT_SEED)
+    mean, std = channel_statistics(dataset.images[split.train], scale=255.0)
+    spec = InputSpec(
+        shape=tuple(dataset.images.shape[1:]), mean=mean, std=std, channel_order=channel_order
+    )
+    images = normalize(dataset.images, spec)
+    return PreparedData(
+        train_images=images[split.train],
+        train_labels=dataset.labels[split.train],
+        val_images=images[split.validation],
+        val_labels=dataset.labels[split.validation],
+        test_images=None,
+        test_labels=None,
+        class_names=dataset.class_names,
+        input_spec=spec,
+        noise=None,
+    )
+
+
+def fit(spec: ModelSpec, data: PreparedData, *, config: TrainConfig) -> Fitted:
+    """Build ``spec`` with weights seeded by ``config.seed``, train it on ``data.train_*``
+    (best epoch by validation NLL), and score it on validation and, if present, test."""
+    torch.manual_seed(config.seed)
+    model = build_model(spec)
+    training = train_model(
+        model, data.train_images, data.train_labels, data.val_images, data.val_labels,
+        config=config,
+    )
+    test_predictions = test = None
+    if data.test_images is not None and data.test_labels is not None:
+        test_predictions = predict(model, data.test_images, batch_size=config.eval_batch_size)
+        test = classification_metrics(test_predictions.probs, data.test_labels.numpy())
+    return Fitted(model, training, training.best.validation, test, test_predictions)
+
+
+def fitted_metrics(fitted: Fitted) -> dict[str, Any]:
+    """Flat JSON-ready figures (for the metrics file and the model card)."""
+    figures: dict[str, Any] = {"best_epoch": fitted.training.best_epoch}
+    figures.update({f"val_{k}": v for k, v in fitted.validation.as_dict().items()})
+    if fitted.test is not None:
+        figures.update({f"test_{k}": v for k, v in fitted.test.as_dict().items()})
+    return figures

@@ -1,0 +1,160 @@
+"""The `export` and `demo` commands, and clean failures (one line, exit 1, no traceback)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hetcontract import HEAD_OUTPUTS, MODEL_CARD_PARAMETER, ModelCard
+from hetexport.cli import app
+from hetexport.data import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_LABELS
+from hetexport.demo import DemoConfig, DemoResult, run_demo
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.skipif(
+    not DEFAULT_FASHION_MNIST_DIR.is_dir(), reason="Fashion-MNIST not installed (make setup)"
+)
+
+
+@pytest.fixture(scope="module")
+def het_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("trained")
+    result = CliRunner().invoke(app, [
+        "train", "--checkpoint", str(directory / "het.pt"), "--metrics",
+        str(directory / "het.json"), "--train-limit", "300", "--test-limit", "50",
+        "--num-factors", "2", "--epochs", "1", "--train-mc-samples", "4",
+        "--eval-mc-samples", "8", "--threads", "1", "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    return directory / "het.pt"
+
+
+def _fails_cleanly(arguments: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught error
+    assert "error:" in result.output and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_export_writes_a_model_repository_entry_with_a_valid_card(
+    het_checkpoint: Path, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(app, [
+        "export", str(het_checkpoint), "--model-repo", str(tmp_path / "repo"), "--name",
+        "tiny_het", "--mc-samples", "32", "--top-k", "4", "--num-confusable", "2",
+    ])
+    assert result.exit_code == 0, result.output
+    model_dir = tmp_path / "repo" / "tiny_het"
+    card = ModelCard.model_validate_json((model_dir / "model_card.json").read_text())
+    assert (card.name, card.head, card.mc_samples, card.num_factors) == ("tiny_het", "het", 32, 2)
+    assert (card.top_k, card.num_confusable) == (4, 2)
+    assert card.labels == list(FASHION_MNIST_LABELS)
+    assert "test_nll" in card.metrics and card.parity
+    assert (model_dir / "labels.txt").read_text().splitlines() == list(FASHION_MNIST_LABELS)
+    assert (model_dir / "1" / "model.onnx").stat().st_size > 0
+    config = (model_dir / "config.pbtxt").read_text()
+    assert MODEL_CARD_PARAMETER in config
+    assert all(spec.name.value in config for spec in HEAD_OUTPUTS)
+
+
+def test_export_of_a_corrupt_checkpoint_fails_with_a_clear_message(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"this is not a checkpoint")
+    _fails_cleanly(["export", str(corrupt), "--model-repo", str(tmp_path / "repo")],
+                   "not a readable hetexport checkpoint")
+    assert not (tmp_path / "repo" / "model").exists()
+
+
+def test_export_of_a_missing_checkpoint_fails_with_a_clear_message(tmp_path: Path) -> None:
+    _fails_cleanly(["export", str(tmp_path / "nope.pt")], "no such checkpoint file")
+
+
+def test_train_without_the_dataset_fails_with_a_clear_message(tmp_path: Path) -> None:
+    _fails_cleanly(["train", "--data-dir", str(tmp_path / "no-fashion"), "--no-progress"],
+                   "does not exist")
+
+
+def test_train_with_an_impossible_noise_rate_fails_with_a_clear_message(tmp_path: Path) -> None:
+    _fails_cleanly(["train", "--noise-rate", "0.9", "--train-limit", "50", "--no-progress",
+                    "--checkpoint", str(tmp_path / "x.pt")], "noise rate")
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoConfig, DemoResult]:
+    tmp_path = tmp_path_factory.mktemp("demo")
+    config = DemoConfig(
+        model_repo=tmp_path / "repo", report_dir=tmp_path / "reports",
+        work_dir=tmp_path / "work", seeds=(0, 1), epochs=1, grid=((2, 1.0), (1, 0.5)),
+        grid_epochs=1, sweep_rates=(0.0, 0.4), sweep_epochs=1, train_mc_samples=4,
+        export_mc_samples=16, train_limit=300, test_limit=100, num_threads=1, progress=False,
+    )
+    return config, run_demo(config)
+
+
+def test_demo_writes_the_report_the_plots_and_both_models(
+    small_demo: tuple[DemoConfig, DemoResult],
+) -> None:
+    config, result = small_demo
+    tmp_path = config.model_repo.parent
+    report = json.loads(result.report_json.read_text())
+    assert set(report["summary"]) == {"het", "det"}
+    assert len(report["runs"]) == 4 and report["grid"]["chosen"]["num_factors"] in (1, 2)
+    assert len(report["correlation"]["ranking"]) == 45
+    assert len(report["noise_sweep"]["points"]) == 4
+    for plot in result.plots.values():
+        assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
+    markdown = result.report_markdown.read_text()
+    assert "| het |" in markdown and "| det |" in markdown and "class_correlation.png" in markdown
+    for name in ("fashion_het", "fashion_det"):
+        card = ModelCard.model_validate_json(
+            (tmp_path / "repo" / name / "model_card.json").read_text())
+        assert card.metrics["test_nll"] > 0
+
+
+def test_demo_ranks_pairs_by_centred_correlation_most_negative_first_beside_the_raw_one(
+    small_demo: tuple[DemoConfig, DemoResult],
+) -> None:
+    report = json.loads(small_demo[1].report_json.read_text())["correlation"]
+    centred = [pair["correlation"] for pair in report["ranking"]]
+    raw = [pair["correlation"] for pair in report["raw_ranking"]]
+    assert centred == sorted(centred) and raw == sorted(raw, reverse=True)
+    for key, matrix in [("ranking", "mean_over_test_and_seeds"),
+                        ("raw_ranking", "raw_mean_over_test_and_seeds")]:
+        pair = report[key][0]
+        assert pair["correlation"] == report[matrix][pair["first"]][pair["second"]]
+    assert report["ranking"][0]["correlation"] < 0
+    markdown = small_demo[1].report_markdown.read_text()
+    assert "centred correlation | raw correlation |" in markdown
+
+
+def test_demo_reuse_checkpoints_re_evaluates_and_re_exports_without_training(
+    small_demo: tuple[DemoConfig, DemoResult],
+) -> None:
+    config, first = small_demo
+    before = json.loads(first.report_json.read_text())
+    checkpoints = {path: path.read_bytes() for path in config.work_dir.glob("*.pt")}
+    onnx = config.model_repo / "fashion_het" / "1" / "model.onnx"
+    onnx.unlink()
+    result = run_demo(replace(config, reuse_checkpoints=True))
+    report = json.loads(result.report_json.read_text())
+    assert report["runs"] == before["runs"] and report["grid"] == before["grid"]
+    assert report["noise_sweep"] == before["noise_sweep"]
+    assert {path: path.read_bytes() for path in checkpoints} == checkpoints
+    assert onnx.is_file(), "the models are exported again"
+    assert "WITHOUT training" in report["reevaluation"]["what"]
+    markdown = result.report_markdown.read_text()
+    assert "## What this report re-ran" in markdown and "seed-0 model only" in markdown
+
+
+def test_demo_reuse_checkpoints_without_a_previous_run_fails_with_a_clear_message(
+    tmp_path: Path,
+) -> None:
+    result = CliRunner().invoke(app, [
+        "demo", "--reuse-checkpoints", "--work-dir", str(tmp_path / "none"),
+        "--report-dir", str(tmp_path / "reports"), "--model-repo", str(tmp_path / "repo"),
+        "--no-progress",
+    ])
+    assert result.exit_code == 1 and "needs a previous full demo run" in result.output
