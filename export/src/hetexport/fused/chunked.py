@@ -1,0 +1,84 @@
+"""The MC softmax head in plain PyTorch, a chunk of samples at a time (CPU fallback).
+
+Same math and return type as the triton kernel (``hetexport.fused.kernel``): for each chunk of
+samples it forms ``u = mu + V z_R + d * z_K`` [B, S_chunk, K] in fp32, takes its log-softmax and
+adds the chunk's probabilities into p_bar. Peak extra memory is one chunk,
+``chunk_elements`` floats, instead of the whole [B, S, K].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hetexport.fused.sample_stats import SampleStats
+from hetexport.layers import LatentGaussian, NoiseBank
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 22
+"""Floats per [B, S_chunk, K] chunk (16 MiB in fp32) unless the caller says otherwise."""
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def samples_per_chunk(batch: int, num_classes: int, num_samples: int, chunk_elements: int) -> int:
+    """How many samples fit one chunk of ``chunk_elements`` floats (at least 1)."""
+    return max(1, min(num_samples, chunk_elements // max(1, batch * num_classes)))
+
+
+def chunk_logits(
+    latent: LatentGaussian, noise: NoiseBank, start: int, stop: int, temperature: Tensor | float
+) -> Tensor:
+    """``x = (mu + V z_R[s] + d * z_K[s]) / tau`` for samples start..stop-1 -> [B, S_chunk, K].
+
+    Half-precision inputs are computed in fp32 (fp32 and fp64 stay as they are)."""
+    wide = upcast(latent)
+    dtype = wide.mean.dtype
+    factor_noise = noise.factor_noise[..., start:stop, :].to(dtype)
+    diag_noise = noise.diag_noise[..., start:stop, :].to(dtype)
+    low_rank = wide.project_factor_noise(factor_noise)
+    u = wide.mean.unsqueeze(1) + low_rank + wide.scale.unsqueeze(1) * diag_noise
+    return u / temperature
+
+
+def chunked_sample_stats(
+    latent: LatentGaussian,
+    noise: NoiseBank,
+    temperature: Tensor | float,
+    *,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> SampleStats:
+    """p_bar, L_s and H_s (see ``SampleStats``) streaming over sample chunks.
+
+    Results are fp32 for fp32/bf16/fp16 inputs (fp64 for fp64)."""
+    batch, classes = latent.mean.shape
+    samples = noise.num_samples
+    step = samples_per_chunk(batch, classes, samples, chunk_elements)
+    probs_sum = upcast(latent).mean.new_zeros(batch, classes)
+    lse_parts, entropy_parts = [], []
+    for start in range(0, samples, step):
+        x = chunk_logits(latent, noise, start, min(start + step, samples), temperature)
+        lse = torch.logsumexp(x, -1, keepdim=True)
+        log_p = x - lse
+        p = log_p.exp()
+        probs_sum += p.sum(1)
+        lse_parts.append(lse.squeeze(-1))
+        entropy_parts.append(-(p * log_p).sum(-1))
+    return SampleStats(
+        probs=probs_sum / samples,
+        sample_lse=torch.cat(lse_parts, 1),
+        sample_entropy=torch.cat(entropy_parts, 1),
+    )
+
+
+def upcast(latent: LatentGaussian) -> LatentGaussian:
+    """The latent with bf16/fp16 tensors widened to fp32 (fp32 and fp64 unchanged)."""
+    if latent.mean.dtype not in HALF_DTYPES:
+        return latent
+
+    def widen(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.float()
+
+    return LatentGaussian(
+        widen(latent.mean), widen(latent.scale), widen(latent.factors),
+        widen(latent.factor_scale), widen(latent.shared_factors),
+    )
