@@ -211,15 +211,17 @@ def test_uploaded_image_shows_the_api_answer_as_bars_entropy_and_heatmap(
     save_screenshot(page, "page_fashion_het")
 
 
-def test_page_names_the_most_correlated_pair_of_top_classes(
+def test_page_names_the_most_negatively_correlated_pair_as_most_confusable_for_het_softmax(
     page: Any, gateway_url: str, shirt_example: Path
 ) -> None:
+    """A softmax HET model reports the centred correlation: the pair whose probability trades
+    (most negative) is the most confusable one."""
     expected = api_answer(gateway_url, HET_MODEL, shirt_example)
     labels = {p["class_id"]: p["label"] for p in expected["predictions"]}
     correlation = expected["uncertainty"]["class_correlation"]
     ids, matrix = correlation["class_ids"], correlation["matrix"]
-    value, i, j = max((matrix[i][j], i, j) for i in range(len(ids)) for j in range(i + 1, len(ids)))
-    assert value > 0, "the HET model should correlate some of a shirt's top classes"
+    value, i, j = min((matrix[i][j], i, j) for i in range(len(ids)) for j in range(i + 1, len(ids)))
+    assert value < 0, "the HET model's centred correlation should oppose some top classes"
 
     page.check(f"input[name='model'][value='{HET_MODEL}']")
     page.set_input_files("[data-testid='file-input']", str(shirt_example))
@@ -227,9 +229,28 @@ def test_page_names_the_most_correlated_pair_of_top_classes(
 
     summary = page.locator("[data-testid='confusable-summary']")
     assert summary.get_attribute("data-pair") == f"{ids[i]},{ids[j]}"
-    assert f"{labels[ids[i]]} and {labels[ids[j]]} (correlation {value:.2f})" in (
+    assert f"{labels[ids[i]]} and {labels[ids[j]]} (correlation {shown_number(value)})" in (
         summary.inner_text()
     )
+    listed = {
+        int(item.get_attribute("data-class-id")): item.inner_text()
+        for item in page.locator("[data-testid='confusable-item']").all()
+    }
+    for entry in expected["uncertainty"]["confusable"]:
+        confused = [c for c in entry["correlated"] if c["correlation"] <= -WEAK_CORRELATION]
+        if not confused:
+            assert entry["class_id"] not in listed
+        for c in confused:
+            assert f"{c['label']} ({shown_number(c['correlation'])})" in listed[entry["class_id"]]
+
+
+WEAK_CORRELATION = 0.1
+"""The page lists a confusable class only when its correlation is at least this strong."""
+
+
+def shown_number(value: float) -> str:
+    """A number as the page prints it: 2 decimals, a true minus sign."""
+    return f"{value:.2f}".replace("-", "\u2212")
 
 
 def test_switching_to_the_deterministic_model_shows_an_identity_heatmap(

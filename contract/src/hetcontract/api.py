@@ -53,7 +53,11 @@ class Prediction(_Frozen):
 
 class ClassCorrelation(_Frozen):
     """Correlation of the latent logits among the top classes, rows and columns in
-    ``class_ids`` order: ``corr_ij = Sigma_ij / sqrt(Sigma_ii Sigma_jj)``."""
+    ``class_ids`` order: ``corr_ij = S_ij / sqrt(S_ii S_jj)``. For a softmax head S is the
+    centred covariance ``C Sigma C`` (``C = I - 1 1^T / K``; a common shift of all logits is
+    invisible to a softmax, so Sigma's all-ones part is never learned), and a negative
+    ``corr_ij`` means the noise moves probability between i and j. For a sigmoid head S is
+    Sigma itself (positive = the labels co-occur). The identity for a deterministic head."""
 
     class_ids: list[int]
     matrix: list[list[float]]
@@ -66,7 +70,11 @@ class Correlated(_Frozen):
 
 
 class Confusable(_Frozen):
-    """For one top class, the other classes whose latent logits move most with it."""
+    """For one top class, the m other classes the label noise ties to it (see
+    ``ClassCorrelation`` for the correlation): softmax heads list the most NEGATIVE centred
+    correlations first (where the class's probability goes when the noise moves it), the
+    sigmoid head the most POSITIVE raw ones (co-occurring labels); ``correlation`` is the
+    value as it is. A deterministic head gives correlations 0 (its ids carry no meaning)."""
 
     class_id: int
     correlated: list[Correlated]

@@ -4,6 +4,18 @@ Shapes use symbols: ``B`` batch (dynamic), ``K`` classes, ``k_max`` top classes 
 ``m`` confusable classes per top class. A deterministic (plain softmax) head exports the same
 names: its correlations are 0 off the diagonal and its expected entropy equals its predictive
 entropy.
+
+Class correlation. The latent logits are ``u ~ N(mu, Sigma)``. For a SOFTMAX head (``het``,
+``het_pe``, ``het_xl``) a common shift of all logits changes no prediction, so Sigma's all-ones
+component is never learned; the correlation reported is that of the centred covariance
+``Sigma_c = C Sigma C`` with ``C = I - 1 1^T / K`` (``corr_ij = Sigma_c_ij / sqrt(Sigma_c_ii
+Sigma_c_jj)``), and a top class's confusable classes are the m others with the most NEGATIVE
+centred correlation: when the noise raises that class's logit it lowers theirs, so probability
+mass moves between them. The SIGMOID head (``het_sigmoid``, independent Bernoullis, no shift
+invariance) reports the raw correlation of Sigma, and its confusable classes are the m others
+with the most POSITIVE one (labels that co-occur). Values are reported as they are (negative
+for a softmax head's confusable classes). A deterministic head: the identity, confusable
+correlations 0 (its confusable ids are then the lowest other class ids, and carry no meaning).
 """
 
 from __future__ import annotations
@@ -57,11 +69,14 @@ HEAD_OUTPUTS: tuple[TensorSpec, ...] = (
     TensorSpec(OutputName.MUTUAL_INFORMATION, "TYPE_FP32", "float32", ("B",),
                "predictive minus expected entropy"),
     TensorSpec(OutputName.TOPK_CORRELATION, "TYPE_FP32", "float32", ("B", "k_max", "k_max"),
-               "correlation of the latent logits among the top classes"),
+               "correlation among the top classes: of the centred latent covariance C Sigma C "
+               "(softmax heads) or of Sigma (sigmoid head); see the module doc"),
     TensorSpec(OutputName.CONFUSABLE_IDS, "TYPE_INT64", "int64", ("B", "k_max", "m"),
-               "per top class, the m other classes most correlated with it"),
+               "per top class, the m other classes with the most negative centred correlation "
+               "(softmax heads: where its probability goes) or the most positive raw "
+               "correlation (sigmoid head: co-occurring labels)"),
     TensorSpec(OutputName.CONFUSABLE_CORRELATION, "TYPE_FP32", "float32", ("B", "k_max", "m"),
-               "those correlations"),
+               "those correlations, as they are (negative for softmax heads)"),
     TensorSpec(OutputName.PROBS, "TYPE_FP32", "float32", ("B", "K"),
                "the full MC-averaged probabilities"),
 )

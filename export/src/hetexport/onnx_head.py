@@ -11,13 +11,19 @@ example (B = batch, K classes, k = ``top_k``, m = ``num_confusable``):
   rounding). Softmax heads use the categorical entropy; the sigmoid head the sum of K
   Bernoulli entropies (see ``hetexport.layers.entropy``);
 * ``topk_ids`` / ``topk_probs`` [B, k]: classes by p_bar;
-* ``topk_correlation`` [B, k, k]: ``Sigma_ij / sqrt(Sigma_ii Sigma_jj)`` among the top classes,
-  from ``Sigma = V V^T + diag(d^2)`` rows for the top classes only ([B, k, K], never [B, K, K]);
-  for HET-XL ``Sigma = W (V' V'^T + diag(d'^2)) W^T``, its rows ``W[idx] Sigma' W^T``;
+* ``topk_correlation`` [B, k, k]: ``S_ij / sqrt(S_ii S_jj)`` among the top classes, from rows
+  of S for the top classes only ([B, k, K], never [B, K, K]). ``Sigma = V V^T + diag(d^2)``
+  (HET-XL: ``W (V' V'^T + diag(d'^2)) W^T``). Softmax heads use the centred
+  ``S = C Sigma C``, ``C = I - 1 1^T / K`` (a common shift of all logits does not change a
+  softmax, so Sigma's all-ones component is never learned); the sigmoid head uses S = Sigma;
 * ``confusable_ids`` / ``confusable_correlation`` [B, k, m]: per top class, the m OTHER
-  classes with the largest correlation (self excluded).
+  classes (self excluded) with the most NEGATIVE centred correlation for softmax heads (where
+  its probability mass goes when the noise moves it) and the most POSITIVE raw correlation for
+  the sigmoid head (co-occurring labels); values reported as they are.
+  See ``hetexport.class_correlation`` for the rule and its math.
 
-A deterministic head gives the identity correlation, expected == predictive entropy, MI 0.
+A deterministic head gives the identity correlation, confusable correlations 0 (ids: the ties'
+order, the lowest other ids), expected == predictive entropy, MI 0.
 A HET-XL head (``het_xl``) draws its diagonal noise on the D pre-logits: its ``noise_diag`` is
 z_D [S, D] and ``u_s = mu + V z_R[s] + (d' * z_D[s]) W^T`` with V = W V'.
 """
@@ -30,11 +36,16 @@ import torch
 from hetcontract import HEAD_OUTPUTS
 from torch import Tensor, nn
 
+from hetexport.class_correlation import (
+    SELF_CORRELATION_MASK,
+    CorrelationRule,
+    correlation_outputs,
+    correlation_rule,
+)
 from hetexport.layers import NoiseBank
 from hetexport.model import HetClassifier
 
-SELF_CORRELATION_MASK = -2.0
-"""Below any correlation (>= -1): excludes a class from its own confusable list."""
+__all__ = ["OUTPUT_NAMES", "SELF_CORRELATION_MASK", "ServingGraph", "ServingOutputs"]
 
 
 class ServingOutputs(NamedTuple):
@@ -77,6 +88,7 @@ class ServingGraph(nn.Module):
         self.top_k = top_k
         self.num_confusable = num_confusable
         self.stochastic = head.kind != "det"
+        self.correlation_rule: CorrelationRule = correlation_rule(head.link)
         if self.stochastic:
             if noise is None or not noise.shared:
                 raise ValueError("a HET head exports with a shared noise bank ([S, R], [S, K])")
@@ -105,21 +117,16 @@ class ServingGraph(nn.Module):
         predictive = head.entropy(out.probs)
         mutual = torch.clamp(predictive - out.expected_entropy, min=0.0)
         topk_probs, topk_ids = torch.topk(out.probs, self.top_k, dim=-1)
-        corr_rows = out.latent.correlation_rows(topk_ids)  # [B, k, K]
-        among_top = topk_ids.unsqueeze(1).expand(-1, self.top_k, -1)  # [B, k, k]
-        topk_corr = torch.gather(corr_rows, 2, among_top)
-        classes = torch.arange(head.num_classes, device=images.device)
-        is_self = topk_ids.unsqueeze(-1) == classes  # [B, k, K]
-        others = torch.where(is_self, torch.full_like(corr_rows, SELF_CORRELATION_MASK), corr_rows)
-        conf_corr, conf_ids = torch.topk(others, self.num_confusable, dim=-1)
+        corr = correlation_outputs(out.latent, topk_ids, num_confusable=self.num_confusable,
+                                   rule=self.correlation_rule)
         return ServingOutputs(
             topk_ids=topk_ids,
             topk_probs=topk_probs,
             predictive_entropy=predictive,
             expected_entropy=out.expected_entropy,
             mutual_information=mutual,
-            topk_correlation=topk_corr,
-            confusable_ids=conf_ids,
-            confusable_correlation=conf_corr,
+            topk_correlation=corr.topk_correlation,
+            confusable_ids=corr.confusable_ids,
+            confusable_correlation=corr.confusable_correlation,
             probs=out.probs,
         )

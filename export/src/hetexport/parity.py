@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from hetexport.class_correlation import confusability_scores
 from hetexport.errors import ExportError
-from hetexport.onnx_head import SELF_CORRELATION_MASK, ServingGraph
+from hetexport.onnx_head import ServingGraph
 from hetexport.onnx_runner import OnnxRunner
 
 PROB_TOLERANCE = 1e-5
@@ -140,7 +141,12 @@ def _torch_outputs(graph: ServingGraph, images: np.ndarray) -> dict[str, np.ndar
 def _ids_agree(
     graph: ServingGraph, images: np.ndarray, got: dict[str, np.ndarray], want: dict[str, np.ndarray]
 ) -> tuple[bool, int]:
-    """True if ORT's ids carry PyTorch's values at each rank; also counts tied swaps."""
+    """True if ORT's ids carry PyTorch's values at each rank; also counts tied swaps.
+
+    Confusable ids are judged by the graph's own rule (``graph.correlation_rule``: centred
+    correlation, most negative first, for softmax heads; raw, most positive, for sigmoid):
+    the PyTorch scores at ORT's confusable ids must equal PyTorch's m best scores.
+    """
     top_ids = torch.from_numpy(got["topk_ids"])
     probs = torch.from_numpy(want["probs"])
     top_ok = torch.allclose(
@@ -150,11 +156,11 @@ def _ids_agree(
         rtol=0,
     )
     out = graph.model(torch.from_numpy(images), noise=graph.noise_bank())
-    rows = out.latent.correlation_rows(top_ids).double()  # rows for ORT's top classes
-    is_self = top_ids.unsqueeze(-1) == torch.arange(rows.shape[-1])
-    rows = torch.where(is_self, torch.full_like(rows, SELF_CORRELATION_MASK), rows)
-    best = torch.topk(rows, graph.num_confusable, dim=-1).values
-    chosen = torch.gather(rows, 2, torch.from_numpy(got["confusable_ids"]))
+    rule = graph.correlation_rule
+    rows = out.latent.correlation_rows(top_ids, centered=rule.centered).double()  # ORT's top
+    scores = confusability_scores(rows, top_ids, rule=rule)
+    best = torch.topk(scores, graph.num_confusable, dim=-1).values
+    chosen = torch.gather(scores, 2, torch.from_numpy(got["confusable_ids"]))
     conf_ok = torch.allclose(chosen, best, atol=CORRELATION_TOLERANCE, rtol=0)
     ties = int(
         (got["topk_ids"] != want["topk_ids"]).sum()

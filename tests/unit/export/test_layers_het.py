@@ -5,6 +5,8 @@ Latent kinds: ``dense`` V [B, K, R], ``efficient`` V = diag(v) J, ``diagonal`` (
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -195,9 +197,97 @@ def test_correlation_rows_are_normalised_covariance_with_unit_self_correlation(k
     std = np.sqrt(np.diagonal(full, axis1=1, axis2=2))
     corr = full / (std[:, :, None] * std[:, None, :])
     idx = torch.tensor([[0, 3]] * B)
-    got = latent.correlation_rows(idx).numpy()
+    got = latent.correlation_rows(idx, centered=False).numpy()
     np.testing.assert_allclose(got, corr[:, [0, 3], :], atol=1e-12)
     assert np.all(np.abs(got) <= 1 + 1e-12)
+
+
+def numpy_centered_sigma(latent: LatentGaussian) -> np.ndarray:
+    """C Sigma C [B, K, K] with the centring matrix C = I - 1 1^T / K, formed in full."""
+    classes = latent.num_classes
+    centring = np.eye(classes) - np.ones((classes, classes)) / classes
+    return centring @ numpy_sigma(latent) @ centring
+
+
+def numpy_correlation(sigma: np.ndarray) -> np.ndarray:
+    std = np.sqrt(np.diagonal(sigma, axis1=1, axis2=2))
+    return sigma / (std[:, :, None] * std[:, None, :])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_centered_covariance_rows_match_numpy_c_sigma_c(kind):
+    latent = random_latent(kind, seed=8)
+    want = numpy_centered_sigma(latent)
+    idx = torch.tensor([[2, 0], [1, 5], [3, 3], [4, 1]])
+    rows = latent.centered_covariance_rows(idx).numpy()
+    np.testing.assert_allclose(rows, np.take_along_axis(want, idx.numpy()[:, :, None], 1),
+                               atol=1e-12)
+    np.testing.assert_allclose(latent.centered_covariance().numpy(), want, atol=1e-12)
+    np.testing.assert_allclose(latent.centered_variance().numpy(),
+                               np.diagonal(want, axis1=1, axis2=2), atol=1e-12)
+    np.testing.assert_allclose(latent.row_means().numpy(), numpy_sigma(latent).mean(-1),
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_centered_covariance_rows_sum_to_zero(kind):
+    latent = random_latent(kind, seed=9)
+    rows = latent.centered_covariance_rows(torch.tensor([[0, 1, 4]] * B))
+    np.testing.assert_allclose(rows.sum(-1).numpy(), 0.0, atol=1e-12)
+    assert rows.abs().max() > 0.1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_centered_correlation_rows_match_numpy_with_unit_self_correlation(kind):
+    latent = random_latent(kind, seed=10)
+    corr = numpy_correlation(numpy_centered_sigma(latent))
+    got = latent.correlation_rows(torch.tensor([[0, 3]] * B), centered=True).numpy()
+    np.testing.assert_allclose(got, corr[:, [0, 3], :], atol=1e-12)
+    np.testing.assert_array_equal(got[:, [0, 1], [0, 3]], 1.0)
+    assert np.all(np.abs(got) <= 1 + 1e-12)
+
+
+def shifted_by_common_factor(latent: LatentGaussian, direction: torch.Tensor) -> LatentGaussian:
+    """The same latent with V replaced by ``V + 1 a^T`` (a = direction [R']): a softmax head
+    cannot tell the two apart. A diagonal-only latent gets the rank-1 factor ``1 a^T``; a
+    parameter-efficient one (batch 1) ``J + (1 / v) a^T``, so that ``diag(v) J`` gains 1 a^T."""
+    ones = torch.ones(latent.batch_size, latent.num_classes, 1, dtype=latent.mean.dtype)
+    if latent.parameter_efficient:
+        assert latent.batch_size == 1
+        shared = latent.shared_factors + direction / latent.factor_scale[0].unsqueeze(-1)
+        return dataclasses.replace(latent, shared_factors=shared)
+    if latent.factors is None:
+        return dataclasses.replace(latent, factors=ones * direction)
+    return dataclasses.replace(latent, factors=latent.factors + ones * direction)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_common_shift_of_the_factors_leaves_centered_correlation_unchanged_not_raw(kind):
+    batch = 1 if kind == "efficient" else B
+    latent = random_latent(kind, batch=batch, seed=11)
+    width = max(latent.num_factors, 1)
+    direction = 2.0 * torch.ones(width, dtype=torch.float64)
+    shifted = shifted_by_common_factor(latent, direction)
+    np.testing.assert_allclose(  # the shift is exactly V -> V + 1 a^T
+        numpy_sigma(shifted) - numpy_sigma(latent),
+        _common_shift_term(latent, direction.numpy()), atol=1e-10)
+    idx = torch.tensor([[0, 2, 5]] * batch)
+    torch.testing.assert_close(shifted.correlation_rows(idx, centered=True),
+                               latent.correlation_rows(idx, centered=True))
+    raw_change = shifted.correlation_rows(idx, centered=False) - latent.correlation_rows(
+        idx, centered=False)
+    assert raw_change.abs().max() > 0.1
+
+
+def _common_shift_term(latent: LatentGaussian, a: np.ndarray) -> np.ndarray:
+    """``(V + 1 a^T)(V + 1 a^T)^T - V V^T = V a 1^T + 1 a^T V^T + |a|^2 1 1^T``."""
+    V = dense_factors(latent)
+    if V.shape[-1] == 0:
+        V = np.zeros((*V.shape[:2], a.shape[0]))
+    va = V @ a  # [B, K]
+    ones = np.ones(latent.num_classes)
+    return va[:, :, None] * ones + ones[:, None] * va[:, None, :] + (a @ a) * np.ones_like(
+        va[:, :, None] * ones)
 
 
 def test_diagonal_noise_is_drawn_per_class_not_broadcast():
@@ -242,9 +332,11 @@ def test_deterministic_head_gradients_and_identity_correlation():
     head.loss(out, torch.tensor([0, 1, 2, 3])).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
     idx = torch.tensor([[0, 1, 2]] * B)
-    torch.testing.assert_close(
-        out.latent.correlation_rows(idx)[:, :, :3], torch.eye(3).expand(B, 3, 3)
-    )
+    for centered in (True, False):
+        torch.testing.assert_close(
+            out.latent.correlation_rows(idx, centered=centered),
+            torch.eye(K)[:3].expand(B, 3, K),
+        )
     torch.testing.assert_close(out.expected_entropy, -(out.probs * out.probs.log()).sum(-1))
 
 
@@ -436,7 +528,7 @@ def test_het_xl_prelogit_diagonal_noise_correlates_classes_even_without_factors(
     """W diag(d'^2) W^T is not diagonal: unlike a HET head with R = 0, classes correlate."""
     torch.manual_seed(0)
     latent = HetXLHead(D, K, num_factors=0).latent(torch.randn(B, D))
-    corr = latent.correlation_rows(torch.tensor([[0, 1]] * B)).detach()
+    corr = latent.correlation_rows(torch.tensor([[0, 1]] * B), centered=False).detach()
     assert latent.num_factors == 0 and corr[:, 0, 1].abs().min() > 1e-3
     torch.testing.assert_close(corr[:, [0, 1], [0, 1]], torch.ones(B, 2))
 

@@ -295,3 +295,68 @@ def test_re_export_replaces_the_previous_model_directory(tmp_path):
     )
     assert not (second.model_dir / "stale.txt").exists() and second.card.top_k == 3
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["same"]
+
+
+SOFTMAX_VARIANTS = ("het", "het_diag", "het_pe", "het_xl")
+
+
+def numpy_latent_covariance(model: HetClassifier, images: np.ndarray) -> np.ndarray:
+    """Sigma [B, K, K] from the head's latent parameters, formed in full with numpy:
+    ``V V^T + diag(d^2)`` (V = diag(v) J for het_pe), HET-XL ``+ W diag(d'^2) W^T``."""
+    with torch.no_grad():
+        latent = model.head.latent(model.backbone(torch.from_numpy(images)))
+    batch, classes = latent.mean.shape
+    if latent.factors is not None:
+        V = latent.factors.double().numpy()
+    elif latent.shared_factors is not None:
+        J = latent.shared_factors.detach().double().numpy()
+        V = latent.factor_scale.double().numpy()[:, :, None] * J
+    else:
+        V = np.zeros((batch, classes, 0))
+    sigma = V @ np.swapaxes(V, 1, 2)
+    if latent.prelogit_scale is not None:
+        W = latent.prelogit_weight.detach().double().numpy()
+        d2 = latent.prelogit_scale.double().numpy() ** 2
+        return sigma + np.einsum("kd,bd,ld->bkl", W, d2, W)
+    return sigma + np.stack([np.diag(row) for row in latent.scale.double().numpy() ** 2])
+
+
+def numpy_correlation_for(variant: str, sigma: np.ndarray) -> np.ndarray:
+    """The contract's correlation: of C Sigma C (C = I - 1 1^T / K) for softmax heads, of
+    Sigma for the sigmoid head; 1 on the diagonal, 0 where a variance is 0."""
+    if variant != "het_sigmoid":
+        centring = np.eye(K) - np.ones((K, K)) / K
+        sigma = centring @ sigma @ centring
+    std = np.sqrt(np.clip(np.diagonal(sigma, axis1=1, axis2=2), 0, None))
+    denom = std[:, :, None] * std[:, None, :]
+    corr = np.divide(sigma, denom, out=np.zeros_like(sigma), where=denom > 1e-12)
+    corr[:, np.arange(K), np.arange(K)] = 1.0
+    return corr
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_confusable_classes_follow_the_head_kinds_rule_against_numpy(exported, images, variant):
+    """Softmax heads: the m others with the most NEGATIVE centred correlation (values as they
+    are); sigmoid: the most POSITIVE raw correlation; deterministic: correlations 0."""
+    _, reports = exported
+    out = OnnxRunner(reports[variant].onnx_path).run(images)
+    corr = numpy_correlation_for(variant, numpy_latent_covariance(trained_one_step(variant),
+                                                                  images))
+    top = out["topk_ids"]
+    want_top = np.take_along_axis(np.take_along_axis(corr, top[:, :, None], 1),
+                                  top[:, None, :], 2)
+    np.testing.assert_allclose(out["topk_correlation"], want_top, atol=1e-5)
+    rows = np.take_along_axis(corr, top[:, :, None], 1)  # [B, k, K]
+    np.put_along_axis(rows, top[:, :, None], np.nan, 2)  # a class is not its own confusable
+    ordered = np.sort(rows, axis=-1)  # ascending, NaN (self) last
+    if variant == "het_sigmoid":
+        ordered = -np.sort(-rows, axis=-1)  # descending, NaN last
+    np.testing.assert_allclose(out["confusable_correlation"], ordered[:, :, :M], atol=1e-5)
+    np.testing.assert_allclose(  # the reported values are those of the reported ids
+        np.take_along_axis(rows, out["confusable_ids"], 2), out["confusable_correlation"],
+        atol=1e-5)
+    if variant in SOFTMAX_VARIANTS:
+        # rows of C Sigma C sum to 0 and its diagonal is > 0, so some other class is negative
+        assert np.all(out["confusable_correlation"][:, :, 0] < 0)
+    if variant == "det":
+        np.testing.assert_array_equal(out["confusable_correlation"], 0.0)

@@ -7,7 +7,7 @@ follows Collier et al., "Massively Scaling Heteroscedastic Classifiers", ICLR 20
 Typical usage::
 
     latent = head.latent(phi)                      # LatentGaussian, B examples, K classes
-    rows = latent.correlation_rows(top_ids)        # [B, k, K], never the full [B, K, K]
+    rows = latent.correlation_rows(top_ids, centered=True)  # [B, k, K], never [B, K, K]
 """
 
 from __future__ import annotations
@@ -235,17 +235,78 @@ class LatentGaussian:
         is_self = _one_hot(idx, self.num_classes, dtype=self.mean.dtype)  # [B, k, K]
         return rows + own_variance.unsqueeze(-1) * is_self
 
-    def correlation_rows(self, idx: Tensor) -> Tensor:
-        """Rows of the correlation matrix ``Sigma_ij / sqrt(Sigma_ii Sigma_jj)`` [B, k, K].
+    # ---- the identifiable (centred) second moments ------------------------------------------
+
+    def row_means(self) -> Tensor:
+        """``r = Sigma 1 / K`` [B, K], the mean of each row of Sigma, without any [B, K, K].
+
+        ``Sigma 1 = V (V^T 1) + d^2``; parameter-efficient (V = diag(v) J):
+        ``v * (J (J^T v)) + d^2``; pre-logit diagonal (HET-XL): ``V (V^T 1) + W (d'^2 * (W^T 1))``.
+        O(B K R) (+ O(B K D) for HET-XL).
+        """
+        classes = self.num_classes
+        if self.prelogit_scale is not None:
+            column_sums = self.prelogit_weight.sum(0)  # W^T 1 [D]
+            summed = torch.matmul(self.prelogit_scale.square() * column_sums,
+                                  self.prelogit_weight.t())  # [B, K]
+        else:
+            summed = self.scale.square()
+        if self.factors is not None:
+            factor_sums = self.factors.sum(1, keepdim=True)  # (V^T 1)^T [B, 1, R]
+            summed = summed + (self.factors * factor_sums).sum(-1)
+        elif self.shared_factors is not None:
+            weighted = torch.matmul(self.factor_scale, self.shared_factors)  # J^T v [B, R]
+            summed = summed + self.factor_scale * torch.matmul(weighted, self.shared_factors.t())
+        return summed / classes
+
+    def centered_covariance_rows(self, idx: Tensor) -> Tensor:
+        """Rows of ``Sigma_c = C Sigma C``, ``C = I - 1 1^T / K``, for class ids idx [B, k].
+
+        Softmax is invariant to a common shift of all logits (``softmax(u + c 1) = softmax(u)``),
+        so the likelihood never sees the all-ones direction of u: ``V`` and ``V + 1 a^T`` give
+        the same predictions, and Sigma's component along 1 is whatever training left there.
+        ``C`` removes it; ``Sigma_c`` is the covariance of the centred logits ``u - mean_k u_k``,
+        the part of Sigma the data determines. With ``r = Sigma 1 / K`` (``row_means``) and
+        ``t = mean_k r_k``: ``Sigma_c[i, j] = Sigma_ij - r_i - r_j + t``. Every row sums to 0.
+        Returns [B, k, K] in O(B k K R), never [B, K, K].
+        """
+        means = self.row_means()  # [B, K]
+        total = means.mean(-1, keepdim=True)  # t [B, 1]
+        own = torch.gather(means, 1, idx)  # r_i [B, k]
+        shift = own.unsqueeze(-1) + means.unsqueeze(1) - total.unsqueeze(-1)  # [B, k, K]
+        return self.covariance_rows(idx) - shift
+
+    def centered_variance(self) -> Tensor:
+        """Diagonal of ``Sigma_c``: ``Sigma_ii - 2 r_i + t`` [B, K] (see
+        ``centered_covariance_rows``), floored at 0 against rounding."""
+        means = self.row_means()
+        total = means.mean(-1, keepdim=True)
+        return torch.clamp(self.variance() - 2.0 * means + total, min=0.0)
+
+    def correlation_rows(self, idx: Tensor, *, centered: bool) -> Tensor:
+        """Rows of a correlation matrix ``S_ij / sqrt(S_ii S_jj)`` for class ids idx [B, k]
+        -> [B, k, K], never the full [B, K, K].
+
+        ``centered=True``: S = ``Sigma_c = C Sigma C`` (``centered_covariance_rows``), the
+        identifiable part for a softmax link: unchanged by ``V -> V + 1 a^T``. Its rows sum to
+        0, so the centred correlations of a class with the others are negative on average;
+        a strongly negative ``corr_ij`` means the noise moves probability mass between i and j.
+        ``centered=False``: S = Sigma, the raw latent covariance (the sigmoid link sees every
+        logit on its own, so nothing is unidentified there).
 
         The self-correlation is exactly 1, also where the variance is 0 (deterministic head),
-        so a head without noise has the identity correlation.
+        so a head without noise has the identity correlation (both forms).
         """
-        variance = self.variance()
+        if centered:
+            variance = self.centered_variance()
+            rows = self.centered_covariance_rows(idx)
+        else:
+            variance = self.variance()
+            rows = self.covariance_rows(idx)
         own = torch.gather(variance, 1, idx)  # [B, k]
         product = own.unsqueeze(-1) * variance.unsqueeze(1)
         denom = torch.sqrt(torch.clamp(product, min=VARIANCE_FLOOR))
-        corr = self.covariance_rows(idx) / denom
+        corr = rows / denom
         is_self = _one_hot(idx, self.num_classes, dtype=torch.bool)
         return torch.where(is_self, torch.ones_like(corr), corr)
 
@@ -253,6 +314,11 @@ class LatentGaussian:
         """The full Sigma [B, K, K]; for small K and tests only (O(B K^2) memory)."""
         idx = torch.arange(self.num_classes, device=self.mean.device)
         return self.covariance_rows(idx.expand(self.batch_size, -1))
+
+    def centered_covariance(self) -> Tensor:
+        """The full ``Sigma_c = C Sigma C`` [B, K, K]; for small K and tests only."""
+        idx = torch.arange(self.num_classes, device=self.mean.device)
+        return self.centered_covariance_rows(idx.expand(self.batch_size, -1))
 
     def _diagonal_term_variance(self) -> Tensor:
         """Diagonal of the noise's diagonal term: ``d^2`` or ``(W * W) d'^2`` [B, K]."""

@@ -11,13 +11,15 @@ const EXAMPLES_MANIFEST = "static/examples/manifest.json";
 const DEFAULT_TOP_K = 5;
 // Below this, a correlation is shown as "none" (a deterministic head gives exact zeros).
 const CORRELATION_EPSILON = 1e-6;
-// Correlations below this are called weak, and confusable classes below it are not listed.
+// Correlations weaker than this (in the confusable direction) are called weak, and such
+// confusable classes are not listed.
 const WEAK_CORRELATION = 0.1;
 const NON_BREAKING_HYPHEN = "\u2011";
 const HEAD_NAMES = {
   het: "HET",
   het_pe: "HET (parameter-efficient)",
   het_sigmoid: "HET sigmoid",
+  het_xl: "HET-XL",
   det: "deterministic",
 };
 
@@ -446,46 +448,56 @@ function renderConfusable(uncertainty, modelName) {
   renderConfusableList(uncertainty.confusable, modelName);
 }
 
-/** Name the most correlated pair of top classes (and the most opposed one, if strong). */
+/**
+ * The sign of a confusable correlation for this model (hetcontract ClassCorrelation):
+ * -1 for softmax heads, whose correlation is that of the centred logits and whose confused
+ * classes trade probability (most NEGATIVE first); +1 for the sigmoid head, whose confused
+ * labels co-occur (most positive first).
+ */
+function confusionSign(modelName) {
+  const model = state.models.get(modelName);
+  return model && model.head === "het_sigmoid" ? 1 : -1;
+}
+
+/** Name the most confusable pair of top classes (most negative correlation, or most positive
+ * for a sigmoid head). */
 function renderPairSummary({ class_ids: ids, matrix }, modelName) {
+  const sign = confusionSign(modelName);
   const summary = $("confusable-summary");
   const pairName = (pair) => `${labelOf(modelName, ids[pair.i])} and ${labelOf(modelName, ids[pair.j])}`;
-  const best = extremePair(matrix, (a, b) => a > b);
-  const opposite = extremePair(matrix, (a, b) => a < b);
-  summary.dataset.pair = best && best.value >= CORRELATION_EPSILON
+  const best = extremePair(matrix, (a, b) => sign * a > sign * b);
+  const strongest = extremePair(matrix, (a, b) => Math.abs(a) > Math.abs(b));
+  const strength = best ? sign * best.value : 0;
+  summary.dataset.pair = best && strength >= CORRELATION_EPSILON
     ? `${ids[best.i]},${ids[best.j]}`
     : "";
   if (!best) {
     summary.textContent = "Only one class shown.";
-  } else if (Math.max(best.value, -opposite.value) < CORRELATION_EPSILON) {
+  } else if (Math.abs(strongest.value) < CORRELATION_EPSILON) {
     summary.textContent =
       "No correlation between any of the top classes: this model cannot say which of them it confuses.";
-  } else if (best.value < CORRELATION_EPSILON) {
-    summary.textContent = "No two of the top classes move together for this image.";
+  } else if (strength < CORRELATION_EPSILON) {
+    summary.textContent = "No two of the top classes are confused with each other for this image.";
   } else {
     summary.replaceChildren(
-      best.value >= WEAK_CORRELATION
+      strength >= WEAK_CORRELATION
         ? "Most confusable among the top classes: "
-        : "The top classes hardly move together for this image; the closest pair is ",
+        : "The top classes are hardly confused with each other for this image; the closest pair is ",
       strong(pairName(best)),
       ` (correlation ${formatNumber(best.value, 2)}).`,
     );
   }
-  if (opposite && opposite.value <= -WEAK_CORRELATION) {
-    summary.append(
-      document.createElement("br"),
-      "Most opposed: ",
-      strong(pairName(opposite)),
-      ` (correlation ${formatNumber(opposite.value, 2)}).`,
-    );
-  }
 }
 
-/** Per top class, the other classes (of all K) it is clearly correlated with. */
+/** Per top class, the other classes (of all K) it is clearly confused with. */
 function renderConfusableList(confusable, modelName) {
+  const sign = confusionSign(modelName);
+  $("confusable-lead").textContent = sign < 0
+    ? "Among all classes, each top class's probability moves most to:"
+    : "Among all classes, each top label co-occurs most with:";
   const items = [];
   for (const entry of confusable) {
-    const related = entry.correlated.filter((c) => c.correlation >= WEAK_CORRELATION);
+    const related = entry.correlated.filter((c) => sign * c.correlation >= WEAK_CORRELATION);
     if (!related.length) continue;
     const item = document.createElement("li");
     item.dataset.testid = "confusable-item";
