@@ -63,7 +63,7 @@ soak: setup
 
 ## overload: 2x and 4x the sustainable rate; admitted requests keep their latency, the rest get 429
 overload: setup
-	$(PY) bench/overload.py --url http://127.0.0.1:$(GATEWAY_PORT) --concurrency $(OVERLOAD_CONCURRENCY)
+	$(PY) bench/overload.py --serve model_repo --concurrency $(OVERLOAD_CONCURRENCY)
 
 lint: setup
 	$(VENV)/bin/ruff check contract export server client tests bench

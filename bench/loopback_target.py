@@ -1,18 +1,29 @@
 """Shared by the soak and overload benchmarks: the loopback-only target, Fashion-MNIST images
-as PNG, and latency percentiles.
+as PNG, latency percentiles, and ``hetgateway serve`` started on free loopback ports.
 
 Typical usage::
 
     url = loopback_url("http://127.0.0.1:8080")    # ValueError for any other host
     pngs = fashion_pngs(limit=64)
     print(percentiles_ms([0.010, 0.012, 0.031]))     # Percentiles(p50=12.0, p95=..., p99=...)
+    with served_stack(Path("model_repo"), log_path=Path("/tmp/serve.log")) as stack:
+        ...                                          # stack.url, stack.triton_grpc_port
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import os
+import signal
+import socket
 import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -63,3 +74,72 @@ def percentiles_ms(latencies_s: list[float]) -> Percentiles:
         return Percentiles(float("nan"), float("nan"), float("nan"))
     p50, p95, p99 = np.percentile(np.asarray(latencies_s) * MS_PER_S, [50, 95, 99])
     return Percentiles(float(p50), float(p95), float(p99))
+
+
+SERVE_READY_TIMEOUT_S = 240.0
+SERVE_STOP_TIMEOUT_S = 30.0
+POLL_INTERVAL_S = 0.2
+
+
+class ServedStack(NamedTuple):
+    """A ``hetgateway serve`` started by a benchmark: its gateway URL and Triton's ports."""
+
+    url: str
+    gateway_port: int
+    triton_grpc_port: int
+    process: subprocess.Popen
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def served_stack(repository: Path, *, log_path: Path, extra_args: Sequence[str] = (),
+                 env: dict[str, str] | None = None,
+                 cpus: set[int] | None = None) -> Iterator[ServedStack]:
+    """``hetgateway serve --model-repository repository`` on free loopback ports, ready
+    (``/readyz`` 200) when entered, stopped (SIGTERM, then SIGKILL) when left. ``cpus`` pins
+    it (and Triton, which it starts later and which inherits the affinity) to those CPUs."""
+    gateway_port, grpc_port = free_port(), free_port()
+    command = [
+        sys.executable, "-m", "hetgateway.cli", "serve", "--model-repository", str(repository),
+        "--host", "127.0.0.1", "--port", str(gateway_port),
+        "--triton-http-port", str(free_port()), "--triton-grpc-port", str(grpc_port),
+        "--triton-metrics-port", str(free_port()), "--log-level", "warning", *extra_args,
+    ]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **(env or {})})
+        if cpus:
+            os.sched_setaffinity(process.pid, cpus)
+        stack = ServedStack(f"http://127.0.0.1:{gateway_port}", gateway_port, grpc_port, process)
+        try:
+            _wait_ready(stack, log_path)
+            yield stack
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=SERVE_STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def _wait_ready(stack: ServedStack, log_path: Path) -> None:
+    deadline = time.monotonic() + SERVE_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if stack.process.poll() is not None:
+            raise RuntimeError(f"hetgateway serve exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(stack.url + "/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(POLL_INTERVAL_S)
+    raise RuntimeError(f"hetgateway serve not ready in {SERVE_READY_TIMEOUT_S} s")

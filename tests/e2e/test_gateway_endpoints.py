@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 import httpx
 import pytest
@@ -56,7 +57,10 @@ def test_metrics_exposes_prometheus_counters_of_answered_requests(gateway_url, f
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
     text = answer.text
-    assert 'hetserve_http_requests_total{method="POST",route="/v1/predict",status="200"}' in text
+    assert re.search(
+        r'hetserve_http_requests_total\{method="POST",model="\w+",route="/v1/predict",'
+        r'status="200"\}', text
+    )
     assert "hetserve_triton_request_duration_seconds_bucket" in text
 
 

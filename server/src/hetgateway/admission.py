@@ -1,9 +1,9 @@
 """Admission control: a bound on API requests in flight; beyond it, 429 with Retry-After.
 
-Typical usage::
+Typical usage (the outermost middleware, added last)::
 
     gate = AdmissionGate(max_in_flight=64)
-    app = AdmissionMiddleware(app, gate=gate, retry_after_s=1)
+    app.add_middleware(AdmissionMiddleware, gate=gate, retry_after_s=1)
 
 An unbounded queue in front of a saturated model only turns overload into timeouts for
 everyone. With the gate, at most ``max_in_flight`` API requests (paths under ``/v1/``) are
@@ -11,6 +11,11 @@ being served at once; the next one is refused at once with 429 (``Overloaded``),
 and the standard error body, so that admitted requests keep their latency and clients back off.
 Health, readiness, metrics and the web page are never refused: they must keep answering when
 the API is saturated.
+
+The gate is the outermost layer: a refusal costs no request id, access-log line or metric
+label lookup, and its answer is built once, so that under overload the CPU goes to the
+admitted requests. Refusals are counted by the gate (``refused``, exported as
+``hetserve_http_requests_refused_total``), not in the per-route request counter.
 """
 
 from __future__ import annotations
@@ -68,20 +73,20 @@ class AdmissionMiddleware:
         self.app = app
         self.gate = gate
         self.retry_after_s = retry_after_s
+        self._refusal = error_response(
+            Overloaded(
+                f"the gateway is serving its limit of {gate.max_in_flight} requests; "
+                f"retry after {retry_after_s} s"
+            ),
+            retry_after_s=retry_after_s,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(GUARDED_PATH_PREFIX):
             await self.app(scope, receive, send)
             return
         if not self.gate.try_enter():
-            refusal = error_response(
-                Overloaded(
-                    f"the gateway is serving its limit of {self.gate.max_in_flight} requests; "
-                    f"retry after {self.retry_after_s} s"
-                ),
-                retry_after_s=self.retry_after_s,
-            )
-            await refusal(scope, receive, send)
+            await self._refusal(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)

@@ -9,19 +9,12 @@ and per top class its ``m`` most correlated other classes.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from hetcontract import (
-    ClassCorrelation,
-    Confusable,
-    Correlated,
-    ModelCard,
-    OutputName,
-    Prediction,
-    Result,
-    Uncertainty,
-)
+from hetcontract import ModelCard, OutputName, Result
+from pydantic import TypeAdapter
 
 ANSWER_OUTPUTS: tuple[str, ...] = (
     OutputName.TOPK_IDS.value,
@@ -39,75 +32,98 @@ ANSWER_OUTPUTS: tuple[str, ...] = (
 def build_results(
     outputs: Mapping[str, np.ndarray], card: ModelCard, *, top_k: int
 ) -> list[Result]:
-    """One ``Result`` per input from the graph's outputs (batch first, as Triton returns)."""
+    """One ``Result`` per input from the graph's outputs (batch first, as Triton returns).
+
+    The outputs are sliced to ``top_k`` and turned into Python numbers once per batch
+    (``tolist``), the answer is laid out as plain dicts and lists, and pydantic validates the
+    whole list in one call: several times cheaper than building each nested model in Python.
+    """
     batch = outputs[OutputName.TOPK_IDS.value].shape[0]
     per_input = {name: np.asarray(outputs[name]).reshape(batch, -1) for name in ANSWER_OUTPUTS}
     k_max = per_input[OutputName.TOPK_IDS.value].shape[1]
+    ids = per_input[OutputName.TOPK_IDS.value][:, :top_k].astype(np.int64).tolist()
+    probs = per_input[OutputName.TOPK_PROBS.value][:, :top_k].astype(float).tolist()
+    scalars = {
+        name: per_input[name][:, 0].astype(float).tolist()
+        for name in (
+            OutputName.PREDICTIVE_ENTROPY.value,
+            OutputName.EXPECTED_ENTROPY.value,
+            OutputName.MUTUAL_INFORMATION.value,
+        )
+    }
     correlation = per_input[OutputName.TOPK_CORRELATION.value].reshape(batch, k_max, k_max)
     confusable_ids = per_input[OutputName.CONFUSABLE_IDS.value].reshape(batch, k_max, -1)
     confusable_corr = per_input[OutputName.CONFUSABLE_CORRELATION.value].reshape(
         batch, k_max, -1
     )
     log_k = math.log(card.num_classes)
-    return [
+    labels = card.labels
+    results = [
         _result(
-            card,
-            top_k=top_k,
+            labels,
             log_k=log_k,
-            ids=per_input[OutputName.TOPK_IDS.value][b],
-            probs=per_input[OutputName.TOPK_PROBS.value][b],
-            predictive_entropy=float(per_input[OutputName.PREDICTIVE_ENTROPY.value][b, 0]),
-            expected_entropy=float(per_input[OutputName.EXPECTED_ENTROPY.value][b, 0]),
-            mutual_information=float(per_input[OutputName.MUTUAL_INFORMATION.value][b, 0]),
-            correlation=correlation[b],
-            confusable_ids=confusable_ids[b],
-            confusable_corr=confusable_corr[b],
+            ids=ids[b],
+            probs=probs[b],
+            predictive_entropy=scalars[OutputName.PREDICTIVE_ENTROPY.value][b],
+            expected_entropy=scalars[OutputName.EXPECTED_ENTROPY.value][b],
+            mutual_information=scalars[OutputName.MUTUAL_INFORMATION.value][b],
+            correlation=rows,
+            confusable_ids=other_ids,
+            confusable_corr=other_corr,
         )
-        for b in range(batch)
+        for b, (rows, other_ids, other_corr) in enumerate(
+            zip(
+                correlation[:, :top_k, :top_k].astype(float).tolist(),
+                confusable_ids[:, :top_k].astype(np.int64).tolist(),
+                confusable_corr[:, :top_k].astype(float).tolist(),
+                strict=True,
+            )
+        )
     ]
+    return _RESULTS.validate_python(results)
+
+
+_RESULTS = TypeAdapter(list[Result])
+"""Validates a batch's answers, laid out as dicts, into ``Result`` models in one call."""
 
 
 def _result(
-    card: ModelCard,
+    labels: Sequence[str],
     *,
-    top_k: int,
     log_k: float,
-    ids: np.ndarray,
-    probs: np.ndarray,
+    ids: list[int],
+    probs: list[float],
     predictive_entropy: float,
     expected_entropy: float,
     mutual_information: float,
-    correlation: np.ndarray,
-    confusable_ids: np.ndarray,
-    confusable_corr: np.ndarray,
-) -> Result:
-    class_ids = [int(i) for i in ids[:top_k]]
-    predictions = [
-        Prediction(class_id=c, label=card.labels[c], probability=float(p))
-        for c, p in zip(class_ids, probs[:top_k], strict=True)
-    ]
-    confusable = [
-        Confusable(
-            class_id=class_ids[j],
-            correlated=[
-                Correlated(class_id=int(other), label=card.labels[int(other)],
-                           correlation=float(value))
-                for other, value in zip(confusable_ids[j], confusable_corr[j], strict=True)
+    correlation: list[list[float]],
+    confusable_ids: list[list[int]],
+    confusable_corr: list[list[float]],
+) -> dict[str, Any]:
+    """One input's answer as the dict layout of ``Result``; ``ids`` etc. already cut to
+    ``top_k``."""
+    return {
+        "predictions": [
+            {"class_id": c, "label": labels[c], "probability": p}
+            for c, p in zip(ids, probs, strict=True)
+        ],
+        "uncertainty": {
+            "predictive_entropy": predictive_entropy,
+            "normalized_entropy": predictive_entropy / log_k,
+            "expected_entropy": expected_entropy,
+            "mutual_information": mutual_information,
+            "class_correlation": {"class_ids": ids, "matrix": correlation},
+            "confusable": [
+                {
+                    "class_id": class_id,
+                    "correlated": [
+                        {"class_id": other, "label": labels[other], "correlation": value}
+                        for other, value in zip(others, values, strict=True)
+                    ],
+                }
+                for class_id, others, values in zip(
+                    ids, confusable_ids, confusable_corr, strict=True
+                )
             ],
-        )
-        for j in range(top_k)
-    ]
-    return Result(
-        predictions=predictions,
-        uncertainty=Uncertainty(
-            predictive_entropy=predictive_entropy,
-            normalized_entropy=predictive_entropy / log_k,
-            expected_entropy=expected_entropy,
-            mutual_information=mutual_information,
-            class_correlation=ClassCorrelation(
-                class_ids=class_ids,
-                matrix=correlation[:top_k, :top_k].astype(float).tolist(),
-            ),
-            confusable=confusable,
-        ),
-    )
+        },
+    }

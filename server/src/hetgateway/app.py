@@ -7,7 +7,8 @@ Typical usage::
     uvicorn.run(app, host="127.0.0.1", port=8080)
 
 Layers: routers (HTTP only) -> ``DataPlane`` (no HTTP) -> ``TritonBackend`` (gRPC). Errors
-become answers in ``http_errors``; middleware adds request ids, metrics and the body limit.
+become answers in ``http_errors``; middleware adds request ids, metrics and the body limits
+(size, read deadline).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from hetgateway import __version__
+from hetgateway.admission import AdmissionMiddleware
 from hetgateway.body_limit import BodySizeLimitMiddleware
 from hetgateway.data_plane import DataPlane
 from hetgateway.errors import GatewayError
@@ -60,6 +62,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             repositories=settings.model_repositories,
             default_model=settings.default_model,
         )
+        app.state.catalog = catalog  # read by RequestMetricsMiddleware for the model label
         app.state.data_plane = DataPlane(
             backend, catalog, settings=settings, metrics=gateway_metrics
         )
@@ -88,11 +91,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
+        read_timeout_s=settings.body_read_timeout_s,
         retry_after_s=settings.retry_after_s,
     )
     app.state.admission = add_protection(app, settings, metrics=gateway_metrics)
     app.add_middleware(RequestMetricsMiddleware, metrics=gateway_metrics)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(  # outermost: a 429 costs no other work
+        AdmissionMiddleware, gate=app.state.admission, retry_after_s=settings.retry_after_s
+    )
     install_openapi(app)
     return app
 

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hetgateway``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    settings = _settings(args)
+    settings = settings_from_args(args)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
@@ -97,15 +97,25 @@ def _gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-model", help="model behind POST /v1/predict")
     parser.add_argument("--max-batch-size", type=int, help="most inputs per request")
     parser.add_argument("--log-level", help="debug, info, warning, error")
+    parser.add_argument("--max-in-flight", type=int,
+                        help="API requests served at once; beyond it 429 (default 256)")
+    parser.add_argument("--listen-backlog", type=int,
+                        help="connections queued by the kernel before accept (default 2048)")
+    parser.add_argument("--limit-concurrency", type=int,
+                        help="hard cap on connections and tasks; beyond it 503 (default: none)")
 
 
-def _settings(args: argparse.Namespace) -> GatewaySettings:
+def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
+    """The settings the parsed command line asks for: flags win over the environment."""
     overrides: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
         "default_model": args.default_model,
         "max_batch_size": args.max_batch_size,
         "log_level": args.log_level,
+        "max_in_flight": args.max_in_flight,
+        "listen_backlog": args.listen_backlog,
+        "limit_concurrency": args.limit_concurrency,
         "triton_grpc_url": getattr(args, "triton_url", None),
     }
     if args.command == "gateway" and args.repositories:

@@ -66,6 +66,11 @@ class DataPlane:
         self._settings = settings
         self._metrics = metrics
 
+    @property
+    def max_inputs(self) -> int:
+        """Most inputs one predict request may carry (``max_batch_size`` setting)."""
+        return self._settings.max_batch_size
+
     async def readiness(self) -> Readiness:
         """Triton ready and every served model ready (no model known counts as not ready)."""
         if not await self._backend.server_ready():
@@ -111,10 +116,9 @@ class DataPlane:
         ``min(DEFAULT_TOP_K, k_max)``."""
         if not inputs:
             raise InvalidInput("no inputs: send at least one image or tensor")
-        if len(inputs) > self._settings.max_batch_size:
+        if len(inputs) > self.max_inputs:
             raise PayloadTooLarge(
-                f"{len(inputs)} inputs in one request; the limit is "
-                f"{self._settings.max_batch_size}"
+                f"{len(inputs)} inputs in one request; the limit is {self.max_inputs}"
             )
         entry = await self._catalog.get(model)
         if top_k is None:
@@ -170,23 +174,29 @@ class DataPlane:
         """Send ``batch`` in chunks of the model's max batch size; outputs concatenated."""
         chunk = entry.max_batch_size if entry.max_batch_size > 0 else len(batch)
         started = time.perf_counter()
-        parts = await asyncio.gather(
-            *(
-                self._backend.infer(
-                    entry.name,
-                    batch[start : start + chunk],
-                    output_names=ANSWER_OUTPUTS,
-                    request_id=request_id,
-                )
-                for start in range(0, len(batch), chunk)
+        if len(batch) <= chunk:  # the common case: one call, awaited without a task
+            outputs = await self._backend.infer(
+                entry.name, batch, output_names=ANSWER_OUTPUTS, request_id=request_id
             )
-        )
+        else:
+            parts = await asyncio.gather(
+                *(
+                    self._backend.infer(
+                        entry.name,
+                        batch[start : start + chunk],
+                        output_names=ANSWER_OUTPUTS,
+                        request_id=request_id,
+                    )
+                    for start in range(0, len(batch), chunk)
+                )
+            )
+            outputs = {
+                name: np.concatenate([part[name] for part in parts]) for name in ANSWER_OUTPUTS
+            }
         self._metrics.triton_seconds.labels(model=entry.name).observe(
             time.perf_counter() - started
         )
-        if len(parts) == 1:
-            return parts[0]
-        return {name: np.concatenate([part[name] for part in parts]) for name in ANSWER_OUTPUTS}
+        return outputs
 
 
 def _cheap_to_preprocess(inputs: Sequence[PredictInput]) -> bool:

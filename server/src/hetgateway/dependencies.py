@@ -37,12 +37,6 @@ async def get_metrics(request: Request) -> GatewayMetrics:
     return request.app.state.metrics
 
 
-async def get_request_id(request: Request) -> str:
-    """The id ``RequestIdMiddleware`` gave this request."""
-    return str(request.scope.get("state", {}).get("request_id", ""))
-
-
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 DataPlaneDep = Annotated[DataPlane, Depends(get_data_plane)]
 MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
-RequestIdDep = Annotated[str, Depends(get_request_id)]

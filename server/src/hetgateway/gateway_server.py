@@ -22,6 +22,8 @@ def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
         http="httptools",
         access_log=False,  # the app writes its own structured access log (request_context)
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        backlog=settings.listen_backlog,
+        limit_concurrency=settings.limit_concurrency,
     )
 
 

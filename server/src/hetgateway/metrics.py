@@ -1,21 +1,35 @@
 """Prometheus metrics of one gateway app, in the app's own ``CollectorRegistry``.
 
+Every label value comes from a bounded set (route templates, served model names, status codes),
+never from a caller's raw string, so the number of series stays bounded however the gateway is
+called.
+
 Each app owns its registry (never the process-global one), so several apps (tests) can live
 in one process. New metrics are added here as attributes and recorded where they happen.
 
 Typical usage::
 
     metrics = GatewayMetrics()
+    metrics.requests.labels(method="POST", route="/v1/predict", model="fashion_het",
+                            status="200").inc()
     metrics.triton_seconds.labels(model="fashion_het").observe(0.004)
     body = metrics.exposition()
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import numpy as np
 from hetcontract import OutputName
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from hetgateway.admission import AdmissionGate
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -24,6 +38,7 @@ ENTROPY_BUCKETS_NATS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.
                         5.0, 7.0)
 TOP1_PROBABILITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_LATEST
+REFUSED_METRIC = "hetserve_http_requests_refused"
 
 
 class GatewayMetrics:
@@ -33,8 +48,8 @@ class GatewayMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Counter(
             "hetserve_http_requests_total",
-            "HTTP requests answered, by method, route template and status code",
-            ["method", "route", "status"],
+            "HTTP requests answered, by method, route template, model and status code",
+            ["method", "route", "model", "status"],
             registry=self.registry,
         )
         self.request_seconds = Histogram(
@@ -79,6 +94,12 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+    def watch_admission(self, gate: AdmissionGate) -> None:
+        """Export ``gate``'s requests in flight (a gauge) and refusals (a counter), read from
+        the gate at each scrape."""
+        self.in_flight.set_function(lambda: gate.in_flight)
+        self.registry.register(_RefusalCollector(gate))
+
     def observe_uncertainty(self, model: str, outputs: dict[str, np.ndarray]) -> None:
         """Record each input's predictive entropy ([B]) and top-1 probability (``topk_probs``
         [B, k_max], column 0) from a batch of Triton outputs."""
@@ -94,3 +115,17 @@ class GatewayMetrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
         return generate_latest(self.registry)
+
+
+class _RefusalCollector(Collector):
+    """``hetserve_http_requests_refused_total``: API requests the admission gate refused (429)."""
+
+    def __init__(self, gate: AdmissionGate) -> None:
+        self._gate = gate
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            REFUSED_METRIC,
+            "API requests refused with 429 by admission control (not in http_requests_total)",
+            value=self._gate.refused,
+        )

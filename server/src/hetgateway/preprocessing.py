@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +42,9 @@ RESAMPLE = Image.Resampling.BILINEAR
 
 BACKGROUND = 0
 """Grey level transparent pixels are composited onto."""
+
+NORMALISATION_CACHE_SIZE = 64
+"""Distinct (mean, std) pairs whose float32 arrays are kept (one per served model card)."""
 
 _DATA_URL_MARK = ";base64,"
 
@@ -96,7 +100,9 @@ def pixel_planes(image: Image.Image, spec: InputSpec) -> np.ndarray:
             plane = plane.resize((width, height), RESAMPLE)
         planes = np.asarray(plane, dtype=np.float32)[None]
         return np.repeat(planes, spec.shape[0], axis=0)
-    converted = _flatten_alpha(image).convert(spec.channel_order)
+    converted = _flatten_alpha(image)
+    if converted.mode != spec.channel_order:
+        converted = converted.convert(spec.channel_order)
     if converted.size != (width, height):
         converted = converted.resize((width, height), RESAMPLE)
     pixels = np.asarray(converted, dtype=np.float32)
@@ -105,8 +111,7 @@ def pixel_planes(image: Image.Image, spec: InputSpec) -> np.ndarray:
 
 def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     """``(pixels / scale - mean[c]) / std[c]`` over float32 ``[C, H, W]``."""
-    mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
+    mean, std = _channel_constants(tuple(spec.mean), tuple(spec.std))
     return ((pixels / np.float32(spec.scale) - mean) / std).astype(np.float32, copy=False)
 
 
@@ -137,6 +142,19 @@ def tensor_from_nested(values: Sequence[Any], spec: InputSpec) -> np.ndarray:
     if not np.isfinite(tensor).all():
         raise InvalidInput("'tensor' holds NaN or infinite values (or values beyond float32)")
     return tensor
+
+
+@functools.lru_cache(maxsize=NORMALISATION_CACHE_SIZE)
+def _channel_constants(
+    mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``[C, 1, 1]`` mean and std, made once per model card (read-only)."""
+    arrays = []
+    for values in (mean, std):
+        array = np.asarray(values, dtype=np.float32)[:, None, None]
+        array.flags.writeable = False
+        arrays.append(array)
+    return arrays[0], arrays[1]
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:

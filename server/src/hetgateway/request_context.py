@@ -90,13 +90,14 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            _access_log.info(
-                "request",
-                extra={
-                    "method": scope.get("method"),
-                    "route": route_template(scope),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * MS_PER_S, 3),
-                },
-            )
+            if _access_log.isEnabledFor(logging.INFO):
+                _access_log.info(
+                    "request",
+                    extra={
+                        "method": scope.get("method"),
+                        "route": route_template(scope),
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * MS_PER_S, 3),
+                    },
+                )
             _request_id.reset(token)

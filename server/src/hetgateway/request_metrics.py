@@ -1,5 +1,16 @@
-"""ASGI middleware counting answers and timing them, by route template (never the raw path,
-so odd URLs cannot blow up the label set; unmatched paths count as ``"unmatched"``)."""
+"""ASGI middleware counting answers by route, model and status, and timing them by route.
+
+Labels never carry a caller's raw string, so odd URLs cannot blow up the label set:
+
+- ``route`` is the matched route's template (``/v1/models/{model}/predict``), or
+  ``"unmatched"``;
+- ``model`` is the model a predict or model route names (its ``{model}`` path parameter, or the
+  default model for ``/v1/predict``) when the gateway serves a model of that name, else
+  ``"unknown"``; routes that name no model (health, metrics, the model list) get ``""``.
+
+The served names and the default model are read from the app's ``ModelCatalog``
+(``app.state.catalog``, set in the app's lifespan).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +21,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hetgateway.metrics import GatewayMetrics
 
 UNMATCHED_ROUTE = "unmatched"
+UNKNOWN_MODEL = "unknown"
+NO_MODEL = ""
+MODEL_PATH_PARAMETER = "model"
+DEFAULT_MODEL_ROUTES = frozenset({"/v1/predict"})
+
+
+def model_label(scope: Scope, route: str) -> str:
+    """The ``model`` label of a request, once routed (see the module docstring)."""
+    named = scope.get("path_params", {}).get(MODEL_PATH_PARAMETER)
+    if named is None and route not in DEFAULT_MODEL_ROUTES:
+        return NO_MODEL
+    app = scope.get("app")
+    catalog = getattr(getattr(app, "state", None), "catalog", None)
+    if catalog is None:
+        return UNKNOWN_MODEL
+    name = named if named is not None else catalog.default_name
+    return name if name is not None and name in catalog.entries else UNKNOWN_MODEL
 
 
 class RequestMetricsMiddleware:
@@ -37,7 +65,9 @@ class RequestMetricsMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
             method = scope.get("method", "")
-            self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
+            self.metrics.requests.labels(
+                method=method, route=route, model=model_label(scope, route), status=str(status)
+            ).inc()
             self.metrics.request_seconds.labels(method=method, route=route).observe(
                 time.perf_counter() - started
             )

@@ -24,6 +24,7 @@ DEFAULT_MAX_IMAGE_PIXELS = 16_000_000
 DEFAULT_MAX_IMAGE_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_BODY_READ_TIMEOUT_S = 30.0
+DEFAULT_LISTEN_BACKLOG = 2048
 
 
 class GatewaySettings(BaseSettings):
@@ -81,6 +82,23 @@ class GatewaySettings(BaseSettings):
         default=DEFAULT_MAX_IN_FLIGHT,
         ge=1,
         description="API requests served at once; beyond it 429 with Retry-After",
+    )
+    listen_backlog: int = Field(
+        default=DEFAULT_LISTEN_BACKLOG,
+        ge=1,
+        description=(
+            "connections the kernel queues before the gateway accepts them (listen backlog; "
+            "capped by net.core.somaxconn)"
+        ),
+    )
+    limit_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "hard cap on open connections and tasks; beyond it the HTTP server answers 503 "
+            "before the app sees the request; unset: no cap (admission control still bounds "
+            "API requests in flight)"
+        ),
     )
     body_read_timeout_s: float = Field(
         default=DEFAULT_BODY_READ_TIMEOUT_S,

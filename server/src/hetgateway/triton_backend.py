@@ -22,7 +22,7 @@ import numpy as np
 from hetcontract import INPUT_NAME
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from hetgateway.errors import (
     BackendError,
@@ -169,7 +169,24 @@ class TritonBackend:
             )
         except InferenceServerException as exc:
             raise domain_error(exc, model=model) from exc
-        return {name: result.as_numpy(name) for name in output_names}
+        return _outputs_by_name(result.get_response(), output_names, model=model)
+
+
+def _outputs_by_name(
+    response: Any, output_names: Sequence[str], *, model: str
+) -> dict[str, np.ndarray]:
+    """The binary outputs of a ``ModelInferResponse`` as arrays (views on the response's
+    bytes, no copy), read in one pass; ``BackendError`` when one asked for is missing."""
+    arrays = {}
+    for output, raw in zip(response.outputs, response.raw_output_contents, strict=False):
+        dtype = triton_to_np_dtype(output.datatype)
+        if dtype is None or dtype is np.object_:
+            continue  # BYTES outputs: the answer needs none
+        arrays[output.name] = np.frombuffer(raw, dtype=dtype).reshape(tuple(output.shape))
+    missing = [name for name in output_names if name not in arrays]
+    if missing:
+        raise BackendError(f"Triton's answer for model {model!r} lacks outputs {missing}")
+    return {name: arrays[name] for name in output_names}
 
 
 def domain_error(exc: InferenceServerException, *, model: str | None) -> GatewayError:

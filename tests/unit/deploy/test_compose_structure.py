@@ -32,8 +32,8 @@ def _mount(service: dict[str, Any], target: str) -> dict[str, Any]:
     return mount
 
 
-def test_services_include_triton_gateway_and_locust(services):
-    assert {"triton", "gateway", "locust"} <= set(services)
+def test_services_are_triton_gateway_locust_and_monitoring(services):
+    assert set(services) == {"triton", "gateway", "locust", "prometheus", "grafana"}
 
 
 def test_triton_reserves_an_nvidia_gpu(services):
@@ -139,3 +139,83 @@ def test_every_base_image_is_pinned_and_triton_is_24_10(services):
 def test_mounted_host_paths_that_ship_with_the_repository_exist(services):
     assert (ROOT / "tests/load/locustfile.py").is_file()
     assert (ROOT / "model_repo").is_dir()
+
+
+# Monitoring: Prometheus scraping the gateway and Triton, Grafana showing the dashboard.
+
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
+GRAFANA_DASHBOARDS = "/var/lib/grafana/dashboards"
+LOOPBACK_PUBLISH = re.compile(r"^(127\.0\.0\.1|\$\{[A-Z_]+:-127\.0\.0\.1\}):")
+
+
+def _container_ports(service: dict[str, Any]) -> set[str]:
+    published = {str(port).rsplit(":", 1)[-1] for port in service.get("ports", [])}
+    return published | {str(port) for port in service.get("expose", [])}
+
+
+def test_prometheus_and_grafana_run_by_default_from_pinned_upstream_images(services):
+    for name, image in (("prometheus", "prom/prometheus:"), ("grafana", "grafana/grafana:")):
+        service = services[name]
+        assert service["image"].startswith(image) and PINNED_TAG.match(service["image"])
+        assert "profiles" not in service and "build" not in service
+
+
+def test_prometheus_reads_the_repository_config_mounted_read_only(services):
+    prometheus = services["prometheus"]
+    assert f"--config.file={PROMETHEUS_CONFIG}" in prometheus["command"]
+    mount = _mount(prometheus, PROMETHEUS_CONFIG)
+    assert mount["type"] == "bind" and mount["read_only"] is True
+    assert (ROOT / mount["source"]).is_file()
+
+
+def test_prometheus_shares_a_network_with_every_service_it_scrapes(services):
+    prometheus = services["prometheus"]
+    config = yaml.safe_load((ROOT / _mount(prometheus, PROMETHEUS_CONFIG)["source"]).read_text())
+    targets = [t for job in config["scrape_configs"] for c in job["static_configs"]
+               for t in c["targets"]]
+    assert {t.split(":")[0] for t in targets} == {"gateway", "triton"}
+    for target in targets:
+        host, port = target.split(":")
+        assert set(services[host]["networks"]) & set(prometheus["networks"]), target
+        assert port in _container_ports(services[host]), target
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard(services):
+    grafana = services["grafana"]
+    provisioning = _mount(grafana, GRAFANA_PROVISIONING)
+    dashboards = _mount(grafana, GRAFANA_DASHBOARDS)
+    assert provisioning["read_only"] is True and dashboards["read_only"] is True
+    assert (ROOT / provisioning["source"] / "datasources" / "prometheus.yml").is_file()
+    assert (ROOT / dashboards["source"] / "hetserve.json").is_file()
+    provider = yaml.safe_load(
+        (ROOT / provisioning["source"] / "dashboards" / "hetserve.yml").read_text()
+    )
+    assert provider["providers"][0]["options"]["path"] == GRAFANA_DASHBOARDS
+    datasource = yaml.safe_load(
+        (ROOT / provisioning["source"] / "datasources" / "prometheus.yml").read_text()
+    )
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    assert set(grafana["networks"]) & set(services["prometheus"]["networks"])
+    assert grafana["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+
+
+def test_grafana_allows_no_anonymous_access_or_sign_up(services):
+    environment = services["grafana"]["environment"]
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert environment["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+def test_every_published_port_binds_loopback_by_default(services):
+    published = {name: service["ports"] for name, service in services.items()
+                 if service.get("ports")}
+    assert set(published) == {"gateway", "prometheus", "grafana"}
+    for name, ports in published.items():
+        for port in ports:
+            assert LOOPBACK_PUBLISH.match(str(port)), f"{name}: {port}"
+
+
+def test_named_volumes_keep_the_monitoring_data(compose, services):
+    for name, target in (("prometheus", "/prometheus"), ("grafana", "/var/lib/grafana")):
+        mount = _mount(services[name], target)
+        assert mount["type"] == "volume" and mount["source"] in compose["volumes"]

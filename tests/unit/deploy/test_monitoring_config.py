@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from hetcontract import OutputName
+from hetgateway.admission import AdmissionGate
 from hetgateway.metrics import GatewayMetrics
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,7 +29,8 @@ def _yaml(path: Path) -> dict:
 def _gateway_metric_names() -> set[str]:
     """Every sample name the gateway exposes once each metric has seen a value."""
     metrics = GatewayMetrics()
-    metrics.requests.labels(method="GET", route="/healthz", status="200").inc()
+    metrics.watch_admission(AdmissionGate(max_in_flight=1))
+    metrics.requests.labels(method="GET", route="/healthz", model="", status="200").inc()
     metrics.request_seconds.labels(method="GET", route="/healthz").observe(0.01)
     metrics.triton_seconds.labels(model="m").observe(0.01)
     metrics.batch_size.labels(model="m").observe(4)
@@ -87,6 +89,7 @@ def test_dashboard_queries_only_metrics_the_gateway_or_triton_export() -> None:
         "hetserve_predictive_entropy_nats_bucket",
         "hetserve_top1_probability_bucket",
         "hetserve_predict_batch_size_bucket",
+        "hetserve_http_requests_refused_total",
     ],
 )
 def test_dashboard_shows_latency_errors_and_the_uncertainty_distributions(metric: str) -> None:
