@@ -11,7 +11,7 @@ SOAK_USERS ?= 50
 SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 
-.PHONY: setup system-deps models serve test test-unit test-integration load bench bench-gateway soak overload lint clean
+.PHONY: setup system-deps models gpu-repo serve test test-unit test-integration load bench bench-gateway soak overload lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium), the virtualenv and all four components
 setup: system-deps $(STAMP)
@@ -30,6 +30,13 @@ $(STAMP): contract/pyproject.toml export/pyproject.toml server/pyproject.toml cl
 ## models: train and export the demo models fashion_het and fashion_det into model_repo/
 models: setup
 	$(VENV)/bin/hetexport demo --model-repo model_repo --report-dir reports
+	rm -rf model_repo_gpu/fashion_het_gpu model_repo_gpu/fashion_het_gpu_backbone model_repo_gpu/het_mc_head
+	$(PY) -m hetexport.fused.ensemble runs/demo/fashion_het.pt model_repo_gpu --reference model_repo/fashion_het
+
+## gpu-repo: model_repo_cuda/, the GPU copy of model_repo/ that docker-compose serves
+gpu-repo: setup
+	rm -rf model_repo_cuda
+	$(VENV)/bin/hetexport gpu-repo model_repo model_repo_cuda
 
 ## serve: real Triton (embedded, CPU) + the gateway on http://127.0.0.1:$(GATEWAY_PORT); Ctrl-C stops both
 serve: setup

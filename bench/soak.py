@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import csv
 import os
 import subprocess
 import sys
@@ -42,6 +41,9 @@ from loopback_target import fashion_pngs, loopback_url, served_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "tests" / "load" / "locustfile.py"
+sys.path.insert(0, str(LOCUSTFILE.parent))  # the Locust CSV reader that run_locust.sh uses
+from locust_summary import AGGREGATED, Row, read_stats  # noqa: E402
+
 WARMUP_ROUNDS = 5
 WARMUP_JSON_BATCHES = (1, 8, 32)
 WARMUP_MULTIPART_BATCH = 4
@@ -58,15 +60,6 @@ class Memory(NamedTuple):
     elapsed_s: float
     gateway_mib: float
     triton_mib: float
-
-
-class LoadFigures(NamedTuple):
-    requests: int
-    failures: int
-    requests_per_s: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
 
 
 def _listener_pid(port: int) -> int:
@@ -151,7 +144,7 @@ def warm_up(base_url: str, models: list[str], *, users: int) -> None:
 
 
 def run_locust(base_url: str, *, users: int, spawn_rate: float, duration: str,
-               models: list[str], out_dir: Path) -> LoadFigures:
+               models: list[str], out_dir: Path) -> Row:
     """Locust headless; the figures from its aggregated stats row."""
     prefix = out_dir / "soak"
     command = [
@@ -162,16 +155,7 @@ def run_locust(base_url: str, *, users: int, spawn_rate: float, duration: str,
     env = {**os.environ, "HETSERVE_LOAD_MODELS": ",".join(models)}
     subprocess.run(command, check=False, cwd=ROOT, env=env,
                    timeout=_seconds(duration) + LOCUST_GRACE_S)
-    with open(f"{prefix}_stats.csv", newline="", encoding="utf-8") as stream:
-        total = next(row for row in csv.DictReader(stream) if row["Name"] == "Aggregated")
-    return LoadFigures(
-        requests=int(total["Request Count"]),
-        failures=int(total["Failure Count"]),
-        requests_per_s=float(total["Requests/s"]),
-        p50_ms=float(total["50%"]),
-        p95_ms=float(total["95%"]),
-        p99_ms=float(total["99%"]),
-    )
+    return next(row for row in read_stats(Path(f"{prefix}_stats.csv")) if row.name == AGGREGATED)
 
 
 def _seconds(duration: str) -> float:

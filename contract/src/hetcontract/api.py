@@ -6,7 +6,7 @@ models, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,7 +38,7 @@ class PredictRequest(_Frozen):
     """``{"inputs": [{"image": ...} | {"tensor": ...}], "top_k": 5}``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    inputs: list[Union[ImageInput, TensorInput]] = Field(min_length=1)
+    inputs: list[ImageInput | TensorInput] = Field(min_length=1)
     top_k: int = Field(default=MAX_TOP_K_DEFAULT, ge=1)
 
 

@@ -26,7 +26,7 @@ class InputSpec(BaseModel):
     channel_order: Literal["L", "RGB"] = "L"
 
     @model_validator(mode="after")
-    def _channels_agree(self) -> "InputSpec":
+    def _channels_agree(self) -> InputSpec:
         channels = self.shape[0]
         if len(self.mean) != channels or len(self.std) != channels:
             raise ValueError("mean and std need one value per channel")
@@ -66,7 +66,7 @@ class ModelCard(BaseModel):
     parity: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _sizes_agree(self) -> "ModelCard":
+    def _sizes_agree(self) -> ModelCard:
         if len(self.labels) != self.num_classes:
             raise ValueError(f"{len(self.labels)} labels for {self.num_classes} classes")
         if self.top_k > self.num_classes:

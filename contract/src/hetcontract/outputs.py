@@ -20,7 +20,7 @@ correlations 0 (its confusable ids are then the lowest other class ids, and carr
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import NamedTuple
 
 INPUT_NAME = "images"
@@ -33,7 +33,7 @@ MODEL_CARD_PARAMETER = "model_card"
 """The ``config.pbtxt`` parameter holding the model card as JSON, so Triton exposes it."""
 
 
-class OutputName(str, Enum):
+class OutputName(StrEnum):
     """Names of the graph's outputs."""
 
     TOPK_IDS = "topk_ids"

@@ -6,6 +6,7 @@ Typical usage::
     hetexport train --image-folder photos/ --image-size 64 --channels RGB --checkpoint runs/mine.pt
     hetexport export runs/het.pt --model-repo model_repo --name fashion_het --mc-samples 1000
     hetexport demo --model-repo model_repo --report-dir reports        # what `make models` runs
+    hetexport gpu-repo model_repo model_repo_cuda                      # for docker-compose
 
 Expected failures (missing data, bad checkpoint, invalid options) print ``error: <reason>`` on
 stderr and exit with status 1, without a traceback.
@@ -47,6 +48,7 @@ class HeadKind(StrEnum):
     het = "het"
     het_pe = "het_pe"
     het_sigmoid = "het_sigmoid"
+    het_xl = "het_xl"
     det = "det"
 
 
@@ -184,6 +186,19 @@ def export(
         )
     typer.echo(f"exported {report.model_dir} ({report.onnx_bytes} bytes of ONNX); parity "
                f"{json.dumps(report.parity.max_abs_diff)}")
+
+
+@app.command("gpu-repo")
+def gpu_repo(
+    source: Annotated[Path, typer.Argument(help="a CPU model repository, e.g. model_repo")],
+    target: Annotated[Path, typer.Argument(help="a new directory, e.g. model_repo_cuda")],
+) -> None:
+    """Copy a model repository with its ONNX models on KIND_GPU (CUDA EP + TensorRT)."""
+    from hetexport.gpu_repository import write_gpu_repository
+
+    with _clean_failure():
+        on_gpu = write_gpu_repository(source, target)
+    typer.echo(f"wrote {target}; on the GPU: {', '.join(on_gpu)}")
 
 
 @app.command()

@@ -3,7 +3,8 @@
 For each input b and the first ``top_k`` of the graph's ``k_max`` top classes:
 predictions ``(topk_ids[b, j], labels[...], topk_probs[b, j])``; ``normalized_entropy =
 predictive_entropy[b] / log K``; the class correlation ``topk_correlation[b, :top_k, :top_k]``;
-and per top class its ``m`` most correlated other classes.
+and per top class its ``m`` confusable classes as the graph chose them (softmax heads: the
+most negative centred correlation, where its probability moves; sigmoid: the most positive).
 """
 
 from __future__ import annotations

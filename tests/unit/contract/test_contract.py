@@ -3,10 +3,8 @@ schema; these tests pin it to the design in ARCHITECTURE.md."""
 
 import json
 
-import pytest
-from pydantic import ValidationError
-
 import hetcontract
+import pytest
 from hetcontract import (
     HEAD_OUTPUTS,
     INPUT_NAME,
@@ -16,6 +14,7 @@ from hetcontract import (
     PredictResponse,
     output_spec,
 )
+from pydantic import ValidationError
 
 ARCHITECTURE_EXAMPLE_ANSWER = {
     "model": {"name": "fashion_het", "version": "1", "num_classes": 10,
@@ -57,7 +56,8 @@ def test_head_outputs_are_exactly_the_architecture_table_in_order():
 def test_every_output_is_batch_first_with_a_matching_dtype():
     for spec in HEAD_OUTPUTS:
         assert spec.shape[0] == "B"
-        assert spec.triton_dtype == {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}[spec.numpy_dtype]
+        triton_dtype = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}[spec.numpy_dtype]
+        assert spec.triton_dtype == triton_dtype
 
 
 def test_output_spec_looks_up_by_name_or_enum_and_refuses_unknown_names():
@@ -78,7 +78,8 @@ def test_predict_request_takes_images_or_tensors_and_refuses_anything_else():
     request = PredictRequest.model_validate(
         {"inputs": [{"image": "aGk="}, {"tensor": [[0.0, 1.0]]}], "top_k": 2})
     assert [type(i).__name__ for i in request.inputs] == ["ImageInput", "TensorInput"]
-    for bad in ({"inputs": []}, {"inputs": [{"pixels": "x"}]}, {"inputs": [{"image": "x"}], "top_k": 0},
+    for bad in ({"inputs": []}, {"inputs": [{"pixels": "x"}]},
+                {"inputs": [{"image": "x"}], "top_k": 0},
                 {"inputs": [{"image": "x"}], "extra": 1}):
         with pytest.raises(ValidationError):
             PredictRequest.model_validate(bad)

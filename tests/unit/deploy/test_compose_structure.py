@@ -47,7 +47,19 @@ def test_triton_serves_the_model_repository_mounted_read_only(services):
     assert "--model-repository=/models" in triton["command"]
     mount = _mount(triton, "/models")
     assert mount["type"] == "bind" and mount["read_only"] is True
-    assert mount["source"].endswith("./model_repo}")  # ${HETSERVE_MODEL_REPO:-./model_repo}
+    # the GPU copy written by `make gpu-repo`: ${HETSERVE_MODEL_REPO:-./model_repo_cuda}
+    assert mount["source"].endswith("./model_repo_cuda}")
+
+
+def test_triton_serves_the_fused_head_ensemble_with_the_code_it_imports(services):
+    triton = services["triton"]
+    assert "--model-repository=/models_gpu" in triton["command"]
+    for target, source in [("/models_gpu", "./model_repo_gpu"),
+                           ("/opt/hetserve/contract/src", "./contract/src"),
+                           ("/opt/hetserve/export/src", "./export/src")]:
+        mount = _mount(triton, target)
+        assert mount["source"] == source and mount["read_only"] is True
+        assert (ROOT / source).is_dir()
 
 
 def test_triton_has_the_shared_memory_and_ulimits_nvidia_recommends(services):

@@ -226,7 +226,9 @@ def _write_head(constants: HeadConstants, model_dir: Path, latent_dims: dict[str
 
 def _write_ensemble(model_dir: Path, card: ModelCard, backbone: str, head: str,
                     latent_dims: dict[str, list[int]], *, max_batch_size: int) -> Path:
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)  # Triton wants a version directory
+    version_dir = model_dir / "1"  # Triton wants a version directory, even for an ensemble;
+    version_dir.mkdir(parents=True, exist_ok=True)  # the placeholder keeps it in git
+    (version_dir / ".gitkeep").touch()
     (model_dir / MODEL_CARD_FILENAME).write_text(card.model_dump_json(indent=2) + "\n")
     (model_dir / "labels.txt").write_text("\n".join(card.labels) + "\n")
     output_names = [spec.name.value for spec in HEAD_OUTPUTS]

@@ -1,0 +1,3 @@
+"""Triton Python-backend model: the fused MC head (hetexport.fused)."""
+
+from hetexport.fused.python_backend import McHeadModel as TritonPythonModel  # noqa: F401
