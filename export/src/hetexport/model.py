@@ -87,11 +87,6 @@ class ModelSpec:
         object.__setattr__(self, "backbone_kwargs", kwargs)
         object.__setattr__(self, "temperature_bounds", tuple(self.temperature_bounds))
 
-    @property
-    def effective_num_factors(self) -> int:
-        """R as built: 0 for a deterministic head."""
-        return 0 if self.head == "det" else self.num_factors
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["input"] = self.input.model_dump(mode="json")

@@ -82,7 +82,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         description="Image classification with heteroscedastic uncertainty, served by Triton.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
     app.state.metrics = gateway_metrics
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
     for router in (health.router, models.router, predict.router, metrics.router):

@@ -29,10 +29,9 @@ from hetgateway.errors import Unauthorized
 from hetgateway.http_errors import error_response
 
 OPEN_PATHS = frozenset(
-    {"/", "/ui", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json",
-     "/favicon.ico"}
+    {"/", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/favicon.ico"}
 )
-OPEN_PATH_PREFIXES = ("/ui/", "/static/")
+OPEN_PATH_PREFIXES = ("/static/",)
 _BEARER_PREFIX = "bearer "
 
 

@@ -8,7 +8,7 @@ Typical usage::
     @router.get("/v1/models")
     async def list_models(plane: DataPlaneDep) -> ModelList: ...
 
-    app.dependency_overrides[get_settings] = lambda: load_settings(max_batch_size=2)
+    app.dependency_overrides[get_data_plane] = lambda: DataPlane(backend, catalog, ...)
 """
 
 from __future__ import annotations
@@ -19,12 +19,6 @@ from fastapi import Depends, Request
 
 from hetgateway.data_plane import DataPlane
 from hetgateway.metrics import GatewayMetrics
-from hetgateway.settings import GatewaySettings
-
-
-async def get_settings(request: Request) -> GatewaySettings:
-    """The app's settings (given to ``create_app``)."""
-    return request.app.state.settings
 
 
 async def get_data_plane(request: Request) -> DataPlane:
@@ -37,6 +31,5 @@ async def get_metrics(request: Request) -> GatewayMetrics:
     return request.app.state.metrics
 
 
-SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 DataPlaneDep = Annotated[DataPlane, Depends(get_data_plane)]
 MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]

@@ -3,7 +3,7 @@
 Typical usage (in ``create_app``, between the body limit and the request metrics)::
 
     app.add_middleware(BodySizeLimitMiddleware, ...)
-    gate = add_protection(app, settings)
+    gate = add_protection(app, settings, metrics=gateway_metrics)
     app.add_middleware(RequestMetricsMiddleware, ...)
     app.add_middleware(RequestContextMiddleware)
 

@@ -2,7 +2,7 @@
 
 Typical usage::
 
-    app = RequestContextMiddleware(app)          # outermost, so every answer carries the id
+    app = RequestContextMiddleware(app)  # inside admission only: answers past the gate carry the id
     # in a handler: request.state.request_id, or anywhere below it: current_request_id()
 
 The id is accepted from an ``X-Request-ID`` header when it is 1 to 128 characters of

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from hetcontract import PredictResponse
 
+from hetgateway.data_plane import DataPlane
 from hetgateway.dependencies import DataPlaneDep
 from hetgateway.request_context import current_request_id
 from hetgateway.request_parsing import (
@@ -63,11 +64,7 @@ async def predict_with_model(
     plane: DataPlaneDep,
 ) -> Response:
     """Top-k classes, entropies and class correlations from the named model."""
-    parsed = await read_predict_request(request, max_inputs=plane.max_inputs)
-    answer = await plane.predict(
-        parsed.inputs, model=model, top_k=parsed.top_k, request_id=current_request_id() or ""
-    )
-    return _json(answer)
+    return await _predict(request, plane, model=model)
 
 
 @router.post(
@@ -81,9 +78,14 @@ async def predict_with_default_model(
     plane: DataPlaneDep,
 ) -> Response:
     """Like ``/v1/models/{model}/predict`` with the default model."""
+    return await _predict(request, plane, model=None)
+
+
+async def _predict(request: Request, plane: DataPlane, *, model: str | None) -> Response:
+    """Parse the body, ask ``model`` (None: the default model) and answer with JSON."""
     parsed = await read_predict_request(request, max_inputs=plane.max_inputs)
     answer = await plane.predict(
-        parsed.inputs, model=None, top_k=parsed.top_k, request_id=current_request_id() or ""
+        parsed.inputs, model=model, top_k=parsed.top_k, request_id=current_request_id() or ""
     )
     return _json(answer)
 
