@@ -1,20 +1,16 @@
 """The GPU ensemble (ONNX backbone -> Python-backend fused MC head) loads in the embedded CPU
 Triton and answers what the ONNX model answers, within 1e-5 on probabilities.
 
-Triton here is the ``nvidia-pytriton`` wheel's server (Python backend only), so the backbone is
-written with ``backbone_backend="python"`` (ONNX Runtime inside a Python-backend model); the
+The repository is written exactly as for the GPU (the backbone on the onnxruntime backend) and
+served the way `hetgateway serve` serves any repository: the embedded launcher derives a
+runnable one, turning the onnxruntime backbone into its ONNX Runtime Python-backend model. The
 head is the same generated model as on the GPU, running the kernel in the triton interpreter
 (``mc_impl="triton"``) since there is no CUDA.
 """
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,14 +22,12 @@ from hetexport.model import ModelSpec, build_model
 from hetexport.onnx_graph import export_graph
 from hetexport.onnx_head import ServingGraph
 from hetexport.onnx_runner import OnnxRunner
+from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 
-pytriton = pytest.importorskip("pytriton")
 tritonclient_http = pytest.importorskip("tritonclient.http")
 
 pytestmark = pytest.mark.integration
 
-WHEEL = Path(pytriton.__file__).parent / "tritonserver"
-LIBS = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
 READY_TIMEOUT_S = 120.0
 PROB_ATOL = 1e-5
 ENTROPY_ATOL = 1e-4
@@ -44,16 +38,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def python_backend_dir(root: Path) -> Path:
-    backend = root / "backends" / "python"
-    backend.mkdir(parents=True)
-    for source in (WHEEL / "backends/python/libtriton_python.so",
-                   WHEEL / "backends/python/triton_python_backend_utils.py",
-                   WHEEL / "python_backend_stubs/3.11/triton_python_backend_stub"):
-        (backend / source.name).symlink_to(source)
-    return backend.parent
 
 
 @pytest.fixture(scope="module")
@@ -68,48 +52,23 @@ def served(tmp_path_factory):
     noise = NoiseBank.fixed(SAMPLES, 3, 10, seed=5)
     graph = ServingGraph(model, noise=noise, top_k=TOP_K, num_confusable=NUM_CONFUSABLE)
     reference = OnnxRunner(export_graph(graph, (1, 28, 28)).SerializeToString())
-    repo = root / "model_repo_gpu"
-    written = write_gpu_ensemble(model, repo, mc_samples=SAMPLES, top_k=TOP_K,
-                                 num_confusable=NUM_CONFUSABLE, backbone_backend="python",
-                                 mc_impl="triton", seed=5)
     # the same bank as the ONNX model: NoiseBank.fixed(..., seed=5)
-    http_port = free_port()
-    env = {**os.environ, "LD_LIBRARY_PATH": str(LIBS),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    log = (root / "triton.log").open("w")
-    server = subprocess.Popen(
-        [str(WHEEL / "bin/tritonserver"), f"--model-repository={repo}",
-         f"--backend-directory={python_backend_dir(root)}",
-         "--http-address=127.0.0.1", f"--http-port={http_port}",
-         "--grpc-address=127.0.0.1", f"--grpc-port={free_port()}",
-         "--allow-metrics=false", "--exit-timeout-secs=5"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+    written = write_gpu_ensemble(model, root / "model_repo_gpu", mc_samples=SAMPLES, top_k=TOP_K,
+                                 num_confusable=NUM_CONFUSABLE, mc_impl="triton", seed=5)
+    derived = derive_repository([root / "model_repo_gpu"], root / "derived")
+    triton = TritonProcess(
+        [derived.path],
+        ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
+        backend_dir=build_backend_dir(root / "backends"), log_path=root / "triton.log",
     )
-    client = tritonclient_http.InferenceServerClient(f"127.0.0.1:{http_port}")
+    triton.start()
+    client = tritonclient_http.InferenceServerClient(triton.http_url)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not _ready(client, written.card.name):
-            if server.poll() is not None or time.monotonic() > deadline:
-                tail = (root / "triton.log").read_text()[-4000:]
-                pytest.fail(f"Triton did not load the ensemble:\n{tail}")
-            time.sleep(0.5)
+        triton.wait_ready(timeout_s=READY_TIMEOUT_S)
         yield client, reference, written
     finally:
         client.close()
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-
-
-def _ready(client, name: str) -> bool:
-    try:
-        return client.is_model_ready(name)
-    except Exception:  # noqa: BLE001 - the server is still starting: connection refused etc.
-        return False
+        triton.stop()
 
 
 def infer(client, name: str, images: np.ndarray) -> dict[str, np.ndarray]:

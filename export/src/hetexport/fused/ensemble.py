@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import onnx
 import torch
@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from hetexport.checkpoint import load_checkpoint
 from hetexport.fused.errors import EnsembleError, FusedHeadError
-from hetexport.fused.python_backend import BACKBONE_FILENAME, MC_IMPL_PARAMETER
+from hetexport.fused.python_backend import MC_IMPL_PARAMETER
 from hetexport.fused.served_head import (
     HEAD_CONSTANTS_FILENAME,
     LATENT_FACTOR_SCALE,
@@ -59,16 +59,12 @@ DEFAULT_TOP_K = 5
 DEFAULT_NUM_CONFUSABLE = 3
 DEFAULT_SEED = 0
 DEFAULT_MAX_BATCH_SIZE = 64
+BACKBONE_FILENAME = "model.onnx"
 MAX_QUEUE_DELAY_US = 500
 ONNX_OPSET = 17
-BackboneBackend = Literal["onnxruntime", "python"]
 HEAD_MODEL_PY = '''"""Triton Python-backend model: the fused MC head (hetexport.fused)."""
 
 from hetexport.fused.python_backend import McHeadModel as TritonPythonModel  # noqa: F401
-'''
-BACKBONE_MODEL_PY = '''"""Triton Python-backend model: the ONNX backbone (hetexport.fused)."""
-
-from hetexport.fused.python_backend import OnnxBackboneModel as TritonPythonModel  # noqa: F401
 '''
 
 
@@ -109,7 +105,6 @@ def write_gpu_ensemble(
     top_k: int = DEFAULT_TOP_K,
     num_confusable: int = DEFAULT_NUM_CONFUSABLE,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-    backbone_backend: BackboneBackend = "onnxruntime",
     mc_impl: str = "auto",
 ) -> GpuEnsemble:
     """Write ``repo/{name, name_backbone, head_name}`` (see module doc).
@@ -117,8 +112,6 @@ def write_gpu_ensemble(
     ``reference``: an exported ONNX model directory (``model_repo/fashion_het``) whose noise
     bank, top_k, num_confusable and metrics are reused; otherwise the bank is
     ``NoiseBank.fixed(mc_samples, R, K, seed=seed)``, the exporter's convention.
-    ``backbone_backend="python"`` runs the backbone with ONNX Runtime inside a Python-backend
-    model (for Triton builds without the onnxruntime backend).
     """
     if not isinstance(checkpoint, HetClassifier):
         checkpoint = load_checkpoint(checkpoint).model
@@ -144,7 +137,7 @@ def write_gpu_ensemble(
     backbone_name = f"{name}_backbone"
     latent_dims = _latent_dims(constants, head.num_classes)
     backbone_dir = _write_backbone(model, repo / backbone_name, latent_dims,
-                                   max_batch_size=max_batch_size, backend=backbone_backend)
+                                   max_batch_size=max_batch_size)
     head_dir = _write_head(constants, repo / head_name, latent_dims, head.num_classes,
                            max_batch_size=max_batch_size, mc_impl=mc_impl)
     ensemble_dir = _write_ensemble(repo / name, card, backbone_name, head_name, latent_dims,
@@ -191,7 +184,7 @@ def _latent_dims(constants: HeadConstants, classes: int) -> dict[str, list[int]]
 
 
 def _write_backbone(model: HetClassifier, model_dir: Path, latent_dims: dict[str, list[int]], *,
-                    max_batch_size: int, backend: BackboneBackend) -> Path:
+                    max_batch_size: int) -> Path:
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, *model.spec.input.shape)
     names = list(latent_dims)
@@ -202,9 +195,7 @@ def _write_backbone(model: HetClassifier, model_dir: Path, latent_dims: dict[str
             input_names=[INPUT_NAME], output_names=names, opset_version=ONNX_OPSET,
             dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]}, dynamo=False,
         )
-    runtime = 'platform: "onnxruntime_onnx"' if backend == "onnxruntime" else 'backend: "python"'
-    if backend == "python":
-        (model_dir / "1" / "model.py").write_text(BACKBONE_MODEL_PY)
+    runtime = 'platform: "onnxruntime_onnx"'  # the embedded launcher serves it through ORT
     inputs = [_tensor(INPUT_NAME, "TYPE_FP32", list(model.spec.input.shape))]
     outputs = [_tensor(n, "TYPE_FP32", d) for n, d in latent_dims.items()]
     _write_config(model_dir, runtime, max_batch_size, inputs, outputs, batching=True)

@@ -5,8 +5,6 @@
   batch are concatenated, the fused kernel runs once, and outputs leave as DLPack tensors on
   the same device. Without CUDA it runs on CPU with the engine the config's ``mc_impl``
   parameter names (``auto`` = the PyTorch fallback; ``triton`` = the kernel in the interpreter).
-* ``OnnxBackboneModel``: the backbone through ONNX Runtime (CPU) for Triton builds without the
-  onnxruntime backend (the embedded CPU Triton of the ``nvidia-pytriton`` wheel).
 
 The generated ``model.py`` files only import these classes as ``TritonPythonModel``;
 ``triton_python_backend_utils`` exists only inside Triton's stub, so it is imported there.
@@ -25,7 +23,6 @@ from torch.utils import dlpack
 from hetexport.fused.served_head import HEAD_CONSTANTS_FILENAME, OUTPUT_DTYPES, ServedHead
 
 MC_IMPL_PARAMETER = "mc_impl"
-BACKBONE_FILENAME = "model.onnx"
 
 
 def _parameters(args: dict[str, Any]) -> dict[str, str]:
@@ -87,37 +84,3 @@ class McHeadModel:
 
     def finalize(self) -> None:
         self.head = None
-
-
-class OnnxBackboneModel:
-    """Triton Python-backend model running ``model.onnx`` with ONNX Runtime on the CPU."""
-
-    def initialize(self, args: dict[str, Any]) -> None:
-        import onnxruntime
-        import triton_python_backend_utils as pb_utils
-
-        self._pb = pb_utils
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(
-            str(_version_dir(args) / BACKBONE_FILENAME), options,
-            providers=["CPUExecutionProvider"],
-        )
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def execute(self, requests: list[Any]) -> list[Any]:
-        pb = self._pb
-        arrays = [pb.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
-        results = self.session.run(self.output_names, {self.input_name: np.concatenate(arrays)})
-        responses, start = [], 0
-        for array in arrays:
-            stop = start + array.shape[0]
-            tensors = [pb.Tensor(name, np.ascontiguousarray(value[start:stop]))
-                       for name, value in zip(self.output_names, results, strict=True)]
-            responses.append(pb.InferenceResponse(output_tensors=tensors))
-            start = stop
-        return responses
-
-    def finalize(self) -> None:
-        self.session = None

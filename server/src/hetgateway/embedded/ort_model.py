@@ -88,7 +88,8 @@ class TritonPythonModel:
             for name in names:
                 dtype, dims = self._outputs[name]
                 part = values[name][start : start + size]
-                tensors.append(pb_utils.Tensor(name, part.reshape((size, *dims)).astype(dtype)))
+                part = part.reshape((size, *dims)).astype(dtype, copy=False)
+                tensors.append(pb_utils.Tensor(name, part))
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += size
         return responses
