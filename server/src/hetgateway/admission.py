@@ -1,6 +1,6 @@
 """Admission control: a bound on API requests in flight; beyond it, 429 with Retry-After.
 
-Typical usage (the outermost middleware, added last)::
+Typical usage (outermost but for CORS, see ``hetgateway.protection``)::
 
     gate = AdmissionGate(max_in_flight=64)
     app.add_middleware(AdmissionMiddleware, gate=gate, retry_after_s=1)
@@ -12,7 +12,8 @@ and the standard error body, so that admitted requests keep their latency and cl
 Health, readiness, metrics and the web page are never refused: they must keep answering when
 the API is saturated.
 
-The gate is the outermost layer: a refusal costs no request id, access-log line or metric
+The gate is the outermost layer but for CORS (when configured, so that a browser can read
+the 429): a refusal costs no request id, access-log line or metric
 label lookup, and its answer is built once, so that under overload the CPU goes to the
 admitted requests. Refusals are counted by the gate (``refused``, exported as
 ``hetserve_http_requests_refused_total``), not in the per-route request counter.

@@ -31,7 +31,7 @@ from hetgateway.http_errors import install_error_handlers
 from hetgateway.metrics import GatewayMetrics
 from hetgateway.model_catalog import ModelCatalog
 from hetgateway.openapi import install_openapi
-from hetgateway.protection import add_protection
+from hetgateway.protection import add_cors, add_protection
 from hetgateway.request_context import RequestContextMiddleware
 from hetgateway.request_metrics import RequestMetricsMiddleware
 from hetgateway.routers import health, metrics, models, predict
@@ -96,9 +96,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.admission = add_protection(app, settings, metrics=gateway_metrics)
     app.add_middleware(RequestMetricsMiddleware, metrics=gateway_metrics)
     app.add_middleware(RequestContextMiddleware)
-    app.add_middleware(  # outermost: a 429 costs no other work
+    app.add_middleware(  # a 429 costs no other work
         AdmissionMiddleware, gate=app.state.admission, retry_after_s=settings.retry_after_s
     )
+    add_cors(app, settings)  # outermost: every answer, a 429 included, carries CORS headers
     install_openapi(app)
     return app
 

@@ -1,18 +1,21 @@
 """The gateway's protective middleware, installed in one call in a fixed order.
 
-Typical usage (in ``create_app``, between the body limit and the request metrics)::
+Typical usage (in ``create_app``)::
 
     app.add_middleware(BodySizeLimitMiddleware, ...)
     gate = add_protection(app, settings, metrics=gateway_metrics)
     app.add_middleware(RequestMetricsMiddleware, ...)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(AdmissionMiddleware, gate=gate, ...)
+    add_cors(app, settings)
 
 Starlette runs the middleware added last first, so a request meets, outermost first:
-admission control (added by ``create_app`` last, with the gate returned here: a 429 costs no
-other work) -> request context (id, access log) -> request metrics -> CORS (only when origins
-are configured) -> API keys (only when keys are configured) -> body limits (size and read
-deadline, ``BodySizeLimitMiddleware``) -> routes. Other refusals (401, 413, 408) are therefore
-counted, logged and carry a request id, and a CORS preflight is answered without a key.
+CORS (only when origins are configured) -> admission control (a 429 costs no other work) ->
+request context (id, access log) -> request metrics -> API keys (only when keys are
+configured) -> body limits (size and read deadline, ``BodySizeLimitMiddleware``) -> routes.
+CORS is outermost so that every answer a browser may read carries its headers, a 429 from the
+full gate included, and a preflight is answered without a key and without taking a place in
+the gate. Other refusals (401, 413, 408) are counted, logged and carry a request id.
 """
 
 from __future__ import annotations
@@ -39,10 +42,9 @@ def cors_origins(settings: GatewaySettings) -> list[str]:
 def add_protection(
     app: FastAPI, settings: GatewaySettings, *, metrics: GatewayMetrics
 ) -> AdmissionGate:
-    """Add API keys and CORS to ``app`` (see the module docstring for the order); returns the
-    admission gate (for the outermost ``AdmissionMiddleware``), whose in-flight and refused
-    counts ``metrics`` exports. Raises
-    ``ApiKeyConfigError`` on an unusable key file."""
+    """Add API keys to ``app`` (see the module docstring for the order); returns the admission
+    gate (for ``AdmissionMiddleware``), whose in-flight and refused counts ``metrics`` exports.
+    Raises ``ApiKeyConfigError`` on an unusable key file."""
     gate = AdmissionGate(max_in_flight=settings.max_in_flight)
     metrics.watch_admission(gate)
     keys = load_api_keys(
@@ -51,6 +53,11 @@ def add_protection(
     )
     if keys:
         app.add_middleware(ApiKeyMiddleware, keys=keys)
+    return gate
+
+
+def add_cors(app: FastAPI, settings: GatewaySettings) -> None:
+    """Add CORS to ``app`` when origins are configured; call it last, so that it is outermost."""
     origins = cors_origins(settings)
     if origins:
         app.add_middleware(
@@ -60,4 +67,3 @@ def add_protection(
             allow_headers=CORS_REQUEST_HEADERS,
             expose_headers=CORS_EXPOSED_HEADERS,
         )
-    return gate
