@@ -56,6 +56,16 @@ def test_custom_batching_and_instances_round_trip():
     assert parse_config(render_config(custom)) == custom
 
 
+def test_an_explicit_queue_policy_reaches_triton_as_a_rejecting_bounded_queue():
+    bounded = config(dynamic_batching=DynamicBatching(
+        (8,), 100, QueuePolicy(max_queue_size=32, timeout_us=250_000)
+    ))
+    policy = as_protobuf(render_config(bounded)).dynamic_batching.default_queue_policy
+    assert (policy.max_queue_size, policy.default_timeout_microseconds) == (32, 250_000)
+    assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    assert policy.allow_timeout_override
+
+
 def test_tritons_protobuf_reads_what_we_write():
     pb = as_protobuf(render_config(config()))
     assert (
@@ -66,9 +76,8 @@ def test_tritons_protobuf_reads_what_we_write():
     assert [o.name for o in pb.output] == [spec.name.value for spec in HEAD_OUTPUTS]
     assert pb.input[0].name == "images" and list(pb.input[0].dims) == [1, 28, 28]
     assert list(pb.dynamic_batching.preferred_batch_size) == [8, 16, 32]
-    policy = pb.dynamic_batching.default_queue_policy
-    assert policy.max_queue_size > 0 and policy.default_timeout_microseconds > 0
-    assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    # no queue policy by default: Triton 2.51 stalls queued requests 0.5 s with one (QueuePolicy)
+    assert not pb.dynamic_batching.HasField("default_queue_policy")
     assert [w.name for w in pb.model_warmup] == ["zeros", "random"]
     assert (
         pb.model_warmup[0].inputs["images"].zero_data

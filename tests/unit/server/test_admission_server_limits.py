@@ -1,6 +1,7 @@
 """Bounds in front of the app and behind it: the listen backlog and the connection cap reach
-uvicorn from the settings and the command line, and Triton's batching queue stays bounded with
-a timeout in the repository the embedded launcher derives."""
+uvicorn from the settings and the command line; behind the app the bound is the gateway's
+admission gate (the shipped models carry no Triton queue policy), and a queue policy a model
+does carry is kept by the repository the embedded launcher derives."""
 
 from __future__ import annotations
 
@@ -54,14 +55,29 @@ def test_bounds_below_one_are_refused(field):
 
 @pytest.mark.skipif(not _shipped_models(), reason="model_repo/ holds no model")
 @pytest.mark.parametrize("model_dir", _shipped_models(), ids=lambda p: p.name)
-def test_triton_queue_stays_bounded_with_a_rejecting_timeout_in_the_derived_repository(
-    model_dir, tmp_path
-):
-    source = read_config(model_dir / "config.pbtxt").dynamic_batching.default_queue_policy
-    assert source.max_queue_size > 0 and source.default_timeout_microseconds > 0
-    derived = derive_repository([MODEL_REPO], tmp_path / "repo")
-    derived_config = read_config(derived.path / model_dir.name / "config.pbtxt")
-    queue = derived_config.dynamic_batching.default_queue_policy
-    assert queue.max_queue_size == source.max_queue_size
-    assert queue.default_timeout_microseconds == source.default_timeout_microseconds
+def test_shipped_models_leave_the_bound_to_the_gateway_not_to_a_triton_queue_policy(model_dir):
+    """Triton 2.51 stalls queued requests for 0.5 s when a model has any queue policy
+    (``hetexport.repository.QueuePolicy``), so the shipped models have none and the gateway's
+    admission gate is the bound on the work in flight."""
+    batching = read_config(model_dir / "config.pbtxt").dynamic_batching
+    assert not batching.HasField("default_queue_policy")
+    assert 0 < load_settings().max_in_flight <= 1024
+
+
+def test_a_queue_policy_a_model_does_have_survives_into_the_derived_repository(tmp_path):
+    source = tmp_path / "src"
+    model = source / "bounded"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.onnx").write_bytes(b"onnx")
+    (model / "config.pbtxt").write_text(
+        'name: "bounded"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+        'input [ { name: "images" data_type: TYPE_FP32 dims: [ 1, 28, 28 ] } ]\n'
+        'output [ { name: "probs" data_type: TYPE_FP32 dims: [ 10 ] } ]\n'
+        "dynamic_batching { default_queue_policy { timeout_action: REJECT "
+        "default_timeout_microseconds: 5000000 max_queue_size: 256 } }\n"
+    )
+    derived = derive_repository([source], tmp_path / "repo")
+    queue = read_config(derived.path / "bounded" / "config.pbtxt").dynamic_batching
+    queue = queue.default_queue_policy
+    assert (queue.max_queue_size, queue.default_timeout_microseconds) == (256, 5_000_000)
     assert queue.timeout_action == REJECT
