@@ -5,6 +5,7 @@ Typical usage::
 
     python bench/head_bench.py            # all rows that fit; `make bench`
     python bench/head_bench.py --quick    # a small subset, about a minute
+    python bench/head_bench.py --sections training   # one part; the file keeps the others
 
 Implementations (``impl``):
 
@@ -401,8 +402,11 @@ def _skip_reason(impl: str, device: torch.device, entries: int, floor_s: float,
         > torch.cuda.get_device_properties(device).total_memory
     ):
         return f"{LIVE_SAMPLE_TENSORS} live [B, S, K] tensors do not fit the GPU's memory"
-    if impl in ("eager", "compile", "onnxruntime") and on_cpu and entries > CPU_MATERIALISED_BUDGET:
-        return (f"materialises B*S*K = {entries:.2e} floats per tensor, over this CPU run's "
+    # ONNX Runtime runs on the host CPU on every machine (the CPU execution provider)
+    if (impl == "onnxruntime" or (impl in ("eager", "compile") and on_cpu)) and (
+        entries > CPU_MATERIALISED_BUDGET
+    ):
+        return (f"materialises B*S*K = {entries:.2e} floats per tensor, over the CPU "
                 f"budget of {CPU_MATERIALISED_BUDGET:.2e}")
     if on_cpu and floor_s * CPU_SLOWDOWN_GUESS > ROW_TIME_BUDGET_S:
         return (f"estimated {floor_s * CPU_SLOWDOWN_GUESS:.0f} s per call, over the "
@@ -516,31 +520,82 @@ def end_to_end_rows(device: torch.device, batch: int, log) -> list[dict]:
 # ---- training memory: materialised vs memory-lean backward -------------------------------------
 
 
-TRAINING_CONFIGS = (HeadConfig(1000, 15, 1000, False), HeadConfig(21843, 50, 100, True))
-TRAINING_BATCH = 16
+@dataclass(frozen=True)
+class TrainingConfig:
+    """One training-memory shape: a head shape and a batch size."""
+
+    head: HeadConfig
+    batch: int
+
+
+TRAINING_CONFIGS = (
+    TrainingConfig(HeadConfig(1000, 15, 1000, False), 16),
+    TrainingConfig(HeadConfig(21843, 50, 1000, True), 16),
+    TrainingConfig(HeadConfig(21843, 50, 1000, True), 256),
+)
+"""The last shape is where the materialised layer does not fit an 80 GB GPU (nor this 24 GB
+CPU machine) and the memory-lean one does."""
+MATERIALISED_TRAINING_BYTES_PER_ENTRY = 24
+"""Peak bytes per B*S*K entry of one materialised forward + backward (six fp32 [B, S, K]
+tensors live at once; measured 8086 MB at K=21843 R=50 S=1000 B=16, 349 M entries). On CPU a
+materialised step whose estimate exceeds ``CPU_MEMORY_FRACTION`` of the available memory is not
+run (the kernel's OOM killer would end the benchmark); on CUDA it is run and an out-of-memory
+error is recorded as such."""
+CPU_MEMORY_FRACTION = 0.8
 
 
 def training_rows(device: torch.device, log) -> list[dict]:
     """Peak memory and time of one forward + backward of the HET softmax loss, the materialised
-    layer (``mc_softmax``) vs the memory-lean one (``mc_softmax_lean``)."""
+    layer (``mc_softmax``) vs the memory-lean one (``mc_softmax_lean``). A row that could not
+    run has ``ms`` and ``peak_mb`` None and says why in ``note``."""
     from hetexport.fused import mc_softmax_lean
 
     rows = []
-    for cfg in TRAINING_CONFIGS:
-        latent, noise = make_inputs(cfg, TRAINING_BATCH, device)
+    for config in TRAINING_CONFIGS:
+        cfg, batch = config.head, config.batch
+        latent, noise = make_inputs(cfg, batch, device)
         leaves = [t.requires_grad_() for t in (latent.mean, latent.scale, latent.factors,
                                                 latent.factor_scale, latent.shared_factors)
                   if t is not None]
-        targets = torch.zeros(TRAINING_BATCH, dtype=torch.long, device=device)
+        targets = torch.zeros(batch, dtype=torch.long, device=device)
         tau = torch.tensor(TEMPERATURE, device=device, requires_grad=True)
         for name, average in (("materialised", mc_softmax), ("lean", mc_softmax_lean)):
+            row = {"impl": name, "K": cfg.classes, "R": cfg.factors, "S": cfg.samples,
+                   "B": batch, "ms": None, "peak_mb": None, "note": ""}
             step = functools.partial(_training_step, average, latent, noise, tau, targets, leaves)
-            seconds, peak_mb = timed(step, device)
-            rows.append({"impl": name, "K": cfg.classes, "R": cfg.factors, "S": cfg.samples,
-                         "B": TRAINING_BATCH, "ms": 1e3 * seconds, "peak_mb": peak_mb})
-            log(f"training {name:<13} K={cfg.classes:<5} R={cfg.factors:<2} S={cfg.samples:<4} "
-                f"B={TRAINING_BATCH}: {1e3 * seconds:9.1f} ms  peak {peak_mb:8.1f} MB")
+            row["note"] = _training_skip_reason(name, config, device)
+            if not row["note"]:
+                try:
+                    seconds, row["peak_mb"] = timed(step, device)
+                    row["ms"] = 1e3 * seconds
+                except torch.OutOfMemoryError:
+                    row["note"] = "out of device memory: the step raised OutOfMemoryError"
+                    torch.cuda.empty_cache()
+            rows.append(row)
+            tag = (f"training {name:<13} K={cfg.classes:<5} R={cfg.factors:<2} "
+                   f"S={cfg.samples:<4} B={batch:<3}")
+            log(f"{tag}: {row['ms']:9.1f} ms  peak {row['peak_mb']:8.1f} MB" if row["ms"]
+                is not None else f"{tag}: not run: {row['note']}")
+        del latent, noise, leaves
     return rows
+
+
+def materialised_training_bytes(config: TrainingConfig) -> float:
+    """Estimated peak bytes of a materialised training step (see the constant's doc)."""
+    cfg = config.head
+    return config.batch * cfg.samples * cfg.classes * MATERIALISED_TRAINING_BYTES_PER_ENTRY
+
+
+def _training_skip_reason(impl: str, config: TrainingConfig, device: torch.device) -> str:
+    if impl != "materialised" or device.type != "cpu":
+        return ""
+    needed = materialised_training_bytes(config)
+    usable = CPU_MEMORY_FRACTION * psutil.virtual_memory().available
+    if needed <= usable:
+        return ""
+    return (f"does not fit: needs ~{needed / 2**30:.0f} GiB "
+            f"({MATERIALISED_TRAINING_BYTES_PER_ENTRY} B per B*S*K entry), "
+            f"{usable / 2**30:.0f} GiB usable here")
 
 
 def _training_step(average, latent: LatentGaussian, noise: NoiseBank, tau: Tensor,
@@ -561,9 +616,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small subset (K<=1000, B<=32)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch and ONNX Runtime (1: robust when shared)")
-    parser.add_argument("--no-backbone", action="store_true", help="skip the ResNet-50 rows")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="run only these parts; the others are kept from the results file")
     parser.add_argument("--output", type=Path, default=None,
-                        help="JSON path (default: results/<device>.json)")
+                        help="JSON path (default: results/<device>.json, "
+                             "results/<device>-quick.json with --quick)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -579,27 +636,49 @@ def main(argv: list[str] | None = None) -> int:
     configs, batches = (
         (QUICK_CONFIGS, QUICK_BATCHES) if args.quick else (FULL_CONFIGS, FULL_BATCHES)
     )
-    impls = ("eager", "compile", "chunked", "fused", "onnxruntime")
-    rows = head_rows(machine, device, configs, batches, impls, log)
-    end_to_end = [] if args.quick or args.no_backbone else end_to_end_rows(device, 32, log)
-    training = [] if args.quick else training_rows(device, log)
-    result = {
-        "device": machine.device,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "quick": args.quick,
-        "threads": args.threads,
-        "copy_gb_per_s": machine.copy_bytes_per_s / 1e9,
-        "matmul_gflop_per_s": machine.matmul_flops_per_s / 1e9,
-        "rows": [asdict(r) for r in rows],
-        "end_to_end": end_to_end,
-        "training": training,
-    }
-    output = args.output or RESULTS_DIR / f"{machine.device}.json"
+    sections: dict[str, list] = {}
+    if "heads" in args.sections:
+        impls = ("eager", "compile", "chunked", "fused", "onnxruntime")
+        rows = head_rows(machine, device, configs, batches, impls, log)
+        sections["rows"] = [asdict(r) for r in rows]
+        print_table(rows)
+    if "end_to_end" in args.sections and not args.quick:
+        sections["end_to_end"] = end_to_end_rows(device, 32, log)
+    if "training" in args.sections and not args.quick:
+        sections["training"] = training_rows(device, log)
+    suffix = "-quick" if args.quick else ""  # a subset never replaces a full run's rows
+    output = args.output or RESULTS_DIR / f"{machine.device}{suffix}.json"
+    result = merge_results(output, machine, sections, quick=args.quick, threads=args.threads)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
-    print_table(rows)
-    log(f"wrote {output}")
+    log(f"wrote {output} ({', '.join(sections) or 'no sections'})")
     return 0
+
+
+SECTIONS = ("heads", "end_to_end", "training")
+"""Parts of a run (``--sections``); their JSON keys are ``rows``, ``end_to_end``, ``training``."""
+
+
+def merge_results(output: Path, machine: Machine, sections: dict[str, list], *, quick: bool,
+                  threads: int) -> dict:
+    """The results file's content: the sections measured now over those already in ``output``
+    (same device), each with the date it was measured in ``dates``; the machine's rates are
+    those the head rows' floors were computed with."""
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    previous = json.loads(output.read_text()) if output.is_file() else {}
+    if previous.get("device") != machine.device:
+        previous = {}
+    dates = previous.get("dates") or {key: previous.get("date") for key in
+                                      ("rows", "end_to_end", "training") if key in previous}
+    result = {key: previous.get(key, []) for key in ("rows", "end_to_end", "training")}
+    result.update(sections)
+    dates.update({key: now for key in sections})
+    rates = {"copy_gb_per_s": machine.copy_bytes_per_s / 1e9,
+             "matmul_gflop_per_s": machine.matmul_flops_per_s / 1e9}
+    if "rows" not in sections:  # the rows' floors were computed with the earlier rates
+        rates = {key: previous.get(key, value) for key, value in rates.items()}
+    return {"device": machine.device, "date": now, "dates": dates, "quick": quick,
+            "threads": threads, **rates, **result}
 
 
 def print_table(rows: list[Row]) -> None:
