@@ -120,25 +120,37 @@ def main() -> int:
                 gateway.wait(timeout=15)
     report = summarise(args, rounds)
     print_report(report)
-    output = RESULTS_DIR / f"gateway-{args.machine}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output.relative_to(REPO_ROOT)}")
+    write_report(report, "gateway", args.machine)
     return 0
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_load_arguments(parser, rounds=7)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES),
+                        help="images per request, one operating point each")
+    return parser.parse_args()
+
+
+def add_load_arguments(parser: argparse.ArgumentParser, *, rounds: int) -> None:
+    """The options of the load benchmarks against Triton here (this one, queue_policy_stall)."""
     parser.add_argument("--model-repository", default=str(REPO_ROOT / "model_repo"))
     parser.add_argument("--model", default="fashion_het")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--requests", type=int, default=1000, help="requests per round")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds per path, alternating")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES),
-                        help="images per request, one operating point each")
+    parser.add_argument("--rounds", type=int, default=rounds,
+                        help="rounds per compared path, alternating")
     parser.add_argument("--machine", default=f"{platform.machine()}-{os.cpu_count()}cpu",
                         help="name of this machine in the results file name")
-    return parser.parse_args()
+
+
+def write_report(report: dict, benchmark: str, machine: str) -> Path:
+    """Write ``report`` to ``bench/results/<benchmark>-<machine>.json``; returns the path."""
+    output = RESULTS_DIR / f"{benchmark}-{machine}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {output.relative_to(REPO_ROOT)}")
+    return output
 
 
 def load_images(count: int) -> np.ndarray:

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -36,12 +34,12 @@ import tritonclient.grpc.aio as grpcaio
 from gateway_bench import (
     NUM_IMAGES,
     READY_TIMEOUT_S,
-    REPO_ROOT,
-    RESULTS_DIR,
+    add_load_arguments,
     free_port,
     load,
     load_images,
     preprocess,
+    write_report,
 )
 from google.protobuf import text_format
 from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
@@ -87,20 +85,13 @@ def main() -> int:
         rounds = asyncio.run(run_rounds(args, urls, tensors))
     report = summarise(args, rounds)
     print_report(report)
-    output = RESULTS_DIR / f"queue-policy-{args.machine}.json"
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output.relative_to(REPO_ROOT)}")
+    write_report(report, "queue-policy", args.machine)
     return 0
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-repository", default=str(REPO_ROOT / "model_repo"))
-    parser.add_argument("--model", default="fashion_het")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=1000, help="requests per round")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per variant, alternating")
-    parser.add_argument("--machine", default=f"{platform.machine()}-{os.cpu_count()}cpu")
+    add_load_arguments(parser, rounds=5)
     return parser.parse_args()
 
 
