@@ -1,4 +1,4 @@
-"""The gateway's protective middleware, installed in one call in a fixed order.
+"""The gateway's protective middleware (API keys, CORS, the admission gate) and its order.
 
 Typical usage (in ``create_app``)::
 
