@@ -9,12 +9,12 @@ runs the gateway alone in front of an external Triton (docker-compose). Flags ov
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hetgateway.logging_config import configure_logging
 from hetgateway.settings import GatewaySettings, load_settings
 
 EXIT_OK = 0
@@ -53,9 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hetgateway``; returns the exit status."""
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(level=settings.log_level.upper())
     if args.command == "serve":
         return _serve(args, settings)
     from hetgateway.gateway_server import run_gateway

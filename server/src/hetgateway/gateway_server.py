@@ -21,6 +21,7 @@ def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
         loop="uvloop",
         http="httptools",
         access_log=False,  # the app writes its own structured access log (request_context)
+        log_config=None,  # uvicorn's loggers keep the JSON handler of configure_logging
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         backlog=settings.listen_backlog,
         limit_concurrency=settings.limit_concurrency,

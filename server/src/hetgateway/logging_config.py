@@ -27,7 +27,7 @@ from hetgateway.request_context import current_request_id
 # The attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_RECORD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)).keys()
-) | {"message", "asctime", "taskName"}
+) | {"message", "asctime", "taskName", "color_message"}  # uvicorn's ANSI copy of the message
 
 # uvicorn's own access log would duplicate the gateway's (and log raw paths); errors stay.
 _QUIET_LOGGERS = ("uvicorn.access",)
