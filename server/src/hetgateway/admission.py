@@ -73,7 +73,6 @@ class AdmissionMiddleware:
     def __init__(self, app: ASGIApp, *, gate: AdmissionGate, retry_after_s: int) -> None:
         self.app = app
         self.gate = gate
-        self.retry_after_s = retry_after_s
         self._refusal = error_response(
             Overloaded(
                 f"the gateway is serving its limit of {gate.max_in_flight} requests; "

@@ -14,20 +14,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from hetcontract import ModelCard, OutputName, Result
+from hetcontract import HEAD_OUTPUTS, ModelCard, OutputName, Result
 from pydantic import TypeAdapter
 
-ANSWER_OUTPUTS: tuple[str, ...] = (
-    OutputName.TOPK_IDS.value,
-    OutputName.TOPK_PROBS.value,
-    OutputName.PREDICTIVE_ENTROPY.value,
-    OutputName.EXPECTED_ENTROPY.value,
-    OutputName.MUTUAL_INFORMATION.value,
-    OutputName.TOPK_CORRELATION.value,
-    OutputName.CONFUSABLE_IDS.value,
-    OutputName.CONFUSABLE_CORRELATION.value,
+ANSWER_OUTPUTS: tuple[str, ...] = tuple(
+    spec.name.value for spec in HEAD_OUTPUTS if spec.name is not OutputName.PROBS
 )
-"""The outputs the answer is built from (the full ``probs`` is not sent back)."""
+"""The outputs the answer is built from: the contract's, less the full ``probs`` (not sent
+back)."""
 
 
 def build_results(

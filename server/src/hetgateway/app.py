@@ -91,7 +91,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         BodySizeLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         read_timeout_s=settings.body_read_timeout_s,
-        retry_after_s=settings.retry_after_s,
     )
     app.state.admission = add_protection(app, settings, metrics=gateway_metrics)
     app.add_middleware(RequestMetricsMiddleware, metrics=gateway_metrics)

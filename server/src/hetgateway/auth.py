@@ -111,6 +111,14 @@ class ApiKeyMiddleware:
             raise ApiKeyConfigError("ApiKeyMiddleware needs at least one key")
         self.app = app
         self.keys = keys
+        self._refusal = error_response(  # the same answer every time: built once
+            Unauthorized(
+                "a valid API key is required: send 'Authorization: Bearer <key>' "
+                "or 'X-API-Key: <key>'"
+            ),
+            retry_after_s=0,
+        )
+        self._refusal.headers["WWW-Authenticate"] = "Bearer"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_open_path(scope["path"]):
@@ -118,14 +126,6 @@ class ApiKeyMiddleware:
             return
         key = presented_key(scope)
         if key is None or not self.keys.accepts(key):
-            refusal = error_response(
-                Unauthorized(
-                    "a valid API key is required: send 'Authorization: Bearer <key>' "
-                    "or 'X-API-Key: <key>'"
-                ),
-                retry_after_s=0,
-            )
-            refusal.headers["WWW-Authenticate"] = "Bearer"
-            await refusal(scope, receive, send)
+            await self._refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)

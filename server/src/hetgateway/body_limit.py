@@ -38,12 +38,10 @@ class BodySizeLimitMiddleware:
         *,
         max_body_bytes: int,
         read_timeout_s: float | None = None,
-        retry_after_s: int = 1,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.read_timeout_s = read_timeout_s
-        self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,7 +50,8 @@ class BodySizeLimitMiddleware:
         try:
             self._check_declared_length(scope)
         except GatewayError as exc:
-            await error_response(exc, retry_after_s=self.retry_after_s)(scope, receive, send)
+            # a 4xx answer: no Retry-After
+            await error_response(exc, retry_after_s=0)(scope, receive, send)
             return
         deadline = (
             None

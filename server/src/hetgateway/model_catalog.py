@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from hetcontract import MODEL_CARD_FILENAME, MODEL_CARD_PARAMETER, ModelCard
 from pydantic import ValidationError
@@ -60,41 +61,46 @@ class ModelCatalog:
         self._backend = backend
         self._repositories = tuple(repositories)
         self._configured_default = default_model
-        self._entries: dict[str, CatalogEntry] = {}
+        self._entries: Mapping[str, CatalogEntry] = MappingProxyType({})
+        self._default_name: str | None = default_model or None
         self._lock = asyncio.Lock()
         self._last_refresh = float("-inf")
 
     @property
-    def entries(self) -> dict[str, CatalogEntry]:
-        """The models known now, by name (a copy)."""
-        return dict(self._entries)
+    def entries(self) -> Mapping[str, CatalogEntry]:
+        """The models known now, by name (read-only; a refresh replaces it whole)."""
+        return self._entries
 
     @property
     def default_name(self) -> str | None:
         """The configured default model, else the first heteroscedastic model by name (the
-        product's point), else the first model by name."""
-        if self._configured_default:
-            return self._configured_default
-        ranked = sorted(self._entries, key=lambda name: (self._entries[name].card.head == "det",
-                                                         name))
-        return ranked[0] if ranked else None
+        product's point), else the first model by name (worked out at each refresh)."""
+        return self._default_name
 
     async def refresh(self) -> None:
         """Re-discover every model from Triton; raises ``BackendUnavailable`` when unreachable."""
         async with self._lock:
-            self._last_refresh = time.monotonic()
-            index = await self._backend.repository_index()
-            found: dict[str, CatalogEntry] = {}
-            for item in index:
-                entry = await self._discover(item.name, item.version)
-                if entry is not None:
-                    found[entry.name] = entry
-            self._entries = found
+            await self._refresh_locked()
 
     async def ensure_discovered(self) -> None:
-        """Refresh if nothing is known yet (Triton was unreachable so far)."""
-        if not self._entries:
-            await self.refresh()
+        """Refresh if nothing is known yet (Triton was unreachable so far); requests that
+        waited for another's refresh do not repeat it."""
+        if self._entries:
+            return
+        async with self._lock:
+            if not self._entries:
+                await self._refresh_locked()
+
+    async def _refresh_locked(self) -> None:
+        self._last_refresh = time.monotonic()
+        index = await self._backend.repository_index()
+        found: dict[str, CatalogEntry] = {}
+        for item in index:
+            entry = await self._discover(item.name, item.version)
+            if entry is not None:
+                found[entry.name] = entry
+        self._entries = MappingProxyType(found)
+        self._default_name = self._configured_default or _first_model(found)
 
     async def get(self, name: str | None) -> CatalogEntry:
         """The entry for ``name`` (None: the default model); ``ModelNotFound`` if not served."""
@@ -130,16 +136,25 @@ class ModelCatalog:
         )
 
     def _card(self, name: str, parameter: str | None) -> ModelCard | None:
-        sources: list[tuple[str, str]] = []
-        if parameter:
-            sources.append((f"config parameter {MODEL_CARD_PARAMETER!r}", parameter))
-        for repository in self._repositories:
-            path = repository / name / MODEL_CARD_FILENAME
-            if path.is_file():
-                sources.append((str(path), path.read_text(encoding="utf-8")))
-        for origin, text in sources:
+        """The first valid card: the config parameter, else each repository's file in turn
+        (a file is read only when everything before it failed)."""
+        for origin, text in self._card_sources(name, parameter):
             try:
                 return ModelCard.model_validate_json(text)
             except ValidationError as exc:
                 _LOG.warning("model %s: invalid model card in %s: %s", name, origin, exc)
         return None
+
+    def _card_sources(self, name: str, parameter: str | None) -> Iterator[tuple[str, str]]:
+        if parameter:
+            yield f"config parameter {MODEL_CARD_PARAMETER!r}", parameter
+        for repository in self._repositories:
+            path = repository / name / MODEL_CARD_FILENAME
+            if path.is_file():
+                yield str(path), path.read_text(encoding="utf-8")
+
+
+def _first_model(entries: Mapping[str, CatalogEntry]) -> str | None:
+    """The first heteroscedastic model by name (the product's point), else the first by name."""
+    ranked = sorted(entries, key=lambda name: (entries[name].card.head == "det", name))
+    return ranked[0] if ranked else None

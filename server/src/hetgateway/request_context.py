@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.encode()  # ASGI header names are lower-case bytes
 MAX_REQUEST_ID_LENGTH = 128
 _SANE_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 UNMATCHED_ROUTE = "<unmatched>"
@@ -44,14 +45,12 @@ def accept_or_make_request_id(candidate: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def route_template(scope: Scope) -> str:
+def route_template(scope: Scope, *, unmatched: str = UNMATCHED_ROUTE) -> str:
     """The matched route's path template (``/v1/models/{model}/predict``), never the raw path,
-    so that logs and metric labels cannot be flooded with caller-chosen strings."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    if isinstance(path, str):
-        return path
-    return UNMATCHED_ROUTE
+    so that logs and metric labels cannot be flooded with caller-chosen strings; ``unmatched``
+    when no route matched."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else unmatched
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -72,7 +71,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = accept_or_make_request_id(_header(scope, REQUEST_ID_HEADER.encode()))
+        request_id = accept_or_make_request_id(_header(scope, _REQUEST_ID_KEY))
         scope.setdefault("state", {})["request_id"] = request_id
         token = _request_id.set(request_id)
         status = 500  # what the server answers when the app raises before starting a response
@@ -82,8 +81,8 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
-                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                headers = [h for h in message.get("headers", []) if h[0].lower() != _REQUEST_ID_KEY]
+                headers.append((_REQUEST_ID_KEY, request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 

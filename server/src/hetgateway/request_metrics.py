@@ -19,6 +19,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hetgateway.metrics import GatewayMetrics
+from hetgateway.request_context import route_template
 
 UNMATCHED_ROUTE = "unmatched"
 UNKNOWN_MODEL = "unknown"
@@ -63,7 +64,7 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_recording)
         finally:
-            route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+            route = route_template(scope, unmatched=UNMATCHED_ROUTE)
             method = scope.get("method", "")
             self.metrics.requests.labels(
                 method=method, route=route, model=model_label(scope, route), status=str(status)

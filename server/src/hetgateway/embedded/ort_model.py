@@ -58,16 +58,14 @@ class TritonPythonModel:
 
     def execute(self, requests):
         try:
+            requested = [request.requested_output_names() for request in requests]
             feeds, sizes = self._feeds(requests)
-            wanted = sorted(
-                {name for request in requests for name in request.requested_output_names()}
-                or set(self._outputs)
-            )
+            wanted = sorted({name for names in requested for name in names} or set(self._outputs))
             values = self._session.run(wanted, feeds)
         except Exception as exc:  # answered per request, never raised into Triton
             error = pb_utils.TritonError(f"ONNX Runtime failed: {exc}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        return self._responses(requests, dict(zip(wanted, values, strict=True)), sizes)
+        return self._responses(requested, dict(zip(wanted, values, strict=True)), sizes)
 
     def _feeds(self, requests):
         feeds = {}
@@ -79,11 +77,11 @@ class TritonPythonModel:
                 sizes = [array.shape[0] for array in arrays]
         return feeds, sizes
 
-    def _responses(self, requests, values, sizes):
+    def _responses(self, requested, values, sizes):
         responses = []
         start = 0
-        for request, size in zip(requests, sizes, strict=True):
-            names = request.requested_output_names() or list(values)
+        for names, size in zip(requested, sizes, strict=True):
+            names = names or list(values)
             tensors = []
             for name in names:
                 dtype, dims = self._outputs[name]
