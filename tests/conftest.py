@@ -26,7 +26,6 @@ And ``unused_port()`` -> int, a TCP port free on loopback right now.
 
 from __future__ import annotations
 
-import gzip
 import os
 import socket
 import subprocess
@@ -37,15 +36,18 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from hetcontract import MODEL_CARD_FILENAME, ModelCard
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 
+if TYPE_CHECKING:
+    from hetexport.onnx_runner import OnnxRunner
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY_ENV = "HETSERVE_TEST_MODEL_REPOSITORY"
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 TRITON_READY_TIMEOUT_S = 240.0
 GATEWAY_READY_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.1
@@ -154,15 +156,6 @@ def served_model_dirs(repository: Path) -> list[Path]:
     )
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzip) as a numpy array: magic 0x0000 | dtype 0x08 (uint8) | ndim, dims."""
-    with gzip.open(path, "rb") as handle:
-        data = handle.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 @pytest.fixture(scope="session")
 def unused_port() -> Callable[[], int]:
     return free_port
@@ -215,12 +208,15 @@ def gateway_url(
 
 @pytest.fixture(scope="session")
 def fashion_mnist() -> FashionMnist:
-    images_path = FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz"
+    # hetexport.data imports torch: only here, not at conftest import
+    from hetexport.data import DEFAULT_FASHION_MNIST_DIR, read_idx
+
+    images_path = DEFAULT_FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz"
     if not images_path.is_file():
-        pytest.skip(f"Fashion-MNIST not installed at {FASHION_MNIST_DIR}")
+        pytest.skip(f"Fashion-MNIST not installed at {DEFAULT_FASHION_MNIST_DIR}")
     return FashionMnist(
         images=read_idx(images_path),
-        labels=read_idx(FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").astype(np.int64),
+        labels=read_idx(DEFAULT_FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").astype(np.int64),
     )
 
 
@@ -269,7 +265,7 @@ class OnnxReference:
     def __init__(self, repository: Path, cards: dict[str, ModelCard]) -> None:
         self._repository = repository
         self.cards = cards
-        self._sessions: dict[str, object] = {}
+        self._runners: dict[str, OnnxRunner] = {}
 
     def tensor(self, model: str, images: np.ndarray) -> np.ndarray:
         """uint8 grey images [N, H, W] at the model's size -> float32 [N, C, H, W] per the
@@ -283,20 +279,12 @@ class OnnxReference:
 
     def run(self, model: str, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every graph output for the float32 [N, C, H, W] batch, by name."""
-        import onnxruntime as ort
+        # hetexport imports torch: only here, not at conftest import
+        from hetexport.onnx_runner import OnnxRunner
 
-        if model not in self._sessions:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            self._sessions[model] = ort.InferenceSession(
-                str(self._repository / model / "1" / "model.onnx"), sess_options=options,
-                providers=["CPUExecutionProvider"],
-            )
-        session = self._sessions[model]
-        names = [output.name for output in session.get_outputs()]  # type: ignore[attr-defined]
-        values = session.run(names, {"images": batch})  # type: ignore[attr-defined]
-        return dict(zip(names, values, strict=True))
+        if model not in self._runners:
+            self._runners[model] = OnnxRunner(self._repository / model / "1" / "model.onnx")
+        return self._runners[model].run(batch)
 
 
 @pytest.fixture(scope="session")

@@ -143,11 +143,17 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def bad_request_cases(fashion_mnist) -> dict[str, tuple[dict, int, str]]:
+    """Every case of ``bad_requests``, built once for the module (one is a 5000 x 5000 PNG)."""
+    return bad_requests(fashion_mnist)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_gets_a_clear_4xx_and_the_next_request_is_answered_right(
-    gateway_url, fashion_mnist, good, good_answer, case
+    gateway_url, bad_request_cases, good, good_answer, case
 ):
-    request, status, code = bad_requests(fashion_mnist)[case]
+    request, status, code = bad_request_cases[case]
     answer = httpx.post(f"{gateway_url}/v1/predict", timeout=30, **request)
     assert_error(answer, status, code)
     assert_still_serving(gateway_url, good, good_answer)

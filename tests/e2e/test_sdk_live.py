@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 
 import hetclient
 import numpy as np
@@ -197,12 +196,12 @@ def test_the_async_client_raises_the_same_typed_errors(gateway_url, images):
         asyncio.run(ask())
 
 
-def test_without_triton_the_sdk_retries_then_raises_service_unavailable(launch_gateway, images):
+def test_without_triton_the_sdk_retries_then_raises_service_unavailable(
+    launch_gateway, images, unused_port
+):
     """A gateway whose Triton is not there answers 503 with Retry-After; the SDK waits it out
     ``max_retries`` times, then raises, and ``ready()`` says False at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead_triton = f"127.0.0.1:{probe.getsockname()[1]}"
+    dead_triton = f"127.0.0.1:{unused_port()}"
     url = launch_gateway(dead_triton, retry_after_s=0)
     with hetclient.Client(url, timeout_s=30, max_retries=1) as client:
         assert client.health() is True

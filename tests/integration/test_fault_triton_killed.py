@@ -8,7 +8,6 @@ import base64
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -115,12 +114,6 @@ def test_killed_triton_gives_every_request_a_definite_answer_and_recovers_withou
     assert again.status_code == 200 and again.json()["model"]["name"] == model
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _tritonserver_child(serve: psutil.Process) -> psutil.Process | None:
     for child in serve.children(recursive=True):
         if child.name() == "tritonserver" and child.status() != psutil.STATUS_ZOMBIE:
@@ -129,14 +122,14 @@ def _tritonserver_child(serve: psutil.Process) -> psutil.Process | None:
 
 
 def test_embedded_launcher_restarts_a_crashed_triton_and_readyz_tells_the_truth(
-    model_repository: Path, tmp_path: Path
+    model_repository: Path, tmp_path: Path, unused_port: Callable[[], int]
 ) -> None:
-    port = free_port()
+    port = unused_port()
     log_path = tmp_path / "serve.log"
     command = [
         sys.executable, "-m", "hetgateway.cli", "serve", "--model-repository",
-        str(model_repository), "--port", str(port), "--triton-http-port", str(free_port()),
-        "--triton-grpc-port", str(free_port()), "--triton-metrics-port", str(free_port()),
+        str(model_repository), "--port", str(port), "--triton-http-port", str(unused_port()),
+        "--triton-grpc-port", str(unused_port()), "--triton-metrics-port", str(unused_port()),
     ]
     with open(log_path, "wb") as log:
         serve = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,

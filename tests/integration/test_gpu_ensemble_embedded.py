@@ -10,8 +10,6 @@ head is the same generated model as on the GPU, running the kernel in the triton
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 import torch
@@ -34,14 +32,8 @@ ENTROPY_ATOL = 1e-4
 SAMPLES, TOP_K, NUM_CONFUSABLE = 200, 5, 3
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, unused_port):
     """An untrained HET model written as fashion_het (ONNX) and as the GPU ensemble, the
     latter served by a real tritonserver process."""
     root = tmp_path_factory.mktemp("gpu_ensemble")
@@ -58,7 +50,7 @@ def served(tmp_path_factory):
     derived = derive_repository([root / "model_repo_gpu"], root / "derived")
     triton = TritonProcess(
         [derived.path],
-        ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
+        ports=TritonPorts(http=unused_port(), grpc=unused_port(), metrics=unused_port()),
         backend_dir=build_backend_dir(root / "backends"), log_path=root / "triton.log",
     )
     triton.start()

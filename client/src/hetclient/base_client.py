@@ -19,9 +19,11 @@ from urllib.parse import quote
 
 import httpx
 from hetcontract import ModelDetail, ModelList, PredictRequest, PredictResponse
+from hetcontract.api import MAX_TOP_K_DEFAULT
 from pydantic import BaseModel, ValidationError
 
 from hetclient.errors import (
+    REQUEST_ID_HEADER,
     APIConnectionError,
     APIError,
     APIResponseValidationError,
@@ -39,8 +41,7 @@ from hetclient.retries import (
 )
 
 DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_TOP_K = 5
-REQUEST_ID_HEADER = "X-Request-ID"
+DEFAULT_TOP_K = MAX_TOP_K_DEFAULT  # the gateway's own default, from the contract
 USER_AGENT = "hetclient/0.1"
 JSON_CONTENT_TYPE = "application/json"
 
@@ -174,7 +175,7 @@ class BaseClient:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
             raise APIResponseValidationError(
-                response, request_id=response.headers.get("x-request-id")
+                response, request_id=response.headers.get(REQUEST_ID_HEADER)
             ) from exc
 
     def _parse_predict(self, response: httpx.Response) -> PredictResponse:

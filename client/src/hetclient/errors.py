@@ -38,6 +38,8 @@ from pydantic import ValidationError
 
 MAX_MESSAGE_CHARS = 500
 """A non-JSON error body (a proxy's HTML page) is cut to this many characters."""
+REQUEST_ID_HEADER = "X-Request-ID"
+"""The header carrying a call's id: sent by the SDK, echoed by the gateway."""
 
 
 class HetserveError(Exception):
@@ -186,5 +188,5 @@ def status_error_from_response(
         message,
         response=response,
         code=code,
-        request_id=response.headers.get("x-request-id", request_id),
+        request_id=response.headers.get(REQUEST_ID_HEADER, request_id),
     )
