@@ -35,8 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import gzip
-import io
 import json
 import os
 import platform
@@ -55,11 +53,11 @@ import tritonclient.grpc.aio as grpcaio
 from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
 from hetgateway.answer import ANSWER_OUTPUTS
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
-from PIL import Image
+from hetgateway.preprocessing import normalise
+from loopback_target import fashion_images, free_port, percentiles_ms, png
 from tritonclient.grpc import InferInput, InferRequestedOutput
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FASHION_MNIST_IMAGES = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 TARGET_RATIO = 0.8
 NUM_IMAGES = 256
@@ -96,7 +94,7 @@ def main() -> int:
     card = ModelCard.model_validate_json(
         (model_repository / args.model / MODEL_CARD_FILENAME).read_text()
     )
-    images = load_images(NUM_IMAGES)
+    images = fashion_images(limit=NUM_IMAGES)
     workload = Workload(pngs=[png(image) for image in images], tensors=preprocess(images, card))
     with tempfile.TemporaryDirectory(prefix="hetserve-bench-") as tmp:
         workdir = Path(tmp)
@@ -153,34 +151,11 @@ def write_report(report: dict, benchmark: str, machine: str) -> Path:
     return output
 
 
-def load_images(count: int) -> np.ndarray:
-    """The first ``count`` Fashion-MNIST test images, uint8 [N, 28, 28] (IDX format)."""
-    with gzip.open(FASHION_MNIST_IMAGES, "rb") as handle:
-        data = handle.read()
-    return np.frombuffer(data, np.uint8, offset=16).reshape(-1, 28, 28)[:count]
-
-
-def png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def preprocess(images: np.ndarray, card: ModelCard) -> np.ndarray:
-    """float32 [N, C, H, W] = (pixel / scale - mean) / std, per the model card."""
-    spec = card.input
-    pixels = np.repeat(images[:, None].astype(np.float32), spec.shape[0], axis=1)
-    mean = np.asarray(spec.mean, np.float32)[None, :, None, None]
-    std = np.asarray(spec.std, np.float32)[None, :, None, None]
-    return ((pixels / np.float32(spec.scale) - mean) / std).astype(np.float32)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """float32 [N, C, H, W] = (pixel / scale - mean) / std, per the model card: the gateway's
+    own ``normalise``, over the whole batch at once."""
+    pixels = np.repeat(images[:, None].astype(np.float32), card.input.shape[0], axis=1)
+    return normalise(pixels, card.input)
 
 
 def start_gateway(triton_grpc_url: str, concurrency: int) -> tuple[subprocess.Popen, str]:
@@ -332,10 +307,10 @@ def result(
     server_cpu_s: float,
     client_cpu_s: float,
 ) -> RoundResult:
-    ms = np.asarray(latencies) * 1000
+    percentiles = percentiles_ms(latencies)
     return RoundResult(path=path, batch=batch, requests=len(latencies), seconds=seconds,
                        throughput_rps=len(latencies) / seconds,
-                       p50_ms=float(np.percentile(ms, 50)), p99_ms=float(np.percentile(ms, 99)),
+                       p50_ms=percentiles.p50, p99_ms=percentiles.p99,
                        server_cpu_ms_per_request=1000 * server_cpu_s / len(latencies),
                        client_cpu_ms_per_request=1000 * client_cpu_s / len(latencies))
 

@@ -175,13 +175,10 @@ def eager_head(latent: LatentGaussian, noise: NoiseBank) -> tuple[Tensor, Tensor
     return averaged.probs, categorical_entropy(averaged.probs), averaged.expected_entropy
 
 
-def chunked_head(latent: LatentGaussian, noise: NoiseBank) -> tuple[Tensor, Tensor, Tensor]:
-    out = mc_head(latent, noise, TEMPERATURE, impl="torch")
-    return out.probs, out.predictive_entropy, out.expected_entropy
-
-
-def fused_head(latent: LatentGaussian, noise: NoiseBank) -> tuple[Tensor, Tensor, Tensor]:
-    out = mc_head(latent, noise, TEMPERATURE, impl="triton")
+def streamed_head(latent: LatentGaussian, noise: NoiseBank,
+                  impl: str) -> tuple[Tensor, Tensor, Tensor]:
+    """The head without [B, S, K]: ``impl`` "torch" (chunked) or "triton" (fused kernel)."""
+    out = mc_head(latent, noise, TEMPERATURE, impl=impl)
     return out.probs, out.predictive_entropy, out.expected_entropy
 
 
@@ -423,10 +420,9 @@ def _implementation(
     """(the call to time, compile seconds)."""
     if impl == "eager":
         return (lambda: eager_head(latent, noise)), 0.0
-    if impl == "chunked":
-        return (lambda: chunked_head(latent, noise)), 0.0
-    if impl == "fused":
-        return (lambda: fused_head(latent, noise)), 0.0
+    if impl in ("chunked", "fused"):
+        engine = "torch" if impl == "chunked" else "triton"
+        return (lambda: streamed_head(latent, noise, engine)), 0.0
     if impl == "onnxruntime":
         workdir = Path(tempfile.mkdtemp(prefix="head_bench_"))
         return onnx_runner(latent, noise, workdir), 0.0

@@ -54,18 +54,24 @@ def loopback_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def fashion_pngs(*, limit: int, directory: Path = FASHION_MNIST_DIR) -> list[bytes]:
-    """The first ``limit`` Fashion-MNIST test images, PNG-encoded."""
+def fashion_images(*, limit: int, directory: Path = FASHION_MNIST_DIR) -> np.ndarray:
+    """The first ``limit`` Fashion-MNIST test images, uint8 [N, 28, 28]."""
     with gzip.open(directory / TEST_IMAGES, "rb") as stream:
         _, count, rows, cols = struct.unpack(IDX_HEADER, stream.read(16))
-        size = rows * cols
-        raw = stream.read(size * min(count, limit))
-    pngs = []
-    for start in range(0, len(raw), size):
-        buffer = io.BytesIO()
-        Image.frombytes("L", (cols, rows), raw[start : start + size]).save(buffer, format="PNG")
-        pngs.append(buffer.getvalue())
-    return pngs
+        raw = stream.read(rows * cols * min(count, limit))
+    return np.frombuffer(raw, np.uint8).reshape(-1, rows, cols)
+
+
+def png(image: np.ndarray) -> bytes:
+    """One uint8 [H, W] image, PNG-encoded."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def fashion_pngs(*, limit: int, directory: Path = FASHION_MNIST_DIR) -> list[bytes]:
+    """The first ``limit`` Fashion-MNIST test images, PNG-encoded."""
+    return [png(image) for image in fashion_images(limit=limit, directory=directory)]
 
 
 def percentiles_ms(latencies_s: list[float]) -> Percentiles:
@@ -85,7 +91,6 @@ class ServedStack(NamedTuple):
     """A ``hetgateway serve`` started by a benchmark: its gateway URL and Triton's ports."""
 
     url: str
-    gateway_port: int
     triton_grpc_port: int
     process: subprocess.Popen
 
@@ -116,7 +121,7 @@ def served_stack(repository: Path, *, log_path: Path, extra_args: Sequence[str] 
                                    env={**os.environ, **(env or {})})
         if cpus:
             os.sched_setaffinity(process.pid, cpus)
-        stack = ServedStack(f"http://127.0.0.1:{gateway_port}", gateway_port, grpc_port, process)
+        stack = ServedStack(f"http://127.0.0.1:{gateway_port}", grpc_port, process)
         try:
             _wait_ready(stack, log_path)
             yield stack

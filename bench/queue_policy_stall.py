@@ -35,9 +35,7 @@ from gateway_bench import (
     NUM_IMAGES,
     READY_TIMEOUT_S,
     add_load_arguments,
-    free_port,
     load,
-    load_images,
     preprocess,
     write_report,
 )
@@ -46,6 +44,7 @@ from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
 from hetgateway.answer import ANSWER_OUTPUTS
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 from hetgateway.embedded.repository import read_config
+from loopback_target import fashion_images, free_port
 from tritonclient.grpc import InferInput, InferRequestedOutput, model_config_pb2
 
 STALL_MS = 250.0
@@ -65,7 +64,7 @@ def main() -> int:
     repository = Path(args.model_repository)
     card = ModelCard.model_validate_json((repository / args.model / MODEL_CARD_FILENAME)
                                          .read_text())
-    tensors = preprocess(load_images(NUM_IMAGES), card)
+    tensors = preprocess(fashion_images(limit=NUM_IMAGES), card)
     with tempfile.TemporaryDirectory(prefix="hetserve-queue-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         backends = build_backend_dir(workdir / "backends")

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from hetexport.fused.sample_stats import SampleStats
-from hetexport.layers import LatentGaussian, NoiseBank
+from hetexport.layers import LatentGaussian, NoiseBank, sample_logits
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
 """Floats per [B, S_chunk, K] chunk (16 MiB in fp32) unless the caller says otherwise."""
@@ -26,18 +26,16 @@ def samples_per_chunk(batch: int, num_classes: int, num_samples: int, chunk_elem
 
 
 def chunk_logits(
-    latent: LatentGaussian, noise: NoiseBank, start: int, stop: int, temperature: Tensor | float
+    wide: LatentGaussian, noise: NoiseBank, start: int, stop: int, temperature: Tensor | float
 ) -> Tensor:
     """``x = (mu + V z_R[s] + d * z_K[s]) / tau`` for samples start..stop-1 -> [B, S_chunk, K].
 
-    Half-precision inputs are computed in fp32 (fp32 and fp64 stay as they are)."""
-    wide = upcast(latent)
+    ``wide`` is fp32 or fp64 (``upcast`` it once, not per chunk); the bank's chunk is cast to
+    its dtype."""
     dtype = wide.mean.dtype
-    factor_noise = noise.factor_noise[..., start:stop, :].to(dtype)
-    diag_noise = noise.diag_noise[..., start:stop, :].to(dtype)
-    low_rank = wide.project_factor_noise(factor_noise)
-    u = wide.mean.unsqueeze(1) + low_rank + wide.scale.unsqueeze(1) * diag_noise
-    return u / temperature
+    chunk = NoiseBank(noise.factor_noise[..., start:stop, :].to(dtype),
+                      noise.diag_noise[..., start:stop, :].to(dtype))
+    return sample_logits(wide, chunk) / temperature
 
 
 def chunked_sample_stats(
@@ -53,10 +51,11 @@ def chunked_sample_stats(
     batch, classes = latent.mean.shape
     samples = noise.num_samples
     step = samples_per_chunk(batch, classes, samples, chunk_elements)
-    probs_sum = upcast(latent).mean.new_zeros(batch, classes)
+    wide = upcast(latent)
+    probs_sum = wide.mean.new_zeros(batch, classes)
     lse_parts, entropy_parts = [], []
     for start in range(0, samples, step):
-        x = chunk_logits(latent, noise, start, min(start + step, samples), temperature)
+        x = chunk_logits(wide, noise, start, min(start + step, samples), temperature)
         lse = torch.logsumexp(x, -1, keepdim=True)
         log_p = x - lse
         p = log_p.exp()

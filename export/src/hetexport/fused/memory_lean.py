@@ -26,7 +26,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hetexport.fused.chunked import DEFAULT_CHUNK_ELEMENTS, chunk_logits, samples_per_chunk
+from hetexport.fused.chunked import (
+    DEFAULT_CHUNK_ELEMENTS,
+    chunk_logits,
+    samples_per_chunk,
+    upcast,
+)
 from hetexport.fused.mc_head import sample_stats
 from hetexport.layers import LatentGaussian, MCAverage, NoiseBank
 
@@ -72,6 +77,7 @@ class _LeanMcSoftmax(torch.autograd.Function):
          sample_lse, sample_entropy) = ctx.saved_tensors
         latent = LatentGaussian(mean.detach(), scale.detach(), _detach(factors),
                                 _detach(factor_scale), _detach(shared_factors))
+        wide = upcast(latent)
         noise = NoiseBank(factor_noise, diag_noise)
         grads = _Gradients.zeros_like(latent, tau)
         batch, classes = mean.shape
@@ -82,7 +88,7 @@ class _LeanMcSoftmax(torch.autograd.Function):
         tau_value = tau.detach().to(sample_lse.dtype)
         for start in range(0, samples, step):
             stop = min(start + step, samples)
-            x = chunk_logits(latent, noise, start, stop, tau_value)  # [B, c, K]
+            x = chunk_logits(wide, noise, start, stop, tau_value)  # [B, c, K]
             log_p = x - sample_lse[:, start:stop, None]
             p = log_p.exp()
             dx = p * (g - (p * g).sum(-1, keepdim=True))

@@ -61,14 +61,13 @@ class McHeadModel:
             for request in requests
         ]
         sizes = [inputs[names[0]].shape[0] for inputs in per_request]
-        batch = {name: torch.cat([inputs[name] for inputs in per_request]) for name in names}
-        outputs = self.head.run(batch)._asdict()
+        batch = {name: _concat([inputs[name] for inputs in per_request]) for name in names}
+        outputs = {name: value.to(OUTPUT_DTYPES[name])
+                   for name, value in self.head.run(batch)._asdict().items()}
         responses = []
         for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
-            tensors = [
-                self._to_pb(name, value[start:start + size].to(OUTPUT_DTYPES[name]))
-                for name, value in outputs.items()
-            ]
+            tensors = [self._to_pb(name, value[start:start + size])
+                       for name, value in outputs.items()]
             responses.append(pb.InferenceResponse(output_tensors=tensors))
         return responses
 
@@ -84,3 +83,8 @@ class McHeadModel:
 
     def finalize(self) -> None:
         self.head = None
+
+
+def _concat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The requests' tensors as one batch (no copy for a single request)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
