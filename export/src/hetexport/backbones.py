@@ -1,8 +1,8 @@
 """Backbones: images [B, C, H, W] -> pre-logits phi [B, D] for a HET head.
 
 Any ``nn.Module`` with that contract works as a backbone (that is how users bring their own
-model); this module holds the demo's small CNN, a by-name factory for ``ModelSpec`` and a
-helper that finds D.
+model); this module holds the demo's small CNN, a by-name factory for ``ModelSpec``, a
+helper that finds D and ``eval_mode``, which runs a block with a module in eval mode.
 
 Typical usage::
 
@@ -14,7 +14,8 @@ Typical usage::
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -96,13 +97,8 @@ def feature_dim(backbone: nn.Module, input_shape: tuple[int, int, int]) -> int:
     declared = getattr(backbone, "feature_dim", None)
     if isinstance(declared, int):
         return declared
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            out = backbone(torch.zeros(2, *input_shape))
-    finally:
-        backbone.train(was_training)
+    with eval_mode(backbone), torch.no_grad():
+        out = backbone(torch.zeros(2, *input_shape))
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise SpecError(
@@ -111,3 +107,15 @@ def feature_dim(backbone: nn.Module, input_shape: tuple[int, int, int]) -> int:
             "(drop its classifier, flatten its output)"
         )
     return int(out.shape[1])
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode inside the block; its train/eval mode is restored on leaving it,
+    also on an exception."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)

@@ -27,8 +27,17 @@ from hetcontract import InputSpec
 from hetexport.data import DEFAULT_FASHION_MNIST_DIR, load_image_folder
 from hetexport.errors import HetExportError
 from hetexport.label_noise import DEFAULT_NOISE_RATE
+from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EVAL_MC_SAMPLES
 from hetexport.layers.heads import DEFAULT_NUM_FACTORS
+from hetexport.onnx_export import DEFAULT_NOISE_SEED, DEFAULT_NUM_CONFUSABLE, DEFAULT_TOP_K
 from hetexport.report import to_jsonable
+from hetexport.repository import DEFAULT_MAX_BATCH_SIZE
+from hetexport.training.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_NUM_THREADS,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -38,7 +47,6 @@ app = typer.Typer(
 )
 
 DEFAULT_TRAIN_MC_SAMPLES = 100
-DEFAULT_EVAL_MC_SAMPLES = 1000
 DEFAULT_CHECKPOINT = Path("runs/model.pt")
 DEFAULT_METRICS = Path("runs/metrics.json")
 EXIT_FAILURE = 1
@@ -109,9 +117,9 @@ def train(
     num_factors: NumFactors = DEFAULT_NUM_FACTORS,
     temperature: Annotated[float, typer.Option(help="tau (initial value if learned)")] = 1.0,
     learn_temperature: Annotated[bool, typer.Option(help="learn tau within bounds")] = False,
-    epochs: Annotated[int, typer.Option(min=1)] = 4,
-    batch_size: Annotated[int, typer.Option(min=1)] = 128,
-    learning_rate: Annotated[float, typer.Option()] = 2e-3,
+    epochs: Annotated[int, typer.Option(min=1)] = DEFAULT_EPOCHS,
+    batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_BATCH_SIZE,
+    learning_rate: Annotated[float, typer.Option()] = DEFAULT_LEARNING_RATE,
     seed: Annotated[int, typer.Option(help="weights, batches and MC noise")] = 0,
     noise_rate: NoiseRate = DEFAULT_NOISE_RATE,
     noise_seed: Annotated[int, typer.Option(help="Fashion-MNIST: label-noise seed")] = 0,
@@ -119,7 +127,7 @@ def train(
     eval_mc_samples: McSamples = DEFAULT_EVAL_MC_SAMPLES,
     train_limit: TrainLimit = None,
     test_limit: TestLimit = None,
-    threads: Threads = 2,
+    threads: Threads = DEFAULT_NUM_THREADS,
     progress: Progress = True,
 ) -> None:
     """Train on noisy labels (choices on a noisy validation split), save checkpoint + metrics."""
@@ -171,10 +179,10 @@ def export(
     mc_samples: Annotated[
         int | None, typer.Option(help="S baked into the graph (default: the model's eval S)")
     ] = None,
-    top_k: Annotated[int, typer.Option(min=1)] = 5,
-    num_confusable: Annotated[int, typer.Option(min=0)] = 3,
-    max_batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = 0,
+    top_k: Annotated[int, typer.Option(min=1)] = DEFAULT_TOP_K,
+    num_confusable: Annotated[int, typer.Option(min=0)] = DEFAULT_NUM_CONFUSABLE,
+    max_batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_MAX_BATCH_SIZE,
+    seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = DEFAULT_NOISE_SEED,
 ) -> None:
     """Checkpoint -> model_repo/<name>/{config.pbtxt, 1/model.onnx, model_card.json, labels.txt}."""
     from hetexport.onnx_export import export_to_repository
@@ -215,7 +223,7 @@ def demo(
     sweep_epochs: Annotated[int | None, typer.Option(min=1)] = None,
     train_limit: TrainLimit = None,
     test_limit: TestLimit = None,
-    threads: Threads = 2,
+    threads: Threads = DEFAULT_NUM_THREADS,
     progress: Progress = True,
     reuse_checkpoints: Annotated[bool, typer.Option(
         help="no training: re-evaluate and re-export the seed-0 checkpoints in --work-dir, "

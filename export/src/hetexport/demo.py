@@ -44,11 +44,19 @@ from hetexport.data import DEFAULT_FASHION_MNIST_DIR
 from hetexport.errors import InputError
 from hetexport.label_noise import (
     AMBIGUITY_POWER,
+    DEFAULT_NOISE_RATE,
     FASHION_MNIST_NOISY_GROUPS,
     MAX_FLIP_PROBABILITY,
     SIMILARITY_POWER,
 )
+from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EXPORT_MC_SAMPLES
 from hetexport.model import ModelSpec
+from hetexport.onnx_export import DEFAULT_NOISE_SEED as EXPORT_NOISE_SEED
+from hetexport.onnx_export import (
+    DEFAULT_NUM_CONFUSABLE,
+    DEFAULT_TOP_K,
+    export_to_repository,
+)
 from hetexport.plots import (
     SweepPoint,
     correlation_matrix_plot,
@@ -68,6 +76,7 @@ from hetexport.report import (
     within_group_precision,
     write_report,
 )
+from hetexport.repository import DEFAULT_MAX_BATCH_SIZE
 from hetexport.training import TrainConfig
 from hetexport.training.evaluation import Predictions, predict
 from hetexport.training.experiment import (
@@ -80,7 +89,8 @@ from hetexport.training.experiment import (
 
 HET_MODEL_NAME = "fashion_het"
 DET_MODEL_NAME = "fashion_det"
-DEFAULT_NOISE_RATE = 0.3
+MODEL_NAMES = {"het": HET_MODEL_NAME, "det": DET_MODEL_NAME}
+"""Exported model (and checkpoint file) name of each head."""
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_EPOCHS = 5
 DEFAULT_GRID_EPOCHS = 2
@@ -96,11 +106,6 @@ two shared cores); the main runs use all 60k (54k train + 6k validation)."""
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_BACKBONE_KWARGS: dict[str, Any] = {"widths": [8, 16], "feature_dim": 128}
 DEFAULT_TRAIN_MC_SAMPLES = 100
-DEFAULT_EXPORT_MC_SAMPLES = 1000
-DEFAULT_TOP_K = 5
-DEFAULT_NUM_CONFUSABLE = 3
-DEFAULT_MAX_BATCH_SIZE = 64
-EXPORT_NOISE_SEED = 0
 PLOT_FILES = {
     "reliability": "reliability_diagrams.png",
     "noise_sweep": "noise_sweep.png",
@@ -255,8 +260,6 @@ def noise_sweep(config: DemoConfig, specs: dict[str, ModelSpec]) -> list[SweepPo
 
 
 def _export(config: DemoConfig, checkpoint: Path, name: str, metrics: dict[str, Any]) -> Path:
-    from hetexport.onnx_export import export_to_repository
-
     export_to_repository(
         checkpoint, config.model_repo, name, mc_samples=config.export_mc_samples,
         top_k=config.top_k, num_confusable=config.num_confusable,
@@ -334,8 +337,7 @@ def reevaluate_demo(config: DemoConfig) -> DemoResult:
     started = time.perf_counter()
     torch.set_num_threads(config.num_threads)
     previous_path = config.report_dir / REPORT_JSON
-    names = {"het": HET_MODEL_NAME, "det": DET_MODEL_NAME}
-    paths = {head: config.work_dir / f"{name}.pt" for head, name in names.items()}
+    paths = {head: _checkpoint_path(config, head) for head in MODEL_NAMES}
     missing = [str(path) for path in (previous_path, *paths.values()) if not path.is_file()]
     if missing:
         raise InputError(f"--reuse-checkpoints needs a previous full demo run: missing {missing}")
@@ -355,8 +357,8 @@ def reevaluate_demo(config: DemoConfig) -> DemoResult:
     plots["noise_sweep"] = config.report_dir / PLOT_FILES["noise_sweep"]
     exported = {}
     if config.export:
-        exported = {head: _export(config, paths[head], names[head], checkpoints[head].metrics)
-                    for head in names}
+        exported = {head: _export(config, paths[head], name, checkpoints[head].metrics)
+                    for head, name in MODEL_NAMES.items()}
     report = dict(previous)
     report.update({
         "correlation": _correlation_summary(correlation, data.class_names),
@@ -422,15 +424,19 @@ def _plots(config: DemoConfig, data: PreparedData, test_probs: dict[str, np.ndar
 
 def _save_and_export(config: DemoConfig, seed0: dict[str, Fitted]
                      ) -> tuple[dict[str, Path], dict[str, Path]]:
-    names = {"het": HET_MODEL_NAME, "det": DET_MODEL_NAME}
     exported, checkpoints = {}, {}
     for head, fitted in seed0.items():
         metrics = fitted_metrics(fitted)
-        checkpoints[head] = save_checkpoint(config.work_dir / f"{names[head]}.pt", fitted.model,
+        checkpoints[head] = save_checkpoint(_checkpoint_path(config, head), fitted.model,
                                             metrics=metrics)
         if config.export:
-            exported[head] = _export(config, checkpoints[head], names[head], metrics)
+            exported[head] = _export(config, checkpoints[head], MODEL_NAMES[head], metrics)
     return exported, checkpoints
+
+
+def _checkpoint_path(config: DemoConfig, head: str) -> Path:
+    """Where the seed-0 checkpoint of ``head`` ("het" or "det") lives: ``work_dir/<name>.pt``."""
+    return config.work_dir / f"{MODEL_NAMES[head]}.pt"
 
 
 def _report_dict(config: DemoConfig, data: PreparedData, grid: list[GridRow],

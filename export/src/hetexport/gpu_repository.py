@@ -17,10 +17,8 @@ import shutil
 from pathlib import Path
 
 from hetexport.errors import HetExportError
-from hetexport.repository import parse_config, render_config
-
-CONFIG_FILENAME = "config.pbtxt"
-ONNXRUNTIME_BACKEND = "onnxruntime"
+from hetexport.repository import BACKEND as ONNXRUNTIME_BACKEND
+from hetexport.repository import CONFIG_FILENAME, parse_config, render_config
 
 
 def write_gpu_repository(source: Path, target: Path) -> list[str]:

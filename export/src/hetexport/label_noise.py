@@ -6,7 +6,7 @@ Typical usage::
 
     noise = inject_label_noise(train.images, train.labels, num_classes=10,
                                groups=FASHION_MNIST_NOISY_GROUPS, rate=0.3, seed=0)
-    noisy_train = train.with_labels(noise.noisy_labels)
+    noisy_train = train._replace(labels=noise.noisy_labels)   # same images, noisy labels
     noise.transition_counts      # [K, K]: how many images of clean class i got label j
 
 Recipe (the demo's "correlated input-dependent label noise", Collier et al. 2021):

@@ -21,7 +21,7 @@ import torch
 from hetcontract import InputSpec
 from torch import Tensor, nn
 
-from hetexport.backbones import build_backbone, feature_dim
+from hetexport.backbones import build_backbone, eval_mode, feature_dim
 from hetexport.errors import SpecError
 from hetexport.layers import (
     TEMPERATURE_BOUNDS,
@@ -124,9 +124,6 @@ class HetClassifier(nn.Module):
         self.head = head
         self.spec = spec
 
-    def features(self, images: Tensor) -> Tensor:
-        return self.backbone(images)
-
     def forward(self, images: Tensor, *, noise: NoiseBank | None = None) -> HeadOutput:
         return self.head(self.backbone(images), noise=noise)
 
@@ -139,12 +136,8 @@ class HetClassifier(nn.Module):
         if self.spec is None:
             raise SpecError("predict needs a spec for the input shape; use build_model")
         validate_images(images, input_shape=tuple(self.spec.input.shape))
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self(images, noise=noise)
-        finally:
-            self.train(was_training)
 
 
 def build_head(spec: ModelSpec, in_features: int) -> Head:

@@ -34,14 +34,19 @@ from hetexport.model import HetClassifier
 from hetexport.onnx_graph import Layout, export_graph
 from hetexport.onnx_head import ServingGraph
 from hetexport.parity import ParityReport, check_parity
-from hetexport.repository import DynamicBatching, model_config, render_config
+from hetexport.repository import (
+    CONFIG_FILENAME,
+    DEFAULT_MAX_BATCH_SIZE,
+    DynamicBatching,
+    model_config,
+    render_config,
+)
 
 DEFAULT_TOP_K = 5
 DEFAULT_NUM_CONFUSABLE = 3
 DEFAULT_NOISE_SEED = 0
 MODEL_VERSION = "1"
 MODEL_FILENAME = "model.onnx"
-CONFIG_FILENAME = "config.pbtxt"
 LABELS_FILENAME = "labels.txt"
 
 
@@ -61,12 +66,10 @@ class ExportReport:
 
 @dataclass(frozen=True)
 class ExportedGraph:
-    """An ONNX model in memory with the PyTorch module and noise bank it came from."""
+    """An ONNX model in memory with the PyTorch module (and its noise bank) it came from."""
 
     onnx_model: bytes
     graph: ServingGraph
-    noise: NoiseBank | None
-    input_shape: tuple[int, int, int]
 
 
 def build_serving_graph(
@@ -101,7 +104,7 @@ def export_onnx(
         model, mc_samples=mc_samples, top_k=top_k, num_confusable=num_confusable, seed=seed
     )
     proto = export_graph(graph, input_shape, layout=layout)
-    return ExportedGraph(proto.SerializeToString(), graph, graph.noise_bank(), tuple(input_shape))
+    return ExportedGraph(proto.SerializeToString(), graph)
 
 
 def export_to_repository(
@@ -112,7 +115,7 @@ def export_to_repository(
     mc_samples: int | None = None,
     top_k: int = DEFAULT_TOP_K,
     num_confusable: int = DEFAULT_NUM_CONFUSABLE,
-    max_batch_size: int = 64,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     metrics: dict[str, Any] | None = None,
     seed: int = DEFAULT_NOISE_SEED,
     labels: list[str] | None = None,
@@ -137,9 +140,10 @@ def export_to_repository(
     if not labels:
         labels = [f"class_{k}" for k in range(head.num_classes)]
     samples = 1 if head.kind == "det" else (mc_samples or head.eval_mc_samples)
+    input_shape = tuple(input_spec.shape)
     exported = export_onnx(
         model,
-        input_shape=tuple(input_spec.shape),
+        input_shape=input_shape,
         mc_samples=samples,
         top_k=top_k,
         num_confusable=num_confusable,
@@ -149,7 +153,7 @@ def export_to_repository(
     parity = check_parity(
         exported.graph,
         exported.onnx_model,
-        input_shape=exported.input_shape,
+        input_shape=input_shape,
         require_bit_identical=layout == "per_example",
     )
     card = _model_card(
@@ -165,7 +169,7 @@ def export_to_repository(
     )
     config = model_config(
         name,
-        input_shape=tuple(input_spec.shape),
+        input_shape=input_shape,
         num_classes=head.num_classes,
         top_k=top_k,
         num_confusable=num_confusable,

@@ -36,16 +36,11 @@ import torch
 from hetcontract import HEAD_OUTPUTS
 from torch import Tensor, nn
 
-from hetexport.class_correlation import (
-    SELF_CORRELATION_MASK,
-    CorrelationRule,
-    correlation_outputs,
-    correlation_rule,
-)
+from hetexport.class_correlation import CorrelationRule, correlation_outputs, correlation_rule
 from hetexport.layers import NoiseBank
 from hetexport.model import HetClassifier
 
-__all__ = ["OUTPUT_NAMES", "SELF_CORRELATION_MASK", "ServingGraph", "ServingOutputs"]
+__all__ = ["OUTPUT_NAMES", "ServingGraph", "ServingOutputs"]
 
 
 class ServingOutputs(NamedTuple):
@@ -101,10 +96,6 @@ class ServingGraph(nn.Module):
                 )
             self.register_buffer("noise_factors", noise.factor_noise.float().clone())
             self.register_buffer("noise_diag", noise.diag_noise.float().clone())
-
-    @property
-    def num_samples(self) -> int:
-        return int(self.noise_diag.shape[0]) if self.stochastic else 1
 
     def noise_bank(self) -> NoiseBank | None:
         if not self.stochastic:

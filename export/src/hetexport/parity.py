@@ -58,12 +58,6 @@ class ParityReport:
     bit_identical_across_sessions: bool
     tolerances: dict[str, float] = field(default_factory=lambda: dict(TOLERANCES))
 
-    @property
-    def passed(self) -> bool:
-        return self.ids_match_up_to_ties and all(
-            self.max_abs_diff[name] <= tol for name, tol in self.tolerances.items()
-        )
-
     def as_card(self) -> dict[str, Any]:
         return {
             "reference": "pytorch",

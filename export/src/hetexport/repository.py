@@ -22,6 +22,7 @@ from typing import Any
 
 from hetcontract import HEAD_OUTPUTS, INPUT_NAME, MODEL_CARD_PARAMETER
 
+CONFIG_FILENAME = "config.pbtxt"
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
 DEFAULT_MAX_BATCH_SIZE = 64

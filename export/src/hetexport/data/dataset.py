@@ -30,14 +30,6 @@ class ImageDataset(NamedTuple):
         """The examples at ``index`` (int64 ``[M]``), same class names."""
         return ImageDataset(self.images[index], self.labels[index], self.class_names)
 
-    def with_labels(self, labels: torch.Tensor) -> ImageDataset:
-        """The same images with other labels (for example noisy ones)."""
-        if labels.shape != self.labels.shape:
-            raise ValueError(
-                f"labels {tuple(labels.shape)} do not match {tuple(self.labels.shape)}"
-            )
-        return ImageDataset(self.images, labels.to(torch.int64), self.class_names)
-
 
 def normalize(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """uint8 ``[N, C, H, W]`` -> float32 ``x = (pixel / scale - mean[c]) / std[c]``."""

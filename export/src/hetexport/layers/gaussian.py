@@ -160,11 +160,6 @@ class LatentGaussian:
         return self.shared_factors is not None
 
     @property
-    def prelogit_diagonal(self) -> bool:
-        """True for the HET-XL form, whose diagonal noise lives in the D-dim pre-logit space."""
-        return self.prelogit_scale is not None
-
-    @property
     def diag_noise_dim(self) -> int:
         """Width of the diagonal noise z a sample needs: K (class space) or D (pre-logit)."""
         if self.prelogit_scale is not None:
@@ -270,18 +265,12 @@ class LatentGaussian:
         ``t = mean_k r_k``: ``Sigma_c[i, j] = Sigma_ij - r_i - r_j + t``. Every row sums to 0.
         Returns [B, k, K] in O(B k K R), never [B, K, K].
         """
-        means = self.row_means()  # [B, K]
-        total = means.mean(-1, keepdim=True)  # t [B, 1]
-        own = torch.gather(means, 1, idx)  # r_i [B, k]
-        shift = own.unsqueeze(-1) + means.unsqueeze(1) - total.unsqueeze(-1)  # [B, k, K]
-        return self.covariance_rows(idx) - shift
+        return self._centered_covariance_rows(idx, *self._row_mean_stats())
 
     def centered_variance(self) -> Tensor:
         """Diagonal of ``Sigma_c``: ``Sigma_ii - 2 r_i + t`` [B, K] (see
         ``centered_covariance_rows``), floored at 0 against rounding."""
-        means = self.row_means()
-        total = means.mean(-1, keepdim=True)
-        return torch.clamp(self.variance() - 2.0 * means + total, min=0.0)
+        return self._centered_variance(*self._row_mean_stats())
 
     def correlation_rows(self, idx: Tensor, *, centered: bool) -> Tensor:
         """Rows of a correlation matrix ``S_ij / sqrt(S_ii S_jj)`` for class ids idx [B, k]
@@ -298,8 +287,9 @@ class LatentGaussian:
         so a head without noise has the identity correlation (both forms).
         """
         if centered:
-            variance = self.centered_variance()
-            rows = self.centered_covariance_rows(idx)
+            means, total = self._row_mean_stats()
+            variance = self._centered_variance(means, total)
+            rows = self._centered_covariance_rows(idx, means, total)
         else:
             variance = self.variance()
             rows = self.covariance_rows(idx)
@@ -319,6 +309,21 @@ class LatentGaussian:
         """The full ``Sigma_c = C Sigma C`` [B, K, K]; for small K and tests only."""
         idx = torch.arange(self.num_classes, device=self.mean.device)
         return self.centered_covariance_rows(idx.expand(self.batch_size, -1))
+
+    def _row_mean_stats(self) -> tuple[Tensor, Tensor]:
+        """``(r, t)``: the row means ``r = Sigma 1 / K`` [B, K] and their mean t [B, 1]."""
+        means = self.row_means()  # [B, K]
+        return means, means.mean(-1, keepdim=True)
+
+    def _centered_covariance_rows(self, idx: Tensor, means: Tensor, total: Tensor) -> Tensor:
+        """``Sigma_c[i, :] = Sigma[i, :] - r_i - r + t`` for class ids idx [B, k] -> [B, k, K]."""
+        own = torch.gather(means, 1, idx)  # r_i [B, k]
+        shift = own.unsqueeze(-1) + means.unsqueeze(1) - total.unsqueeze(-1)  # [B, k, K]
+        return self.covariance_rows(idx) - shift
+
+    def _centered_variance(self, means: Tensor, total: Tensor) -> Tensor:
+        """``max(Sigma_ii - 2 r_i + t, 0)`` [B, K]."""
+        return torch.clamp(self.variance() - 2.0 * means + total, min=0.0)
 
     def _diagonal_term_variance(self) -> Tensor:
         """Diagonal of the noise's diagonal term: ``d^2`` or ``(W * W) d'^2`` [B, K]."""

@@ -124,6 +124,13 @@ class _Head(nn.Module):
     def latent(self, phi: Tensor) -> LatentGaussian:
         raise NotImplementedError
 
+    def loss(self, output: HeadOutput, targets: Tensor) -> Tensor:
+        """``mean_b -log clip(p_bar[b, y_b], 1e-7, 1)`` for class ids targets [B].
+
+        The deterministic head's p_bar is its softmax p; ``HetSigmoidHead`` overrides this.
+        """
+        return F.nll_loss(output.log_probs, targets)
+
     def _check_features(self, phi: Tensor) -> None:
         if phi.dim() != 2 or phi.shape[1] != self.in_features:
             raise ValueError(
@@ -159,7 +166,8 @@ class _SampledHead(_Head):
         )
 
     def _average(self, latent: LatentGaussian, noise: NoiseBank, tau: Tensor) -> MCAverage:
-        raise NotImplementedError
+        """The softmax MC average ``(1/S) sum_s softmax(u_s / tau)`` (sigmoid heads override)."""
+        return mc_softmax(latent, noise, tau)
 
 
 class _HetHead(_SampledHead):
@@ -241,13 +249,6 @@ class HetSoftmaxHead(_HetHead):
     @property
     def kind(self) -> str:  # type: ignore[override]
         return "het_pe" if self.parameter_efficient else "het"
-
-    def _average(self, latent: LatentGaussian, noise: NoiseBank, tau: Tensor) -> MCAverage:
-        return mc_softmax(latent, noise, tau)
-
-    def loss(self, output: HeadOutput, targets: Tensor) -> Tensor:
-        """``mean_b -log clip(p_bar[b, y_b], 1e-7, 1)`` for class ids targets [B]."""
-        return F.nll_loss(output.log_probs, targets)
 
 
 class HetSigmoidHead(_HetHead):
@@ -351,13 +352,6 @@ class HetXLHead(_SampledHead):
             prelogit_factors=prelogit_factors,
         )
 
-    def _average(self, latent: LatentGaussian, noise: NoiseBank, tau: Tensor) -> MCAverage:
-        return mc_softmax(latent, noise, tau)
-
-    def loss(self, output: HeadOutput, targets: Tensor) -> Tensor:
-        """``mean_b -log clip(p_bar[b, y_b], 1e-7, 1)`` for class ids targets [B]."""
-        return F.nll_loss(output.log_probs, targets)
-
 
 class DeterministicHead(_Head):
     """Plain softmax baseline behind the HET interface: ``p = softmax((W phi + b) / tau)``.
@@ -407,10 +401,6 @@ class DeterministicHead(_Head):
             latent=latent,
             temperature=tau,
         )
-
-    def loss(self, output: HeadOutput, targets: Tensor) -> Tensor:
-        """``mean_b -log clip(p[b, y_b], 1e-7, 1)``, the same numerics as the HET heads."""
-        return F.nll_loss(output.log_probs, targets)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, num_classes={self.num_classes}"

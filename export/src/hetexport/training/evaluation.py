@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hetexport.backbones import eval_mode
 from hetexport.training.config import DEFAULT_EVAL_BATCH_SIZE
 
 EVAL_NOISE_SEED = 1234
@@ -48,12 +49,10 @@ def predict(
     The MC noise comes from a torch RNG seeded with ``noise_seed`` inside a forked RNG state, so
     the caller's random stream is untouched and the result is reproducible.
     """
-    was_training = model.training
-    model.eval()
     probs: list[np.ndarray] = []
     centered_sum: torch.Tensor | None = None
     raw_sum: torch.Tensor | None = None
-    with torch.random.fork_rng(devices=[]):
+    with eval_mode(model), torch.random.fork_rng(devices=[]):
         torch.manual_seed(noise_seed)
         for start in range(0, images.shape[0], batch_size):
             output = model(images[start : start + batch_size])
@@ -64,7 +63,6 @@ def predict(
             raw = output.latent.correlation_rows(every_class, centered=False)
             centered_sum = _accumulate(centered_sum, centered.double().sum(0))
             raw_sum = _accumulate(raw_sum, raw.double().sum(0))
-    model.train(was_training)
     if centered_sum is None or raw_sum is None:
         raise ValueError("cannot predict on an empty set of images")
     count = images.shape[0]

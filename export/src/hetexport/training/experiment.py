@@ -31,7 +31,7 @@ from hetexport.model import HetClassifier, ModelSpec, build_model
 from hetexport.training.config import TrainConfig
 from hetexport.training.evaluation import Predictions, predict
 from hetexport.training.loop import TrainResult, train_model
-from hetexport.training.splits import DEFAULT_VALIDATION_FRACTION, holdout_split
+from hetexport.training.splits import DEFAULT_VALIDATION_FRACTION, Split, holdout_split
 
 FASHION_MNIST_INPUT = InputSpec(
     shape=(1, 28, 28), mean=(FASHION_MNIST_MEAN,), std=(FASHION_MNIST_STD,)
@@ -74,6 +74,32 @@ def _first(dataset: ImageDataset, limit: int | None) -> ImageDataset:
     return dataset.subset(torch.arange(limit))
 
 
+def _split_data(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    split: Split,
+    *,
+    test: tuple[torch.Tensor, torch.Tensor] | None,
+    class_names: tuple[str, ...],
+    input_spec: InputSpec,
+    noise: LabelNoise | None,
+) -> PreparedData:
+    """Normalised ``images`` and their ``labels`` cut by ``split`` into train and validation;
+    ``test`` is (images, labels) of a clean test set, or None."""
+    test_images, test_labels = test if test is not None else (None, None)
+    return PreparedData(
+        train_images=images[split.train],
+        train_labels=labels[split.train],
+        val_images=images[split.validation],
+        val_labels=labels[split.validation],
+        test_images=test_images,
+        test_labels=test_labels,
+        class_names=class_names,
+        input_spec=input_spec,
+        noise=noise,
+    )
+
+
 def prepare_fashion_mnist(
     directory: Path | str,
     *,
@@ -95,17 +121,10 @@ def prepare_fashion_mnist(
         groups=FASHION_MNIST_NOISY_GROUPS, rate=noise_rate, seed=noise_seed,
     )
     split = holdout_split(len(train), validation_fraction=validation_fraction, seed=SPLIT_SEED)
-    images = normalize(train.images, FASHION_MNIST_INPUT)
-    return PreparedData(
-        train_images=images[split.train],
-        train_labels=noise.noisy_labels[split.train],
-        val_images=images[split.validation],
-        val_labels=noise.noisy_labels[split.validation],
-        test_images=normalize(test.images, FASHION_MNIST_INPUT),
-        test_labels=test.labels,
-        class_names=train.class_names,
-        input_spec=FASHION_MNIST_INPUT,
-        noise=noise,
+    return _split_data(
+        normalize(train.images, FASHION_MNIST_INPUT), noise.noisy_labels, split,
+        test=(normalize(test.images, FASHION_MNIST_INPUT), test.labels),
+        class_names=train.class_names, input_spec=FASHION_MNIST_INPUT, noise=noise,
     )
 
 
@@ -129,17 +148,9 @@ def prepare_image_folder(
     spec = InputSpec(
         shape=tuple(dataset.images.shape[1:]), mean=mean, std=std, channel_order=channel_order
     )
-    images = normalize(dataset.images, spec)
-    return PreparedData(
-        train_images=images[split.train],
-        train_labels=dataset.labels[split.train],
-        val_images=images[split.validation],
-        val_labels=dataset.labels[split.validation],
-        test_images=None,
-        test_labels=None,
-        class_names=dataset.class_names,
-        input_spec=spec,
-        noise=None,
+    return _split_data(
+        normalize(dataset.images, spec), dataset.labels, split,
+        test=None, class_names=dataset.class_names, input_spec=spec, noise=None,
     )
 
 

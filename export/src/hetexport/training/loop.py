@@ -113,7 +113,7 @@ def train_model(
         optimizer, lambda step: _lr_factor(step, total_steps)
     )
     history: list[EpochRecord] = []
-    best_state, best_nll = copy.deepcopy(model.state_dict()), math.inf
+    best_state, best_nll, best_epoch = copy.deepcopy(model.state_dict()), math.inf, 1
     for epoch in range(1, config.epochs + 1):
         loss = _train_epoch(
             model, train_images, train_labels, optimizer, scheduler, generator,
@@ -129,8 +129,7 @@ def train_model(
                 f"epoch {epoch}: loss {loss:.4f}  val top1 {scores.top1:.4f} "
                 f"nll {scores.nll:.4f} ece {scores.ece:.4f}"
             )
-        if scores.nll < best_nll:
-            best_state, best_nll = copy.deepcopy(model.state_dict()), scores.nll
+        if scores.nll < best_nll:  # strict: the first epoch of a tie stays the best
+            best_state, best_nll, best_epoch = copy.deepcopy(model.state_dict()), scores.nll, epoch
     model.load_state_dict(best_state)
-    best_epoch = min(history, key=lambda record: record.validation.nll).epoch
     return TrainResult(model, history, best_epoch, time.perf_counter() - started)
