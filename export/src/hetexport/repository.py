@@ -189,9 +189,9 @@ def render_config(config: ModelConfig, *, gpu: bool = False) -> str:
     if gpu and not config.gpu_accelerators:
         config = gpu_variant(config)
     lines = [
-        f"name: {_quote(config.name)}",
-        f"platform: {_quote(config.platform)}",
-        f"backend: {_quote(config.backend)}",
+        f"name: {quoted(config.name)}",
+        f"platform: {quoted(config.platform)}",
+        f"backend: {quoted(config.backend)}",
         f"max_batch_size: {config.max_batch_size}",
     ]
     lines += _block("input", [_tensor_lines(t) for t in config.inputs])
@@ -204,7 +204,7 @@ def render_config(config: ModelConfig, *, gpu: bool = False) -> str:
     for key, value in config.parameters:
         lines += _message(
             "parameters",
-            [f"key: {_quote(key)}", *_message("value", [f"string_value: {_quote(value)}"])],
+            [f"key: {quoted(key)}", *_message("value", [f"string_value: {quoted(value)}"])],
         )
     if config.gpu_accelerators:
         accelerators = [_accelerator_lines(a) for a in config.gpu_accelerators]
@@ -215,7 +215,8 @@ def render_config(config: ModelConfig, *, gpu: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _quote(text: str) -> str:
+def quoted(text: str) -> str:
+    """``text`` as a protobuf text-format string literal (quotes, backslashes, newlines escaped)."""
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
 
@@ -243,7 +244,7 @@ def _block(name: str, items: list[list[str]]) -> list[str]:
 
 def _tensor_lines(tensor: TensorConfig) -> list[str]:
     lines = [
-        f"name: {_quote(tensor.name)}",
+        f"name: {quoted(tensor.name)}",
         f"data_type: {tensor.data_type}",
         f"dims: {_dims(tensor.dims)}",
     ]
@@ -278,16 +279,16 @@ def _warmup_lines(warm: Warmup) -> list[str]:
     data = "random_data: true" if warm.random_data else "zero_data: true"
     value = [f"data_type: {warm.data_type}", f"dims: {_dims(warm.dims)}", data]
     return [
-        f"name: {_quote(warm.name)}",
+        f"name: {quoted(warm.name)}",
         f"batch_size: {warm.batch_size}",
-        *_message("inputs", [f"key: {_quote(warm.input_name)}", *_message("value", value)]),
+        *_message("inputs", [f"key: {quoted(warm.input_name)}", *_message("value", value)]),
     ]
 
 
 def _accelerator_lines(accelerator: GpuAccelerator) -> list[str]:
-    lines = [f"name: {_quote(accelerator.name)}"]
+    lines = [f"name: {quoted(accelerator.name)}"]
     for key, value in accelerator.parameters:
-        lines += _message("parameters", [f"key: {_quote(key)}", f"value: {_quote(value)}"])
+        lines += _message("parameters", [f"key: {quoted(key)}", f"value: {quoted(value)}"])
     return lines
 
 

@@ -52,6 +52,7 @@ from hetexport.fused.served_head import (
 )
 from hetexport.layers import NoiseBank
 from hetexport.model import HetClassifier
+from hetexport.repository import head_output_configs, quoted
 
 ENSEMBLE_NAME = "fashion_het_gpu"
 HEAD_MODEL_NAME = "het_mc_head"
@@ -245,12 +246,13 @@ def _write_ensemble(model_dir: Path, card: ModelCard, backbone: str, head: str,
 
 
 def _head_outputs(classes: int, top_k: int, num_confusable: int, *, reshape: bool) -> list[str]:
-    """HEAD_OUTPUTS as config tensors. [B] outputs are dims [1]; the head model (which returns
-    [B]) adds ``reshape: []``; the ensemble, which only sees the head's [B, 1], does not."""
-    sizes = {"K": classes, "k_max": top_k, "m": num_confusable}
-    return [_tensor(spec.name.value, spec.triton_dtype, [sizes[s] for s in spec.shape[1:]] or [1],
-                    reshape=reshape and not spec.shape[1:])
-            for spec in HEAD_OUTPUTS]
+    """HEAD_OUTPUTS as config tensors (``repository.head_output_configs``). [B] outputs are
+    dims [1]; the head model (which returns [B]) keeps their ``reshape: []``; the ensemble,
+    which only sees the head's [B, 1], does not."""
+    configs = head_output_configs(num_classes=classes, top_k=top_k,
+                                  num_confusable=num_confusable)
+    return [_tensor(c.name, c.data_type, list(c.dims), reshape=reshape and c.reshape is not None)
+            for c in configs]
 
 
 def _tensor(name: str, dtype: str, dims: list[int], *, reshape: bool = False) -> str:
@@ -268,13 +270,10 @@ def _write_config(model_dir: Path, runtime: str, max_batch_size: int, inputs: li
         lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US} }}")
         lines.append("instance_group [ { count: 1 } ]")  # no kind: GPU where present, else CPU
     for key, value in (parameters or {}).items():
-        lines.append(f'parameters {{ key: "{key}" value {{ string_value: "{_escape(value)}" }} }}')
+        value_text = f"{{ string_value: {quoted(value)} }}"
+        lines.append(f"parameters {{ key: {quoted(key)} value {value_text} }}")
     (model_dir / "config.pbtxt").write_text("\n".join(lines) + "\n" + extra)
 
-
-def _escape(text: str) -> str:
-    """A protobuf text-format string body: backslashes and double quotes escaped."""
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def main() -> None:
