@@ -131,7 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(err), ExitCode.USAGE)
     except KeyboardInterrupt:
         return _fail("interrupted", ExitCode.INTERRUPTED)
+    except BrokenPipeError:  # the reader left (``hetclient predict x.png | head``): not an error
+        _silence_stdout()
     return ExitCode.OK
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail again on the
+    closed pipe (the recipe of Python's ``signal`` documentation)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _fail(message: str, code: ExitCode) -> int:
