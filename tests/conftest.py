@@ -44,7 +44,7 @@ from hetcontract import MODEL_CARD_FILENAME, ModelCard
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 
 if TYPE_CHECKING:
-    from hetexport.onnx_runner import OnnxRunner
+    from hetexport.onnx.runner import OnnxRunner
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY_ENV = "HETSERVE_TEST_MODEL_REPOSITORY"
@@ -280,7 +280,7 @@ class OnnxReference:
     def run(self, model: str, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every graph output for the float32 [N, C, H, W] batch, by name."""
         # hetexport imports torch: only here, not at conftest import
-        from hetexport.onnx_runner import OnnxRunner
+        from hetexport.onnx.runner import OnnxRunner
 
         if model not in self._runners:
             self._runners[model] = OnnxRunner(self._repository / model / "1" / "model.onnx")

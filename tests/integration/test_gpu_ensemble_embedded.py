@@ -17,9 +17,9 @@ from hetcontract import HEAD_OUTPUTS
 from hetexport.fused.ensemble import HEAD_MODEL_NAME, write_gpu_ensemble
 from hetexport.layers import NoiseBank
 from hetexport.model import ModelSpec, build_model
-from hetexport.onnx_graph import export_graph
-from hetexport.onnx_head import ServingGraph
-from hetexport.onnx_runner import OnnxRunner
+from hetexport.onnx.graph import export_graph
+from hetexport.onnx.head import ServingGraph
+from hetexport.onnx.runner import OnnxRunner
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 
 tritonclient_http = pytest.importorskip("tritonclient.http")

@@ -6,5 +6,5 @@ Typical usage::
     from hetexport.layers import HetSoftmaxHead
     from hetexport.model import ModelSpec, build_model
     from hetexport.checkpoint import save_checkpoint, load_checkpoint
-    from hetexport.onnx_export import export_to_repository
+    from hetexport.onnx.export import export_to_repository
 """

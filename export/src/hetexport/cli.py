@@ -29,7 +29,7 @@ from hetexport.errors import HetExportError
 from hetexport.label_noise import DEFAULT_NOISE_RATE
 from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EVAL_MC_SAMPLES
 from hetexport.layers.heads import DEFAULT_NUM_FACTORS
-from hetexport.onnx_export import DEFAULT_NOISE_SEED, DEFAULT_NUM_CONFUSABLE, DEFAULT_TOP_K
+from hetexport.onnx.export import DEFAULT_NOISE_SEED, DEFAULT_NUM_CONFUSABLE, DEFAULT_TOP_K
 from hetexport.report import to_jsonable
 from hetexport.repository import DEFAULT_MAX_BATCH_SIZE
 from hetexport.training.config import (
@@ -185,7 +185,7 @@ def export(
     seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = DEFAULT_NOISE_SEED,
 ) -> None:
     """Checkpoint -> model_repo/<name>/{config.pbtxt, 1/model.onnx, model_card.json, labels.txt}."""
-    from hetexport.onnx_export import export_to_repository
+    from hetexport.onnx.export import export_to_repository
 
     with _clean_failure():
         report = export_to_repository(

@@ -51,8 +51,8 @@ from hetexport.label_noise import (
 )
 from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EXPORT_MC_SAMPLES
 from hetexport.model import ModelSpec
-from hetexport.onnx_export import DEFAULT_NOISE_SEED as EXPORT_NOISE_SEED
-from hetexport.onnx_export import (
+from hetexport.onnx.export import DEFAULT_NOISE_SEED as EXPORT_NOISE_SEED
+from hetexport.onnx.export import (
     DEFAULT_NUM_CONFUSABLE,
     DEFAULT_TOP_K,
     export_to_repository,

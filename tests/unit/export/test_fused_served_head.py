@@ -30,9 +30,9 @@ from hetexport.fused.served_head import (
 )
 from hetexport.layers import NoiseBank
 from hetexport.model import ModelSpec, build_model
-from hetexport.onnx_graph import export_graph
-from hetexport.onnx_head import ServingGraph
-from hetexport.onnx_runner import OnnxRunner
+from hetexport.onnx.graph import export_graph
+from hetexport.onnx.head import ServingGraph
+from hetexport.onnx.runner import OnnxRunner
 
 PROB_ATOL = 1e-5
 ENTROPY_ATOL = 1e-4

@@ -13,9 +13,9 @@ from hetexport.checkpoint import save_checkpoint
 from hetexport.errors import ExportError, InputError
 from hetexport.layers import NoiseBank, bernoulli_entropy, categorical_entropy
 from hetexport.model import HetClassifier, ModelSpec, build_model
-from hetexport.onnx_export import export_to_repository
-from hetexport.onnx_runner import OnnxRunner
-from hetexport.parity import ENTROPY_TOLERANCE, PROB_TOLERANCE
+from hetexport.onnx.export import export_to_repository
+from hetexport.onnx.runner import OnnxRunner
+from hetexport.onnx.parity import ENTROPY_TOLERANCE, PROB_TOLERANCE
 from hetexport.repository import parse_config
 from onnx import numpy_helper
 

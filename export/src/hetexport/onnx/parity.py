@@ -26,8 +26,8 @@ import torch
 
 from hetexport.class_correlation import confusability_scores
 from hetexport.errors import ExportError
-from hetexport.onnx_head import ServingGraph
-from hetexport.onnx_runner import OnnxRunner
+from hetexport.onnx.head import ServingGraph
+from hetexport.onnx.runner import OnnxRunner
 
 PROB_TOLERANCE = 1e-5
 CORRELATION_TOLERANCE = 1e-5

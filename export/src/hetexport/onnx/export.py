@@ -31,9 +31,9 @@ from hetexport.checkpoint import load_checkpoint
 from hetexport.errors import ExportError
 from hetexport.layers import NoiseBank
 from hetexport.model import HetClassifier
-from hetexport.onnx_graph import Layout, export_graph
-from hetexport.onnx_head import ServingGraph
-from hetexport.parity import ParityReport, check_parity
+from hetexport.onnx.graph import Layout, export_graph
+from hetexport.onnx.head import ServingGraph
+from hetexport.onnx.parity import ParityReport, check_parity
 from hetexport.repository import (
     CONFIG_FILENAME,
     DEFAULT_MAX_BATCH_SIZE,

@@ -30,7 +30,7 @@ from hetcontract import INPUT_NAME
 from onnx import TensorProto, helper
 
 from hetexport.errors import ExportError
-from hetexport.onnx_head import OUTPUT_NAMES, ServingGraph
+from hetexport.onnx.head import OUTPUT_NAMES, ServingGraph
 
 OPSET = 17
 Layout = Literal["per_example", "batched"]

@@ -1,0 +1,13 @@
+"""Everything between a trained ``HetClassifier`` and an ONNX file in a Triton repository.
+
+* ``head``: ``ServingGraph``, the module traced to ONNX (images -> ``hetcontract.HEAD_OUTPUTS``);
+* ``graph``: tracing, batched or per example (``Scan`` over the batch);
+* ``runner``: ``OnnxRunner``, ONNX Runtime over an exported file;
+* ``parity``: the exported graph against PyTorch;
+* ``export``: all of the above into ``model_repo/<name>/``.
+
+Typical usage::
+
+    from hetexport.onnx.export import export_to_repository
+    report = export_to_repository("runs/het.pt", "model_repo", "fashion_het")
+"""
