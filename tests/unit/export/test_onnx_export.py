@@ -14,8 +14,8 @@ from hetexport.errors import ExportError, InputError
 from hetexport.layers import NoiseBank, bernoulli_entropy, categorical_entropy
 from hetexport.model import HetClassifier, ModelSpec, build_model
 from hetexport.onnx.export import export_to_repository
-from hetexport.onnx.runner import OnnxRunner
 from hetexport.onnx.parity import ENTROPY_TOLERANCE, PROB_TOLERANCE
+from hetexport.onnx.runner import OnnxRunner
 from hetexport.repository import parse_config
 from onnx import numpy_helper
 
