@@ -1,0 +1,74 @@
+"""Where a benchmark figure came from: written into every result file under ``bench/results/``.
+
+Every result file carries a top-level ``"provenance"`` object, so a figure quoted in the README
+can be traced to the command that produced it and checked against the code it measured:
+
+* ``command``: the command line that wrote the file (rerun it to reproduce the figures);
+* ``commit``: ``git rev-parse HEAD`` when it ran; ``dirty``: True when any of ``measures`` had
+  uncommitted changes then (such a result measured code that no commit holds);
+* ``measures``: the repository paths whose code the figures measure; a result is stale once a
+  later commit changes one of them;
+* ``date`` (ISO 8601, UTC) and ``machine`` (architecture, usable cores, CPU model).
+
+Typical usage (from a script in ``bench/``)::
+
+    from provenance import provenance
+    report = {"provenance": provenance(["server/src", "bench/gateway_bench.py"]), ...}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+
+
+def provenance(measures: Sequence[str], *, command: str | None = None) -> dict[str, object]:
+    """The provenance object for a result measuring ``measures`` (paths from the repo root)."""
+    return {
+        "command": command or _invocation(),
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--", *measures)),
+        "measures": list(measures),
+        "date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "machine": machine_description(),
+    }
+
+
+def machine_description() -> str:
+    """``x86_64, 2 cores, AMD EPYC ...``: architecture, usable cores and the CPU model."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{platform.machine()}, {cores} cores, {_cpu_model()}"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _invocation() -> str:
+    script = Path(sys.argv[0])
+    with contextlib.suppress(ValueError):
+        script = script.resolve().relative_to(REPO_ROOT)
+    return shlex.join([".venv/bin/python", str(script), *sys.argv[1:]])
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(
+        ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip()
