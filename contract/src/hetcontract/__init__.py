@@ -13,12 +13,14 @@ exporter's dependencies.
 """
 
 from hetcontract.api import (
-    ClassCorrelation,
+    API_VERSION,
+    MIN_CONFUSABLE_SHARE,
     Confusable,
-    Correlated,
+    ConfusedWith,
     ErrorBody,
     ErrorResponse,
     ImageInput,
+    LatentCorrelation,
     ModelDetail,
     ModelList,
     ModelSummary,
@@ -30,7 +32,7 @@ from hetcontract.api import (
     TensorInput,
     Uncertainty,
 )
-from hetcontract.model_card import InputSpec, ModelCard
+from hetcontract.model_card import InputSpec, McError, ModelCard, MonteCarloSpec
 from hetcontract.outputs import (
     HEAD_OUTPUTS,
     INPUT_NAME,
@@ -42,18 +44,22 @@ from hetcontract.outputs import (
 )
 
 __all__ = [
+    "API_VERSION",
     "HEAD_OUTPUTS",
     "INPUT_NAME",
     "MODEL_CARD_FILENAME",
+    "MIN_CONFUSABLE_SHARE",
     "MODEL_CARD_PARAMETER",
-    "ClassCorrelation",
     "Confusable",
-    "Correlated",
+    "ConfusedWith",
     "ErrorBody",
     "ErrorResponse",
     "ImageInput",
     "InputSpec",
+    "LatentCorrelation",
+    "McError",
     "ModelCard",
+    "MonteCarloSpec",
     "ModelDetail",
     "ModelList",
     "ModelSummary",

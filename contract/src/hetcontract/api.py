@@ -12,6 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_TOP_K_DEFAULT = 5
 
+API_VERSION = 2
+"""Version of this schema. 2: ``confusable`` lists where each top class's probability moves
+(``confused_with[].share``), no longer latent correlations (``correlated[].correlation``), and
+``class_correlation`` is named ``latent_correlation``."""
+
+MIN_CONFUSABLE_SHARE = 0.01
+"""A class that takes less than 1 % of a top class's probability movement is not listed."""
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -51,45 +59,52 @@ class Prediction(_Frozen):
     probability: float
 
 
-class ClassCorrelation(_Frozen):
-    """Correlation of the latent logits among the top classes, rows and columns in
-    ``class_ids`` order: ``corr_ij = S_ij / sqrt(S_ii S_jj)``. For a softmax head S is the
-    centred covariance ``C Sigma C`` (``C = I - 1 1^T / K``; a common shift of all logits is
-    invisible to a softmax, so Sigma's all-ones part is never learned), and a negative
-    ``corr_ij`` means the noise moves probability between i and j. For a sigmoid head S is
-    Sigma itself (positive = the labels co-occur). The identity for a deterministic head."""
+class LatentCorrelation(_Frozen):
+    """Correlation of the LATENT logits among the top classes, rows and columns in
+    ``class_ids`` order: ``corr_ij = S_ij / sqrt(S_ii S_jj)`` (Collier et al., CVPR 2021). For
+    a softmax head S is the centred covariance ``C Sigma C`` (``C = I - 1 1^T / K``; a common
+    shift of all logits is invisible to a softmax, so Sigma's all-ones part is never learned);
+    for a sigmoid head S is Sigma itself. It says how the logits co-vary under the learned
+    noise, whatever the classes' probabilities: where the probability moves is ``confusable``.
+    The identity for a deterministic head."""
 
     class_ids: list[int]
     matrix: list[list[float]]
 
 
-class Correlated(_Frozen):
+class ConfusedWith(_Frozen):
+    """One class another class's probability moves to, and its ``share`` of that movement."""
+
     class_id: int
     label: str
-    correlation: float
+    share: float
 
 
 class Confusable(_Frozen):
-    """For one top class, the m other classes the label noise ties to it (see
-    ``ClassCorrelation`` for the correlation): softmax heads list the most NEGATIVE centred
-    correlations first (where the class's probability goes when the noise moves it), the
-    sigmoid head the most POSITIVE raw ones (co-occurring labels); ``correlation`` is the
-    value as it is. A deterministic head gives correlations 0 (its ids carry no meaning)."""
+    """For one top class i, the classes its probability moves to under the learned noise,
+    largest share first. Softmax heads: ``share_ij = -Cov_s(p_i, p_j) / Var_s(p_i)`` over the
+    model's samples ``p_s = softmax(u_s / tau)``: when the noise lowers class i's probability
+    by delta, class j's rises by ``share_ij * delta`` on average (the shares of all other
+    classes sum to 1). Sigmoid head: ``+Cov_s(p_i, p_j) / Var_s(p_i)``, how much label j's
+    probability rises with label i's (co-occurring labels). Only shares of at least
+    ``MIN_CONFUSABLE_SHARE`` are listed, so the list is empty where the noise does not move
+    class i (always for a deterministic head: it makes no claim of confusion)."""
 
     class_id: int
-    correlated: list[Correlated]
+    confused_with: list[ConfusedWith]
 
 
 class Uncertainty(_Frozen):
     """Predictive entropy ``H[p_bar]`` (nats) and ``normalized_entropy = H / log K``;
     ``expected_entropy`` the mean entropy of the MC samples; ``mutual_information`` their
-    difference; and the class correlation of the top classes."""
+    difference; the latent correlation of the top classes; and, per top class, where its
+    probability moves (``confusable``)."""
 
     predictive_entropy: float
     normalized_entropy: float
     expected_entropy: float
     mutual_information: float
-    class_correlation: ClassCorrelation
+    latent_correlation: LatentCorrelation
     confusable: list[Confusable]
 
 

@@ -37,6 +37,39 @@ class InputSpec(BaseModel):
         return self
 
 
+class McError(BaseModel):
+    """Error of one served quantity against the exact integral, over held-out images."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mean: float = Field(ge=0)
+    p99: float = Field(ge=0)
+
+
+class MonteCarloSpec(BaseModel):
+    """How the served head integrates ``E[link(u / tau)]`` and how exact its numbers are.
+
+    ``design`` names the baked noise bank (``hetexport.layers.noise_bank.BANK_DESIGNS``; "none"
+    for a deterministic head), ``samples`` is S and ``seed`` its seed. ``error`` holds, per
+    served quantity (``probs`` as the max over classes, ``topk_probs``, the entropies, the
+    mutual information, ``confusable_share``), the mean and the 99th percentile over
+    ``images`` held-out images of |served - exact|, where "exact" is ``reference`` (a
+    randomized quasi-Monte Carlo integral whose own standard error, ``reference_error``, is far
+    below these). ``requested_p99`` is the p_bar error S was chosen for (``--mc-error``), if any.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    design: str
+    samples: int = Field(ge=1)
+    seed: int = 0
+    images: int = Field(ge=0)
+    reference: str = ""
+    reference_error: float = Field(default=0.0, ge=0)
+    requested_p99: float | None = None
+    error: dict[str, McError] = Field(default_factory=dict)
+
+
 class ModelCard(BaseModel):
     """Everything about an exported model that is not in its weights.
 
@@ -46,7 +79,8 @@ class ModelCard(BaseModel):
     ``noise_factors`` [S, R] and ``noise_diag`` [S, D] instead of [S, K]) or ``det`` (plain
     softmax).
     ``num_factors`` is R (0 for diagonal-only and deterministic heads), ``mc_samples`` is S
-    (1 for a deterministic head), ``top_k`` is k_max and ``num_confusable`` is m.
+    (1 for a deterministic head), ``top_k`` is k_max and ``num_confusable`` is m;
+    ``monte_carlo`` says how the head's integral is computed and how exact it is.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -64,6 +98,7 @@ class ModelCard(BaseModel):
     input: InputSpec
     metrics: dict[str, Any] = Field(default_factory=dict)
     parity: dict[str, Any] = Field(default_factory=dict)
+    monte_carlo: MonteCarloSpec | None = None
 
     @model_validator(mode="after")
     def _sizes_agree(self) -> ModelCard:

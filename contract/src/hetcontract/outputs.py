@@ -5,17 +5,25 @@ Shapes use symbols: ``B`` batch (dynamic), ``K`` classes, ``k_max`` top classes 
 names: its correlations are 0 off the diagonal and its expected entropy equals its predictive
 entropy.
 
-Class correlation. The latent logits are ``u ~ N(mu, Sigma)``. For a SOFTMAX head (``het``,
-``het_pe``, ``het_xl``) a common shift of all logits changes no prediction, so Sigma's all-ones
-component is never learned; the correlation reported is that of the centred covariance
-``Sigma_c = C Sigma C`` with ``C = I - 1 1^T / K`` (``corr_ij = Sigma_c_ij / sqrt(Sigma_c_ii
-Sigma_c_jj)``), and a top class's confusable classes are the m others with the most NEGATIVE
-centred correlation: when the noise raises that class's logit it lowers theirs, so probability
-mass moves between them. The SIGMOID head (``het_sigmoid``, independent Bernoullis, no shift
-invariance) reports the raw correlation of Sigma, and its confusable classes are the m others
-with the most POSITIVE one (labels that co-occur). Values are reported as they are (negative
-for a softmax head's confusable classes). A deterministic head: the identity, confusable
-correlations 0 (its confusable ids are then the lowest other class ids, and carry no meaning).
+Class correlation and confusable classes are two different things:
+
+* ``topk_correlation`` is the correlation of the LATENT logits ``u ~ N(mu, Sigma)`` among the
+  top classes (the quantity Collier et al., CVPR 2021 study). For a SOFTMAX head (``het``,
+  ``het_pe``, ``het_xl``) a common shift of all logits changes no prediction, so Sigma's
+  all-ones component is never learned; it is the correlation of the centred covariance
+  ``Sigma_c = C Sigma C``, ``C = I - 1 1^T / K``. The SIGMOID head (``het_sigmoid``) reports
+  that of Sigma. A deterministic head: the identity.
+* ``confusable_ids`` / ``confusable_share`` say where each top class's PROBABILITY moves under
+  the learned noise, from the same samples ``p_s = link(u_s / tau)`` that give ``probs``:
+  ``share_ij = -Cov_s(p_i, p_j) / Var_s(p_i)`` for softmax heads (when the noise lowers class
+  i's probability by delta, class j's rises by share_ij * delta on average; the shares of the
+  K - 1 others sum to 1), ``+Cov_s(p_i, p_j) / Var_s(p_i)`` for the sigmoid head (how much
+  label j's probability rises with label i's: co-occurring labels). The m others with the
+  largest share, largest first. All shares are 0 where the noise does not move class i
+  (``Var_s(p_i)`` below 1e-9; always for a deterministic head): no claim of confusion.
+  Until contract version 2 this output was ``confusable_correlation``, the most negative
+  centred latent correlation, which per input named a class with any probability to gain far
+  less often (see ``hetexport.class_correlation``).
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ class OutputName(StrEnum):
     MUTUAL_INFORMATION = "mutual_information"
     TOPK_CORRELATION = "topk_correlation"
     CONFUSABLE_IDS = "confusable_ids"
-    CONFUSABLE_CORRELATION = "confusable_correlation"
+    CONFUSABLE_SHARE = "confusable_share"
     PROBS = "probs"
 
 
@@ -69,14 +77,15 @@ HEAD_OUTPUTS: tuple[TensorSpec, ...] = (
     TensorSpec(OutputName.MUTUAL_INFORMATION, "TYPE_FP32", "float32", ("B",),
                "predictive minus expected entropy"),
     TensorSpec(OutputName.TOPK_CORRELATION, "TYPE_FP32", "float32", ("B", "k_max", "k_max"),
-               "correlation among the top classes: of the centred latent covariance C Sigma C "
+               "latent correlation among the top classes: of the centred covariance C Sigma C "
                "(softmax heads) or of Sigma (sigmoid head); see the module doc"),
     TensorSpec(OutputName.CONFUSABLE_IDS, "TYPE_INT64", "int64", ("B", "k_max", "m"),
-               "per top class, the m other classes with the most negative centred correlation "
-               "(softmax heads: where its probability goes) or the most positive raw "
-               "correlation (sigmoid head: co-occurring labels)"),
-    TensorSpec(OutputName.CONFUSABLE_CORRELATION, "TYPE_FP32", "float32", ("B", "k_max", "m"),
-               "those correlations, as they are (negative for softmax heads)"),
+               "per top class, the m other classes with the largest share of its probability "
+               "movement under the learned noise (sigmoid head: of its co-movement)"),
+    TensorSpec(OutputName.CONFUSABLE_SHARE, "TYPE_FP32", "float32", ("B", "k_max", "m"),
+               "those shares: -Cov_s(p_i, p_j) / Var_s(p_i) (softmax heads) or "
+               "+Cov_s(p_i, p_j) / Var_s(p_i) (sigmoid head); 0 where the noise does not move "
+               "class i"),
     TensorSpec(OutputName.PROBS, "TYPE_FP32", "float32", ("B", "K"),
                "the full MC-averaged probabilities"),
 )

@@ -2,9 +2,9 @@
 
 For each input b and the first ``top_k`` of the graph's ``k_max`` top classes:
 predictions ``(topk_ids[b, j], labels[...], topk_probs[b, j])``; ``normalized_entropy =
-predictive_entropy[b] / log K``; the class correlation ``topk_correlation[b, :top_k, :top_k]``;
-and per top class its ``m`` confusable classes as the graph chose them (softmax heads: the
-most negative centred correlation, where its probability moves; sigmoid: the most positive).
+predictive_entropy[b] / log K``; the latent correlation ``topk_correlation[b, :top_k, :top_k]``;
+and per top class the confusable classes the graph chose (largest share of its probability
+movement first), keeping those whose share is at least ``MIN_CONFUSABLE_SHARE``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from hetcontract import HEAD_OUTPUTS, ModelCard, OutputName, Result
+from hetcontract import HEAD_OUTPUTS, MIN_CONFUSABLE_SHARE, ModelCard, OutputName, Result
 from pydantic import TypeAdapter
 
 ANSWER_OUTPUTS: tuple[str, ...] = tuple(
@@ -48,9 +48,7 @@ def build_results(
     }
     correlation = per_input[OutputName.TOPK_CORRELATION.value].reshape(batch, k_max, k_max)
     confusable_ids = per_input[OutputName.CONFUSABLE_IDS.value].reshape(batch, k_max, -1)
-    confusable_corr = per_input[OutputName.CONFUSABLE_CORRELATION.value].reshape(
-        batch, k_max, -1
-    )
+    confusable_share = per_input[OutputName.CONFUSABLE_SHARE.value].reshape(batch, k_max, -1)
     log_k = math.log(card.num_classes)
     labels = card.labels
     results = [
@@ -64,13 +62,13 @@ def build_results(
             mutual_information=scalars[OutputName.MUTUAL_INFORMATION.value][b],
             correlation=rows,
             confusable_ids=other_ids,
-            confusable_corr=other_corr,
+            confusable_share=other_share,
         )
-        for b, (rows, other_ids, other_corr) in enumerate(
+        for b, (rows, other_ids, other_share) in enumerate(
             zip(
                 correlation[:, :top_k, :top_k].astype(float).tolist(),
                 confusable_ids[:, :top_k].astype(np.int64).tolist(),
-                confusable_corr[:, :top_k].astype(float).tolist(),
+                confusable_share[:, :top_k].astype(float).tolist(),
                 strict=True,
             )
         )
@@ -93,7 +91,7 @@ def _result(
     mutual_information: float,
     correlation: list[list[float]],
     confusable_ids: list[list[int]],
-    confusable_corr: list[list[float]],
+    confusable_share: list[list[float]],
 ) -> dict[str, Any]:
     """One input's answer as the dict layout of ``Result``; ``ids`` etc. already cut to
     ``top_k``."""
@@ -107,17 +105,18 @@ def _result(
             "normalized_entropy": predictive_entropy / log_k,
             "expected_entropy": expected_entropy,
             "mutual_information": mutual_information,
-            "class_correlation": {"class_ids": ids, "matrix": correlation},
+            "latent_correlation": {"class_ids": ids, "matrix": correlation},
             "confusable": [
                 {
                     "class_id": class_id,
-                    "correlated": [
-                        {"class_id": other, "label": labels[other], "correlation": value}
+                    "confused_with": [
+                        {"class_id": other, "label": labels[other], "share": value}
                         for other, value in zip(others, values, strict=True)
+                        if value >= MIN_CONFUSABLE_SHARE
                     ],
                 }
                 for class_id, others, values in zip(
-                    ids, confusable_ids, confusable_corr, strict=True
+                    ids, confusable_ids, confusable_share, strict=True
                 )
             ],
         },

@@ -81,3 +81,34 @@ def upcast(latent: LatentGaussian) -> LatentGaussian:
         widen(latent.mean), widen(latent.scale), widen(latent.factors),
         widen(latent.factor_scale), widen(latent.shared_factors),
     )
+
+
+def chunked_probability_covariance(
+    latent: LatentGaussian,
+    noise: NoiseBank,
+    temperature: Tensor | float,
+    probs: Tensor,
+    topk_ids: Tensor,
+    *,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> Tensor:
+    """``Cov_s(p_i, p_j)`` [B, k, K] for the top classes i, ``p_s = softmax(u_s / tau)``,
+    streaming over sample chunks (a second pass after p_bar, which centres it):
+    ``(1/S) sum_s (p_si - p_bar_i)(p_sj - p_bar_j)``, never the whole [B, S, K].
+
+    The same quantity as ``hetexport.class_correlation.probability_covariance_rows`` on the
+    materialised samples."""
+    batch, classes = latent.mean.shape
+    samples = noise.num_samples
+    step = samples_per_chunk(batch, classes, samples, chunk_elements)
+    wide = upcast(latent)
+    centre = probs.to(wide.mean.dtype).unsqueeze(1)  # [B, 1, K]
+    acc = wide.mean.new_zeros(batch, topk_ids.shape[1], classes)
+    for start in range(0, samples, step):
+        stop = min(start + step, samples)
+        x = chunk_logits(wide, noise, start, stop, temperature)
+        centred = torch.softmax(x, -1) - centre  # [B, S_chunk, K]
+        index = topk_ids.unsqueeze(1).expand(-1, stop - start, -1)
+        top = torch.gather(centred, 2, index)  # [B, S_chunk, k]
+        acc += torch.matmul(top.transpose(1, 2), centred)
+    return acc / samples

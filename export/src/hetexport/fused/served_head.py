@@ -23,8 +23,14 @@ import torch
 from hetcontract import HEAD_OUTPUTS
 from torch import Tensor
 
-from hetexport.class_correlation import SOFTMAX_RULE, CorrelationOutputs
-from hetexport.class_correlation import correlation_outputs as class_correlation_outputs
+from hetexport.class_correlation import (
+    SOFTMAX_RULE,
+    CorrelationOutputs,
+    confusable_from_shares,
+    shares_from_covariance,
+    topk_correlation,
+)
+from hetexport.fused.chunked import chunked_probability_covariance
 from hetexport.fused.errors import UnsupportedHead
 from hetexport.fused.mc_head import Impl, mc_head
 from hetexport.layers import LatentGaussian, NoiseBank
@@ -115,8 +121,9 @@ class ServedHead:
         latent = self.latent(tensors)
         c = self.constants
         result = mc_head(latent, c.noise, c.temperature, top_k=c.top_k, impl=self.impl)
-        topk_corr, conf_ids, conf_corr = correlation_outputs(latent, result.topk_ids,
-                                                             c.num_confusable)
+        topk_corr, conf_ids, conf_share = correlation_outputs(
+            latent, c.noise, c.temperature, result.probs, result.topk_ids, c.num_confusable
+        )
         return ServingOutputs(
             topk_ids=result.topk_ids,
             topk_probs=result.topk_probs,
@@ -125,23 +132,30 @@ class ServedHead:
             mutual_information=result.mutual_information,
             topk_correlation=topk_corr,
             confusable_ids=conf_ids,
-            confusable_correlation=conf_corr,
+            confusable_share=conf_share,
             probs=result.probs,
         )
 
 
 def correlation_outputs(
-    latent: LatentGaussian, topk_ids: Tensor, num_confusable: int
+    latent: LatentGaussian,
+    noise: NoiseBank,
+    temperature: float,
+    probs: Tensor,
+    topk_ids: Tensor,
+    num_confusable: int,
 ) -> CorrelationOutputs:
-    """``topk_correlation`` [B, k, k], ``confusable_ids`` and ``confusable_correlation``
-    [B, k, m], by the same code and rule as the ONNX head: the fused ensemble serves softmax
-    heads only (``het``, ``het_pe``; see ``hetexport.fused.ensemble``), so the correlation is
-    that of the centred covariance ``C Sigma C`` and a class's confusable classes are the
-    most negatively correlated others (``hetexport.class_correlation``)."""
-    outputs = class_correlation_outputs(latent, topk_ids, num_confusable=num_confusable,
-                                        rule=SOFTMAX_RULE)
-    return CorrelationOutputs(outputs.topk_correlation.float(), outputs.confusable_ids,
-                              outputs.confusable_correlation.float())
+    """``topk_correlation`` [B, k, k], ``confusable_ids`` and ``confusable_share`` [B, k, m]
+    by the same rule as the ONNX head (``hetexport.class_correlation``): the fused ensemble
+    serves softmax heads only (``het``, ``het_pe``; see ``hetexport.fused.ensemble``), so the
+    latent correlation is that of ``C Sigma C`` and the shares are
+    ``-Cov_s(p_i, p_j) / Var_s(p_i)`` over the same bank's samples, here streamed in chunks
+    (``chunked_probability_covariance``) instead of held as [B, S, K]."""
+    cov = chunked_probability_covariance(latent, noise, temperature, probs, topk_ids)
+    shares = shares_from_covariance(cov, topk_ids, rule=SOFTMAX_RULE)
+    ids, values = confusable_from_shares(shares, topk_ids, num_confusable)
+    corr = topk_correlation(latent, topk_ids, rule=SOFTMAX_RULE)
+    return CorrelationOutputs(corr.float(), ids, values.float())
 
 
 OUTPUT_DTYPES: dict[str, torch.dtype] = {

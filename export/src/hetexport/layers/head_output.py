@@ -19,6 +19,9 @@ class HeadOutput(NamedTuple):
         expected_entropy: ``(1/S) sum_s H[link(u_s / tau)]`` [B] (nats).
         latent: the latent logit distribution ``N(mu, V V^T + diag(d^2))``.
         temperature: tau, a 0-dim tensor.
+        sample_probs: the per-sample ``link(u_s / tau)`` [B, S, K] that ``probs`` averages
+            ([B, 1, K] for a deterministic head); None from a head that streams its samples
+            (``hetexport.fused``). The served head's confusable classes come from them.
     """
 
     probs: Tensor
@@ -26,3 +29,4 @@ class HeadOutput(NamedTuple):
     expected_entropy: Tensor
     latent: LatentGaussian
     temperature: Tensor
+    sample_probs: Tensor | None = None

@@ -163,6 +163,7 @@ class _SampledHead(_Head):
             expected_entropy=averaged.expected_entropy,
             latent=latent,
             temperature=tau,
+            sample_probs=averaged.sample_probs,
         )
 
     def _average(self, latent: LatentGaussian, noise: NoiseBank, tau: Tensor) -> MCAverage:
@@ -400,6 +401,7 @@ class DeterministicHead(_Head):
             expected_entropy=categorical_entropy(probs),
             latent=latent,
             temperature=tau,
+            sample_probs=probs.unsqueeze(1),
         )
 
     def extra_repr(self) -> str:

@@ -29,10 +29,13 @@ from hetexport.layers.noise_bank import NoiseBank
 
 
 class MCAverage(NamedTuple):
-    """``probs`` p_bar [B, K] and ``expected_entropy`` [B] from S samples."""
+    """``probs`` p_bar [B, K] and ``expected_entropy`` [B] from S samples; ``sample_probs``
+    the per-sample ``link(u_s / tau)`` [B, S, K] they average (None where a streaming engine
+    never holds them)."""
 
     probs: Tensor
     expected_entropy: Tensor
+    sample_probs: Tensor | None = None
 
 
 def sample_logits(latent: LatentGaussian, noise: NoiseBank) -> Tensor:
@@ -49,18 +52,22 @@ def sample_logits(latent: LatentGaussian, noise: NoiseBank) -> Tensor:
 def mc_softmax(latent: LatentGaussian, noise: NoiseBank, temperature: Tensor) -> MCAverage:
     """``p_bar = mean_s softmax(u_s / tau)`` and ``mean_s H[softmax(u_s / tau)]``."""
     scaled = sample_logits(latent, noise) / temperature
+    samples = torch.softmax(scaled, -1)
     return MCAverage(
-        probs=torch.softmax(scaled, -1).mean(1),
+        probs=samples.mean(1),
         expected_entropy=softmax_entropy_from_logits(scaled).mean(1),
+        sample_probs=samples,
     )
 
 
 def mc_sigmoid(latent: LatentGaussian, noise: NoiseBank, temperature: Tensor) -> MCAverage:
     """``p_bar = mean_s sigmoid(u_s / tau)`` and the mean summed Bernoulli entropy."""
     scaled = sample_logits(latent, noise) / temperature
+    samples = torch.sigmoid(scaled)
     return MCAverage(
-        probs=torch.sigmoid(scaled).mean(1),
+        probs=samples.mean(1),
         expected_entropy=sigmoid_entropy_from_logits(scaled).mean(1),
+        sample_probs=samples,
     )
 
 

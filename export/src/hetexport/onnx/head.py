@@ -11,19 +11,21 @@ example (B = batch, K classes, k = ``top_k``, m = ``num_confusable``):
   rounding). Softmax heads use the categorical entropy; the sigmoid head the sum of K
   Bernoulli entropies (see ``hetexport.layers.entropy``);
 * ``topk_ids`` / ``topk_probs`` [B, k]: classes by p_bar;
-* ``topk_correlation`` [B, k, k]: ``S_ij / sqrt(S_ii S_jj)`` among the top classes, from rows
+* ``topk_correlation`` [B, k, k]: the LATENT correlation ``S_ij / sqrt(S_ii S_jj)`` among the
+  top classes, from rows
   of S for the top classes only ([B, k, K], never [B, K, K]). ``Sigma = V V^T + diag(d^2)``
   (HET-XL: ``W (V' V'^T + diag(d'^2)) W^T``). Softmax heads use the centred
   ``S = C Sigma C``, ``C = I - 1 1^T / K`` (a common shift of all logits does not change a
   softmax, so Sigma's all-ones component is never learned); the sigmoid head uses S = Sigma;
-* ``confusable_ids`` / ``confusable_correlation`` [B, k, m]: per top class, the m OTHER
-  classes (self excluded) with the most NEGATIVE centred correlation for softmax heads (where
-  its probability mass goes when the noise moves it) and the most POSITIVE raw correlation for
-  the sigmoid head (co-occurring labels); values reported as they are.
-  See ``hetexport.class_correlation`` for the rule and its math.
+* ``confusable_ids`` / ``confusable_share`` [B, k, m]: per top class i, the m OTHER classes
+  (self excluded) with the largest share of its probability movement under the noise, from the
+  same samples ``p_s = link(u_s / tau)`` [B, S, K] that give p_bar:
+  ``share_ij = -Cov_s(p_i, p_j) / Var_s(p_i)`` (softmax heads; ``+`` for the sigmoid head),
+  0 where ``Var_s(p_i)`` is below ``PROBABILITY_VARIANCE_FLOOR``. See
+  ``hetexport.class_correlation`` for the rule and its math.
 
-A deterministic head gives the identity correlation, confusable correlations 0 (ids: the ties'
-order, the lowest other ids), expected == predictive entropy, MI 0.
+A deterministic head gives the identity correlation, confusable shares 0 (ids: the ties' order,
+the lowest other ids), expected == predictive entropy, MI 0.
 A HET-XL head (``het_xl``) draws its diagonal noise on the D pre-logits: its ``noise_diag`` is
 z_D [S, D] and ``u_s = mu + V z_R[s] + (d' * z_D[s]) W^T`` with V = W V'.
 """
@@ -53,7 +55,7 @@ class ServingOutputs(NamedTuple):
     mutual_information: Tensor
     topk_correlation: Tensor
     confusable_ids: Tensor
-    confusable_correlation: Tensor
+    confusable_share: Tensor
     probs: Tensor
 
 
@@ -108,8 +110,8 @@ class ServingGraph(nn.Module):
         predictive = head.entropy(out.probs)
         mutual = torch.clamp(predictive - out.expected_entropy, min=0.0)
         topk_probs, topk_ids = torch.topk(out.probs, self.top_k, dim=-1)
-        corr = correlation_outputs(out.latent, topk_ids, num_confusable=self.num_confusable,
-                                   rule=self.correlation_rule)
+        corr = correlation_outputs(out.latent, out.sample_probs, topk_ids,
+                                   num_confusable=self.num_confusable, rule=self.correlation_rule)
         return ServingOutputs(
             topk_ids=topk_ids,
             topk_probs=topk_probs,
@@ -118,6 +120,6 @@ class ServingGraph(nn.Module):
             mutual_information=mutual,
             topk_correlation=corr.topk_correlation,
             confusable_ids=corr.confusable_ids,
-            confusable_correlation=corr.confusable_correlation,
+            confusable_share=corr.confusable_share,
             probs=out.probs,
         )
