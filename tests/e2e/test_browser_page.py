@@ -171,7 +171,7 @@ def assert_page_shows(tab: Any, expected: dict[str, Any]) -> None:
     assert shown_figure(tab, "entropy-normalized") == uncertainty["normalized_entropy"]
     assert shown_figure(tab, "entropy-expected") == uncertainty["expected_entropy"]
     assert shown_figure(tab, "mutual-information") == uncertainty["mutual_information"]
-    correlation = uncertainty["class_correlation"]
+    correlation = uncertainty["latent_correlation"]
     matrix = correlation["matrix"]
     assert shown_heatmap(tab) == {
         (i, j): value for i, row in enumerate(matrix) for j, value in enumerate(row)
@@ -211,46 +211,41 @@ def test_uploaded_image_shows_the_api_answer_as_bars_entropy_and_heatmap(
     save_screenshot(page, "page_fashion_het")
 
 
-def test_page_names_the_most_negatively_correlated_pair_as_most_confusable_for_het_softmax(
+def test_page_says_where_each_top_class_probability_moves_for_het_softmax(
     page: Any, gateway_url: str, shirt_example: Path
 ) -> None:
-    """A softmax HET model reports the centred correlation: the pair whose probability trades
-    (most negative) is the most confusable one."""
+    """A softmax HET model answers, per top class, the classes its probability moves to and
+    their shares: the summary names the top class's first one, the list every listed one, with
+    the shares as percentages."""
     expected = api_answer(gateway_url, HET_MODEL, shirt_example)
+    top = expected["uncertainty"]["confusable"][0]
+    assert top["confused_with"], "the HET model's noise should move the shirt's probability"
+    first = top["confused_with"][0]
     labels = {p["class_id"]: p["label"] for p in expected["predictions"]}
-    correlation = expected["uncertainty"]["class_correlation"]
-    ids, matrix = correlation["class_ids"], correlation["matrix"]
-    value, i, j = min((matrix[i][j], i, j) for i in range(len(ids)) for j in range(i + 1, len(ids)))
-    assert value < 0, "the HET model's centred correlation should oppose some top classes"
 
     page.check(f"input[name='model'][value='{HET_MODEL}']")
     page.set_input_files("[data-testid='file-input']", str(shirt_example))
     wait_for_answer(page, HET_MODEL)
 
     summary = page.locator("[data-testid='confusable-summary']")
-    assert summary.get_attribute("data-pair") == f"{ids[i]},{ids[j]}"
-    assert f"{labels[ids[i]]} and {labels[ids[j]]} (correlation {shown_number(value)})" in (
-        summary.inner_text()
-    )
+    assert summary.get_attribute("data-pair") == f"{top['class_id']},{first['class_id']}"
+    text = summary.inner_text()
+    assert f"{labels[top['class_id']]} loses probability mostly to {first['label']}" in text
+    assert shown_percent(first["share"]) in text
     listed = {
         int(item.get_attribute("data-class-id")): item.inner_text()
         for item in page.locator("[data-testid='confusable-item']").all()
     }
     for entry in expected["uncertainty"]["confusable"]:
-        confused = [c for c in entry["correlated"] if c["correlation"] <= -WEAK_CORRELATION]
-        if not confused:
+        if not entry["confused_with"]:
             assert entry["class_id"] not in listed
-        for c in confused:
-            assert f"{c['label']} ({shown_number(c['correlation'])})" in listed[entry["class_id"]]
+        for c in entry["confused_with"]:
+            assert f"{c['label']} ({shown_percent(c['share'])})" in listed[entry["class_id"]]
 
 
-WEAK_CORRELATION = 0.1
-"""The page lists a confusable class only when its correlation is at least this strong."""
-
-
-def shown_number(value: float) -> str:
-    """A number as the page prints it: 2 decimals, a true minus sign."""
-    return f"{value:.2f}".replace("-", "\u2212")
+def shown_percent(share: float) -> str:
+    """A share as the page prints it: a percentage with one decimal."""
+    return f"{100 * share:.1f} %"
 
 
 def test_switching_to_the_deterministic_model_shows_an_identity_heatmap(
@@ -269,6 +264,8 @@ def test_switching_to_the_deterministic_model_shows_an_identity_heatmap(
     assert len(cells) == TOP_K * TOP_K
     assert all(value == (1.0 if i == j else 0.0) for (i, j), value in cells.items())
     assert page.get_attribute("[data-testid='confusable-summary']", "data-pair") == ""
+    assert "makes no claim" in page.inner_text("[data-testid='confusable-summary']")
+    assert page.locator("[data-testid='confusable-item']").count() == 0
     save_screenshot(page, "page_fashion_det")
 
 

@@ -11,7 +11,7 @@ import math
 import httpx
 import numpy as np
 import pytest
-from hetcontract import PredictResponse
+from hetcontract import MIN_CONFUSABLE_SHARE, PredictResponse
 from PIL import Image
 
 pytestmark = pytest.mark.e2e
@@ -66,19 +66,21 @@ def assert_matches_reference(answer: PredictResponse, reference: dict, card, top
         assert u.normalized_entropy == pytest.approx(
             u.predictive_entropy / math.log(card.num_classes), abs=1e-9
         )
-        assert u.class_correlation.class_ids == ids.tolist()
+        assert u.latent_correlation.class_ids == ids.tolist()
         np.testing.assert_allclose(
-            u.class_correlation.matrix, reference["topk_correlation"][b, :top_k, :top_k],
+            u.latent_correlation.matrix, reference["topk_correlation"][b, :top_k, :top_k],
             atol=ATOL,
         )
         for j, confusable in enumerate(u.confusable):
             assert confusable.class_id == int(ids[j])
-            other_ids = reference["confusable_ids"][b, j]
-            assert [c.class_id for c in confusable.correlated] == other_ids.tolist()
-            assert [c.label for c in confusable.correlated] == [card.labels[i] for i in other_ids]
+            listed = reference["confusable_share"][b, j] >= MIN_CONFUSABLE_SHARE
+            other_ids = reference["confusable_ids"][b, j][listed]
+            assert [c.class_id for c in confusable.confused_with] == other_ids.tolist()
+            assert [c.label for c in confusable.confused_with] == [card.labels[i]
+                                                                    for i in other_ids]
             np.testing.assert_allclose(
-                [c.correlation for c in confusable.correlated],
-                reference["confusable_correlation"][b, j], atol=ATOL,
+                [c.share for c in confusable.confused_with],
+                reference["confusable_share"][b, j][listed], atol=ATOL,
             )
 
 
@@ -108,8 +110,8 @@ def test_top_k_keeps_the_first_k_classes_of_the_full_answer(gateway_url, models,
     short = predict(gateway_url, model, json_body(images, top_k=1))
     for long_result, short_result in zip(full.results, short.results, strict=True):
         assert short_result.predictions == long_result.predictions[:1]
-        assert short_result.uncertainty.class_correlation.matrix == [[
-            long_result.uncertainty.class_correlation.matrix[0][0]
+        assert short_result.uncertainty.latent_correlation.matrix == [[
+            long_result.uncertainty.latent_correlation.matrix[0][0]
         ]]
         assert len(short_result.uncertainty.confusable) == 1
 

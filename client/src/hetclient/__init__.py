@@ -14,9 +14,8 @@ re-exported here; errors are the hierarchy in ``hetclient.errors``.
 """
 
 from hetcontract import (
-    ClassCorrelation,
     Confusable,
-    Correlated,
+    ConfusedWith,
     ModelDetail,
     ModelList,
     ModelSummary,
@@ -67,10 +66,9 @@ __all__ = [
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
-    "ClassCorrelation",
     "Client",
     "Confusable",
-    "Correlated",
+    "ConfusedWith",
     "GatewayTimeoutError",
     "HetserveError",
     "ImageLike",

@@ -2,14 +2,14 @@
 
 Example (``hetclient predict shirt.png boot.png --top-k 2``)::
 
-    image      rank  label        probability  entropy  confusable with (correlation)
-    shirt.png  1     Shirt        0.581        0.93     Pullover 0.71, Coat 0.55
-               2     T-shirt/top  0.310                 Shirt 0.62
-    boot.png   1     Ankle boot   0.990        0.05     Sneaker 0.40
+    image      rank  label        probability  entropy  probability moves to (share)
+    shirt.png  1     Shirt        0.581        0.93     T-shirt/top 0.62, Pullover 0.21
+               2     T-shirt/top  0.310                 Shirt 0.85
+    boot.png   1     Ankle boot   0.990        0.05     Sneaker 0.74
 
 ``entropy`` is the predictive entropy H[p_bar] in nats (once per image); the last column lists,
-for that class, the classes whose latent logits move most with it (the HET head's class
-correlation).
+for that class, the classes its probability moves to under the model's learned noise, with
+their share of that movement (``hetcontract.Confusable``; empty for a deterministic model).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from collections.abc import Sequence
 
 from hetcontract import PredictResponse, Result
 
-HEADER = ("image", "rank", "label", "probability", "entropy", "confusable with (correlation)")
+HEADER = ("image", "rank", "label", "probability", "entropy", "probability moves to (share)")
 COLUMN_GAP = "  "
 PROBABILITY_DIGITS = 3
 ENTROPY_DIGITS = 3
-CORRELATION_DIGITS = 2
+SHARE_DIGITS = 2
 MAX_CONFUSABLE_SHOWN = 3
 
 
@@ -47,11 +47,11 @@ def format_table(names: Sequence[str], answer: PredictResponse) -> str:
 
 
 def _result_rows(name: str, result: Result) -> list[tuple[str, ...]]:
-    confusable = {item.class_id: item.correlated for item in result.uncertainty.confusable}
+    confusable = {item.class_id: item.confused_with for item in result.uncertainty.confusable}
     rows = []
     for rank, prediction in enumerate(result.predictions, start=1):
         first = rank == 1
-        correlated = confusable.get(prediction.class_id, [])[:MAX_CONFUSABLE_SHOWN]
+        moves_to = confusable.get(prediction.class_id, [])[:MAX_CONFUSABLE_SHOWN]
         rows.append(
             (
                 name if first else "",
@@ -59,7 +59,7 @@ def _result_rows(name: str, result: Result) -> list[tuple[str, ...]]:
                 prediction.label,
                 f"{prediction.probability:.{PROBABILITY_DIGITS}f}",
                 f"{result.uncertainty.predictive_entropy:.{ENTROPY_DIGITS}f}" if first else "",
-                ", ".join(f"{c.label} {c.correlation:.{CORRELATION_DIGITS}f}" for c in correlated),
+                ", ".join(f"{c.label} {c.share:.{SHARE_DIGITS}f}" for c in moves_to),
             )
         )
     return rows

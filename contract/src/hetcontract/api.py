@@ -82,11 +82,13 @@ class ConfusedWith(_Frozen):
 
 class Confusable(_Frozen):
     """For one top class i, the classes its probability moves to under the learned noise,
-    largest share first. Softmax heads: ``share_ij = -Cov_s(p_i, p_j) / Var_s(p_i)`` over the
-    model's samples ``p_s = softmax(u_s / tau)``: when the noise lowers class i's probability
-    by delta, class j's rises by ``share_ij * delta`` on average (the shares of all other
-    classes sum to 1). Sigmoid head: ``+Cov_s(p_i, p_j) / Var_s(p_i)``, how much label j's
-    probability rises with label i's (co-occurring labels). Only shares of at least
+    largest share first. Softmax heads: over the model's samples ``p_s = softmax(u_s / tau)``
+    with ``C_ij = Cov_s(p_i, p_j)``, ``share_ij = max(0, -C_ij) / sum_{l != i} max(0, -C_il)``:
+    the part of class i's probability movement that class j takes (in [0, 1], summing to 1
+    over all other classes; when no class moves with i, the noise lowering class i's
+    probability by delta raises class j's by ``share_ij * delta`` on average). Sigmoid head:
+    ``max(0, C_ij) / sum_{l != i} max(0, C_il)``, how label i's co-movement splits over the
+    labels that rise with it (co-occurring labels). Only shares of at least
     ``MIN_CONFUSABLE_SHARE`` are listed, so the list is empty where the noise does not move
     class i (always for a deterministic head: it makes no claim of confusion)."""
 

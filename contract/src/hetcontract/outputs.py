@@ -14,13 +14,15 @@ Class correlation and confusable classes are two different things:
   ``Sigma_c = C Sigma C``, ``C = I - 1 1^T / K``. The SIGMOID head (``het_sigmoid``) reports
   that of Sigma. A deterministic head: the identity.
 * ``confusable_ids`` / ``confusable_share`` say where each top class's PROBABILITY moves under
-  the learned noise, from the same samples ``p_s = link(u_s / tau)`` that give ``probs``:
-  ``share_ij = -Cov_s(p_i, p_j) / Var_s(p_i)`` for softmax heads (when the noise lowers class
-  i's probability by delta, class j's rises by share_ij * delta on average; the shares of the
-  K - 1 others sum to 1), ``+Cov_s(p_i, p_j) / Var_s(p_i)`` for the sigmoid head (how much
-  label j's probability rises with label i's: co-occurring labels). The m others with the
+  the learned noise, from the same samples ``p_s = link(u_s / tau)`` that give ``probs``. With
+  ``C_ij = Cov_s(p_i, p_j)``: ``share_ij = max(0, -C_ij) / sum_{l != i} max(0, -C_il)`` for
+  softmax heads, the part of class i's probability movement that class j takes (in [0, 1],
+  summing to 1 over the others; when no class moves with i it is the slope of p_j on p_i:
+  the noise lowering p_i by delta raises p_j by share_ij * delta on average);
+  ``max(0, C_ij) / sum_{l != i} max(0, C_il)`` for the sigmoid head (how label i's co-movement
+  splits over the labels that rise with it: co-occurring labels). The m others with the
   largest share, largest first. All shares are 0 where the noise does not move class i
-  (``Var_s(p_i)`` below 1e-9; always for a deterministic head): no claim of confusion.
+  (``Var_s(p_i)`` below 1e-6, a standard deviation of 0.001; always for a deterministic head): no claim of confusion.
   Until contract version 2 this output was ``confusable_correlation``, the most negative
   centred latent correlation, which per input named a class with any probability to gain far
   less often (see ``hetexport.class_correlation``).
@@ -83,9 +85,9 @@ HEAD_OUTPUTS: tuple[TensorSpec, ...] = (
                "per top class, the m other classes with the largest share of its probability "
                "movement under the learned noise (sigmoid head: of its co-movement)"),
     TensorSpec(OutputName.CONFUSABLE_SHARE, "TYPE_FP32", "float32", ("B", "k_max", "m"),
-               "those shares: -Cov_s(p_i, p_j) / Var_s(p_i) (softmax heads) or "
-               "+Cov_s(p_i, p_j) / Var_s(p_i) (sigmoid head); 0 where the noise does not move "
-               "class i"),
+               "those shares of class i's probability movement, in [0, 1]: "
+               "max(0, -C_ij) / sum_l max(0, -C_il) with C = Cov_s(p) (softmax heads; +C for "
+               "the sigmoid head); 0 where the noise does not move class i"),
     TensorSpec(OutputName.PROBS, "TYPE_FP32", "float32", ("B", "K"),
                "the full MC-averaged probabilities"),
 )

@@ -11,20 +11,25 @@ For the top classes of one input (ids [B, k]) a head reports two different thing
 
 2. ``confusable_ids`` / ``confusable_share`` [B, k, m]: per top class i, the m other classes
    its PROBABILITY moves to under the model's learned noise. With the sampled probabilities
-   ``p_s = link(u_s / tau)`` (the same samples that give p_bar):
+   ``p_s = link(u_s / tau)`` (the same samples that give p_bar) and their covariance
+   ``C_ij = Cov_s(p_i, p_j)``:
 
-       share_ij = -Cov_s(p_i, p_j) / Var_s(p_i)          (softmax heads)
+       share_ij = max(0, -C_ij) / sum_{l != i} max(0, -C_il)      (softmax heads)
 
-   the slope of p_j on p_i over the noise: when the noise lowers class i's probability by
-   delta, class j's rises by ``share_ij * delta`` on average. Since ``sum_j p_j = 1``,
-   ``sum_{j != i} share_ij = 1`` exactly: the shares split class i's probability movement
-   among the others (a share can be negative for a class that moves WITH i). The confusable
-   classes are the m others with the largest share. For the sigmoid head (independent
-   labels) ``share_ij = +Cov_s(p_i, p_j) / Var_s(p_i)``: how much label j's probability rises
-   with label i's (co-occurring labels), largest first.
+   the part of class i's probability movement that class j takes: ``-C_ij > 0`` when j's
+   probability rises as i's falls. The shares lie in [0, 1] and sum to 1 over the others.
+   When no class moves WITH i (the usual case for the top class) the denominator is exactly
+   ``Var_s(p_i)`` (``sum_j p_j = 1`` gives ``sum_{l != i} -C_il = Var_s(p_i)``), so the share is
+   the slope of p_j on p_i: the noise lowering class i's probability by delta raises class j's
+   by ``share_ij * delta`` on average. (The plain slope ``-C_ij / Var_s(p_i)`` is unbounded for
+   a class the noise hardly moves: measured on the demo model it reached several hundred for
+   the 4th and 5th top classes, whose probability is ~1e-5, so it is not what is served.) The
+   confusable classes are the m others with the largest share. For the sigmoid head
+   (independent labels) ``share_ij = max(0, C_ij) / sum_{l != i} max(0, C_il)``: how label i's
+   co-movement splits over the labels that rise with it (co-occurring labels).
 
-   Where ``Var_s(p_i) <= PROBABILITY_VARIANCE_FLOOR`` (the noise does not move class i:
-   always so for a deterministic head) every share of i is 0: no claim of confusion.
+   Where ``Var_s(p_i) <= PROBABILITY_VARIANCE_FLOOR`` (std 0.001: the noise does not move
+   class i; always so for a deterministic head) every share of i is 0: no claim of confusion.
 
 Why not the latent correlation for (2): per input, a strongly negative centred correlation
 says that two logits move against each other, but not that the other class has any
@@ -51,9 +56,10 @@ from torch import Tensor
 
 from hetexport.layers import LatentGaussian
 
-PROBABILITY_VARIANCE_FLOOR = 1e-9
-"""``Var_s(p_i)`` at or below this (a standard deviation of ~3e-5) counts as "the noise does
-not move class i": its shares are 0. Above float32 rounding of a centred sum of p in [0, 1]."""
+PROBABILITY_VARIANCE_FLOOR = 1e-6
+"""``Var_s(p_i)`` at or below this (a standard deviation of 0.1 percentage point) counts as
+"the noise does not move class i": its shares are 0. Where a class's probability moves less,
+where it moves to is noise of the samples, not a property of the model."""
 
 
 class CorrelationRule(NamedTuple):
@@ -107,18 +113,24 @@ def probability_covariance_rows(sample_probs: Tensor, topk_ids: Tensor) -> Tenso
 
 
 def shares_from_covariance(cov_rows: Tensor, topk_ids: Tensor, *, rule: CorrelationRule) -> Tensor:
-    """``share_ij = -/+ Cov(p_i, p_j) / Var(p_i)`` [B, k, K] from covariance rows [B, k, K];
-    0 for every j where ``Var(p_i) <= PROBABILITY_VARIANCE_FLOOR`` (module doc)."""
+    """Shares [B, k, K] from covariance rows [B, k, K] (module doc, item 2):
+    ``max(0, -/+ C_ij) / sum_{l != i} max(0, -/+ C_il)``, 0 at ``j = i`` and wherever
+    ``Var(p_i) <= PROBABILITY_VARIANCE_FLOOR`` or no class moves against (softmax) / with
+    (sigmoid) class i."""
     own = torch.gather(cov_rows, 2, topk_ids.unsqueeze(-1))  # Var(p_i) [B, k, 1]
-    moving = own > PROBABILITY_VARIANCE_FLOOR
+    classes = torch.arange(cov_rows.shape[-1], device=cov_rows.device)
+    is_self = topk_ids.unsqueeze(-1) == classes  # [B, k, K]
     signed = -cov_rows if rule.most_negative else cov_rows
-    safe = torch.where(moving, own, torch.ones_like(own))
-    return torch.where(moving, signed / safe, torch.zeros_like(signed))
+    flows = torch.where(is_self, torch.zeros_like(signed), torch.clamp(signed, min=0.0))
+    total = flows.sum(-1, keepdim=True)  # [B, k, 1]
+    moving = (own > PROBABILITY_VARIANCE_FLOOR) & (total > 0)
+    safe = torch.where(moving, total, torch.ones_like(total))
+    return torch.where(moving, flows / safe, torch.zeros_like(flows))
 
 
 def probability_shares(sample_probs: Tensor, topk_ids: Tensor, *, rule: CorrelationRule) -> Tensor:
-    """Shares [B, k, K] of each top class's probability movement (module doc), from the
-    sampled probabilities [B, S, K]."""
+    """Shares [B, k, K] of each top class's probability movement (module doc, item 2), from
+    the sampled probabilities [B, S, K]."""
     return shares_from_covariance(probability_covariance_rows(sample_probs, topk_ids), topk_ids,
                                   rule=rule)
 

@@ -4,7 +4,10 @@ Typical usage::
 
     hetexport train --epochs 4 --noise-rate 0.3 --checkpoint runs/het.pt --metrics runs/het.json
     hetexport train --image-folder photos/ --image-size 64 --channels RGB --checkpoint runs/mine.pt
-    hetexport export runs/het.pt --model-repo model_repo --name fashion_het --mc-samples 1000
+    hetexport export runs/het.pt --model-repo model_repo --name fashion_het --mc-samples 128
+    hetexport export runs/het.pt --name fashion_het --mc-error 0.01 \
+        --error-images /usr/share/datasets/fashion-mnist      # S chosen by the error asked for
+    hetexport mc-error runs/het.pt --model-dir model_repo/fashion_het  # served vs exact
     hetexport demo --model-repo model_repo --report-dir reports        # what `make models` runs
     hetexport gpu-repo model_repo model_repo_cuda                      # for docker-compose
 
@@ -24,12 +27,19 @@ from typing import Annotated, Any
 import typer
 from hetcontract import InputSpec
 
-from hetexport.data import DEFAULT_FASHION_MNIST_DIR, load_image_folder
+from hetexport.data import DEFAULT_FASHION_MNIST_DIR, held_out_images, load_image_folder
 from hetexport.errors import HetExportError
 from hetexport.label_noise import DEFAULT_NOISE_RATE
 from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EVAL_MC_SAMPLES
 from hetexport.layers.heads import DEFAULT_NUM_FACTORS
-from hetexport.onnx.export import DEFAULT_NOISE_SEED, DEFAULT_NUM_CONFUSABLE, DEFAULT_TOP_K
+from hetexport.layers.noise_bank import BANK_DESIGNS
+from hetexport.onnx.export import (
+    DEFAULT_BANK_DESIGN,
+    DEFAULT_NOISE_SEED,
+    DEFAULT_NUM_CONFUSABLE,
+    DEFAULT_TOP_K,
+)
+from hetexport.onnx.sampling_plan import DEFAULT_EXPORT_MC_SAMPLES
 from hetexport.report import to_jsonable
 from hetexport.repository import DEFAULT_MAX_BATCH_SIZE
 from hetexport.training.config import (
@@ -171,29 +181,99 @@ def train(
     typer.echo(f"checkpoint: {checkpoint}\nmetrics: {metrics}\n{json.dumps(figures)}")
 
 
+BankDesign = StrEnum("BankDesign", {name: name for name in BANK_DESIGNS})
+DEFAULT_DESIGN = BankDesign(DEFAULT_BANK_DESIGN)
+DEFAULT_ERROR_IMAGES = 400
+
+
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `hetexport train`")],
     model_repo: Annotated[Path, typer.Option(help="Triton model repository")] = Path("model_repo"),
     name: Annotated[str, typer.Option(help="model directory under the repository")] = "model",
     mc_samples: Annotated[
-        int | None, typer.Option(help="S baked into the graph (default: the model's eval S)")
+        int | None, typer.Option(min=1, help="S baked into the graph (default 128, or chosen "
+                                             "by --mc-error)")
     ] = None,
+    mc_error: Annotated[
+        float | None, typer.Option(min=0.0, help="choose the smallest S whose p_bar error "
+                                                 "(p99 over held-out images) is at most this")
+    ] = None,
+    error_images: Annotated[
+        Path | None, typer.Option(help="held-out images to measure the error on (Fashion-MNIST "
+                                       "IDX directory: its test split; or an image folder); the "
+                                       "model card then records every served quantity's error")
+    ] = None,
+    error_image_count: Annotated[int, typer.Option(min=2)] = DEFAULT_ERROR_IMAGES,
+    bank_design: Annotated[
+        BankDesign, typer.Option(help="points of the baked noise bank")
+    ] = DEFAULT_DESIGN,
     top_k: Annotated[int, typer.Option(min=1)] = DEFAULT_TOP_K,
     num_confusable: Annotated[int, typer.Option(min=0)] = DEFAULT_NUM_CONFUSABLE,
     max_batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_MAX_BATCH_SIZE,
     seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = DEFAULT_NOISE_SEED,
 ) -> None:
     """Checkpoint -> model_repo/<name>/{config.pbtxt, 1/model.onnx, model_card.json, labels.txt}."""
+    from hetexport.checkpoint import load_checkpoint
     from hetexport.onnx.export import export_to_repository
 
     with _clean_failure():
+        images = None
+        if error_images is not None:
+            spec = load_checkpoint(checkpoint).model.spec
+            if spec is None:
+                raise HetExportError("the checkpoint has no input spec to read images with")
+            images = held_out_images(error_images, spec.input, limit=error_image_count)
         report = export_to_repository(
             checkpoint, model_repo, name, mc_samples=mc_samples, top_k=top_k,
             num_confusable=num_confusable, max_batch_size=max_batch_size, seed=seed,
+            design=bank_design.value, mc_error=mc_error, error_images=images,
         )
+    mc = report.card.monte_carlo
     typer.echo(f"exported {report.model_dir} ({report.onnx_bytes} bytes of ONNX); parity "
                f"{json.dumps(report.parity.max_abs_diff)}")
+    if mc is not None:
+        typer.echo(f"S = {mc.samples} ({mc.design}); error vs exact: "
+                   f"{json.dumps({k: v.model_dump() for k, v in mc.error.items()})}")
+
+
+@app.command("mc-error")
+def mc_error_report(
+    checkpoint: Annotated[Path, typer.Argument(help="the model's checkpoint (its latents)")],
+    model_dir: Annotated[
+        Path | None, typer.Option(help="an exported model (model_repo/<name>): measure its ONNX "
+                                       "graph; default: the graph an export would bake now")
+    ] = None,
+    images: Annotated[Path, typer.Option(help="Fashion-MNIST IDX directory or image folder")] = (
+        DEFAULT_FASHION_MNIST_DIR),
+    count: Annotated[int, typer.Option(min=2, help="held-out images")] = DEFAULT_ERROR_IMAGES,
+    mc_samples: Annotated[int, typer.Option(min=1)] = DEFAULT_EXPORT_MC_SAMPLES,
+    bank_design: Annotated[BankDesign, typer.Option()] = DEFAULT_DESIGN,
+    seed: Annotated[int, typer.Option()] = DEFAULT_NOISE_SEED,
+) -> None:
+    """Every served quantity against the exact integral: mean and p99 error over the images."""
+    from hetexport.checkpoint import load_checkpoint
+    from hetexport.exact.measure import head_error, reference_for
+    from hetexport.layers import NoiseBank
+    from hetexport.onnx.runner import OnnxRunner
+
+    with _clean_failure():
+        model = load_checkpoint(checkpoint).model.eval()
+        if model.spec is None:
+            raise HetExportError("the checkpoint has no input spec to read images with")
+        batch = held_out_images(images, model.spec.input, limit=count)
+        reference = reference_for(model, batch)
+        if model_dir is not None:
+            served = OnnxRunner(model_dir / "1" / "model.onnx").run(batch.numpy())
+            report = head_error(model, batch, reference, served=served)
+        else:
+            head = model.head
+            bank = NoiseBank.fixed(mc_samples, head.num_factors, head.diag_noise_dim, seed=seed,
+                                   design=bank_design.value)
+            report = head_error(model, batch, reference, bank=bank)
+    typer.echo(json.dumps({"images": report.images, "reference": reference.description,
+                           "reference_standard_error": report.largest_reference_error(),
+                           "error": report.summary()}, indent=2))
 
 
 @app.command("gpu-repo")

@@ -49,14 +49,16 @@ from hetexport.label_noise import (
     MAX_FLIP_PROBABILITY,
     SIMILARITY_POWER,
 )
-from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EXPORT_MC_SAMPLES
+from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EVAL_MC_SAMPLES
 from hetexport.model import ModelSpec
-from hetexport.onnx.export import DEFAULT_NOISE_SEED as EXPORT_NOISE_SEED
 from hetexport.onnx.export import (
+    DEFAULT_BANK_DESIGN,
     DEFAULT_NUM_CONFUSABLE,
     DEFAULT_TOP_K,
     export_to_repository,
 )
+from hetexport.onnx.export import DEFAULT_NOISE_SEED as EXPORT_NOISE_SEED
+from hetexport.onnx.sampling_plan import DEFAULT_EXPORT_MC_SAMPLES
 from hetexport.plots import (
     SweepPoint,
     correlation_matrix_plot,
@@ -106,6 +108,8 @@ two shared cores); the main runs use all 60k (54k train + 6k validation)."""
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_BACKBONE_KWARGS: dict[str, Any] = {"widths": [8, 16], "feature_dim": 128}
 DEFAULT_TRAIN_MC_SAMPLES = 100
+DEFAULT_ERROR_IMAGES = 400
+"""Clean test images the exported models' error against the exact integral is measured on."""
 PLOT_FILES = {
     "reliability": "reliability_diagrams.png",
     "noise_sweep": "noise_sweep.png",
@@ -138,7 +142,9 @@ class DemoConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     backbone_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_BACKBONE_KWARGS))
     train_mc_samples: int = DEFAULT_TRAIN_MC_SAMPLES
+    eval_mc_samples: int = DEFAULT_EVAL_MC_SAMPLES
     export_mc_samples: int = DEFAULT_EXPORT_MC_SAMPLES
+    error_images: int = DEFAULT_ERROR_IMAGES
     top_k: int = DEFAULT_TOP_K
     num_confusable: int = DEFAULT_NUM_CONFUSABLE
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
@@ -203,7 +209,7 @@ def _spec(config: DemoConfig, data: PreparedData, *, head: str, num_factors: int
         num_factors=num_factors if head != "det" else 0,
         temperature=temperature,
         train_mc_samples=config.train_mc_samples,
-        eval_mc_samples=config.export_mc_samples,
+        eval_mc_samples=config.eval_mc_samples,
         labels=data.class_names,
         input=data.input_spec,
     )
@@ -259,11 +265,16 @@ def noise_sweep(config: DemoConfig, specs: dict[str, ModelSpec]) -> list[SweepPo
     return points
 
 
-def _export(config: DemoConfig, checkpoint: Path, name: str, metrics: dict[str, Any]) -> Path:
+def _export(config: DemoConfig, checkpoint: Path, name: str, metrics: dict[str, Any],
+            data: PreparedData) -> Path:
+    """Export with the default bank design and S; the card's error figures are measured on
+    the first ``config.error_images`` clean test images (held out from training)."""
+    assert data.test_images is not None
     export_to_repository(
         checkpoint, config.model_repo, name, mc_samples=config.export_mc_samples,
         top_k=config.top_k, num_confusable=config.num_confusable,
         max_batch_size=config.max_batch_size, metrics=metrics, seed=EXPORT_NOISE_SEED,
+        error_images=data.test_images[:config.error_images],
     )
     return config.model_repo / name
 
@@ -310,7 +321,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     test_probs = {head: fitted.test_predictions.probs for head, fitted in seed0.items()}
     plots = _plots(config, data, test_probs, correlation.centered)
     plots["noise_sweep"] = noise_sweep_plot(sweep, config.report_dir / PLOT_FILES["noise_sweep"])
-    exported, checkpoints = _save_and_export(config, seed0)
+    exported, checkpoints = _save_and_export(config, seed0, data)
     summary = summarize_runs(runs)
     report = _report_dict(config, data, grid, grid_seconds, runs, summary, correlation, sweep,
                           sweep_seconds, plots, checkpoints, exported,
@@ -357,7 +368,7 @@ def reevaluate_demo(config: DemoConfig) -> DemoResult:
     plots["noise_sweep"] = config.report_dir / PLOT_FILES["noise_sweep"]
     exported = {}
     if config.export:
-        exported = {head: _export(config, paths[head], name, checkpoints[head].metrics)
+        exported = {head: _export(config, paths[head], name, checkpoints[head].metrics, data)
                     for head, name in MODEL_NAMES.items()}
     report = dict(previous)
     report.update({
@@ -383,7 +394,8 @@ def _reevaluation_text(config: DemoConfig, checkpoints: dict[str, Path],
                        for path in checkpoints.values())
     export_line = (
         f"Re-exported {', '.join(f'`{path}`' for path in exported.values())} from those "
-        f"checkpoints ({config.export_mc_samples} MC samples, export noise seed "
+        f"checkpoints ({config.export_mc_samples} MC samples of the {DEFAULT_BANK_DESIGN} "
+        f"bank, export noise seed "
         f"{EXPORT_NOISE_SEED}, top-k {config.top_k}, {config.num_confusable} confusable)."
         if exported else "Nothing exported.")
     return (
@@ -422,7 +434,7 @@ def _plots(config: DemoConfig, data: PreparedData, test_probs: dict[str, np.ndar
     }
 
 
-def _save_and_export(config: DemoConfig, seed0: dict[str, Fitted]
+def _save_and_export(config: DemoConfig, seed0: dict[str, Fitted], data: PreparedData
                      ) -> tuple[dict[str, Path], dict[str, Path]]:
     exported, checkpoints = {}, {}
     for head, fitted in seed0.items():
@@ -430,7 +442,8 @@ def _save_and_export(config: DemoConfig, seed0: dict[str, Fitted]
         checkpoints[head] = save_checkpoint(_checkpoint_path(config, head), fitted.model,
                                             metrics=metrics)
         if config.export:
-            exported[head] = _export(config, checkpoints[head], MODEL_NAMES[head], metrics)
+            exported[head] = _export(config, checkpoints[head], MODEL_NAMES[head], metrics,
+                                     data)
     return exported, checkpoints
 
 
@@ -537,7 +550,7 @@ def render_markdown(report: dict[str, Any], summary: dict[str, Any],
         f"head; AdamW (batch {settings['batch_size']}), cosine decay, {settings['epochs']} "
         "epochs, best epoch by noisy-validation "
         f"NLL; HET trains with {settings['train_mc_samples']} MC samples and is evaluated "
-        f"with {settings['export_mc_samples']}.",
+        f"with {settings.get('eval_mc_samples', settings['export_mc_samples'])} fresh ones.",
         f"- Seeds: {list(settings['seeds'])}.",
         "",
         "## HET hyperparameters chosen on the noisy validation split",

@@ -17,9 +17,9 @@ import hetclient
 import httpx
 import pytest
 from hetcontract import (
-    ClassCorrelation,
     Confusable,
-    Correlated,
+    ConfusedWith,
+    LatentCorrelation,
     Prediction,
     PredictResponse,
     Result,
@@ -101,15 +101,16 @@ def _make_answer(num_results: int = 1, *, request_id: str = "rid-1") -> PredictR
             normalized_entropy=0.40,
             expected_entropy=0.81,
             mutual_information=0.12,
-            class_correlation=ClassCorrelation(class_ids=[6, 0], matrix=[[1.0, 0.62], [0.62, 1.0]]),
+            latent_correlation=LatentCorrelation(class_ids=[6, 0],
+                                                 matrix=[[1.0, -0.62], [-0.62, 1.0]]),
             confusable=[
                 Confusable(
                     class_id=6,
-                    correlated=[Correlated(class_id=2, label="Pullover", correlation=0.71)],
+                    confused_with=[ConfusedWith(class_id=2, label="Pullover", share=0.71)],
                 ),
                 Confusable(
                     class_id=0,
-                    correlated=[Correlated(class_id=6, label="Shirt", correlation=0.62)],
+                    confused_with=[ConfusedWith(class_id=6, label="Shirt", share=0.62)],
                 ),
             ],
         ),

@@ -37,7 +37,7 @@ def test_predict_returns_the_contracts_predict_response(run_client, make_answer)
     assert isinstance(outcome.result, PredictResponse)
     assert outcome.result == answer
     assert outcome.result.results[0].predictions[0].label == "Shirt"
-    assert outcome.result.results[0].uncertainty.confusable[0].correlated[0].label == "Pullover"
+    assert outcome.result.results[0].uncertainty.confusable[0].confused_with[0].label == "Pullover"
 
 
 def test_models_returns_the_listing(run_client):

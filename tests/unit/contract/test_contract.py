@@ -25,9 +25,10 @@ ARCHITECTURE_EXAMPLE_ANSWER = {
         "uncertainty": {
             "predictive_entropy": 0.93, "normalized_entropy": 0.40,
             "expected_entropy": 0.81, "mutual_information": 0.12,
-            "class_correlation": {"class_ids": [6, 0], "matrix": [[1.0, 0.62], [0.62, 1.0]]},
-            "confusable": [{"class_id": 6, "correlated": [
-                {"class_id": 2, "label": "Pullover", "correlation": 0.71}]}],
+            "latent_correlation": {"class_ids": [6, 0],
+                                   "matrix": [[1.0, -0.62], [-0.62, 1.0]]},
+            "confusable": [{"class_id": 6, "confused_with": [
+                {"class_id": 2, "label": "Pullover", "share": 0.71}]}],
         },
     }],
     "request_id": "abc",
@@ -48,7 +49,7 @@ def test_head_outputs_are_exactly_the_architecture_table_in_order():
     assert [spec.name.value for spec in HEAD_OUTPUTS] == [
         "topk_ids", "topk_probs", "predictive_entropy", "expected_entropy",
         "mutual_information", "topk_correlation", "confusable_ids",
-        "confusable_correlation", "probs",
+        "confusable_share", "probs",
     ]
     assert INPUT_NAME == "images"
 
@@ -70,7 +71,7 @@ def test_output_spec_looks_up_by_name_or_enum_and_refuses_unknown_names():
 def test_the_architecture_example_answer_parses_and_round_trips():
     answer = PredictResponse.model_validate(ARCHITECTURE_EXAMPLE_ANSWER)
     assert answer.results[0].predictions[0].label == "Shirt"
-    assert answer.results[0].uncertainty.confusable[0].correlated[0].correlation == 0.71
+    assert answer.results[0].uncertainty.confusable[0].confused_with[0].share == 0.71
     assert json.loads(answer.model_dump_json()) == ARCHITECTURE_EXAMPLE_ANSWER
 
 

@@ -30,9 +30,11 @@ from hetexport.fused.served_head import (
 )
 from hetexport.layers import NoiseBank
 from hetexport.model import ModelSpec, build_model
+from hetexport.onnx.export import DEFAULT_BANK_DESIGN
 from hetexport.onnx.graph import export_graph
 from hetexport.onnx.head import ServingGraph
 from hetexport.onnx.runner import OnnxRunner
+from hetexport.onnx.sampling_plan import DEFAULT_EXPORT_MC_SAMPLES
 
 PROB_ATOL = 1e-5
 ENTROPY_ATOL = 1e-4
@@ -76,7 +78,7 @@ def test_served_head_matches_the_onnx_head(impl, head, factors):
     torch.testing.assert_close(actual["probs"], torch.from_numpy(expected["probs"]),
                                atol=PROB_ATOL, rtol=0)
     torch.testing.assert_close(actual["topk_ids"], torch.from_numpy(expected["topk_ids"]))
-    for name in ("topk_probs", "topk_correlation", "confusable_correlation"):
+    for name in ("topk_probs", "topk_correlation", "confusable_share"):
         torch.testing.assert_close(actual[name], torch.from_numpy(expected[name]),
                                    atol=PROB_ATOL, rtol=0, msg=name)
     for name in ("predictive_entropy", "expected_entropy", "mutual_information"):
@@ -138,5 +140,7 @@ def test_ensemble_cli_writes_the_repository_from_a_checkpoint(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     card_path = tmp_path / "gpu" / "demo_gpu" / MODEL_CARD_FILENAME
     card = ModelCard.model_validate_json(card_path.read_text())
-    assert (card.name, card.head, card.mc_samples) == ("demo_gpu", "het", SAMPLES)
+    assert (card.name, card.head, card.mc_samples) == ("demo_gpu", "het",
+                                                       DEFAULT_EXPORT_MC_SAMPLES)
+    assert card.monte_carlo.design == DEFAULT_BANK_DESIGN  # the exporter's convention
     assert (tmp_path / "gpu/het_mc_head/1/model.py").is_file()

@@ -67,6 +67,7 @@ def exported(tmp_path_factory):
             trained_one_step(variant),
             repo,
             f"m_{variant}",
+            mc_samples=S,
             top_k=TOP_K,
             num_confusable=M,
             metrics={"note": variant},
@@ -334,29 +335,71 @@ def numpy_correlation_for(variant: str, sigma: np.ndarray) -> np.ndarray:
     return corr
 
 
+def numpy_sample_probs(model: HetClassifier, images: np.ndarray, onnx_path: Path,
+                       link: str) -> np.ndarray:
+    """``link(u_s / tau)`` [B, S, K] with numpy, from the head's latent parameters and the bank
+    baked into the ONNX file: ``u_s = mu + V z_R[s] + d * z_K[s]`` (HET-XL: ``(d' * z_D[s])
+    W^T`` for the diagonal term)."""
+    bank = {t.name: numpy_helper.to_array(t).astype(np.float64)
+            for t in onnx.load(str(onnx_path)).graph.initializer
+            if t.name in ("noise_factors", "noise_diag")}
+    with torch.no_grad():
+        latent = model.head.latent(model.backbone(torch.from_numpy(images)))
+        tau = float(model.head.temperature())
+    mean = latent.mean.double().numpy()
+    u = np.repeat(mean[:, None, :], bank["noise_diag"].shape[0], axis=1)
+    if latent.factors is not None:
+        u = u + np.einsum("sr,bkr->bsk", bank["noise_factors"], latent.factors.double().numpy())
+    elif latent.shared_factors is not None:
+        J = latent.shared_factors.detach().double().numpy()
+        u = u + latent.factor_scale.double().numpy()[:, None, :] * (bank["noise_factors"] @ J.T)
+    if latent.prelogit_scale is not None:
+        scaled = latent.prelogit_scale.double().numpy()[:, None, :] * bank["noise_diag"]
+        u = u + scaled @ latent.prelogit_weight.detach().double().numpy().T
+    else:
+        u = u + latent.scale.double().numpy()[:, None, :] * bank["noise_diag"]
+    x = u / tau
+    if link == "sigmoid":
+        return 1 / (1 + np.exp(-x))
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_confusable_classes_follow_the_head_kinds_rule_against_numpy(exported, images, variant):
-    """Softmax heads: the m others with the most NEGATIVE centred correlation (values as they
-    are); sigmoid: the most POSITIVE raw correlation; deterministic: correlations 0."""
+def test_confusable_classes_are_where_the_sampled_probability_moves(exported, images, variant):
+    """Softmax heads: per top class i, the m others with the largest share
+    max(0, -C_ij) / sum_l max(0, -C_il) of its sampled probability's movement (C the sample
+    covariance of the probabilities); sigmoid: the same with +C (co-moving labels);
+    deterministic: shares 0 (no claim). Against numpy on the bank baked into the graph; the
+    latent correlation among the top classes against numpy too."""
     _, reports = exported
+    model = trained_one_step(variant)
     out = OnnxRunner(reports[variant].onnx_path).run(images)
-    corr = numpy_correlation_for(variant, numpy_latent_covariance(trained_one_step(variant),
-                                                                  images))
+    corr = numpy_correlation_for(variant, numpy_latent_covariance(model, images))
     top = out["topk_ids"]
     want_top = np.take_along_axis(np.take_along_axis(corr, top[:, :, None], 1),
                                   top[:, None, :], 2)
     np.testing.assert_allclose(out["topk_correlation"], want_top, atol=1e-5)
-    rows = np.take_along_axis(corr, top[:, :, None], 1)  # [B, k, K]
-    np.put_along_axis(rows, top[:, :, None], np.nan, 2)  # a class is not its own confusable
-    ordered = np.sort(rows, axis=-1)  # ascending, NaN (self) last
-    if variant == "het_sigmoid":
-        ordered = -np.sort(-rows, axis=-1)  # descending, NaN last
-    np.testing.assert_allclose(out["confusable_correlation"], ordered[:, :, :M], atol=1e-5)
-    np.testing.assert_allclose(  # the reported values are those of the reported ids
-        np.take_along_axis(rows, out["confusable_ids"], 2), out["confusable_correlation"],
-        atol=1e-5)
-    if variant in SOFTMAX_VARIANTS:
-        # rows of C Sigma C sum to 0 and its diagonal is > 0, so some other class is negative
-        assert np.all(out["confusable_correlation"][:, :, 0] < 0)
     if variant == "det":
-        np.testing.assert_array_equal(out["confusable_correlation"], 0.0)
+        np.testing.assert_array_equal(out["confusable_share"], 0.0)
+        return
+    link = "sigmoid" if variant == "het_sigmoid" else "softmax"
+    p = numpy_sample_probs(model, images, reports[variant].onnx_path, link)
+    centred = p - p.mean(1, keepdims=True)
+    cov = np.einsum("bsk,bsl->bkl", centred, centred) / p.shape[1]  # [B, K, K]
+    rows = np.take_along_axis(cov, top[:, :, None], 1)  # [B, k, K]
+    var = np.take_along_axis(rows, top[:, :, None], 2)  # [B, k, 1]
+    if link == "softmax":  # the others' covariances with i sum to -Var(p_i)
+        np.testing.assert_allclose(rows.sum(-1, keepdims=True), 0.0, atol=1e-12)
+    flows = np.clip(rows if link == "sigmoid" else -rows, 0, None)
+    np.put_along_axis(flows, top[:, :, None], 0.0, 2)
+    shares = flows / flows.sum(-1, keepdims=True)
+    np.testing.assert_allclose(shares.sum(-1), 1.0, atol=1e-9)
+    assert np.all(var > 1e-9)
+    np.put_along_axis(shares, top[:, :, None], -np.inf, 2)  # never its own confusable class
+    best = -np.sort(-shares, axis=-1)[:, :, :M]
+    np.testing.assert_allclose(out["confusable_share"], best, atol=1e-4)
+    np.testing.assert_allclose(  # the reported values are those of the reported ids
+        np.take_along_axis(shares, out["confusable_ids"], 2), out["confusable_share"],
+        atol=1e-4)
+    assert np.all(out["confusable_share"][:, :, 0] > 0)

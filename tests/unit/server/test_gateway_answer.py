@@ -27,7 +27,8 @@ def outputs(*, scalar_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
         "mutual_information": np.array([0.2, 0.1], np.float32).reshape(scalar_shape),
         "topk_correlation": correlation,
         "confusable_ids": np.array([[[0, 1], [2, 3], [0, 3]], [[1, 0], [3, 2], [1, 2]]]),
-        "confusable_correlation": np.full((batch, K_MAX, M), 0.5, np.float32),
+        "confusable_share": np.array([[[0.7, 0.3], [0.5, 0.005], [0.0, 0.0]],
+                                      [[0.9, 0.1], [0.6, 0.4], [1.0, 0.0]]], np.float32),
     }
 
 
@@ -41,7 +42,16 @@ def test_results_keep_the_first_top_k_classes_with_their_labels(scalar_shape):
     assert u.predictive_entropy == pytest.approx(1.1)
     assert u.normalized_entropy == pytest.approx(1.1 / math.log(K))
     assert u.mutual_information == pytest.approx(0.1)
-    assert u.class_correlation.class_ids == [3, 1]
-    np.testing.assert_allclose(u.class_correlation.matrix, [[1.1, 0.1], [0.1, 1.1]], atol=1e-6)
+    assert u.latent_correlation.class_ids == [3, 1]
+    np.testing.assert_allclose(u.latent_correlation.matrix, [[1.1, 0.1], [0.1, 1.1]], atol=1e-6)
     assert [c.class_id for c in u.confusable] == [3, 1]
-    assert [(c.class_id, c.label) for c in u.confusable[0].correlated] == [(1, "b"), (0, "a")]
+    assert [(c.class_id, c.label) for c in u.confusable[0].confused_with] == [(1, "b"), (0, "a")]
+    assert [c.share for c in u.confusable[0].confused_with] == pytest.approx([0.9, 0.1])
+
+
+def test_confusable_lists_only_classes_that_take_a_real_share():
+    """A share under MIN_CONFUSABLE_SHARE (1 %) is not listed: a class whose probability the
+    noise does not move (all shares 0, as for a deterministic head) lists nothing."""
+    results = build_results(outputs(scalar_shape=(2,)), CARD, top_k=3)
+    first = results[0].uncertainty.confusable
+    assert [[c.class_id for c in entry.confused_with] for entry in first] == [[0, 1], [2], []]

@@ -11,6 +11,7 @@ from hetexport.data.fashion_mnist import (
     read_idx,
     write_idx,
 )
+from hetexport.data.held_out import held_out_images
 from hetexport.data.image_folder import load_image_folder
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "FASHION_MNIST_STD",
     "DataError",
     "ImageDataset",
+    "held_out_images",
     "load_fashion_mnist",
     "load_image_folder",
     "normalize",

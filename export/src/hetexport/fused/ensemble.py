@@ -35,6 +35,7 @@ from hetcontract import (
     MODEL_CARD_FILENAME,
     MODEL_CARD_PARAMETER,
     ModelCard,
+    MonteCarloSpec,
 )
 from onnx import numpy_helper
 from torch import Tensor, nn
@@ -52,6 +53,8 @@ from hetexport.fused.served_head import (
 )
 from hetexport.layers import NoiseBank
 from hetexport.model import HetClassifier
+from hetexport.onnx.export import DEFAULT_BANK_DESIGN
+from hetexport.onnx.sampling_plan import DEFAULT_EXPORT_MC_SAMPLES
 from hetexport.repository import head_output_configs, quoted
 
 ENSEMBLE_NAME = "fashion_het_gpu"
@@ -111,8 +114,9 @@ def write_gpu_ensemble(
     """Write ``repo/{name, name_backbone, head_name}`` (see module doc).
 
     ``reference``: an exported ONNX model directory (``model_repo/fashion_het``) whose noise
-    bank, top_k, num_confusable and metrics are reused; otherwise the bank is
-    ``NoiseBank.fixed(mc_samples, R, K, seed=seed)``, the exporter's convention.
+    bank, top_k, num_confusable, metrics and ``monte_carlo`` card section are reused (the
+    same bank gives the same numbers); otherwise the bank is ``NoiseBank.fixed(mc_samples, R,
+    K, seed=seed, design=DEFAULT_BANK_DESIGN)``, the exporter's convention.
     """
     if not isinstance(checkpoint, HetClassifier):
         checkpoint = load_checkpoint(checkpoint).model
@@ -125,7 +129,8 @@ def write_gpu_ensemble(
     card = _model_card(model, name, reference=reference, mc_samples=mc_samples, top_k=top_k,
                        num_confusable=num_confusable)
     noise = (_reference_noise(reference) if reference is not None
-             else NoiseBank.fixed(card.mc_samples, head.num_factors, head.num_classes, seed=seed))
+             else NoiseBank.fixed(card.mc_samples, head.num_factors, head.num_classes, seed=seed,
+                                  design=DEFAULT_BANK_DESIGN))
     if (noise.num_factors, noise.num_classes) != (head.num_factors, head.num_classes):
         raise EnsembleError(f"reference noise bank is R={noise.num_factors}, K={noise.num_classes}")
     constants = HeadConstants(
@@ -149,12 +154,16 @@ def write_gpu_ensemble(
 def _model_card(model: HetClassifier, name: str, *, reference: Path | None,
                 mc_samples: int | None, top_k: int, num_confusable: int) -> ModelCard:
     spec, head = model.spec, model.head
+    samples = mc_samples or DEFAULT_EXPORT_MC_SAMPLES
     fields = {"metrics": {}, "parity": {}, "top_k": top_k, "num_confusable": num_confusable,
-              "mc_samples": mc_samples or spec.eval_mc_samples}
+              "mc_samples": samples,
+              "monte_carlo": MonteCarloSpec(design=DEFAULT_BANK_DESIGN, samples=samples,
+                                            images=0)}
     if reference is not None:
         ref = ModelCard.model_validate_json((reference / MODEL_CARD_FILENAME).read_text())
         fields = {"metrics": ref.metrics, "parity": {}, "top_k": ref.top_k,
-                  "num_confusable": ref.num_confusable, "mc_samples": ref.mc_samples}
+                  "num_confusable": ref.num_confusable, "mc_samples": ref.mc_samples,
+                  "monte_carlo": ref.monte_carlo}
     labels = list(spec.labels) or [str(k) for k in range(head.num_classes)]
     return ModelCard(name=name, head=head.kind, num_classes=head.num_classes, labels=labels,
                      num_factors=head.num_factors, temperature=float(head.temperature()),

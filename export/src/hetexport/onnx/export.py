@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hetcontract import MODEL_CARD_FILENAME, InputSpec, ModelCard
+from hetcontract import MODEL_CARD_FILENAME, InputSpec, ModelCard, MonteCarloSpec
 from pydantic import ValidationError
+from torch import Tensor
 
 from hetexport.checkpoint import load_checkpoint
 from hetexport.errors import ExportError
@@ -34,6 +35,7 @@ from hetexport.model import HetClassifier
 from hetexport.onnx.graph import Layout, export_graph
 from hetexport.onnx.head import ServingGraph
 from hetexport.onnx.parity import ParityReport, check_parity
+from hetexport.onnx.sampling_plan import plan_sampling
 from hetexport.repository import (
     CONFIG_FILENAME,
     DEFAULT_MAX_BATCH_SIZE,
@@ -45,6 +47,11 @@ from hetexport.repository import (
 DEFAULT_TOP_K = 5
 DEFAULT_NUM_CONFUSABLE = 3
 DEFAULT_NOISE_SEED = 0
+DEFAULT_BANK_DESIGN = "moment_matched_sobol"
+"""The baked bank's design (``hetexport.layers.noise_bank``): at S = 128 every served quantity
+is at least as exact as plain Monte Carlo at S = 1000 on the demo model (README, measured by
+``bench/uncertainty_cost.py``)."""
+
 MODEL_VERSION = "1"
 MODEL_FILENAME = "model.onnx"
 LABELS_FILENAME = "labels.txt"
@@ -73,16 +80,27 @@ class ExportedGraph:
 
 
 def build_serving_graph(
-    model: HetClassifier, *, mc_samples: int, top_k: int, num_confusable: int, seed: int
+    model: HetClassifier,
+    *,
+    mc_samples: int,
+    top_k: int,
+    num_confusable: int,
+    seed: int,
+    design: str = DEFAULT_BANK_DESIGN,
 ) -> ServingGraph:
-    """Wrap ``model`` (eval mode) with ``NoiseBank.fixed(mc_samples, R, K, seed=seed)``.
+    """Wrap ``model`` (eval mode) with ``NoiseBank.fixed(mc_samples, R, K, seed=seed,
+    design=design)``.
 
-    (HET-XL: ``NoiseBank.fixed(mc_samples, R, D, seed=seed)``, its diagonal noise is z_D.)
+    (HET-XL: ``NoiseBank.fixed(mc_samples, R, D, ...)``, its diagonal noise is z_D.)
     """
     head = model.head
     noise = None
     if head.kind != "det":
-        noise = NoiseBank.fixed(mc_samples, head.num_factors, head.diag_noise_dim, seed=seed)
+        try:
+            noise = NoiseBank.fixed(mc_samples, head.num_factors, head.diag_noise_dim,
+                                    seed=seed, design=design)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from exc
     try:
         return ServingGraph(model.eval(), noise=noise, top_k=top_k, num_confusable=num_confusable)
     except ValueError as exc:
@@ -98,10 +116,12 @@ def export_onnx(
     num_confusable: int = DEFAULT_NUM_CONFUSABLE,
     seed: int = DEFAULT_NOISE_SEED,
     layout: Layout = "per_example",
+    design: str = DEFAULT_BANK_DESIGN,
 ) -> ExportedGraph:
     """Trace ``model`` to ONNX in memory (nothing validated or written yet)."""
     graph = build_serving_graph(
-        model, mc_samples=mc_samples, top_k=top_k, num_confusable=num_confusable, seed=seed
+        model, mc_samples=mc_samples, top_k=top_k, num_confusable=num_confusable, seed=seed,
+        design=design,
     )
     proto = export_graph(graph, input_shape, layout=layout)
     return ExportedGraph(proto.SerializeToString(), graph)
@@ -123,12 +143,20 @@ def export_to_repository(
     layout: Layout = "per_example",
     dynamic_batching: DynamicBatching | None = None,
     instance_count: int = 1,
+    design: str = DEFAULT_BANK_DESIGN,
+    mc_error: float | None = None,
+    error_images: Tensor | None = None,
 ) -> ExportReport:
     """Export, validate against PyTorch, then write ``model_repo/<name>/`` (replacing it).
 
-    ``mc_samples`` defaults to the head's ``eval_mc_samples``; labels, input spec and the
-    checkpoint's metrics come from the model's spec unless given. Raises ExportError (and
-    writes nothing) when the export or its parity check fails.
+    S: ``mc_samples`` if given; else, with ``mc_error``, the smallest S whose 99th-percentile
+    p_bar error (max over classes, against the exact integral) on the first half of
+    ``error_images`` is <= ``mc_error``; else ``DEFAULT_EXPORT_MC_SAMPLES``. With
+    ``error_images`` (normalised [N, C, H, W], held out from training) the model card records
+    the served graph's error on every quantity (on the second half when S was chosen on the
+    first); without, it records only the design and S. Labels, input spec and the checkpoint's
+    metrics come from the model's spec unless given. Raises ExportError (and writes nothing)
+    when the export or its parity check fails.
     """
     model, spec_metrics = _resolve_model(checkpoint_or_model)
     spec = model.spec
@@ -139,8 +167,10 @@ def export_to_repository(
     head = model.head
     if not labels:
         labels = [f"class_{k}" for k in range(head.num_classes)]
-    samples = 1 if head.kind == "det" else (mc_samples or head.eval_mc_samples)
     input_shape = tuple(input_spec.shape)
+    plan = plan_sampling(model, mc_samples=mc_samples, mc_error=mc_error, design=design,
+                         seed=seed, images=error_images)
+    samples = plan.samples
     exported = export_onnx(
         model,
         input_shape=input_shape,
@@ -149,6 +179,7 @@ def export_to_repository(
         num_confusable=num_confusable,
         seed=seed,
         layout=layout,
+        design=design,
     )
     parity = check_parity(
         exported.graph,
@@ -166,6 +197,7 @@ def export_to_repository(
         num_confusable=num_confusable,
         metrics={**spec_metrics, **(metrics or {})},
         parity={**parity.as_card(), "layout": layout, "noise_seed": seed},
+        monte_carlo=plan.card(model, exported.onnx_model),
     )
     config = model_config(
         name,
@@ -217,6 +249,7 @@ def _model_card(
     num_confusable: int,
     metrics: dict[str, Any],
     parity: dict[str, Any],
+    monte_carlo: MonteCarloSpec,
 ) -> ModelCard:
     head = model.head
     try:
@@ -234,6 +267,7 @@ def _model_card(
             input=input_spec,
             metrics=json.loads(json.dumps(metrics)),
             parity=parity,
+            monte_carlo=monte_carlo,
         )
     except (ValidationError, TypeError, ValueError) as exc:
         raise ExportError(f"cannot build the model card: {exc}") from exc

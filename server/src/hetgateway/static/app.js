@@ -9,11 +9,9 @@ const API_KEY_STORAGE = "hetserve.apiKey";
 const API_KEY_HEADER = "X-API-Key";
 const EXAMPLES_MANIFEST = "static/examples/manifest.json";
 const DEFAULT_TOP_K = 5;
-// Below this, a correlation is shown as "none" (a deterministic head gives exact zeros).
-const CORRELATION_EPSILON = 1e-6;
-// Correlations weaker than this (in the confusable direction) are called weak, and such
-// confusable classes are not listed.
-const WEAK_CORRELATION = 0.1;
+// A share of a top class's probability movement below this is called small (the gateway
+// already leaves out shares under hetcontract.MIN_CONFUSABLE_SHARE).
+const SMALL_SHARE = 0.1;
 const NON_BREAKING_HYPHEN = "\u2011";
 const HEAD_NAMES = {
   het: "HET",
@@ -182,10 +180,23 @@ async function loadCard(name) {
     `S=${card.mc_samples}`,
     `τ=${formatNumber(card.temperature, 2)}`,
   ];
+  const mc = card.monte_carlo;
+  if (mc && card.head !== "det") parts.push(mcDescription(mc));
   const info = $("model-info");
   info.textContent = `${HEAD_NAMES[card.head] || card.head}: ${parts.join(" · ")}`;
-  info.title = "K classes, R covariance factors, S Monte Carlo samples, τ softmax temperature";
+  info.title = "K classes, R covariance factors, S Monte Carlo samples (and their design), " +
+    "τ softmax temperature; the error is |served − exact| of the averaged probabilities, " +
+    "99th percentile over held-out images";
   fillTopK(card.top_k);
+}
+
+/** "Sobol bank, p̄ error ≤ 0.004 (p99)" from the model card's monte_carlo section. */
+function mcDescription(mc) {
+  const design = mc.design.replaceAll("_", " ");
+  const error = mc.error && mc.error.probs;
+  return error
+    ? `${design} bank, p̄ error ≤ ${formatNumber(error.p99, 4)} (p99 of ${mc.images} images)`
+    : `${design} bank`;
 }
 
 function fillTopK(maxK) {
@@ -335,7 +346,7 @@ function renderAnswer(answer) {
   $("request-id").textContent = answer.request_id;
   renderBars(result.predictions);
   renderEntropy(result.uncertainty, answer.model.num_classes);
-  renderHeatmap(result.uncertainty.class_correlation, answer.model.name);
+  renderHeatmap(result.uncertainty.latent_correlation, answer.model.name);
   renderConfusable(result.uncertainty, answer.model.name);
   root.hidden = false;
 }
@@ -444,84 +455,62 @@ function correlationColour(value) {
 }
 
 function renderConfusable(uncertainty, modelName) {
-  renderPairSummary(uncertainty.class_correlation, modelName);
-  renderConfusableList(uncertainty.confusable, modelName);
+  const sign = confusionSign(modelName);
+  renderConfusableSummary(uncertainty.confusable, modelName, sign);
+  renderConfusableList(uncertainty.confusable, modelName, sign);
 }
 
 /**
- * The sign of a confusable correlation for this model (hetcontract ClassCorrelation):
- * -1 for softmax heads, whose correlation is that of the centred logits and whose confused
- * classes trade probability (most NEGATIVE first); +1 for the sigmoid head, whose confused
- * labels co-occur (most positive first).
+ * +1 for the sigmoid head, whose shares say which labels rise together (co-occurring labels);
+ * -1 for the softmax heads, whose shares say where a class's probability goes
+ * (hetcontract Confusable).
  */
 function confusionSign(modelName) {
   const model = state.models.get(modelName);
   return model && model.head === "het_sigmoid" ? 1 : -1;
 }
 
-/** Name the most confusable pair of top classes (most negative correlation, or most positive
- * for a sigmoid head). */
-function renderPairSummary({ class_ids: ids, matrix }, modelName) {
-  const sign = confusionSign(modelName);
+/** One sentence on where the top class's probability moves, or that the model claims none. */
+function renderConfusableSummary(confusable, modelName, sign) {
   const summary = $("confusable-summary");
-  const pairName = (pair) => `${labelOf(modelName, ids[pair.i])} and ${labelOf(modelName, ids[pair.j])}`;
-  const best = extremePair(matrix, (a, b) => sign * a > sign * b);
-  const strongest = extremePair(matrix, (a, b) => Math.abs(a) > Math.abs(b));
-  const strength = best ? sign * best.value : 0;
-  summary.dataset.pair = best && strength >= CORRELATION_EPSILON
-    ? `${ids[best.i]},${ids[best.j]}`
-    : "";
-  if (!best) {
-    summary.textContent = "Only one class shown.";
-  } else if (Math.abs(strongest.value) < CORRELATION_EPSILON) {
-    summary.textContent =
-      "No correlation between any of the top classes: this model cannot say which of them it confuses.";
-  } else if (strength < CORRELATION_EPSILON) {
-    summary.textContent = "No two of the top classes are confused with each other for this image.";
-  } else {
-    summary.replaceChildren(
-      strength >= WEAK_CORRELATION
-        ? "Most confusable among the top classes: "
-        : "The top classes are hardly confused with each other for this image; the closest pair is ",
-      strong(pairName(best)),
-      ` (correlation ${formatNumber(best.value, 2)}).`,
-    );
+  const top = confusable[0];
+  const first = top && top.confused_with[0];
+  summary.dataset.pair = first ? `${top.class_id},${first.class_id}` : "";
+  if (!first) {
+    summary.textContent = state.models.get(modelName)?.head === "det"
+      ? "A deterministic model has no noise model: it makes no claim of which classes it confuses."
+      : "The model's noise does not move the top class's probability for this image.";
+    return;
   }
+  summary.replaceChildren(
+    "Under the model's label noise, ",
+    strong(labelOf(modelName, top.class_id)),
+    sign < 0 ? " loses probability mostly to " : " rises mostly together with ",
+    strong(first.label),
+    ` (${formatPercent(first.share)} of its movement${first.share < SMALL_SHARE ? ", small" : ""}).`,
+  );
 }
 
-/** Per top class, the other classes (of all K) it is clearly confused with. */
-function renderConfusableList(confusable, modelName) {
-  const sign = confusionSign(modelName);
+/** Per top class, the other classes (of all K) its probability moves to, with their shares. */
+function renderConfusableList(confusable, modelName, sign) {
   $("confusable-lead").textContent = sign < 0
-    ? "Among all classes, each top class's probability moves most to:"
-    : "Among all classes, each top label co-occurs most with:";
+    ? "Where each top class's probability moves under the learned noise (share of its movement):"
+    : "Which labels rise with each top label under the learned noise (slope):";
   const items = [];
   for (const entry of confusable) {
-    const related = entry.correlated.filter((c) => sign * c.correlation >= WEAK_CORRELATION);
-    if (!related.length) continue;
+    if (!entry.confused_with.length) continue;
     const item = document.createElement("li");
     item.dataset.testid = "confusable-item";
     item.dataset.classId = String(entry.class_id);
     item.append(
       strong(labelOf(modelName, entry.class_id)),
       ": ",
-      related.map((c) => `${c.label} (${formatNumber(c.correlation, 2)})`).join(", "),
+      entry.confused_with.map((c) => `${c.label} (${formatPercent(c.share)})`).join(", "),
     );
     items.push(item);
   }
   $("confusable").replaceChildren(...items);
   $("confusable-lead").hidden = items.length === 0;
-}
-
-/** The pair i < j whose ``matrix[i][j]`` wins ``beats`` against all others; null below 2 x 2. */
-function extremePair(matrix, beats) {
-  let found = null;
-  for (let i = 0; i < matrix.length; i += 1) {
-    for (let j = i + 1; j < matrix.length; j += 1) {
-      if (!found || beats(matrix[i][j], found.value)) found = { i, j, value: matrix[i][j] };
-    }
-  }
-  return found;
 }
 
 function strong(text) {

@@ -1,0 +1,246 @@
+"""What uncertainty costs: the HET model against the plain one through Triton, and how exact
+the HET head's numbers are for that cost.
+
+Two sections (``--sections cost error``, both by default):
+
+- ``cost``: the embedded Triton (repository derived from ``model_repo/`` as ``make serve``
+  does) serves ``fashion_het`` and ``fashion_det``; the same preprocessed Fashion-MNIST test
+  tensors go to both with ``tritonclient.grpc.aio`` at a fixed concurrency, in alternating
+  rounds (het, det, het, det, ...) at batch 1 and 32. Per model and batch: throughput
+  (images/s), p50/p99 latency, and Triton's CPU milliseconds per image (Triton with its
+  Python-backend stubs, from /proc). The HET/det cost ratio is reported two ways: the median
+  of the paired round ratios det throughput / het throughput (what a client sees on this
+  machine), and Triton CPU per image het / det (what the head costs in cores, robust to other
+  work on a shared machine). Targets: <= 1.20 at batch 32, <= 1.10 at batch 1.
+- ``error``: against the exact integral (``hetexport.exact``: randomized QMC, 2^18 points, with
+  its own standard error), the mean and 99th percentile over ``--images`` test images of every
+  served quantity's error, for the bank the models were shipped with before (plain Monte Carlo,
+  S = 1000), plain Monte Carlo at S = 128, each Sobol design at S = 128, and the bank in the
+  shipped ``fashion_het`` (its ONNX graph run with ONNX Runtime). Needs the model's checkpoint
+  (``make models`` leaves it in ``runs/demo/fashion_het.pt``) for the latent Gaussians.
+
+Reproduce: ``.venv/bin/python bench/uncertainty_cost.py`` (``make bench-uncertainty``);
+results in ``bench/results/uncertainty-cost.json`` with their provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import tritonclient.grpc.aio as grpcaio
+from gateway_bench import CpuMeter, load, preprocess
+from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
+from hetexport.checkpoint import load_checkpoint
+from hetexport.exact.measure import head_error, reference_for
+from hetexport.layers import NoiseBank
+from hetexport.onnx.runner import OnnxRunner
+from hetgateway.answer import ANSWER_OUTPUTS
+from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
+from loopback_target import fashion_images, free_port, percentiles_ms
+from provenance import RESULTS_DIR, provenance
+from tritonclient.grpc import InferInput, InferRequestedOutput
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("fashion_het", "fashion_det")
+BATCH_SIZES = (1, 32)
+TARGETS = {1: 1.10, 32: 1.20}
+NUM_TENSORS = 256
+WARMUP_REQUESTS = 40
+READY_TIMEOUT_S = 240.0
+CLIENT_TIMEOUT_S = 60
+DESIGNS_AT_128 = ("normal", "sobol", "antithetic_sobol", "moment_matched_sobol")
+PREVIOUS_BANK = ("normal", 1000)
+MEASURED = ["export/src/hetexport", "model_repo", "server/src/hetgateway/embedded",
+            "bench/uncertainty_cost.py"]
+
+
+def main() -> int:
+    args = parse_args()
+    output = RESULTS_DIR / "uncertainty-cost.json"
+    report = json.loads(output.read_text()) if output.exists() else {}
+    report["provenance"] = provenance(MEASURED)
+    if "cost" in args.sections:
+        report["cost"] = measure_cost(args)
+    if "error" in args.sections:
+        report["error"] = measure_error(args)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {output.relative_to(REPO_ROOT)}")
+    return 0
+
+
+# ---- cost -------------------------------------------------------------------------------------
+
+
+def measure_cost(args: argparse.Namespace) -> dict:
+    repository = Path(args.model_repository)
+    cards = {m: ModelCard.model_validate_json((repository / m / MODEL_CARD_FILENAME).read_text())
+             for m in MODELS}
+    tensors = preprocess(fashion_images(limit=NUM_TENSORS), cards[MODELS[0]])
+    with tempfile.TemporaryDirectory(prefix="hetserve-uncertainty-") as tmp:
+        workdir = Path(tmp)
+        derived = derive_repository([repository], workdir / "repo", ort_threads=1)
+        triton = TritonProcess(
+            [derived.path],
+            ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
+            backend_dir=build_backend_dir(workdir / "backends"),
+            log_path=workdir / "triton.log",
+        )
+        with triton:
+            triton.wait_ready(timeout_s=READY_TIMEOUT_S)
+            meter = CpuMeter([], group_leaders=[triton.pid])
+            rounds = asyncio.run(run_rounds(args, triton.grpc_url, tensors, meter))
+    points = [cost_point(batch, [r for r in rounds if r["batch"] == batch])
+              for batch in args.batch_sizes]
+    for point in points:
+        print(f"batch {point['batch']:3d}: het {point['fashion_het']['images_per_s']:8.0f} img/s, "
+              f"det {point['fashion_det']['images_per_s']:8.0f} img/s; HET/det cost "
+              f"{point['cost_ratio']:.2f} (throughput), {point['cpu_cost_ratio']:.2f} (Triton CPU)"
+              f"; target <= {point['target']:.2f}")
+    return {"concurrency": args.concurrency, "requests_per_round": args.requests,
+            "rounds_per_model": args.rounds, "models": {m: _card_summary(cards[m]) for m in MODELS},
+            "points": points, "load_average_1m": os.getloadavg()[0]}
+
+
+async def run_rounds(args, grpc_url: str, tensors: np.ndarray, meter: CpuMeter) -> list[dict]:
+    """Warm-up, then het and det rounds alternating, per batch size."""
+    outputs = [InferRequestedOutput(name) for name in ANSWER_OUTPUTS]
+    triton = grpcaio.InferenceServerClient(grpc_url)
+    rounds: list[dict] = []
+    try:
+        for batch in args.batch_sizes:
+            batches = [tensors[[(first + j) % len(tensors) for j in range(batch)]]
+                       for first in range(len(tensors))]
+
+            def sender(model: str, batches=batches):
+                async def send(i: int) -> None:
+                    tensor = batches[i % len(batches)]
+                    infer_input = InferInput(INPUT_NAME, list(tensor.shape), "FP32")
+                    infer_input.set_data_from_numpy(tensor)
+                    await triton.infer(model, [infer_input], outputs=outputs,
+                                       client_timeout=CLIENT_TIMEOUT_S)
+                return send
+
+            for model in MODELS:
+                await load(sender(model), WARMUP_REQUESTS, args.concurrency)
+            for _ in range(args.rounds):
+                for model in MODELS:
+                    cpu_before = meter.server_seconds()
+                    seconds, latencies = await load(sender(model), args.requests,
+                                                    args.concurrency)
+                    cpu_s = meter.server_seconds() - cpu_before
+                    rounds.append(_round(model, batch, seconds, latencies, cpu_s))
+                    print(f"  batch {batch:3d} {model:12s} {rounds[-1]['images_per_s']:9.1f} img/s")
+        return rounds
+    finally:
+        await triton.close()
+
+
+def _round(model: str, batch: int, seconds: float, latencies: list[float], cpu_s: float) -> dict:
+    p = percentiles_ms(latencies)
+    images = batch * len(latencies)
+    return {"model": model, "batch": batch, "images_per_s": images / seconds, "p50_ms": p.p50,
+            "p99_ms": p.p99, "triton_cpu_ms_per_image": 1000 * cpu_s / images}
+
+
+def cost_point(batch: int, rounds: list[dict]) -> dict:
+    """Medians per model; the cost ratio as the median of paired (det / het) round ratios."""
+    by_model = {m: [r for r in rounds if r["model"] == m] for m in MODELS}
+
+    def median(model: str, key: str) -> float:
+        return float(np.median([r[key] for r in by_model[model]]))
+
+    paired = [d["images_per_s"] / h["images_per_s"]
+              for h, d in zip(by_model["fashion_het"], by_model["fashion_det"], strict=True)]
+    summary = {m: {k: median(m, k) for k in ("images_per_s", "p50_ms", "p99_ms",
+                                             "triton_cpu_ms_per_image")} for m in MODELS}
+    cpu_ratio = (summary["fashion_het"]["triton_cpu_ms_per_image"]
+                 / summary["fashion_det"]["triton_cpu_ms_per_image"])
+    ratio = float(np.median(paired))
+    return {"batch": batch, **summary, "cost_ratio": ratio, "paired_cost_ratios": paired,
+            "cpu_cost_ratio": cpu_ratio, "target": TARGETS.get(batch),
+            "meets_target": ratio <= TARGETS.get(batch, float("inf")),
+            "meets_target_cpu": cpu_ratio <= TARGETS.get(batch, float("inf"))}
+
+
+def _card_summary(card: ModelCard) -> dict:
+    mc = card.monte_carlo
+    return {"head": card.head, "mc_samples": card.mc_samples,
+            "design": mc.design if mc else None}
+
+
+# ---- error ------------------------------------------------------------------------------------
+
+
+def measure_error(args: argparse.Namespace) -> dict:
+    """Every served quantity's error against the exact integral, per bank (module doc)."""
+    checkpoint = load_checkpoint(args.checkpoint)
+    model = checkpoint.model.eval()
+    head = model.head
+    card = ModelCard.model_validate_json(
+        (Path(args.model_repository) / "fashion_het" / MODEL_CARD_FILENAME).read_text())
+    images = torch.from_numpy(preprocess(
+        fashion_images(limit=args.error_offset + args.images), card)[args.error_offset:])
+    started = time.perf_counter()
+    reference = reference_for(model, images)
+    largest = max(float(v.max()) for v in reference.exact.standard_error.values())
+    print(f"reference: {args.images} images in {time.perf_counter() - started:.0f} s, "
+          f"largest standard error {largest:.1e}")
+    rows = []
+    banks = [PREVIOUS_BANK, *((design, 128) for design in DESIGNS_AT_128)]
+    for design, samples in banks:
+        bank = NoiseBank.fixed(samples, head.num_factors, head.diag_noise_dim, seed=0,
+                               design=design)
+        report = head_error(model, images, reference, bank=bank, top_k=card.top_k,
+                            num_confusable=card.num_confusable)
+        rows.append(_error_row(f"{design}, S = {samples}", design, samples, report))
+    runner = OnnxRunner(Path(args.model_repository) / "fashion_het" / "1" / "model.onnx")
+    served = runner.run(images.numpy())
+    shipped = card.monte_carlo
+    report = head_error(model, images, reference, served=served)
+    rows.append(_error_row("shipped fashion_het (ONNX Runtime)",
+                           shipped.design if shipped else "normal", card.mc_samples, report))
+    for row in rows:
+        e = row["error"]
+        print(f"{row['bank']:42s} p_bar {e['probs']['mean']:.1e}/{e['probs']['p99']:.1e}  "
+              f"H p99 {e['predictive_entropy']['p99']:.1e}  "
+              f"E[H] p99 {e['expected_entropy']['p99']:.1e}  "
+              f"MI p99 {e['mutual_information']['p99']:.1e}  "
+              f"share p99 {e['confusable_share']['p99']:.1e}")
+    return {"images": args.images, "first_image": args.error_offset,
+            "reference": reference.description,
+            "reference_standard_error": {k: float(v.max()) for k, v in
+                                         reference.exact.standard_error.items()},
+            "checkpoint": str(args.checkpoint), "banks": rows}
+
+
+def _error_row(name: str, design: str, samples: int, report) -> dict:
+    return {"bank": name, "design": design, "samples": samples, "error": report.summary()}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", nargs="+", choices=["cost", "error"],
+                        default=["cost", "error"])
+    parser.add_argument("--model-repository", default=str(REPO_ROOT / "model_repo"))
+    parser.add_argument("--checkpoint", default=str(REPO_ROOT / "runs/demo/fashion_het.pt"))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=300, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per model and batch")
+    parser.add_argument("--images", type=int, default=400, help="images for the error table")
+    parser.add_argument("--error-offset", type=int, default=9000,
+                        help="first test image of the error table (the export measures its "
+                             "card's figures on images before this)")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
