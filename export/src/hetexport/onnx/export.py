@@ -44,10 +44,22 @@ from hetexport.repository import (
 
 DEFAULT_TOP_K = 5
 DEFAULT_NUM_CONFUSABLE = 3
+"""Defaults for models with many classes; a model with K classes gets ``default_top_k(K)``
+and ``default_num_confusable(K)``, which never ask for more classes than it has."""
 DEFAULT_NOISE_SEED = 0
 MODEL_VERSION = "1"
 MODEL_FILENAME = "model.onnx"
 LABELS_FILENAME = "labels.txt"
+
+
+def default_top_k(num_classes: int) -> int:
+    """``min(DEFAULT_TOP_K, K)``: every class of a model with fewer than five."""
+    return min(DEFAULT_TOP_K, num_classes)
+
+
+def default_num_confusable(num_classes: int) -> int:
+    """``min(DEFAULT_NUM_CONFUSABLE, K - 1)``: a class can be confused with the K - 1 others."""
+    return min(DEFAULT_NUM_CONFUSABLE, num_classes - 1)
 
 
 @dataclass(frozen=True)
@@ -113,8 +125,8 @@ def export_to_repository(
     name: str,
     *,
     mc_samples: int | None = None,
-    top_k: int = DEFAULT_TOP_K,
-    num_confusable: int = DEFAULT_NUM_CONFUSABLE,
+    top_k: int | None = None,
+    num_confusable: int | None = None,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     metrics: dict[str, Any] | None = None,
     seed: int = DEFAULT_NOISE_SEED,
@@ -126,8 +138,9 @@ def export_to_repository(
 ) -> ExportReport:
     """Export, validate against PyTorch, then write ``model_repo/<name>/`` (replacing it).
 
-    ``mc_samples`` defaults to the head's ``eval_mc_samples``; labels, input spec and the
-    checkpoint's metrics come from the model's spec unless given. Raises ExportError (and
+    ``mc_samples`` defaults to the head's ``eval_mc_samples``, ``top_k`` to
+    ``default_top_k(K)``, ``num_confusable`` to ``default_num_confusable(K)``; labels, input
+    spec and the checkpoint's metrics come from the model's spec unless given. Raises ExportError (and
     writes nothing) when the export or its parity check fails.
     """
     model, spec_metrics = _resolve_model(checkpoint_or_model)
@@ -140,6 +153,9 @@ def export_to_repository(
     if not labels:
         labels = [f"class_{k}" for k in range(head.num_classes)]
     samples = 1 if head.kind == "det" else (mc_samples or head.eval_mc_samples)
+    top_k = default_top_k(head.num_classes) if top_k is None else top_k
+    if num_confusable is None:
+        num_confusable = default_num_confusable(head.num_classes)
     input_shape = tuple(input_spec.shape)
     exported = export_onnx(
         model,
