@@ -140,8 +140,8 @@ def export_to_repository(
 
     ``mc_samples`` defaults to the head's ``eval_mc_samples``, ``top_k`` to
     ``default_top_k(K)``, ``num_confusable`` to ``default_num_confusable(K)``; labels, input
-    spec and the checkpoint's metrics come from the model's spec unless given. Raises ExportError (and
-    writes nothing) when the export or its parity check fails.
+    spec and the checkpoint's metrics come from the model's spec unless given. Raises
+    ExportError (and writes nothing) when the export or its parity check fails.
     """
     model, spec_metrics = _resolve_model(checkpoint_or_model)
     spec = model.spec
