@@ -8,6 +8,7 @@ Typical usage::
         --channels RGB --backbone torchvision:resnet18 --init-weights weights/resnet18.pt \
         --freeze-backbone --checkpoint runs/mine.pt        # HET head on a pretrained ResNet
     hetexport export runs/het.pt --model-repo model_repo --name fashion_het --mc-samples 1000
+    hetexport export-version runs/het_v2.pt --model-repo model_repo --name fashion_het   # v2
     hetexport demo --model-repo model_repo --report-dir reports        # what `make models` runs
     hetexport gpu-repo model_repo model_repo_cuda                      # for docker-compose
 
@@ -311,3 +312,34 @@ def demo(
     typer.echo(f"report: {result.report_markdown}\nmodels: "
                f"{', '.join(str(path) for path in result.exported.values())}\n"
                f"took {result.seconds / 60:.1f} min")
+
+
+@app.command("export-version")
+def export_version_command(
+    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `hetexport train`")],
+    model_repo: Annotated[Path, typer.Option(help="Triton model repository")] = Path("model_repo"),
+    name: Annotated[str, typer.Option(help="model directory under the repository")] = "model",
+    version: Annotated[int | None, typer.Option(
+        min=1, help="version number (default: the newest existing + 1)")] = None,
+    mc_samples: Annotated[
+        int | None, typer.Option(help="S baked into the graph (default: the model's eval S)")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(min=1, help="default: min(5, K)")] = None,
+    num_confusable: Annotated[
+        int | None, typer.Option(min=0, help="default: min(3, K - 1)")
+    ] = None,
+    max_batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_MAX_BATCH_SIZE,
+    seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = DEFAULT_NOISE_SEED,
+) -> None:
+    """Checkpoint -> a new version model_repo/<name>/<N>/ beside the existing ones; a running
+    `hetgateway serve` loads it without a restart."""
+    from hetexport.versions import export_version
+
+    with _clean_failure():
+        report = export_version(
+            checkpoint, model_repo, name, version=version, mc_samples=mc_samples, top_k=top_k,
+            num_confusable=num_confusable, max_batch_size=max_batch_size, seed=seed,
+        )
+    typer.echo(f"exported {report.model_dir} version {report.version} "
+               f"({report.export.onnx_bytes} bytes of ONNX); parity "
+               f"{json.dumps(report.export.parity.max_abs_diff)}")

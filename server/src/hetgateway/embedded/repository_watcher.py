@@ -94,6 +94,8 @@ class RepositoryWatcher:
             if not source.is_dir():
                 continue
             for model_dir in sorted(p for p in source.iterdir() if p.is_dir()):
+                if model_dir.name.startswith("."):  # an exporter's staging directory
+                    continue
                 if (model_dir / CONFIG_FILENAME).is_file() and model_dir.name not in found:
                     found[model_dir.name] = (model_dir, fingerprint(model_dir))
         return found
