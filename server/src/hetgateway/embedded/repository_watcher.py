@@ -12,7 +12,8 @@ Triton loads a new version beside the one serving and switches only once it is r
 in flight on the old version complete on it, later ones go to the new one. A version whose
 files are broken fails to load: the watcher logs Triton's reason as one ERROR line naming the
 model and the version that keeps serving, and puts the previous derived files back, so that a
-restart of Triton would start with what serves now.
+restart of Triton starts with what serves now. (Triton still lists the refused version as
+UNAVAILABLE; readiness is therefore per model, see ``EXPLICIT_MODEL_CONTROL_ARGS``.)
 
 Typical usage::
 
