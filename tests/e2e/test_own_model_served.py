@@ -2,7 +2,8 @@
 and a 2-class grey one answer the SDK's, the CLI's and the web page's default calls; a new
 version exported while the SDK keeps asking is served without a restart and without one failed
 request; a version whose files are broken is refused with one log line while the previous
-version keeps serving; loading and unloading from outside need the API key.
+version keeps serving; loading and unloading from outside need the API key. The page tests
+save ``artifacts/browser/page_own_three.png`` and ``page_own_two.png`` (git-ignored).
 
 Specification of the switch: every request sent after the first answer from version 2 arrived
 is answered by version 2, with version 2's own numbers (its weights differ from version 1's).
@@ -45,6 +46,7 @@ THREE = "three"
 TWO = "two"
 KEY = "own-model-test-key"
 CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 
 
 def tiny_model(*, labels: tuple[str, ...], channels: int, seed: int):
@@ -192,6 +194,8 @@ def test_the_web_page_shows_every_class_of_a_small_model(
             bars = tab.query_selector_all("[data-testid='prob-bar']")
             cells = tab.query_selector_all("[data-testid='heatmap-cell']")
             shown_error = tab.is_visible("[data-testid='error']")
+            SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+            tab.screenshot(path=str(SCREENSHOT_DIR / f"page_own_{model}.png"), full_page=True)
         finally:
             browser.close()
     assert not errors and not shown_error
