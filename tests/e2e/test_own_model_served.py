@@ -194,11 +194,13 @@ def test_the_web_page_shows_every_class_of_a_small_model(
             bars = tab.query_selector_all("[data-testid='prob-bar']")
             cells = tab.query_selector_all("[data-testid='heatmap-cell']")
             shown_error = tab.is_visible("[data-testid='error']")
+            details = tab.text_content("#answered-details")
             SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
             tab.screenshot(path=str(SCREENSHOT_DIR / f"page_own_{model}.png"), full_page=True)
         finally:
             browser.close()
     assert not errors and not shown_error
+    assert details.startswith("· version ")  # the version that computed the answer
     assert len(bars) == classes and len(cells) == classes * classes
 
 
