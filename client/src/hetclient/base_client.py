@@ -41,7 +41,10 @@ from hetclient.retries import (
 )
 
 DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_TOP_K = MAX_TOP_K_DEFAULT  # the gateway's own default, from the contract
+DEFAULT_TOP_K = MAX_TOP_K_DEFAULT
+"""The gateway's default top_k (from the contract), capped there at the model's k_max. The
+SDK sends no ``top_k`` unless one is given, so that default applies (a 3-class model answers
+its 3 classes)."""
 USER_AGENT = "hetclient/0.1"
 JSON_CONTENT_TYPE = "application/json"
 
@@ -93,18 +96,21 @@ class BaseClient:
         return httpx.Request(method, self.base_url + path, headers=headers, content=body)
 
     def _build_predict_request(
-        self, images: ImageLike | Sequence[ImageLike], *, model: str | None, top_k: int
+        self, images: ImageLike | Sequence[ImageLike], *, model: str | None, top_k: int | None
     ) -> httpx.Request:
         """``POST /v1/predict`` (default model) or ``/v1/models/{model}/predict`` with
-        ``{"inputs": [...], "top_k": k}``."""
+        ``{"inputs": [...], "top_k": k}``; without ``"top_k"`` when ``top_k`` is None (the
+        gateway's default for the model then applies)."""
         inputs = [encode_input(item) for item in as_input_list(images)]
+        chosen = {} if top_k is None else {"top_k": top_k}
         try:
-            payload = PredictRequest(inputs=inputs, top_k=top_k)
+            payload = PredictRequest(inputs=inputs, **chosen)
         except ValidationError as exc:
             reason = exc.errors()[0]["msg"]
             raise InvalidInputError(f"invalid prediction request: {reason}") from exc
         path = "/v1/predict" if model is None else f"{_model_path(model)}/predict"
-        return self._build_request("POST", path, body=payload.model_dump_json().encode())
+        body = payload.model_dump_json(exclude_unset=True).encode()
+        return self._build_request("POST", path, body=body)
 
     def _build_models_request(self) -> httpx.Request:
         return self._build_request("GET", "/v1/models")

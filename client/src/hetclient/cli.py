@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     predict.add_argument("--model", default=None, help="model name (default: the gateway's)")
-    predict.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K)
+    predict.add_argument(
+        "--top-k", type=_positive_int, default=None,
+        help=f"classes per image (default: the gateway's, min({DEFAULT_TOP_K}, the model's))",
+    )
 
     commands.add_parser("models", parents=[connection], help="list the served models")
     return parser

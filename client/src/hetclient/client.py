@@ -21,7 +21,7 @@ from types import TracebackType
 import httpx
 from hetcontract import ModelDetail, ModelList, PredictResponse
 
-from hetclient.base_client import DEFAULT_TIMEOUT_S, DEFAULT_TOP_K, BaseClient
+from hetclient.base_client import DEFAULT_TIMEOUT_S, BaseClient
 from hetclient.inputs import ImageLike
 from hetclient.retries import DEFAULT_MAX_RETRIES
 
@@ -63,11 +63,12 @@ class Client(BaseClient):
         images: ImageLike | Sequence[ImageLike],
         *,
         model: str | None = None,
-        top_k: int = DEFAULT_TOP_K,
+        top_k: int | None = None,
     ) -> PredictResponse:
         """Top-k classes and uncertainty for one input or a list of them (see
         ``hetclient.inputs`` for what each input type is sent as); ``model=None`` asks the
-        gateway's default model."""
+        gateway's default model; ``top_k=None`` sends none and gets the gateway's default,
+        ``min(DEFAULT_TOP_K, the model's k_max)``."""
         request = self._build_predict_request(images, model=model, top_k=top_k)
         return self._parse_predict(self._send(request))
 

@@ -22,7 +22,8 @@ Class correlation and confusable classes are two different things:
   ``max(0, C_ij) / sum_{l != i} max(0, C_il)`` for the sigmoid head (how label i's co-movement
   splits over the labels that rise with it: co-occurring labels). The m others with the
   largest share, largest first. All shares are 0 where the noise does not move class i
-  (``Var_s(p_i)`` below 1e-6, a standard deviation of 0.001; always for a deterministic head): no claim of confusion.
+  (``Var_s(p_i)`` below 1e-6, a standard deviation of 0.001; always for a deterministic
+  head): no claim of confusion.
   Until contract version 2 this output was ``confusable_correlation``, the most negative
   centred latent correlation, which per input named a class with any probability to gain far
   less often (see ``hetexport.class_correlation``).

@@ -4,10 +4,14 @@ Typical usage::
 
     hetexport train --epochs 4 --noise-rate 0.3 --checkpoint runs/het.pt --metrics runs/het.json
     hetexport train --image-folder photos/ --image-size 64 --channels RGB --checkpoint runs/mine.pt
+    hetexport train --image-folder photos/ --val-folder photos_val/ --image-size 64 \
+        --channels RGB --backbone torchvision:resnet18 --init-weights weights/resnet18.pt \
+        --freeze-backbone --checkpoint runs/mine.pt        # HET head on a pretrained ResNet
     hetexport export runs/het.pt --model-repo model_repo --name fashion_het --mc-samples 128
     hetexport export runs/het.pt --name fashion_het --mc-error 0.01 \
         --error-images /usr/share/datasets/fashion-mnist      # S chosen by the error asked for
     hetexport mc-error runs/het.pt --model-dir model_repo/fashion_het  # served vs exact
+    hetexport export-version runs/het_v2.pt --model-repo model_repo --name fashion_het   # v2
     hetexport demo --model-repo model_repo --report-dir reports        # what `make models` runs
     hetexport gpu-repo model_repo model_repo_cuda                      # for docker-compose
 
@@ -36,8 +40,6 @@ from hetexport.layers.noise_bank import BANK_DESIGNS
 from hetexport.onnx.export import (
     DEFAULT_BANK_DESIGN,
     DEFAULT_NOISE_SEED,
-    DEFAULT_NUM_CONFUSABLE,
-    DEFAULT_TOP_K,
 )
 from hetexport.onnx.sampling_plan import DEFAULT_EXPORT_MC_SAMPLES
 from hetexport.report import to_jsonable
@@ -75,6 +77,12 @@ class Channels(StrEnum):
     RGB = "RGB"
 
 
+class Normalization(StrEnum):
+    auto = "auto"
+    folder = "folder"
+    imagenet = "imagenet"
+
+
 @contextmanager
 def _clean_failure() -> Iterator[None]:
     """Turn hetexport's own errors (and invalid values) into one line on stderr, exit 1."""
@@ -87,17 +95,45 @@ def _clean_failure() -> Iterator[None]:
 
 def _prepare(data_dir: Path, image_folder: Path | None, *, image_size: int, channels: Channels,
              noise_rate: float, noise_seed: int, train_limit: int | None,
-             test_limit: int | None) -> Any:
+             test_limit: int | None, val_folder: Path | None = None,
+             val_fraction: float = 0.1, split_seed: int = 0,
+             normalization: str = "folder") -> Any:
     from hetexport.training.experiment import prepare_fashion_mnist, prepare_image_folder
 
     if image_folder is None:
+        if val_folder is not None:
+            raise ValueError("--val-folder needs --image-folder")
         return prepare_fashion_mnist(data_dir, noise_rate=noise_rate, noise_seed=noise_seed,
                                      train_limit=train_limit, test_limit=test_limit)
     count = 1 if channels is Channels.L else 3
     probe = InputSpec(shape=(count, image_size, image_size), mean=(0.0,) * count,
                       std=(1.0,) * count, channel_order=channels.value)
+    validation = None if val_folder is None else load_image_folder(val_folder, input_spec=probe)
     return prepare_image_folder(load_image_folder(image_folder, input_spec=probe),
-                                channel_order=channels.value)
+                                channel_order=channels.value, validation=validation,
+                                validation_fraction=val_fraction, split_seed=split_seed,
+                                normalization=normalization)
+
+
+def _backbone_kwargs(backbone: str, user_json: str | None, *, input_shape: tuple[int, ...]
+                     ) -> dict[str, Any]:
+    """The built-in CNN's demo widths sized to the input, a torchvision architecture's channel
+    count, nothing for a user's factory; ``--backbone-kwargs`` JSON on top."""
+    from hetexport.backbones import BUILTIN_BACKBONES, TORCHVISION_PREFIX
+    from hetexport.demo import DEFAULT_BACKBONE_KWARGS
+
+    kwargs: dict[str, Any] = {}
+    if backbone in BUILTIN_BACKBONES:
+        kwargs = {**DEFAULT_BACKBONE_KWARGS, "in_channels": input_shape[0],
+                  "input_size": list(input_shape[1:])}
+    elif backbone.startswith(TORCHVISION_PREFIX):
+        kwargs = {"in_channels": input_shape[0]}
+    if user_json:
+        extra = json.loads(user_json)
+        if not isinstance(extra, dict):
+            raise ValueError(f"--backbone-kwargs must be a JSON object, got {user_json!r}")
+        kwargs.update(extra)
+    return kwargs
 
 
 DataDir = Annotated[
@@ -123,6 +159,26 @@ def train(
     image_folder: ImageFolder = None,
     image_size: Annotated[int, typer.Option(help="image folder: resize to SIZE x SIZE")] = 28,
     channels: Annotated[Channels, typer.Option(help="image folder: L or RGB")] = Channels.L,
+    val_folder: Annotated[Path | None, typer.Option(
+        help="image folder: validation images DIR/<class>/<image> (default: a seeded hold-out "
+             "of --val-fraction of --image-folder)")] = None,
+    val_fraction: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="image folder: hold-out fraction without --val-folder")] = 0.1,
+    split_seed: Annotated[int, typer.Option(help="image folder: seed of the hold-out")] = 0,
+    normalization: Annotated[Normalization, typer.Option(
+        help="image folder: mean/std from the training images (folder), ImageNet's "
+             "(imagenet, for pretrained torchvision weights); auto: imagenet for torchvision "
+             "backbones, else folder")] = Normalization.auto,
+    backbone: Annotated[str, typer.Option(
+        help="small_cnn, torchvision:ARCH (resnet18, resnet50, efficientnet_b0, "
+             "convnext_tiny, ...: classifier removed) or package.module:factory")] = "small_cnn",
+    backbone_kwargs: Annotated[str | None, typer.Option(
+        help="JSON object of keyword arguments for the backbone factory")] = None,
+    init_weights: Annotated[Path | None, typer.Option(
+        help="a local state dict for the backbone (torch.save(model.state_dict(), PATH)); "
+             "nothing is downloaded")] = None,
+    freeze_backbone: Annotated[bool, typer.Option(
+        help="train only the HET head on the backbone's pre-logits (computed once)")] = False,
     head: Annotated[HeadKind, typer.Option(help="output layer")] = HeadKind.het,
     num_factors: NumFactors = DEFAULT_NUM_FACTORS,
     temperature: Annotated[float, typer.Option(help="tau (initial value if learned)")] = 1.0,
@@ -141,28 +197,33 @@ def train(
     progress: Progress = True,
 ) -> None:
     """Train on noisy labels (choices on a noisy validation split), save checkpoint + metrics."""
+    from hetexport.backbones import TORCHVISION_PREFIX
     from hetexport.checkpoint import save_checkpoint
-    from hetexport.demo import DEFAULT_BACKBONE_KWARGS
     from hetexport.model import ModelSpec
     from hetexport.training import TrainConfig
     from hetexport.training.experiment import fit, fitted_metrics
 
     with _clean_failure():
+        if normalization is Normalization.auto:
+            normalization = (Normalization.imagenet if backbone.startswith(TORCHVISION_PREFIX)
+                             else Normalization.folder)
         data = _prepare(data_dir, image_folder, image_size=image_size, channels=channels,
                         noise_rate=noise_rate, noise_seed=noise_seed,
-                        train_limit=train_limit, test_limit=test_limit)
+                        train_limit=train_limit, test_limit=test_limit, val_folder=val_folder,
+                        val_fraction=val_fraction, split_seed=split_seed,
+                        normalization=normalization.value)
         spec = ModelSpec(
-            num_classes=len(data.class_names), head=head.value,
-            backbone_kwargs={**DEFAULT_BACKBONE_KWARGS,
-                             "in_channels": data.input_spec.shape[0],
-                             "input_size": list(data.input_spec.shape[1:])},
+            num_classes=len(data.class_names), head=head.value, backbone=backbone,
+            backbone_kwargs=_backbone_kwargs(backbone, backbone_kwargs,
+                                             input_shape=tuple(data.input_spec.shape)),
             num_factors=num_factors, temperature=temperature,
             learn_temperature=learn_temperature, train_mc_samples=train_mc_samples,
             eval_mc_samples=eval_mc_samples, labels=data.class_names, input=data.input_spec,
         )
         config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                             seed=seed, num_threads=threads, progress=progress)
-        fitted = fit(spec, data, config=config)
+                             seed=seed, num_threads=threads, progress=progress,
+                             freeze_backbone=freeze_backbone)
+        fitted = fit(spec, data, config=config, init_weights=init_weights)
         figures = fitted_metrics(fitted)
         save_checkpoint(checkpoint, fitted.model, metrics=figures)
         record = {
@@ -175,6 +236,7 @@ def train(
                      "realised_noise_rate": None if data.noise is None
                      else data.noise.realised_rate},
             "checkpoint": checkpoint,
+            "init_weights": init_weights,
         }
         metrics.parent.mkdir(parents=True, exist_ok=True)
         metrics.write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
@@ -208,8 +270,10 @@ def export(
     bank_design: Annotated[
         BankDesign, typer.Option(help="points of the baked noise bank")
     ] = DEFAULT_DESIGN,
-    top_k: Annotated[int, typer.Option(min=1)] = DEFAULT_TOP_K,
-    num_confusable: Annotated[int, typer.Option(min=0)] = DEFAULT_NUM_CONFUSABLE,
+    top_k: Annotated[int | None, typer.Option(
+        min=1, help="k_max of the graph (default: min(5, K))")] = None,
+    num_confusable: Annotated[int | None, typer.Option(
+        min=0, help="confusable classes per top class (default: min(3, K - 1))")] = None,
     max_batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_MAX_BATCH_SIZE,
     seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = DEFAULT_NOISE_SEED,
 ) -> None:
@@ -326,3 +390,34 @@ def demo(
     typer.echo(f"report: {result.report_markdown}\nmodels: "
                f"{', '.join(str(path) for path in result.exported.values())}\n"
                f"took {result.seconds / 60:.1f} min")
+
+
+@app.command("export-version")
+def export_version_command(
+    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `hetexport train`")],
+    model_repo: Annotated[Path, typer.Option(help="Triton model repository")] = Path("model_repo"),
+    name: Annotated[str, typer.Option(help="model directory under the repository")] = "model",
+    version: Annotated[int | None, typer.Option(
+        min=1, help="version number (default: the newest existing + 1)")] = None,
+    mc_samples: Annotated[
+        int | None, typer.Option(min=1, help="S baked into the graph (default 128)")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(min=1, help="default: min(5, K)")] = None,
+    num_confusable: Annotated[
+        int | None, typer.Option(min=0, help="default: min(3, K - 1)")
+    ] = None,
+    max_batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_MAX_BATCH_SIZE,
+    seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = DEFAULT_NOISE_SEED,
+) -> None:
+    """Checkpoint -> a new version model_repo/<name>/<N>/ beside the existing ones; a running
+    `hetgateway serve` loads it without a restart."""
+    from hetexport.versions import export_version
+
+    with _clean_failure():
+        report = export_version(
+            checkpoint, model_repo, name, version=version, mc_samples=mc_samples, top_k=top_k,
+            num_confusable=num_confusable, max_batch_size=max_batch_size, seed=seed,
+        )
+    typer.echo(f"exported {report.model_dir} version {report.version} "
+               f"({report.export.onnx_bytes} bytes of ONNX); parity "
+               f"{json.dumps(report.export.parity.max_abs_diff)}")

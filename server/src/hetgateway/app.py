@@ -34,7 +34,7 @@ from hetgateway.openapi import install_openapi
 from hetgateway.protection import add_cors, add_protection
 from hetgateway.request_context import RequestContextMiddleware
 from hetgateway.request_metrics import RequestMetricsMiddleware
-from hetgateway.routers import health, metrics, models, predict
+from hetgateway.routers import health, metrics, model_control, models, predict
 from hetgateway.settings import GatewaySettings, load_settings
 from hetgateway.triton_backend import TritonBackend
 
@@ -84,7 +84,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.metrics = gateway_metrics
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
-    for router in (health.router, models.router, predict.router, metrics.router):
+    for router in (health.router, models.router, model_control.router, predict.router,
+                   metrics.router):
         app.include_router(router)
     _mount_web_page(app)
     app.add_middleware(

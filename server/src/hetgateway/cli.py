@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds to wait for Triton and every model to be ready")
     serve.add_argument("--ort-threads", type=int, default=1,
                        help="ONNX Runtime threads per model instance")
+    serve.add_argument("--repository-poll", type=float, default=1.0, metavar="SECONDS",
+                       help="look for new models and versions this often and load them "
+                            "without a restart; 0: never")
 
     gateway = commands.add_parser("gateway", help="the gateway alone, for an external Triton")
     gateway.add_argument("--triton-url", help="Triton gRPC host:port (HETSERVE_TRITON_GRPC_URL)")
@@ -80,6 +83,7 @@ def _serve(args: argparse.Namespace, settings: GatewaySettings) -> int:
             ports=ports,
             ready_timeout_s=args.ready_timeout,
             ort_threads=args.ort_threads,
+            poll_interval_s=args.repository_poll,
         )
     except (TritonStartError, RepositoryError) as exc:
         print(f"hetgateway: {exc}", file=sys.stderr)

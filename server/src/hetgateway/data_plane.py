@@ -25,7 +25,13 @@ from hetcontract import ModelDetail, ModelList, ModelSummary, PredictResponse, S
 from hetcontract.api import MAX_TOP_K_DEFAULT as DEFAULT_TOP_K
 
 from hetgateway.answer import ANSWER_OUTPUTS, build_results
-from hetgateway.errors import GatewayError, InvalidInput, PayloadTooLarge
+from hetgateway.errors import (
+    BackendError,
+    Forbidden,
+    GatewayError,
+    InvalidInput,
+    PayloadTooLarge,
+)
 from hetgateway.inputs import EncodedImage, PredictInput
 from hetgateway.metrics import GatewayMetrics
 from hetgateway.model_catalog import CatalogEntry, ModelCatalog
@@ -86,7 +92,7 @@ class DataPlane:
 
     async def list_models(self) -> ModelList:
         """Every served model with its readiness; the default model's name."""
-        await self._catalog.ensure_discovered()
+        await self._catalog.refresh_if_stale()
         entries = self._catalog.entries
         states = await asyncio.gather(*(self._backend.model_ready(n) for n in entries))
         return ModelList(
@@ -99,6 +105,7 @@ class DataPlane:
 
     async def model_detail(self, name: str) -> ModelDetail:
         """One model's summary and its whole model card."""
+        await self._catalog.refresh_if_stale()
         entry = await self._catalog.get(name)
         ready = await self._backend.model_ready(entry.name)
         summary = _summary(entry, ready=ready)
@@ -133,7 +140,8 @@ class DataPlane:
         else:
             batch = await to_thread.run_sync(self._preprocess, inputs, entry)
         self._metrics.batch_size.labels(model=entry.name).observe(len(inputs))
-        outputs = await self._infer(entry, batch, request_id=request_id)
+        outputs, version = await self._infer(entry, batch, request_id=request_id)
+        entry = await self._catalog.for_version(entry, version)
         self._metrics.observe_uncertainty(entry.name, outputs)
         return PredictResponse(
             model=ServedModel(
@@ -170,33 +178,70 @@ class DataPlane:
 
     async def _infer(
         self, entry: CatalogEntry, batch: np.ndarray, *, request_id: str
-    ) -> dict[str, np.ndarray]:
-        """Send ``batch`` in chunks of the model's max batch size; outputs concatenated."""
+    ) -> tuple[dict[str, np.ndarray], str]:
+        """Send ``batch`` in chunks of the model's max batch size; outputs concatenated, and
+        the model version that computed them (chunks split across a version switch are sent
+        again, once, so that one answer comes from one version)."""
         chunk = entry.max_batch_size if entry.max_batch_size > 0 else len(batch)
         started = time.perf_counter()
         if len(batch) <= chunk:  # the common case: one call, awaited without a task
-            outputs = await self._backend.infer(
+            answer = await self._backend.infer_versioned(
                 entry.name, batch, output_names=ANSWER_OUTPUTS, request_id=request_id
             )
+            outputs, version = answer.outputs, answer.version
         else:
-            parts = await asyncio.gather(
-                *(
-                    self._backend.infer(
-                        entry.name,
-                        batch[start : start + chunk],
-                        output_names=ANSWER_OUTPUTS,
-                        request_id=request_id,
+            for _ in range(2):
+                parts = await asyncio.gather(
+                    *(
+                        self._backend.infer_versioned(
+                            entry.name,
+                            batch[start : start + chunk],
+                            output_names=ANSWER_OUTPUTS,
+                            request_id=request_id,
+                        )
+                        for start in range(0, len(batch), chunk)
                     )
-                    for start in range(0, len(batch), chunk)
                 )
-            )
+                versions = {part.version for part in parts}
+                if len(versions) == 1:
+                    break
+            else:
+                raise BackendError(
+                    f"model {entry.name!r} answered from versions {sorted(versions)} while "
+                    "switching versions; send the request again"
+                )
             outputs = {
-                name: np.concatenate([part[name] for part in parts]) for name in ANSWER_OUTPUTS
+                name: np.concatenate([part.outputs[name] for part in parts])
+                for name in ANSWER_OUTPUTS
             }
+            version = parts[0].version
         self._metrics.triton_seconds.labels(model=entry.name).observe(
             time.perf_counter() - started
         )
-        return outputs
+        return outputs, version
+
+    def _check_model_control(self) -> None:
+        """Loading and unloading change what everyone is served: allowed only when API keys
+        are configured (the auth middleware has then checked the caller's key)."""
+        if self._settings.api_keys is None and self._settings.api_keys_file is None:
+            raise Forbidden(
+                "model control needs API keys: set HETSERVE_API_KEYS or HETSERVE_API_KEYS_FILE"
+            )
+
+    async def load_model(self, name: str) -> ModelSummary:
+        """Load ``name`` (again) from Triton's repository: a new version replaces the serving
+        one once ready; ``ModelLoadRefused`` when Triton will not (what served still does)."""
+        self._check_model_control()
+        await self._backend.load_model(name, timeout_s=self._settings.model_load_timeout_s)
+        await self._catalog.refresh()
+        entry = await self._catalog.get(name)
+        return _summary(entry, ready=await self._backend.model_ready(name))
+
+    async def unload_model(self, name: str) -> None:
+        """Unload ``name`` in Triton (requests in flight on it complete first)."""
+        self._check_model_control()
+        await self._backend.unload_model(name, timeout_s=self._settings.model_load_timeout_s)
+        await self._catalog.refresh()
 
 
 def _cheap_to_preprocess(inputs: Sequence[PredictInput]) -> bool:

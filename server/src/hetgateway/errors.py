@@ -45,6 +45,15 @@ class Unauthorized(ClientError):
     """API keys are configured and the request carries none that matches."""
 
 
+class Forbidden(ClientError):
+    """The action is not allowed here (model control without API keys configured)."""
+
+
+class ModelLoadRefused(ClientError):
+    """Triton would not load (or unload) a model as asked: broken files, unknown model, or a
+    Triton without explicit model control. What served before still serves."""
+
+
 class RequestTimeout(ClientError):
     """The body arrived too slowly (a slow or stalled client)."""
 

@@ -7,7 +7,11 @@ repositories the gateway can see. Models without a card (an ensemble's parts) ar
 
 Discovery runs at startup and again, lazily and at most once per ``REFRESH_INTERVAL_S``, when
 a request names a model the catalog does not know (Triton was down at startup, or loaded a
-model later).
+model later) or lists the models, and at once when Triton answers with a version the catalog
+does not know yet (``for_version``: a new version was loaded). A model's entry is its newest
+READY version, with the card Triton's config holds for it; the entries of the previous
+refresh are kept by version, so that an answer computed by the old version during a switch is
+shaped with the old version's card.
 
 Typical usage::
 
@@ -22,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -30,10 +34,11 @@ from hetcontract import MODEL_CARD_FILENAME, MODEL_CARD_PARAMETER, ModelCard
 from pydantic import ValidationError
 
 from hetgateway.errors import GatewayError, ModelNotFound
-from hetgateway.triton_backend import TritonBackend
+from hetgateway.triton_backend import RepositoryEntry, TritonBackend
 
 REFRESH_INTERVAL_S = 1.0
 """Least time between two lazy re-discoveries triggered by unknown model names."""
+READY_STATE = "READY"
 
 _LOG = logging.getLogger(__name__)
 
@@ -62,6 +67,7 @@ class ModelCatalog:
         self._repositories = tuple(repositories)
         self._configured_default = default_model
         self._entries: Mapping[str, CatalogEntry] = MappingProxyType({})
+        self._previous: Mapping[tuple[str, str], CatalogEntry] = MappingProxyType({})
         self._default_name: str | None = default_model or None
         self._lock = asyncio.Lock()
         self._last_refresh = float("-inf")
@@ -95,10 +101,13 @@ class ModelCatalog:
         self._last_refresh = time.monotonic()
         index = await self._backend.repository_index()
         found: dict[str, CatalogEntry] = {}
-        for item in index:
+        for item in _newest_ready(index):
             entry = await self._discover(item.name, item.version)
             if entry is not None:
                 found[entry.name] = entry
+        self._previous = MappingProxyType(
+            {(e.name, e.version): e for e in self._entries.values()}
+        )
         self._entries = MappingProxyType(found)
         self._default_name = self._configured_default or _first_model(found)
 
@@ -114,6 +123,35 @@ class ModelCatalog:
             served = ", ".join(sorted(self._entries)) or "none"
             raise ModelNotFound(f"no model named {name!r}; served models: {served}")
         return self._entries[name]
+
+    async def for_version(self, entry: CatalogEntry, version: str) -> CatalogEntry:
+        """The entry for the ``version`` of ``entry``'s model that Triton answered with:
+        ``entry`` itself when it is that version, else the catalog refreshed (once, whoever
+        asks first) or the previous refresh's entry for it; failing both, ``entry`` named
+        ``version``."""
+        if not version or version == entry.version:
+            return entry
+        current = self._entries.get(entry.name)
+        if current is None or current.version != version:
+            async with self._lock:
+                current = self._entries.get(entry.name)
+                if current is None or current.version != version:
+                    await self._refresh_locked()
+                    current = self._entries.get(entry.name)
+        if current is not None and current.version == version:
+            return current
+        return self._previous.get((entry.name, version)) or replace(entry, version=version)
+
+    async def refresh_if_stale(self) -> None:
+        """Refresh when the last one is older than ``REFRESH_INTERVAL_S`` (listings show a new
+        version soon after it loads); keeps what is known when Triton cannot be asked."""
+        if self._entries and not self._may_refresh():
+            return
+        try:
+            await self.refresh()
+        except GatewayError:
+            if not self._entries:
+                raise
 
     def _may_refresh(self) -> bool:
         return time.monotonic() - self._last_refresh >= REFRESH_INTERVAL_S
@@ -152,6 +190,20 @@ class ModelCatalog:
             path = repository / name / MODEL_CARD_FILENAME
             if path.is_file():
                 yield str(path), path.read_text(encoding="utf-8")
+
+
+def _newest_ready(index: Sequence[RepositoryEntry]) -> list[RepositoryEntry]:
+    """One index row per model: its newest READY version, else its newest version listed."""
+    rows: dict[str, RepositoryEntry] = {}
+    for item in index:
+        best = rows.get(item.name)
+        if best is None or _rank(item) > _rank(best):
+            rows[item.name] = item
+    return [rows[name] for name in sorted(rows)]
+
+
+def _rank(item: RepositoryEntry) -> tuple[bool, int]:
+    return (item.state == READY_STATE, int(item.version) if item.version.isdigit() else -1)
 
 
 def _first_model(entries: Mapping[str, CatalogEntry]) -> str | None:

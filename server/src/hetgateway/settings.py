@@ -111,6 +111,12 @@ class GatewaySettings(BaseSettings):
     api_keys_file: Path | None = Field(
         default=None, description="file of API keys, one per line ('#' comments)"
     )
+    model_load_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="longest wait for Triton to load or unload a model (POST "
+        "/v1/models/{model}/load, /unload; allowed only with API keys configured)",
+    )
     cors_origins: str | None = Field(
         default=None, description="comma-separated origins allowed by CORS; unset: CORS off"
     )

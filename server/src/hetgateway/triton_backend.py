@@ -30,6 +30,7 @@ from hetgateway.errors import (
     BackendUnavailable,
     GatewayError,
     InvalidInput,
+    ModelLoadRefused,
     ModelNotReady,
 )
 
@@ -53,6 +54,14 @@ class RepositoryEntry:
     name: str
     version: str
     state: str
+
+
+@dataclass(frozen=True)
+class VersionedOutputs:
+    """An inference's outputs by name and the model version Triton computed them with."""
+
+    outputs: dict[str, np.ndarray]
+    version: str
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,21 @@ class TritonBackend:
         request_id: str = "",
     ) -> dict[str, np.ndarray]:
         """Run ``images`` (float32 [B, C, H, W]) through the model; outputs by name."""
+        answer = await self.infer_versioned(
+            model, images, output_names=output_names, request_id=request_id
+        )
+        return answer.outputs
+
+    async def infer_versioned(
+        self,
+        model: str,
+        images: np.ndarray,
+        *,
+        output_names: Sequence[str],
+        request_id: str = "",
+    ) -> VersionedOutputs:
+        """``infer``, with the version that answered (Triton's newest ready one: during a
+        switch, the old one for requests already in flight)."""
         infer_input = InferInput(INPUT_NAME, list(images.shape), "FP32")
         infer_input.set_data_from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         outputs = self._requested_outputs(tuple(output_names))
@@ -169,7 +193,36 @@ class TritonBackend:
             )
         except InferenceServerException as exc:
             raise domain_error(exc, model=model) from exc
-        return _outputs_by_name(result.get_response(), output_names, model=model)
+        response = result.get_response()
+        return VersionedOutputs(
+            _outputs_by_name(response, output_names, model=model), str(response.model_version)
+        )
+
+    async def load_model(self, name: str, *, timeout_s: float) -> None:
+        """Ask Triton (explicit model control) to load ``name`` again from its repository:
+        a new version is loaded beside the serving one and replaces it once ready.
+        ``ModelLoadRefused`` with Triton's reason when it cannot (the old one keeps serving)."""
+        try:
+            await self._client.load_model(name, client_timeout=timeout_s)
+        except InferenceServerException as exc:
+            raise _control_error(exc, name, "load") from exc
+
+    async def unload_model(self, name: str, *, timeout_s: float) -> None:
+        """Ask Triton to unload ``name`` (requests in flight on it complete first)."""
+        try:
+            await self._client.unload_model(name, client_timeout=timeout_s)
+        except InferenceServerException as exc:
+            raise _control_error(exc, name, "unload") from exc
+
+
+def _control_error(exc: InferenceServerException, name: str, action: str) -> GatewayError:
+    """A refused load or unload; transport failures as for any call."""
+    status = exc.status() or ""
+    if status in (_STATUS_UNAVAILABLE, _STATUS_CANCELLED, _STATUS_DEADLINE):
+        return domain_error(exc, model=None)
+    first_line = (exc.message() or str(exc)).strip().splitlines()
+    reason = first_line[0] if first_line else "no reason given"
+    return ModelLoadRefused(f"Triton refused to {action} model {name!r}: {reason}")
 
 
 def _outputs_by_name(

@@ -61,9 +61,12 @@ def test_predict_with_model_posts_to_that_models_route_with_the_name_escaped(cap
     assert odd.url.raw_path == b"/v1/models/a%2Fb%20c/predict"
 
 
-def test_default_top_k_is_five(captured):
-    (request,) = captured(lambda c: c.predict(b"x"))
-    assert json.loads(request.content)["top_k"] == hetclient.DEFAULT_TOP_K == 5
+def test_no_top_k_is_sent_unless_given_so_the_gateway_default_fits_the_model(captured):
+    (default,) = captured(lambda c: c.predict(b"x"))
+    (chosen,) = captured(lambda c: c.predict(b"x", top_k=2))
+    assert "top_k" not in json.loads(default.content)
+    assert json.loads(chosen.content)["top_k"] == 2
+    assert hetclient.DEFAULT_TOP_K == 5  # the gateway's default, capped at the model's k_max
 
 
 def test_file_paths_as_str_and_path_are_sent_as_their_bytes(captured, tmp_path: Path):

@@ -46,6 +46,8 @@ from hetexport.repository import (
 
 DEFAULT_TOP_K = 5
 DEFAULT_NUM_CONFUSABLE = 3
+"""Defaults for models with many classes; a model with K classes gets ``default_top_k(K)``
+and ``default_num_confusable(K)``, which never ask for more classes than it has."""
 DEFAULT_NOISE_SEED = 0
 DEFAULT_BANK_DESIGN = "moment_matched_sobol"
 """The baked bank's design (``hetexport.layers.noise_bank``): at S = 128 every served quantity
@@ -55,6 +57,16 @@ is at least as exact as plain Monte Carlo at S = 1000 on the demo model (README,
 MODEL_VERSION = "1"
 MODEL_FILENAME = "model.onnx"
 LABELS_FILENAME = "labels.txt"
+
+
+def default_top_k(num_classes: int) -> int:
+    """``min(DEFAULT_TOP_K, K)``: every class of a model with fewer than five."""
+    return min(DEFAULT_TOP_K, num_classes)
+
+
+def default_num_confusable(num_classes: int) -> int:
+    """``min(DEFAULT_NUM_CONFUSABLE, K - 1)``: a class can be confused with the K - 1 others."""
+    return min(DEFAULT_NUM_CONFUSABLE, num_classes - 1)
 
 
 @dataclass(frozen=True)
@@ -133,8 +145,8 @@ def export_to_repository(
     name: str,
     *,
     mc_samples: int | None = None,
-    top_k: int = DEFAULT_TOP_K,
-    num_confusable: int = DEFAULT_NUM_CONFUSABLE,
+    top_k: int | None = None,
+    num_confusable: int | None = None,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     metrics: dict[str, Any] | None = None,
     seed: int = DEFAULT_NOISE_SEED,
@@ -154,9 +166,10 @@ def export_to_repository(
     ``error_images`` is <= ``mc_error``; else ``DEFAULT_EXPORT_MC_SAMPLES``. With
     ``error_images`` (normalised [N, C, H, W], held out from training) the model card records
     the served graph's error on every quantity (on the second half when S was chosen on the
-    first); without, it records only the design and S. Labels, input spec and the checkpoint's
-    metrics come from the model's spec unless given. Raises ExportError (and writes nothing)
-    when the export or its parity check fails.
+    first); without, it records only the design and S. ``top_k`` defaults to
+    ``default_top_k(K)``, ``num_confusable`` to ``default_num_confusable(K)``; labels, input
+    spec and the checkpoint's metrics come from the model's spec unless given. Raises
+    ExportError (and writes nothing) when the export or its parity check fails.
     """
     model, spec_metrics = _resolve_model(checkpoint_or_model)
     spec = model.spec
@@ -167,6 +180,9 @@ def export_to_repository(
     head = model.head
     if not labels:
         labels = [f"class_{k}" for k in range(head.num_classes)]
+    top_k = default_top_k(head.num_classes) if top_k is None else top_k
+    if num_confusable is None:
+        num_confusable = default_num_confusable(head.num_classes)
     input_shape = tuple(input_spec.shape)
     plan = plan_sampling(model, mc_samples=mc_samples, mc_error=mc_error, design=design,
                          seed=seed, images=error_images)

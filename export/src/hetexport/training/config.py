@@ -19,7 +19,8 @@ class TrainConfig:
 
     After every epoch the model is scored on the (noisy) validation split and the weights of
     the epoch with the lowest validation NLL are kept: that is how the number of epochs is
-    chosen, never on test data.
+    chosen, never on test data. ``freeze_backbone`` keeps the backbone as it is (eval mode,
+    no gradients) and trains the head alone.
     """
 
     epochs: int = DEFAULT_EPOCHS
@@ -30,6 +31,8 @@ class TrainConfig:
     num_threads: int = DEFAULT_NUM_THREADS
     eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE
     progress: bool = True
+    freeze_backbone: bool = False
+    """Train only the head, on pre-logits computed once (``hetexport.training.frozen``)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:

@@ -12,15 +12,18 @@ The Fashion-MNIST demo trains on the NOISY training labels, holds out a NOISY va
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from hetcontract import InputSpec
 
+from hetexport.backbones import load_backbone_weights
 from hetexport.data import (
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
+    DataError,
     ImageDataset,
     load_fashion_mnist,
     normalize,
@@ -30,6 +33,7 @@ from hetexport.metrics import Metrics, classification_metrics
 from hetexport.model import HetClassifier, ModelSpec, build_model
 from hetexport.training.config import TrainConfig
 from hetexport.training.evaluation import Predictions, predict
+from hetexport.training.frozen import HeadOnFeatures, freeze, prelogits
 from hetexport.training.loop import TrainResult, train_model
 from hetexport.training.splits import DEFAULT_VALIDATION_FRACTION, Split, holdout_split
 
@@ -38,6 +42,10 @@ FASHION_MNIST_INPUT = InputSpec(
 )
 SPLIT_SEED = 0
 """The validation split is the same for every run, so runs are compared on the same data."""
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""The normalisation torchvision's pretrained weights were trained with (RGB, pixel / 255)."""
+Normalization = Literal["folder", "imagenet"]
 
 
 class PreparedData(NamedTuple):
@@ -139,35 +147,92 @@ def prepare_image_folder(
     dataset: ImageDataset,
     *,
     channel_order: str,
+    validation: ImageDataset | None = None,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    split_seed: int = SPLIT_SEED,
+    normalization: Normalization = "folder",
 ) -> PreparedData:
-    """Split a loaded image folder into train and validation (the user's labels as they are);
-    the input spec's mean and std are the training images' channel statistics."""
-    split = holdout_split(len(dataset), validation_fraction=validation_fraction, seed=SPLIT_SEED)
-    mean, std = channel_statistics(dataset.images[split.train], scale=255.0)
+    """An image folder as training and validation data (the user's labels as they are).
+
+    Validation is ``validation`` (a second folder with the same class names) when given, else
+    a seeded hold-out of ``validation_fraction`` of ``dataset``. The input spec's mean and std
+    are the training images' channel statistics (``normalization="folder"``) or ImageNet's
+    (``"imagenet"``, what pretrained torchvision weights expect; grey: their channel means).
+    """
+    if validation is not None and validation.class_names != dataset.class_names:
+        raise DataError(
+            f"the validation folder's classes {list(validation.class_names)} differ from the "
+            f"training folder's {list(dataset.class_names)}"
+        )
+    if validation is None:
+        split = holdout_split(len(dataset), validation_fraction=validation_fraction,
+                              seed=split_seed)
+        images, labels = dataset.images, dataset.labels
+    else:
+        split = Split(train=torch.arange(len(dataset)),
+                      validation=torch.arange(len(dataset), len(dataset) + len(validation)))
+        images = torch.cat([dataset.images, validation.images])
+        labels = torch.cat([dataset.labels, validation.labels])
+    channels = int(images.shape[1])
+    if normalization == "imagenet":
+        mean, std = _imagenet_statistics(channels)
+    else:
+        mean, std = channel_statistics(images[split.train], scale=255.0)
     spec = InputSpec(
-        shape=tuple(dataset.images.shape[1:]), mean=mean, std=std, channel_order=channel_order
+        shape=tuple(images.shape[1:]), mean=mean, std=std, channel_order=channel_order
     )
     return _split_data(
-        normalize(dataset.images, spec), dataset.labels, split,
+        normalize(images, spec), labels, split,
         test=None, class_names=dataset.class_names, input_spec=spec, noise=None,
     )
 
 
-def fit(spec: ModelSpec, data: PreparedData, *, config: TrainConfig) -> Fitted:
-    """Build ``spec`` with weights seeded by ``config.seed``, train it on ``data.train_*``
-    (best epoch by validation NLL), and score it on validation and, if present, test."""
+def _imagenet_statistics(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if channels == len(IMAGENET_MEAN):
+        return IMAGENET_MEAN, IMAGENET_STD
+    return ((sum(IMAGENET_MEAN) / 3,) * channels, (sum(IMAGENET_STD) / 3,) * channels)
+
+
+def fit(
+    spec: ModelSpec,
+    data: PreparedData,
+    *,
+    config: TrainConfig,
+    init_weights: str | os.PathLike[str] | None = None,
+) -> Fitted:
+    """Build ``spec`` with weights seeded by ``config.seed`` (the backbone's from the local
+    state dict ``init_weights`` when given), train it on ``data.train_*`` (best epoch by
+    validation NLL; only the head when ``config.freeze_backbone``), and score it on
+    validation and, if present, test."""
     torch.manual_seed(config.seed)
     model = build_model(spec)
-    training = train_model(
-        model, data.train_images, data.train_labels, data.val_images, data.val_labels,
-        config=config,
-    )
+    if init_weights is not None:
+        load_backbone_weights(model.backbone, init_weights)
+    if config.freeze_backbone:
+        training = _train_head_only(model, data, config=config)
+    else:
+        training = train_model(
+            model, data.train_images, data.train_labels, data.val_images, data.val_labels,
+            config=config,
+        )
     test_predictions = test = None
     if data.test_images is not None and data.test_labels is not None:
         test_predictions = predict(model, data.test_images, batch_size=config.eval_batch_size)
         test = classification_metrics(test_predictions.probs, data.test_labels.numpy())
     return Fitted(model, training, training.best.validation, test, test_predictions)
+
+
+def _train_head_only(model: HetClassifier, data: PreparedData, *, config: TrainConfig
+                     ) -> TrainResult:
+    """Freeze the backbone, cache its pre-logits once, train ``model.head`` on them."""
+    freeze(model.backbone)
+    model.backbone.eval()
+    torch.set_num_threads(config.num_threads)
+    train_features = prelogits(model.backbone, data.train_images,
+                               batch_size=config.eval_batch_size)
+    val_features = prelogits(model.backbone, data.val_images, batch_size=config.eval_batch_size)
+    return train_model(HeadOnFeatures(model.head), train_features, data.train_labels,
+                       val_features, data.val_labels, config=config)
 
 
 def fitted_metrics(fitted: Fitted) -> dict[str, Any]:

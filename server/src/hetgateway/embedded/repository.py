@@ -69,14 +69,22 @@ def derive_repository(
             if name in seen:
                 raise RepositoryError(f"model {name!r} is in both {seen[name]} and {source}")
             seen[name] = source
-            config = read_config(model_dir / CONFIG_FILENAME)
-            if is_onnxruntime_model(config):
-                _convert(model_dir, target / name, config, ort_threads=ort_threads)
+            if derive_model(model_dir, target / name, ort_threads=ort_threads):
                 converted.append(name)
             else:
-                shutil.copytree(model_dir, target / name, symlinks=True, dirs_exist_ok=True)
                 copied.append(name)
     return DerivedRepository(path=target, converted=tuple(converted), copied=tuple(copied))
+
+
+def derive_model(model_dir: Path, target: Path, *, ort_threads: int = 1) -> bool:
+    """Write one model's runnable form to ``target`` (its directory in the derived
+    repository); True when it was converted to the Python backend, False when copied."""
+    config = read_config(model_dir / CONFIG_FILENAME)
+    if is_onnxruntime_model(config):
+        _convert(model_dir, target, config, ort_threads=ort_threads)
+        return True
+    shutil.copytree(model_dir, target, symlinks=True, dirs_exist_ok=True)
+    return False
 
 
 def read_config(path: Path) -> model_config_pb2.ModelConfig:

@@ -35,6 +35,17 @@ STOP_GRACE_S = 15.0
 LOG_TAIL_CHARS = 4000
 PYTHON_STUB_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 _PR_SET_PDEATHSIG = 1
+EXPLICIT_MODEL_CONTROL_ARGS = (
+    "--model-control-mode=explicit",
+    "--load-model=*",
+    "--strict-readiness=false",
+)
+"""Every model loaded at start, then loaded again (a new version, new files) or unloaded only
+when asked through Triton's repository API (``embedded.repository_watcher``, the gateway).
+Readiness is per model (the gateway's ``/readyz`` asks each served model): Triton's strict
+readiness would stay false for good once a broken version was refused, although the previous
+version serves. Startup models load before Triton opens its endpoints, so ``wait_ready``
+still means "every model loaded"."""
 
 
 class TritonStartError(RuntimeError):
@@ -94,7 +105,8 @@ def build_backend_dir(target: Path) -> Path:
 
 
 class TritonProcess:
-    """One ``tritonserver`` on loopback serving ``repositories``."""
+    """One ``tritonserver`` on loopback serving ``repositories``; with
+    ``explicit_model_control`` its models can be loaded and unloaded while it runs."""
 
     def __init__(
         self,
@@ -104,8 +116,10 @@ class TritonProcess:
         backend_dir: Path,
         log_path: Path | None = None,
         exit_timeout_s: int = DEFAULT_EXIT_TIMEOUT_S,
+        explicit_model_control: bool = False,
     ) -> None:
         self.repositories = tuple(repositories)
+        self.explicit_model_control = explicit_model_control
         self.ports = ports
         self.backend_dir = backend_dir
         self.log_path = log_path
@@ -142,7 +156,8 @@ class TritonProcess:
             f"--metrics-address={LOOPBACK}",
             f"--metrics-port={self.ports.metrics}",
             f"--exit-timeout-secs={self.exit_timeout_s}",
-            "--strict-readiness=true",
+            *(EXPLICIT_MODEL_CONTROL_ARGS if self.explicit_model_control
+              else ("--strict-readiness=true",)),
         ]
 
     def environment(self) -> dict[str, str]:

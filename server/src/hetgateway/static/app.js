@@ -341,7 +341,8 @@ function renderAnswer(answer) {
   const root = $("result");
   root.dataset.model = answer.model.name;
   $("answered-model").textContent = answer.model.name;
-  $("answered-details").textContent = `· ${plural(answer.model.mc_samples, "MC sample")}` +
+  $("answered-details").textContent = `· version ${answer.model.version}` +
+    ` · ${plural(answer.model.mc_samples, "MC sample")}` +
     ` · τ = ${formatNumber(answer.model.temperature, 2)}`;
   $("request-id").textContent = answer.request_id;
   renderBars(result.predictions);
