@@ -50,7 +50,9 @@ class MonteCarloSpec(BaseModel):
     """How the served head integrates ``E[link(u / tau)]`` and how exact its numbers are.
 
     ``design`` names the baked noise bank (``hetexport.layers.noise_bank.BANK_DESIGNS``; "none"
-    for a deterministic head), ``samples`` is S and ``seed`` its seed. ``error`` holds, per
+    for a deterministic head), ``samples`` is S and ``seed`` its scrambling seed, the best of
+    ``seeds_searched`` candidates on held-out images other than the ``images`` reported on
+    (0: not searched). ``error`` holds, per
     served quantity (``probs`` as the max over classes, ``topk_probs``, the entropies, the
     mutual information, ``confusable_share``), the mean and the 99th percentile over
     ``images`` held-out images of |served - exact|, where "exact" is ``reference`` (a
@@ -63,6 +65,7 @@ class MonteCarloSpec(BaseModel):
     design: str
     samples: int = Field(ge=1)
     seed: int = 0
+    seeds_searched: int = Field(default=0, ge=0)
     images: int = Field(ge=0)
     reference: str = ""
     reference_error: float = Field(default=0.0, ge=0)

@@ -4,5 +4,6 @@
   space of the latent Gaussian, with its own standard error);
 * ``error``: ``served_error``, every served quantity against the reference: mean and 99th
   percentile over images;
-* ``sample_count``: ``choose_samples``, the smallest S whose measured error meets a target.
+* ``measure``: ``reference_for`` a model's images once, ``head_error`` of any bank against it;
+* ``bank_search``: ``search_bank``, the scrambling seed that integrates a model's latents best.
 """

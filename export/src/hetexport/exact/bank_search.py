@@ -44,12 +44,14 @@ DEFAULT_SEARCH_SEEDS = 32
 
 @dataclass(frozen=True)
 class BankSearch:
-    """The chosen seed, its score, and every candidate's score (seed -> score)."""
+    """The chosen seed, its score and p_bar p99 error (on the selection images), and every
+    candidate's score (seed -> score)."""
 
     design: str
     samples: int
     seed: int
     score: float
+    p_bar_p99: float
     scores: dict[int, float]
     baseline: dict[str, dict[str, float]]
 
@@ -65,12 +67,12 @@ def search_bank(
 ) -> BankSearch:
     """The seed of ``design`` at ``samples`` with the lowest score on ``images`` (module doc)."""
     baseline = _summary(model, images, reference, *BASELINE_BANK, seed=0)
-    scores = {
-        seed: score(_summary(model, images, reference, design, samples, seed=seed), baseline)
-        for seed in seeds
-    }
+    summaries = {seed: _summary(model, images, reference, design, samples, seed=seed)
+                 for seed in seeds}
+    scores = {seed: score(summary, baseline) for seed, summary in summaries.items()}
     best = min(scores, key=scores.__getitem__)
-    return BankSearch(design, samples, best, scores[best], scores, baseline)
+    return BankSearch(design, samples, best, scores[best], summaries[best]["probs"]["p99"],
+                      scores, baseline)
 
 
 def score(summary: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]) -> float:

@@ -1,23 +1,21 @@
-"""A model's served head measured against the exact answer, and S chosen by the error asked for.
+"""A model's served head measured against the exact answer.
 
 ``reference_for(model, images)`` computes, once, the latent Gaussians of the images (float64)
 and their exact integrals (``exact_answer``); ``head_error`` then measures any bank (or any
-served outputs, e.g. an exported ONNX model's) against them, so that designs and sample counts
-are compared on the same reference. ``choose_samples`` picks the smallest S of a design whose
-99th-percentile error of p_bar (max over classes) is at most the target.
+served outputs, e.g. an exported ONNX model's) against them, so that designs, seeds and sample
+counts are compared on the same reference.
 
 Typical usage::
 
     reference = reference_for(model, images)                       # the slow part, once
     bank = NoiseBank.fixed(128, R, K, seed=0, design="moment_matched_sobol")
     report = head_error(model, images, reference, bank=bank)       # ErrorReport
-    choice = choose_samples(model, select_images, reference, target_p99=0.01)
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +35,7 @@ from hetexport.model import HetClassifier
 from hetexport.onnx.head import ServingGraph
 
 SAMPLE_COUNTS: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048, 4096)
-"""Sample counts ``choose_samples`` tries, in order (powers of 2 keep Sobol nets balanced)."""
+"""Sample counts ``--mc-error`` tries, in order (powers of 2 keep Sobol nets balanced)."""
 REFERENCE_DESCRIPTION = (
     "randomized QMC: {points} Owen-scrambled Sobol points ({replicas} independent replicas) in "
     "the eigenbasis of the centred (softmax) or raw (sigmoid) latent covariance"
@@ -58,15 +56,6 @@ class Reference:
         """The reference of images ``rows`` only."""
         return Reference(_latent_rows(self.latent, rows), _exact_rows(self.exact, rows),
                          self.temperature, self.link, self.description)
-
-
-@dataclass(frozen=True)
-class SampleChoice:
-    """The S chosen and the p_bar p99 error measured at every S tried."""
-
-    samples: int
-    tried: dict[int, float]
-    met: bool
 
 
 @torch.no_grad()
@@ -115,30 +104,6 @@ def head_error(
     top_ids = torch.from_numpy(np.asarray(served["topk_ids"], dtype=np.int64))
     exact_corr = topk_correlation(reference.latent, top_ids, rule=rule)
     return served_error(served, reference.exact, exact_correlation=exact_corr, rule=rule)
-
-
-def choose_samples(
-    model: HetClassifier,
-    images: Tensor,
-    reference: Reference,
-    *,
-    target_p99: float,
-    design: str,
-    seed: int = 0,
-    candidates: Sequence[int] = SAMPLE_COUNTS,
-) -> SampleChoice:
-    """The smallest S in ``candidates`` whose p_bar error (max over classes) has a 99th
-    percentile <= ``target_p99`` on ``images``; the largest tried if none does (``met`` False)."""
-    head = model.head
-    tried: dict[int, float] = {}
-    for samples in candidates:
-        bank = NoiseBank.fixed(samples, head.num_factors, head.diag_noise_dim, seed=seed,
-                               design=design)
-        report = head_error(model, images, reference, bank=bank, top_k=1, num_confusable=1)
-        tried[samples] = report.summary()["probs"]["p99"]
-        if tried[samples] <= target_p99:
-            return SampleChoice(samples, tried, True)
-    return SampleChoice(max(tried), tried, False)
 
 
 def _latent_rows(latent: LatentGaussian, rows: slice) -> LatentGaussian:
