@@ -32,7 +32,8 @@ fi
 command -v debootstrap >/dev/null || { echo "debootstrap missing (apt-get install -y debootstrap)" >&2; exit 1; }
 
 ROOTFS=$(mktemp -d /var/tmp/hetserve-rootfs.XXXXXX)
-trap 'rm -rf "$ROOTFS"' EXIT
+trap 'rm -rf "$ROOTFS" "$ROOTFS.log"' EXIT
+trap 'exit 1' INT TERM
 echo "debootstrap $SUITE into $ROOTFS"
 nice -n 10 debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOTFS" "$MIRROR" \
     > "$ROOTFS.log" 2>&1 || { tail -30 "$ROOTFS.log" >&2; exit 1; }

@@ -2,12 +2,13 @@
 
 Each service becomes one ``podman run`` with the options its compose entry gives (image,
 command, environment, bind and named volumes, ``read_only``, ``tmpfs``, ``user``,
-``shm_size``, ``ulimits``), started in ``depends_on`` order and waited for as its condition
-says (``service_healthy``: the service's own health-check command, run in the container with
-``podman exec``, until it passes). Keys this module does not translate are refused
-(``ComposeError``), so a new compose option cannot be skipped silently; ``build``,
-``networks``, ``expose``, ``ports``, ``profiles`` and ``restart`` are the ones handled
-elsewhere or on purpose not at all (no restarts: a crash should fail the test).
+``shm_size``, ``ulimits`` capped at the host's hard limits), started in ``depends_on`` order
+and waited for as its condition says (``service_healthy``: the service's own health-check
+command, run in the container with ``podman exec``, until it passes). Keys this module does
+not translate are refused (``ComposeError``), so a new compose option cannot be skipped
+silently; ``build``, ``networks``, ``expose``, ``ports``, ``profiles`` and ``restart`` are
+the ones handled elsewhere or on purpose not at all (no restarts: a crash should fail the
+test).
 
 These machines give containers no network of their own (``--network=none`` or ``host``), so
 the stack shares the host's network, and the compose networks become an address plan
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import socket
 import subprocess
 import time
@@ -326,11 +328,30 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _ulimits(spec: Mapping[str, Any]) -> list[str]:
+    """The service's ``ulimits`` as podman writes them, each at most the host's hard limit: a
+    container cannot raise a limit its host lacks the privilege for (here: memlock, 8 MiB;
+    ``-1`` would fail with "error setting rlimit type 8")."""
     limits = []
     for name, value in spec.get("ulimits", {}).items():
         soft, hard = (value["soft"], value["hard"]) if isinstance(value, dict) else (value, value)
+        ceiling = _host_hard_limit(name)
+        soft, hard = (_at_most(int(soft), ceiling), _at_most(int(hard), ceiling))
         limits.append(f"{name}={soft}:{hard}")
     return limits
+
+
+def _host_hard_limit(name: str) -> int:
+    """The host's hard limit of ``name`` (``memlock``, ``stack``, ...) in podman's units;
+    -1 when unlimited."""
+    limit = getattr(resource, f"RLIMIT_{name.upper()}")
+    hard = resource.getrlimit(limit)[1]
+    return -1 if hard == resource.RLIM_INFINITY else hard
+
+
+def _at_most(value: int, ceiling: int) -> int:
+    if ceiling == -1:
+        return value
+    return ceiling if value == -1 else min(value, ceiling)
 
 
 def _size(value: Any) -> str:
