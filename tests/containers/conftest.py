@@ -38,6 +38,9 @@ STACK_READY_TIMEOUT_S = 300.0
 
 
 def _load(name: str) -> ModuleType:
+    """Import ``name`` from this directory (once per session; tests/unit/deploy does too)."""
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

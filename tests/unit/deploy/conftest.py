@@ -1,5 +1,7 @@
-"""The deployment tests read the compose files with the merge that the container tests run
-(tests/containers/compose_files.py), importable here as ``compose_files``."""
+"""The deployment tests read the compose files with the merge, and check the podman
+translation, that the container tests run (tests/containers/compose_files.py and
+podman_stack.py), importable here as ``compose_files`` and ``podman_stack``; and the CPU
+Triton's entrypoint (docker/triton/tritonserver_cpu.py) as ``tritonserver_cpu``."""
 
 from __future__ import annotations
 
@@ -7,10 +9,16 @@ import importlib.util
 import sys
 from pathlib import Path
 
-COMPOSE_FILES_MODULE = Path(__file__).resolve().parents[2] / "containers" / "compose_files.py"
+ROOT = Path(__file__).resolve().parents[3]
+MODULES = {
+    "compose_files": ROOT / "tests/containers/compose_files.py",
+    "podman_stack": ROOT / "tests/containers/podman_stack.py",
+    "tritonserver_cpu": ROOT / "docker/triton/tritonserver_cpu.py",
+}
 
-if "compose_files" not in sys.modules:
-    _spec = importlib.util.spec_from_file_location("compose_files", COMPOSE_FILES_MODULE)
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules["compose_files"] = _module
-    _spec.loader.exec_module(_module)
+for _name, _path in MODULES.items():
+    if _name not in sys.modules:
+        _spec = importlib.util.spec_from_file_location(_name, _path)
+        _module = importlib.util.module_from_spec(_spec)
+        sys.modules[_name] = _module
+        _spec.loader.exec_module(_module)
