@@ -63,7 +63,9 @@ def build_image(image: str, dockerfile: Path, context: Path) -> float:
 def build_all(config: Mapping[str, Any]) -> dict[str, str]:
     """Build the base, the stand-ins and every service with a ``build``; returns the registry
     images the stack runs mapped to their local stand-ins."""
+    started = time.monotonic()
     subprocess.run(["bash", str(BASE_SCRIPT), PYTHON_BASE], check=True, timeout=BUILD_TIMEOUT_S)
+    print(f"base image ready in {time.monotonic() - started:.0f} s")
     for image, dockerfile in STAND_IN_BUILDS:
         print(f"built {image} in {build_image(image, dockerfile, dockerfile.parent):.0f} s")
     for service in config["services"].values():
