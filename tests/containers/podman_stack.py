@@ -143,7 +143,8 @@ class PodmanStack:
         return self.images.get(image, image)
 
     def run_arguments(self, service: str, *, detach: bool = True) -> list[str]:
-        """The ``podman run`` command line of ``service``."""
+        """The ``podman run`` command line of ``service`` (runs nothing; named volumes are
+        created by ``up``)."""
         spec = self.services[service]
         unknown = set(spec) - TRANSLATED_KEYS - HANDLED_ELSEWHERE
         if unknown:
@@ -196,8 +197,19 @@ class PodmanStack:
 
     def _start(self, service: str) -> None:
         self._wait_dependencies(service)
+        self._create_volumes(service)
         _podman(self.run_arguments(service)[len(PODMAN):])
         self.started.append(service)
+
+    def _create_volumes(self, service: str) -> None:
+        """The service's named volumes, labelled so that ``down`` removes them."""
+        for volume in self.services[service].get("volumes", []):
+            name = self._volume_name(volume) if volume["type"] == "volume" else None
+            if name and not _podman(["volume", "ls", "--quiet", "--filter", f"name=^{name}$"]):
+                _podman(["volume", "create", "--label", f"{LABEL}={self.project}", name])
+
+    def _volume_name(self, volume: Mapping[str, Any]) -> str:
+        return f"{self.project}_{volume['source']}"
 
     def _wait_dependencies(self, service: str) -> None:
         for dependency, spec in self.services[service].get("depends_on", {}).items():
@@ -208,6 +220,7 @@ class PodmanStack:
         """``compose run --rm service``: run it to completion (after what it depends on)."""
         self.up(_start_order(self.services, [service])[:-1])
         self._wait_dependencies(service)
+        self._create_volumes(service)
         args = self.run_arguments(service, detach=False)
         return subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
 
@@ -277,9 +290,7 @@ class PodmanStack:
             if volume["type"] == "bind":
                 source = self._bind_source(service, volume)
             elif volume["type"] == "volume":
-                source = f"{self.project}_{volume['source']}"
-                if not _podman(["volume", "ls", "--quiet", "--filter", f"name=^{source}$"]):
-                    _podman(["volume", "create", "--label", f"{LABEL}={self.project}", source])
+                source = self._volume_name(volume)
             else:
                 raise ComposeError(f"{service}: volume type {volume['type']!r}")
             volumes.append(f"{source}:{volume['target']}{options}")
