@@ -11,7 +11,7 @@ SOAK_USERS ?= 50
 SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 
-.PHONY: setup system-deps models gpu-repo serve test test-unit test-integration load bench bench-gateway soak overload lint clean
+.PHONY: setup system-deps models gpu-repo serve test test-unit test-integration test-containers load bench bench-gateway soak overload lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium), the virtualenv and all four components
 setup: system-deps $(STAMP)
@@ -51,6 +51,14 @@ test-unit: setup
 
 test-integration: setup
 	$(PY) -m pytest tests/integration tests/e2e
+
+## test-containers: build the images with podman on a local Debian base and run the CPU compose
+## stack for real (tests/containers; installs podman, runc, debootstrap as root; bounded)
+CONTAINER_TESTS_TIMEOUT_S ?= 2700
+test-containers: setup
+	bash scripts/container-deps.sh
+	HETSERVE_CONTAINER_TESTS=1 timeout --signal=INT --kill-after=120 $(CONTAINER_TESTS_TIMEOUT_S) \
+		$(PY) -m pytest tests/containers -rA --durations=0
 
 ## load: Locust, headless, against a running gateway (make serve in another shell)
 load: setup

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from compose_files import base_images
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -139,13 +140,11 @@ def test_every_base_image_is_pinned_and_triton_is_24_10(services):
         if "build" not in service:
             continue
         build = service["build"]
-        text = (ROOT / build["context"] / build["dockerfile"]).read_text()
-        bases = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+        bases = base_images(ROOT / build["context"] / build["dockerfile"])
         assert bases, build
         for base in bases:
             assert PINNED_TAG.match(base) and not base.endswith(":latest"), base
-    triton_file = ROOT / "docker/triton/Dockerfile"
-    assert re.findall(r"^FROM\s+(\S+)", triton_file.read_text(), re.MULTILINE) == [TRITON_IMAGE]
+    assert base_images(ROOT / "docker/triton/Dockerfile") == [TRITON_IMAGE]
 
 
 def test_mounted_host_paths_that_ship_with_the_repository_exist(services):
