@@ -10,6 +10,7 @@ LOAD_TIME ?= 30s
 SOAK_USERS ?= 50
 SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
+MODELS_ARGS ?=
 
 .PHONY: setup system-deps models gpu-repo serve test test-unit test-integration test-containers load bench bench-gateway soak overload lint clean
 
@@ -28,8 +29,9 @@ $(STAMP): contract/pyproject.toml export/pyproject.toml server/pyproject.toml cl
 	touch $(STAMP)
 
 ## models: train and export the demo models fashion_het and fashion_det into model_repo/
+##   (MODELS_ARGS=--reuse-checkpoints re-exports the seed-0 checkpoints in runs/demo, no training)
 models: setup
-	$(VENV)/bin/hetexport demo --model-repo model_repo --report-dir reports
+	$(VENV)/bin/hetexport demo --model-repo model_repo --report-dir reports $(MODELS_ARGS)
 	rm -rf model_repo_gpu/fashion_het_gpu model_repo_gpu/fashion_het_gpu_backbone model_repo_gpu/het_mc_head
 	$(PY) -m hetexport.fused.ensemble runs/demo/fashion_het.pt model_repo_gpu --reference model_repo/fashion_het
 

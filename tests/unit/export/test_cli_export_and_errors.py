@@ -89,7 +89,8 @@ def small_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoConfig, De
         model_repo=tmp_path / "repo", report_dir=tmp_path / "reports",
         work_dir=tmp_path / "work", seeds=(0, 1), epochs=1, grid=((2, 1.0), (1, 0.5)),
         grid_epochs=1, sweep_rates=(0.0, 0.4), sweep_epochs=1, train_mc_samples=4,
-        export_mc_samples=16, train_limit=300, test_limit=100, num_threads=1, progress=False,
+        export_mc_samples=16, error_images=8, train_limit=300, test_limit=100, num_threads=1,
+        progress=False,
     )
     return config, run_demo(config)
 
@@ -112,6 +113,16 @@ def test_demo_writes_the_report_the_plots_and_both_models(
         card = ModelCard.model_validate_json(
             (tmp_path / "repo" / name / "model_card.json").read_text())
         assert card.metrics["test_nll"] > 0
+    het = ModelCard.model_validate_json(
+        (tmp_path / "repo" / "fashion_het" / "model_card.json").read_text()).monte_carlo
+    assert (het.samples, het.images) == (16, 4)  # the seed searched on 4 images, reported on 4
+    assert het.seeds_searched == 32 and het.reference_error < 1e-3
+    assert set(het.error) == {"probs", "topk_probs", "predictive_entropy", "expected_entropy",
+                              "mutual_information", "topk_correlation", "confusable_share"}
+    assert all(0 <= e.mean <= e.p99 <= 1 for e in het.error.values())
+    det = ModelCard.model_validate_json(
+        (tmp_path / "repo" / "fashion_det" / "model_card.json").read_text()).monte_carlo
+    assert (det.design, det.samples, det.error) == ("none", 1, {})
 
 
 def test_demo_ranks_pairs_by_centred_correlation_most_negative_first_beside_the_raw_one(
