@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models gpu-repo serve test test-unit test-integration test-containers load bench bench-gateway soak overload lint clean
+.PHONY: setup system-deps models gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-gateway soak overload lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium), the virtualenv and all four components
 setup: system-deps $(STAMP)
@@ -69,6 +69,11 @@ load: setup
 ## bench: the MC head benchmark (CPU rows here; GPU rows where CUDA is present)
 bench: setup
 	$(PY) bench/head_bench.py
+
+## bench-uncertainty: HET vs plain model through Triton (batch 1, 32) and the head's error vs the
+##   exact integral per bank; needs runs/demo/fashion_het.pt (make models)
+bench-uncertainty: setup
+	cd bench && ../$(PY) uncertainty_cost.py
 
 ## bench-gateway: the same load through the gateway and straight at Triton, alternating
 bench-gateway: setup

@@ -148,3 +148,19 @@ def _wait_ready(stack: ServedStack, log_path: Path) -> None:
             pass
         time.sleep(POLL_INTERVAL_S)
     raise RuntimeError(f"hetgateway serve not ready in {SERVE_READY_TIMEOUT_S} s")
+
+
+def process_group_cpu_s(leader: int) -> float:
+    """CPU seconds (user + system) used so far by every process in ``leader``'s process group
+    (Triton and its Python-backend stubs), from /proc."""
+    found = subprocess.run(["pgrep", "-g", str(leader)], capture_output=True, text=True,
+                           check=False)
+    return sum(_process_cpu_s(int(pid)) for pid in found.stdout.split())
+
+
+def _process_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime

@@ -14,14 +14,16 @@ Two sections (``--sections cost error``, both by default):
   work on a shared machine). Targets: <= 1.20 at batch 32, <= 1.10 at batch 1.
 - ``error``: against the exact integral (``hetexport.exact``: randomized QMC, 2^18 points, with
   its own standard error), the mean and 99th percentile over ``--images`` test images of every
-  served quantity's error, for the bank the models were shipped with before (plain Monte Carlo,
-  S = 1000), plain Monte Carlo at S = 128, each Sobol design at S = 128 (seed 0), the
-  moment-matched design at S = 256, and the bank in the shipped ``fashion_het`` (its ONNX graph
-  run with ONNX Runtime: S = 128, its seed searched on other images by the export). Needs the model's checkpoint
-  (``make models`` leaves it in ``runs/demo/fashion_het.pt``) for the latent Gaussians.
+  served quantity's error, for the bank the models were shipped with before (plain Monte
+  Carlo, S = 1000), plain Monte Carlo at S = 128, each Sobol design at S = 128 (seed 0), the
+  moment-matched design at S = 256, and the bank in the shipped ``fashion_het`` (its ONNX
+  graph run with ONNX Runtime: S = 128, its seed searched on other images by the export).
+  Needs the model's checkpoint (``make models`` leaves it in ``runs/demo/fashion_het.pt``) for
+  the latent Gaussians.
 
 Reproduce: ``.venv/bin/python bench/uncertainty_cost.py`` (``make bench-uncertainty``);
-results in ``bench/results/uncertainty-cost.json`` with their provenance.
+results in ``bench/results/uncertainty-cost.json`` with their provenance (each section keeps
+the provenance of the run that measured it).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import tritonclient.grpc.aio as grpcaio
-from gateway_bench import CpuMeter, load, preprocess
+from gateway_bench import load, preprocess
 from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
 from hetexport.checkpoint import load_checkpoint
 from hetexport.exact.measure import head_error, reference_for
@@ -45,7 +47,7 @@ from hetexport.layers import NoiseBank
 from hetexport.onnx.runner import OnnxRunner
 from hetgateway.answer import ANSWER_OUTPUTS
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
-from loopback_target import fashion_images, free_port, percentiles_ms
+from loopback_target import fashion_images, free_port, percentiles_ms, process_group_cpu_s
 from provenance import RESULTS_DIR, provenance
 from tritonclient.grpc import InferInput, InferRequestedOutput
 
@@ -60,19 +62,26 @@ CLIENT_TIMEOUT_S = 60
 DESIGNS_AT_128 = ("normal", "sobol", "antithetic_sobol", "moment_matched_sobol")
 PREVIOUS_BANK = ("normal", 1000)
 LARGER_BANK = ("moment_matched_sobol", 256)
-MEASURED = ["export/src/hetexport", "model_repo", "server/src/hetgateway/embedded",
-            "bench/uncertainty_cost.py"]
+MEASURED = [
+    "model_repo/fashion_het", "model_repo/fashion_det", "export/src/hetexport/exact",
+    "export/src/hetexport/onnx", "export/src/hetexport/layers",
+    "export/src/hetexport/class_correlation.py", "server/src/hetgateway/embedded/ort_model.py",
+    "server/src/hetgateway/embedded/repository.py", "bench/uncertainty_cost.py",
+]
+"""What the figures depend on: the models, the head's code, the Triton wrapper that runs the
+ONNX graph, and this script."""
 
 
 def main() -> int:
     args = parse_args()
     output = RESULTS_DIR / "uncertainty-cost.json"
     report = json.loads(output.read_text()) if output.exists() else {}
-    report["provenance"] = provenance(MEASURED)
+    run = provenance(MEASURED)
+    report["provenance"] = run
     if "cost" in args.sections:
-        report["cost"] = measure_cost(args)
+        report["cost"] = {**measure_cost(args), "provenance": run}
     if "error" in args.sections:
-        report["error"] = measure_error(args)
+        report["error"] = {**measure_error(args), "provenance": run}
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {output.relative_to(REPO_ROOT)}")
     return 0
@@ -97,8 +106,7 @@ def measure_cost(args: argparse.Namespace) -> dict:
         )
         with triton:
             triton.wait_ready(timeout_s=READY_TIMEOUT_S)
-            meter = CpuMeter([], group_leaders=[triton.pid])
-            rounds = asyncio.run(run_rounds(args, triton.grpc_url, tensors, meter))
+            rounds = asyncio.run(run_rounds(args, triton.grpc_url, tensors, triton.pid))
     points = [cost_point(batch, [r for r in rounds if r["batch"] == batch])
               for batch in args.batch_sizes]
     for point in points:
@@ -111,7 +119,7 @@ def measure_cost(args: argparse.Namespace) -> dict:
             "points": points, "load_average_1m": os.getloadavg()[0]}
 
 
-async def run_rounds(args, grpc_url: str, tensors: np.ndarray, meter: CpuMeter) -> list[dict]:
+async def run_rounds(args, grpc_url: str, tensors: np.ndarray, triton_pid: int) -> list[dict]:
     """Warm-up, then het and det rounds alternating, per batch size."""
     outputs = [InferRequestedOutput(name) for name in ANSWER_OUTPUTS]
     triton = grpcaio.InferenceServerClient(grpc_url)
@@ -134,10 +142,10 @@ async def run_rounds(args, grpc_url: str, tensors: np.ndarray, meter: CpuMeter) 
                 await load(sender(model), WARMUP_REQUESTS, args.concurrency)
             for _ in range(args.rounds):
                 for model in MODELS:
-                    cpu_before = meter.server_seconds()
+                    cpu_before = process_group_cpu_s(triton_pid)
                     seconds, latencies = await load(sender(model), args.requests,
                                                     args.concurrency)
-                    cpu_s = meter.server_seconds() - cpu_before
+                    cpu_s = process_group_cpu_s(triton_pid) - cpu_before
                     rounds.append(_round(model, batch, seconds, latencies, cpu_s))
                     print(f"  batch {batch:3d} {model:12s} {rounds[-1]['images_per_s']:9.1f} img/s")
         return rounds
