@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-gateway soak overload lint clean
+.PHONY: setup system-deps models gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-confusable bench-gateway soak overload lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium), the virtualenv and all four components
 setup: system-deps $(STAMP)
@@ -74,6 +74,10 @@ bench: setup
 ##   exact integral per bank; needs runs/demo/fashion_het.pt (make models)
 bench-uncertainty: setup
 	cd bench && ../$(PY) uncertainty_cost.py
+
+## bench-confusable: per-input confusable precision of the shipped models, through the gateway
+bench-confusable: setup
+	cd bench && ../$(PY) confusable_precision.py
 
 ## bench-gateway: the same load through the gateway and straight at Triton, alternating
 bench-gateway: setup

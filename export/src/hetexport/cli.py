@@ -7,7 +7,7 @@ Typical usage::
     hetexport train --image-folder photos/ --val-folder photos_val/ --image-size 64 \
         --channels RGB --backbone torchvision:resnet18 --init-weights weights/resnet18.pt \
         --freeze-backbone --checkpoint runs/mine.pt        # HET head on a pretrained ResNet
-    hetexport export runs/het.pt --model-repo model_repo --name fashion_het --mc-samples 128
+    hetexport export runs/het.pt --model-repo model_repo --name fashion_het --mc-samples 256
     hetexport export runs/het.pt --name fashion_het --mc-error 0.01 \
         --error-images /usr/share/datasets/fashion-mnist      # S chosen by the error asked for
     hetexport mc-error runs/het.pt --model-dir model_repo/fashion_het  # served vs exact
@@ -254,7 +254,7 @@ def export(
     model_repo: Annotated[Path, typer.Option(help="Triton model repository")] = Path("model_repo"),
     name: Annotated[str, typer.Option(help="model directory under the repository")] = "model",
     mc_samples: Annotated[
-        int | None, typer.Option(min=1, help="S baked into the graph (default 128, or chosen "
+        int | None, typer.Option(min=1, help="S baked into the graph (default 256, or chosen "
                                              "by --mc-error)")
     ] = None,
     mc_error: Annotated[
@@ -400,7 +400,7 @@ def export_version_command(
     version: Annotated[int | None, typer.Option(
         min=1, help="version number (default: the newest existing + 1)")] = None,
     mc_samples: Annotated[
-        int | None, typer.Option(min=1, help="S baked into the graph (default 128)")
+        int | None, typer.Option(min=1, help="S baked into the graph (default 256)")
     ] = None,
     top_k: Annotated[int | None, typer.Option(min=1, help="default: min(5, K)")] = None,
     num_confusable: Annotated[

@@ -6,11 +6,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 from hetcontract import HEAD_OUTPUTS, MODEL_CARD_PARAMETER, ModelCard
 from hetexport.cli import app
 from hetexport.data import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_LABELS
 from hetexport.demo import DemoConfig, DemoResult, run_demo
+from hetexport.layers import NoiseBank
+from onnx import numpy_helper
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.skipif(
@@ -120,9 +124,22 @@ def test_demo_writes_the_report_the_plots_and_both_models(
     assert set(het.error) == {"probs", "topk_probs", "predictive_entropy", "expected_entropy",
                               "mutual_information", "topk_correlation", "confusable_share"}
     assert all(0 <= e.mean <= e.p99 <= 1 for e in het.error.values())
+    baked = {t.name: numpy_helper.to_array(t) for t in onnx.load(
+        str(tmp_path / "repo" / "fashion_het" / "1" / "model.onnx")).graph.initializer}
+    searched = NoiseBank.fixed(16, het_card_factors(tmp_path), 10, seed=het.seed,
+                               design=het.design)  # the graph holds the bank the card names
+    np.testing.assert_array_equal(baked["noise_factors"], searched.factor_noise.numpy())
+    np.testing.assert_array_equal(baked["noise_diag"], searched.diag_noise.numpy())
     det = ModelCard.model_validate_json(
         (tmp_path / "repo" / "fashion_det" / "model_card.json").read_text()).monte_carlo
     assert (det.design, det.samples, det.error) == ("none", 1, {})
+
+
+def het_card_factors(tmp_path: Path) -> int:
+    """R of the exported demo HET model, from its card."""
+    card = ModelCard.model_validate_json(
+        (tmp_path / "repo" / "fashion_het" / "model_card.json").read_text())
+    return card.num_factors
 
 
 def test_demo_ranks_pairs_by_centred_correlation_most_negative_first_beside_the_raw_one(

@@ -1,0 +1,103 @@
+"""Per-input confusable precision through the gateway: does the first class the shipped model
+says a top-1's probability moves to lie in the input's noisy group?
+
+Starts ``hetgateway serve`` on ``model_repo/`` (loopback, free ports), sends the first
+``--images`` Fashion-MNIST test images as PNGs (JSON, ``--batch`` per request) to
+``fashion_het`` and, for comparison in the same run, to ``fashion_det``, and counts with
+``hetexport.confusable_precision``: among images whose true class and top-1 lie in the same
+noisy group ({T-shirt/top, Pullover, Coat, Shirt} or {Sandal, Sneaker, Ankle boot}), the
+fraction whose first ``confusable[0].confused_with`` class lies in that group (an empty list,
+i.e. no claim, counts as a miss), with a Wilson 95 % interval. The baseline is the runner-up
+class of the answer's own probabilities (``predictions[1]``), which needs no noise model.
+Target (issue "Confusable classes a user can trust"): >= 0.99 for ``fashion_het``.
+
+Reproduce: ``.venv/bin/python bench/confusable_precision.py`` (``make bench-confusable``);
+results in ``bench/results/confusable-precision.json`` with their provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from hetexport.confusable_precision import group_confusable_precision
+from hetexport.data import FASHION_MNIST_LABELS, load_fashion_mnist
+from hetexport.label_noise import FASHION_MNIST_NOISY_GROUPS
+from loopback_target import FASHION_MNIST_DIR, png, served_stack
+from provenance import RESULTS_DIR, provenance
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("fashion_het", "fashion_det")
+NO_CLASS = -1
+MEASURED = ["model_repo/fashion_het", "model_repo/fashion_det",
+            "export/src/hetexport/class_correlation.py", "server/src/hetgateway/answer.py",
+            "bench/confusable_precision.py"]
+
+
+def main() -> int:
+    args = parse_args()
+    test = load_fashion_mnist(FASHION_MNIST_DIR, split="test")
+    labels = test.labels[: args.images].numpy()
+    pngs = [png(image[0].numpy()) for image in test.images[: args.images]]
+    report = {"provenance": provenance(MEASURED), "images": args.images, "models": {}}
+    with tempfile.TemporaryDirectory(prefix="hetserve-precision-") as tmp, served_stack(
+        REPO_ROOT / "model_repo", log_path=Path(tmp) / "serve.log"
+    ) as stack:
+        for model in MODELS:
+            top1, first, runner_up = answers(stack.url, model, pngs, batch=args.batch)
+            report["models"][model] = {
+                "first_confusable": _precision(labels, top1, first),
+                "runner_up": _precision(labels, top1, runner_up),
+                "no_claim": int((first == NO_CLASS).sum()),
+            }
+    output = RESULTS_DIR / "confusable-precision.json"
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    for model, row in report["models"].items():
+        hit, base = row["first_confusable"], row["runner_up"]
+        print(f"{model}: first confusable {hit['value']:.4f} [{hit['low']:.4f}, {hit['high']:.4f}]"
+              f" of {hit['total']}; runner-up {base['value']:.4f}; no claim for "
+              f"{row['no_claim']} images")
+    print(f"wrote {output.relative_to(REPO_ROOT)}")
+    return 0
+
+
+def answers(url: str, model: str, pngs: list[bytes], *, batch: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-1, first confusable class of the top-1 (NO_CLASS if none) and runner-up, per image."""
+    top1, first, runner_up = [], [], []
+    for start in range(0, len(pngs), batch):
+        body = json.dumps({"inputs": [{"image": base64.b64encode(p).decode()}
+                                      for p in pngs[start:start + batch]], "top_k": 2}).encode()
+        request = urllib.request.Request(f"{url}/v1/models/{model}/predict", data=body,
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            results = json.loads(answer.read())["results"]
+        for result in results:
+            predictions = result["predictions"]
+            moves_to = result["uncertainty"]["confusable"][0]["confused_with"]
+            top1.append(predictions[0]["class_id"])
+            runner_up.append(predictions[1]["class_id"])
+            first.append(moves_to[0]["class_id"] if moves_to else NO_CLASS)
+    return np.array(top1), np.array(first), np.array(runner_up)
+
+
+def _precision(labels: np.ndarray, top1: np.ndarray, named: np.ndarray) -> dict:
+    result = group_confusable_precision(labels, top1, named, FASHION_MNIST_NOISY_GROUPS,
+                                        num_classes=len(FASHION_MNIST_LABELS))
+    return result._asdict()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=16)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
