@@ -8,7 +8,9 @@ can be traced to the command that produced it and checked against the code it me
   uncommitted changes then (such a result measured code that no commit holds);
 * ``measures``: the repository paths whose code the figures measure; a result is stale once a
   later commit changes one of them;
-* ``date`` (ISO 8601, UTC) and ``machine`` (architecture, usable cores, CPU model).
+* ``date`` (ISO 8601, UTC) and ``machine`` (architecture, usable cores, CPU model);
+  ``load_average_1m``: the machine's 1-minute load average when the file was written (on a
+  shared machine, how much else was running: read a figure with it).
 
 Typical usage (from a script in ``bench/``)::
 
@@ -47,6 +49,7 @@ def provenance(measures: Sequence[str], *, command: str | None = None) -> dict[s
         "measures": list(measures),
         "date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         "machine": machine_description(),
+        "load_average_1m": os.getloadavg()[0],
     }
 
 

@@ -55,6 +55,7 @@ MAX_MEMORY_GROWTH = 0.10
 BYTES_PER_MIB = 1024 * 1024
 LOCUST_GRACE_S = 60
 SAMPLE_INTERVAL_S = 10.0
+KEEPALIVE_EXPIRY_S = 2.0
 
 
 class Memory(NamedTuple):
@@ -139,7 +140,9 @@ def warm_up(base_url: str, models: list[str], *, users: int) -> None:
             (await client.post("/v1/predict", json=body)).raise_for_status()
 
     async def all_users() -> None:
-        limits = httpx.Limits(max_connections=users)
+        # idle connections dropped before uvicorn closes them (5 s): a request written into one
+        # it is closing fails with a ReadError
+        limits = httpx.Limits(max_connections=users, keepalive_expiry=KEEPALIVE_EXPIRY_S)
         async with httpx.AsyncClient(base_url=base_url, timeout=60.0, limits=limits) as client:
             await asyncio.gather(*(one_user(client) for _ in range(users)))
 

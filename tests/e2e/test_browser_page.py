@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import playwright.sync_api as playwright_api  # a dev dependency: its absence is an error
 import pytest
-
-playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -57,7 +56,7 @@ API_TIMEOUT_S = 30.0
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One headless Chromium with a fresh profile for this module."""
     if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package 'chromium')")
+        pytest.skip(f"prerequisite missing: no Chromium at {CHROMIUM} (Debian package 'chromium')")
     profile = tmp_path_factory.mktemp("chromium-profile")
     with playwright_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(

@@ -14,7 +14,8 @@ from hetexport.demo import DemoConfig, DemoResult, run_demo
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.skipif(
-    not DEFAULT_FASHION_MNIST_DIR.is_dir(), reason="Fashion-MNIST not installed (make setup)"
+    not DEFAULT_FASHION_MNIST_DIR.is_dir(),
+    reason="prerequisite missing: Fashion-MNIST (make setup)",
 )
 
 

@@ -20,7 +20,8 @@ TINY = ["--epochs", "1", "--train-mc-samples", "8", "--eval-mc-samples", "16", "
         "--no-progress"]
 
 needs_fashion_mnist = pytest.mark.skipif(
-    not DEFAULT_FASHION_MNIST_DIR.is_dir(), reason="Fashion-MNIST not installed (make setup)"
+    not DEFAULT_FASHION_MNIST_DIR.is_dir(),
+    reason="prerequisite missing: Fashion-MNIST (make setup)",
 )
 
 
