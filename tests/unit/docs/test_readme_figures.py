@@ -13,10 +13,11 @@ and this module holds each block to its file (``bench/provenance.py`` writes the
 * the file's ``provenance`` names a clean tree (``dirty`` false) and a commit that already
   holds the last change to every path it ``measures`` (by git history): a result older than
   the code it measures is stale and must be measured again;
-* outside blocks, no measurement: a table cell or a line with a speed or memory figure (a
-  number in ms, s, req/s, img/s, MB, MiB, GB or GiB) must be in a block, unless the line says
-  it is an ``estimate`` (arithmetic, not a measurement) or a ``target``, ``timeout`` or
-  ``limit`` (a setting, not a measurement).
+* outside blocks, no measurement: a table row or a sentence with a speed or memory figure (a
+  number in ms, s, req/s, img/s, MB, MiB, GB or GiB) must be in a block, unless the row or
+  sentence says it is an ``estimate`` (arithmetic, not a measurement) or names a setting or
+  a goal (``target``, ``timeout``, ``limit``, ``default``, ``up to``, ``capped``,
+  ``constant``), or the figure is in `code`.
 """
 
 from __future__ import annotations
@@ -30,10 +31,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-READMES = sorted([ROOT / "README.md", *ROOT.glob("*/README.md")])
-BLOCK = re.compile(r"<!-- results: (?P<path>\S+) -->(?P<body>.*?)<!-- /results -->", re.DOTALL)
-OPENING = re.compile(r"<!-- results: ")
+READMES = sorted(ROOT / path for path in subprocess.run(
+    ["git", "ls-files", "README.md", "*/README.md"], cwd=ROOT, capture_output=True, text=True,
+    check=True).stdout.split())
+BLOCK = re.compile(r"^<!-- results: (?P<path>\S+) -->$(?P<body>.*?)^<!-- /results -->$",
+                   re.DOTALL | re.MULTILINE)
+"""A results block: its markers each on a line of their own."""
+OPENING = re.compile(r"^<!-- results: ", re.MULTILINE)
 CODE = re.compile(r"`[^`]*`")
+FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+SENTENCE_END = re.compile(r"(?<=[.;!?])\s+(?=[A-Z(`*])")
 COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 PRINTED_NUMBER = re.compile(r"(?<![\w.,])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w,]|\.\d)"
                             r"|(?<![\w.,])\d+(?:\.\d+)?(?![\w]|\.\d)")
@@ -41,7 +48,8 @@ PRINTED_NUMBER = re.compile(r"(?<![\w.,])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w,]|\.
 64 of ``x86_64``."""
 STORED_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 MEASUREMENT = re.compile(r"\d(?:\.\d+)?\s*(?:ms|s|req/s|img/s|requests/s|MB|MiB|GB|GiB)\b")
-EXEMPT_WORDS = ("estimate", "target", "timeout", "limit")
+EXEMPT_WORDS = ("estimate", "target", "timeout", "limit", "default", "up to", "capped",
+                "constant")
 PROVENANCE_KEYS = {"command", "commit", "dirty", "measures", "date", "machine"}
 
 
@@ -97,14 +105,17 @@ def last_change(path: str) -> str:
 
 
 def measured_outside_blocks(text: str) -> list[str]:
-    """Lines outside results blocks that quote a speed or memory measurement."""
-    outside = COMMENT.sub(" ", BLOCK.sub(" ", text))
-    flagged = []
-    for line in outside.splitlines():
-        prose = CODE.sub(" ", line)
-        if MEASUREMENT.search(prose) and not any(w in prose.lower() for w in EXEMPT_WORDS):
-            flagged.append(line.strip())
-    return flagged
+    """Table rows and sentences outside results blocks that quote a speed or memory
+    measurement (fenced code blocks are commands and output, not prose: skipped)."""
+    outside = COMMENT.sub(" ", BLOCK.sub(" ", FENCE.sub(" ", text)))
+    units = []
+    for paragraph in re.split(r"\n\s*\n", outside):
+        lines = [line.strip() for line in paragraph.strip().splitlines()]
+        table = lines and all(line.startswith("|") for line in lines)
+        units += lines if table else SENTENCE_END.split(" ".join(lines))
+    prose = [CODE.sub(" ", unit) for unit in units]
+    return [unit for unit, text in zip(units, prose, strict=True)
+            if MEASUREMENT.search(text) and not any(w in text.lower() for w in EXEMPT_WORDS)]
 
 
 def test_the_readme_has_results_blocks_and_each_is_closed():
@@ -168,7 +179,10 @@ def test_the_rules_catch_what_they_are_for():
     stored = stored_numbers({"requests": 11864, "rps": 408.61, "p50": 17.4, "t": "30s"})
     assert holds(stored, "11,864") and holds(stored, "408.6") and holds(stored, "30")
     assert not holds(stored, "408.7") and not holds(stored, "18")
-    assert measured_outside_blocks("| gateway | 796 req/s |\nneeds ~125 GiB (estimate)\n") == [
+    assert measured_outside_blocks("| gateway | 796 req/s |\n\nneeds ~125 GiB (estimate)\n") == [
         "| gateway | 796 req/s |"]
+    assert measured_outside_blocks("| a | 1 MB (estimate) |\n| b | 2 MB |\n") == ["| b | 2 MB |"]
+    assert measured_outside_blocks("it took\n3 s on one core. An estimate: 3 s.\n") == [
+        "it took 3 s on one core."]
     inside = "<!-- results: bench/results/x.json -->\n| a | 796 req/s |\n<!-- /results -->\n"
     assert measured_outside_blocks(inside) == []
