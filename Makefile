@@ -64,7 +64,7 @@ test-containers: setup
 
 ## load: Locust, headless, against a running gateway (make serve in another shell)
 load: setup
-	bash tests/load/run_locust.sh http://127.0.0.1:$(GATEWAY_PORT) $(LOAD_USERS) $(LOAD_TIME)
+	HETSERVE_LOAD_RESULTS_DIR=bench/results bash tests/load/run_locust.sh http://127.0.0.1:$(GATEWAY_PORT) $(LOAD_USERS) $(LOAD_TIME)
 
 ## bench: the MC head benchmark (CPU rows here; GPU rows where CUDA is present)
 bench: setup

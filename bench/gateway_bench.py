@@ -55,11 +55,14 @@ from hetgateway.answer import ANSWER_OUTPUTS
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 from hetgateway.preprocessing import normalise
 from loopback_target import fashion_images, free_port, percentiles_ms, png
+from provenance import write_result
 from tritonclient.grpc import InferInput, InferRequestedOutput
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 TARGET_RATIO = 0.8
+MEASURES = ["server/src/hetgateway", "model_repo/fashion_het", "bench/gateway_bench.py",
+            "bench/loopback_target.py"]
+"""What the figures measure (the result's provenance): the gateway, the model, this script."""
 NUM_IMAGES = 256
 WARMUP_REQUESTS = 50
 BATCH_SIZES = (1, 16)
@@ -118,7 +121,7 @@ def main() -> int:
                 gateway.wait(timeout=15)
     report = summarise(args, rounds)
     print_report(report)
-    write_report(report, "gateway", args.machine)
+    write_report(report, "gateway", args.machine, MEASURES)
     return 0
 
 
@@ -142,13 +145,11 @@ def add_load_arguments(parser: argparse.ArgumentParser, *, rounds: int) -> None:
                         help="name of this machine in the results file name")
 
 
-def write_report(report: dict, benchmark: str, machine: str) -> Path:
-    """Write ``report`` to ``bench/results/<benchmark>-<machine>.json``; returns the path."""
-    output = RESULTS_DIR / f"{benchmark}-{machine}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output.relative_to(REPO_ROOT)}")
-    return output
+def write_report(report: dict, benchmark: str, machine: str, measures: list[str]) -> Path:
+    """Write ``report`` to ``bench/results/<benchmark>-<machine>.json`` with its provenance
+    (``measures``: the repository paths whose code the figures measure); returns the path."""
+    return write_result(report, benchmark, measures=measures, machine=machine,
+                        command=report["command"])
 
 
 def preprocess(images: np.ndarray, card: ModelCard) -> np.ndarray:

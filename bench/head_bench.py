@@ -46,9 +46,13 @@ import psutil
 import torch
 from hetexport.fused import mc_head, triton_available
 from hetexport.layers import LatentGaussian, NoiseBank, categorical_entropy, mc_softmax
+from provenance import provenance
 from torch import Tensor, nn
 
 RESULTS_DIR = Path(__file__).parent / "results"
+MEASURES = ["bench/head_bench.py", "export/src/hetexport/fused", "export/src/hetexport/layers",
+            "export/src/hetexport/onnx"]
+"""What the figures measure (each section's provenance): the heads' code and this script."""
 TEMPERATURE = 1.5
 FLOPS_PER_ENTRY = 10
 """Per (b, s, k) work besides the R-dim dot product (see module doc)."""
@@ -247,7 +251,7 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]
     """(median seconds, peak extra memory in MB) of fn after one warm-up call.
 
     Peak memory: CUDA's max_memory_allocated over the warm-up call; on CPU the peak RSS above
-    the starting RSS, sampled every RSS_SAMPLE_S in a background thread (see ``_exact_rss``).
+    the starting RSS, the kernel's high-water mark (see ``_peak_rss_mb`` and ``_exact_rss``).
     """
     start = time.perf_counter()
     peak_mb = _peak_memory_mb(fn, device)
@@ -275,6 +279,26 @@ def _peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def _peak_rss_mb(fn: Callable[[], object]) -> float:
+    """Peak RSS of ``fn`` above the RSS it started at. Exact where the kernel lets a process
+    reset its high-water mark (Linux: ``5`` into ``/proc/self/clear_refs``, then ``VmHWM``);
+    otherwise sampled every RSS_SAMPLE_S, which can miss a short peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return _sampled_peak_rss_mb(fn)
+    base = psutil.Process().memory_info().rss
+    fn()
+    return (_high_water_mark_bytes() - base) / 2**20
+
+
+def _high_water_mark_bytes() -> int:
+    match = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError("no VmHWM in /proc/self/status")
+    return int(match.group(1)) * 1024
+
+
+def _sampled_peak_rss_mb(fn: Callable[[], object]) -> float:
     process = psutil.Process()
     base = process.memory_info().rss
     peak = [base]
@@ -589,8 +613,8 @@ def _training_skip_reason(impl: str, config: TrainingConfig, device: torch.devic
     usable = CPU_MEMORY_FRACTION * psutil.virtual_memory().available
     if needed <= usable:
         return ""
-    return (f"does not fit: needs ~{needed / 2**30:.0f} GiB "
-            f"({MATERIALISED_TRAINING_BYTES_PER_ENTRY} B per B*S*K entry), "
+    return (f"does not fit: needs ~{needed / 2**30:.0f} GiB (an estimate, not a measurement: "
+            f"{MATERIALISED_TRAINING_BYTES_PER_ENTRY} B per B*S*K entry), "
             f"{usable / 2**30:.0f} GiB usable here")
 
 
@@ -658,8 +682,10 @@ SECTIONS = ("heads", "end_to_end", "training")
 def merge_results(output: Path, machine: Machine, sections: dict[str, list], *, quick: bool,
                   threads: int) -> dict:
     """The results file's content: the sections measured now over those already in ``output``
-    (same device), each with the date it was measured in ``dates``; the machine's rates are
-    those the head rows' floors were computed with."""
+    (same device), each with the date it was measured in ``dates`` and its provenance in
+    ``provenances``; the top-level ``provenance`` is the oldest section's (None when a section
+    kept from an older file has none); the machine's rates are those the head rows' floors
+    were computed with."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     previous = json.loads(output.read_text()) if output.is_file() else {}
     if previous.get("device") != machine.device:
@@ -669,12 +695,16 @@ def merge_results(output: Path, machine: Machine, sections: dict[str, list], *, 
     result = {key: previous.get(key, []) for key in ("rows", "end_to_end", "training")}
     result.update(sections)
     dates.update({key: now for key in sections})
+    provenances = previous.get("provenances", {})
+    provenances.update({key: provenance(MEASURES) for key in sections})
     rates = {"copy_gb_per_s": machine.copy_bytes_per_s / 1e9,
              "matmul_gflop_per_s": machine.matmul_flops_per_s / 1e9}
     if "rows" not in sections:  # the rows' floors were computed with the earlier rates
         rates = {key: previous.get(key, value) for key, value in rates.items()}
-    return {"device": machine.device, "date": now, "dates": dates, "quick": quick,
-            "threads": threads, **rates, **result}
+    kept = [provenances.get(key) for key in result if result[key]]
+    oldest = None if None in kept or not kept else min(kept, key=lambda p: p["date"])
+    return {"provenance": oldest, "provenances": provenances, "device": machine.device,
+            "date": now, "dates": dates, "quick": quick, "threads": threads, **rates, **result}
 
 
 def print_table(rows: list[Row]) -> None:

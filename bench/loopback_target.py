@@ -36,6 +36,8 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 IDX_HEADER = ">4i"  # magic, count, rows, cols
 MS_PER_S = 1000.0
+SERVED_STACK_CODE = ("server/src/hetgateway", "model_repo")
+"""The code a load test against ``hetgateway serve`` measures (its results' provenance)."""
 
 
 class Percentiles(NamedTuple):

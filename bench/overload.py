@@ -28,7 +28,8 @@ Content-Length parsed. Each phase is bounded by its duration, its request count 
 duration) and a per-request timeout. Loopback targets only.
 
 Every request is ``--batch`` Fashion-MNIST test images (default 8) as base64 PNG JSON to the
-model's predict route.
+model's predict route. The figures go to ``bench/results/overload-<machine>.json`` with their
+provenance.
 """
 
 from __future__ import annotations
@@ -47,9 +48,18 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import uvloop
-from loopback_target import Percentiles, fashion_pngs, loopback_url, percentiles_ms, served_stack
+from loopback_target import (
+    SERVED_STACK_CODE,
+    Percentiles,
+    fashion_pngs,
+    loopback_url,
+    percentiles_ms,
+    served_stack,
+)
+from provenance import write_result
 
 NUM_IMAGES = 64
+MEASURES = [*SERVED_STACK_CODE, "bench/overload.py"]
 TOP_K = 3
 REQUEST_TIMEOUT_S = 30.0
 DEFAULT_FACTORS = (1.0, 2.0, 4.0)
@@ -215,7 +225,8 @@ def _ms(percentiles: Percentiles) -> str:
     return f"p50 {percentiles.p50:7.1f} ms  p99 {percentiles.p99:7.1f} ms"
 
 
-def _report(title: str, outcomes: Outcomes, *, duration_s: float, cpu_s: float) -> None:
+def _report(title: str, outcomes: Outcomes, *, duration_s: float, cpu_s: float) -> dict:
+    """Print one phase's figures; returns them for the results file."""
     print(title)
     print(f"  admitted (200) {outcomes.count(STATUS_OK):6d}  "
           f"{outcomes.count(STATUS_OK) / duration_s:7.1f}/s  {_ms(outcomes.percentiles(200))}")
@@ -224,9 +235,18 @@ def _report(title: str, outcomes: Outcomes, *, duration_s: float, cpu_s: float) 
     print(f"  errors: {outcomes.error_summary() or 'none'}")
     print(f"  generator: CPU {cpu_s / duration_s:.0%} of one core, worst lateness "
           f"{outcomes.worst_lateness_s * 1000:.1f} ms")
+    return {
+        status_name: {"count": outcomes.count(status),
+                      "per_s": outcomes.count(status) / duration_s,
+                      "p50_ms": outcomes.percentiles(status).p50,
+                      "p99_ms": outcomes.percentiles(status).p99}
+        for status_name, status in (("admitted", STATUS_OK), ("refused", STATUS_REFUSED))
+    } | {"errors": outcomes.error_summary(), "generator_cpu_fraction": cpu_s / duration_s,
+         "generator_worst_lateness_ms": outcomes.worst_lateness_s * 1000}
 
 
-async def run(args: argparse.Namespace, base_url: str) -> None:
+async def run(args: argparse.Namespace, base_url: str) -> dict:
+    """The probe, then one open-loop phase per factor; returns every phase's figures."""
     parts = urlsplit(base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = f"/v1/models/{args.model}/predict"
@@ -238,7 +258,11 @@ async def run(args: argparse.Namespace, base_url: str) -> None:
         cpu = time.process_time()
         rate, baseline = await closed_loop(connections, requests, concurrency=args.concurrency,
                                            duration_s=args.probe_s)
-        _report(f"sustainable rate: closed loop, {args.concurrency} connections, "
+        figures: dict = {"sustainable_rate_per_s": rate, "concurrency": args.concurrency,
+                         "batch": args.batch, "model": args.model, "probe_s": args.probe_s,
+                         "phase_s": args.phase_s, "phases": []}
+        figures["probe"] = _report(
+                f"sustainable rate: closed loop, {args.concurrency} connections, "
                 f"{args.probe_s:g} s, {args.batch} images per request: {rate:.1f} requests/s",
                 baseline, duration_s=args.probe_s, cpu_s=time.process_time() - cpu)
         for factor in args.factors:
@@ -247,12 +271,15 @@ async def run(args: argparse.Namespace, base_url: str) -> None:
             outcomes = await open_loop(connections, requests, rate=offered,
                                        duration_s=args.phase_s)
             wall = time.perf_counter() - wall
-            _report(f"\n{factor:g}x: open loop, offered {offered:.1f} requests/s for "
+            phase = _report(f"\n{factor:g}x: open loop, offered {offered:.1f} requests/s for "
                     f"{args.phase_s:g} s ({int(offered * args.phase_s)} requests; last answer "
                     f"after {wall:.1f} s)",
                     outcomes, duration_s=args.phase_s, cpu_s=time.process_time() - cpu)
+            figures["phases"].append({"factor": factor, "offered_per_s": offered,
+                                      "last_answer_s": wall, **phase})
     finally:
         connections.close()
+    return figures
 
 
 def _cpus(text: str) -> set[int]:
@@ -282,7 +309,7 @@ def main() -> int:
     if args.generator_cpus:
         os.sched_setaffinity(0, args.generator_cpus)
     if args.serve is None:
-        uvloop.run(run(args, loopback_url(args.url)))
+        write_result(uvloop.run(run(args, loopback_url(args.url))), "overload", measures=MEASURES)
         return 0
     env = {"HETSERVE_MAX_IN_FLIGHT": str(args.concurrency)}
     with tempfile.TemporaryDirectory(prefix="hetserve-overload-") as tmp, \
@@ -291,7 +318,8 @@ def main() -> int:
         print(f"hetgateway serve at {stack.url}, max in flight {args.concurrency}, CPUs "
               f"server {sorted(args.server_cpus or os.sched_getaffinity(stack.process.pid))}, "
               f"generator {sorted(os.sched_getaffinity(0))}")
-        uvloop.run(run(args, stack.url))
+        figures = uvloop.run(run(args, stack.url))
+    write_result(figures, "overload", measures=MEASURES)
     return 0
 
 

@@ -56,6 +56,10 @@ POLICY = model_config_pb2.ModelQueuePolicy(
     max_queue_size=256,
 )
 VARIANTS = ("no_policy", "with_policy")
+MEASURES = ["server/src/hetgateway/embedded", "model_repo/fashion_het",
+            "bench/queue_policy_stall.py", "bench/gateway_bench.py"]
+"""What the figures measure (the result's provenance): the embedded Triton, the model, the
+load generator."""
 WARMUP_REQUESTS = 100
 
 
@@ -84,7 +88,7 @@ def main() -> int:
         rounds = asyncio.run(run_rounds(args, urls, tensors))
     report = summarise(args, rounds)
     print_report(report)
-    write_report(report, "queue-policy", args.machine)
+    write_report(report, "queue-policy", args.machine, MEASURES)
     return 0
 
 

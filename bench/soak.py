@@ -18,6 +18,7 @@ requests/s, p50/p95/p99, failures, and the resident memory (RSS) of the gateway 
 listening on the gateway's port) and of Triton (the process listening on the gRPC port plus its
 children, the Python-backend stubs) at the start, the middle and the end of the run.
 Targets: 0 failures and memory growth (start to end) under 10 %. Loopback targets only.
+The figures go to ``bench/results/soak-<machine>.json`` with their provenance.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import psutil
-from loopback_target import fashion_pngs, loopback_url, served_stack
+from loopback_target import SERVED_STACK_CODE, fashion_pngs, loopback_url, served_stack
+from provenance import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "tests" / "load" / "locustfile.py"
+MEASURES = [*SERVED_STACK_CODE, "tests/load/locustfile.py", "bench/soak.py"]
 sys.path.insert(0, str(LOCUSTFILE.parent))  # the Locust CSV reader that run_locust.sh uses
 from locust_summary import AGGREGATED, Row, read_stats  # noqa: E402
 
@@ -52,6 +55,7 @@ MAX_MEMORY_GROWTH = 0.10
 BYTES_PER_MIB = 1024 * 1024
 LOCUST_GRACE_S = 60
 SAMPLE_INTERVAL_S = 10.0
+KEEPALIVE_EXPIRY_S = 2.0
 
 
 class Memory(NamedTuple):
@@ -136,7 +140,9 @@ def warm_up(base_url: str, models: list[str], *, users: int) -> None:
             (await client.post("/v1/predict", json=body)).raise_for_status()
 
     async def all_users() -> None:
-        limits = httpx.Limits(max_connections=users)
+        # idle connections dropped before uvicorn closes them (5 s): a request written into one
+        # it is closing fails with a ReadError
+        limits = httpx.Limits(max_connections=users, keepalive_expiry=KEEPALIVE_EXPIRY_S)
         async with httpx.AsyncClient(base_url=base_url, timeout=60.0, limits=limits) as client:
             await asyncio.gather(*(one_user(client) for _ in range(users)))
 
@@ -185,11 +191,13 @@ def soak(args: argparse.Namespace, *, base_url: str, triton_port: int) -> int:
           f"{figures.requests_per_s:.1f} requests/s")
     print(f"  latency p50 {figures.p50_ms:.0f} ms, p95 {figures.p95_ms:.0f} ms, "
           f"p99 {figures.p99_ms:.0f} ms")
-    growth = {}
+    growth, memory = {}, {}
     for name, field in (("gateway", "gateway_mib"), ("triton", "triton_mib")):
         first, mid, last = (getattr(m, field) for m in (start, middle, end))
         peak = max(getattr(m, field) for m in sampler.samples)
         growth[name] = _growth(first, last)
+        memory[name] = {"start_mib": first, "middle_mib": mid, "end_mib": last,
+                        "peak_mib": peak, "growth_percent": 100 * growth[name]}
         print(f"  {name} RSS start {first:.1f} MiB, middle ({middle.elapsed_s:.0f} s) "
               f"{mid:.1f} MiB, end ({end.elapsed_s:.0f} s) {last:.1f} MiB, peak {peak:.1f} MiB "
               f"({growth[name]:+.1%} start to end)")
@@ -199,6 +207,12 @@ def soak(args: argparse.Namespace, *, base_url: str, triton_port: int) -> int:
     passed = figures.failures == 0 and all(g < MAX_MEMORY_GROWTH for g in growth.values())
     print(f"  targets (0 failures, memory growth < {MAX_MEMORY_GROWTH:.0%}): "
           f"{'met' if passed else 'NOT met'}")
+    write_result({
+        "benchmark": "soak: Locust against the gateway, resident memory sampled through it",
+        "users": args.users, "duration": args.duration, "models": models,
+        "locust": figures._asdict(), "memory": memory,
+        "rss_samples": [m._asdict() for m in sampler.samples], "targets_met": passed,
+    }, "soak", measures=MEASURES)
     return 0 if passed else 1
 
 

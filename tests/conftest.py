@@ -22,6 +22,10 @@ Triton under a running gateway); everything they start is stopped at the test's 
   keyword arguments become ``HETSERVE_<NAME>`` environment variables.
 
 And ``unused_port()`` -> int, a TCP port free on loopback right now.
+
+Prerequisites: a test that cannot run without something the installer provides (Fashion-MNIST,
+Chromium, Playwright) skips with a reason starting ``prerequisite missing:``. Under ``CI=true``
+such a skip is reported as a failure instead: CI must not go green while testing less.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ MODEL_REPOSITORY_ENV = "HETSERVE_TEST_MODEL_REPOSITORY"
 TRITON_READY_TIMEOUT_S = 240.0
 GATEWAY_READY_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.1
+PREREQUISITE_MISSING = "prerequisite missing:"
+"""How a skip reason starts when the test lacks what `make setup` installs (see module doc)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,24 @@ def served_model_dirs(repository: Path) -> list[Path]:
     )
 
 
+def in_ci() -> bool:
+    """Whether this run is CI's (``CI`` set to anything but empty, 0 or false)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Under CI a skip for a missing prerequisite is a failure (see module doc)."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and in_ci() and isinstance(report.longrepr, tuple)):
+        return
+    reason = str(report.longrepr[2])
+    if PREREQUISITE_MISSING in reason:
+        report.outcome = "failed"
+        report.longrepr = f"CI=true and {reason.removeprefix('Skipped: ')}"
+
+
 @pytest.fixture(scope="session")
 def unused_port() -> Callable[[], int]:
     return free_port
@@ -213,7 +237,8 @@ def fashion_mnist() -> FashionMnist:
 
     images_path = DEFAULT_FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz"
     if not images_path.is_file():
-        pytest.skip(f"Fashion-MNIST not installed at {DEFAULT_FASHION_MNIST_DIR}")
+        pytest.skip(f"{PREREQUISITE_MISSING} Fashion-MNIST not installed at "
+                    f"{DEFAULT_FASHION_MNIST_DIR} (make setup)")
     return FashionMnist(
         images=read_idx(images_path),
         labels=read_idx(DEFAULT_FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").astype(np.int64),

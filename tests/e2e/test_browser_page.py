@@ -3,26 +3,33 @@
 Specification: a user uploads a Fashion-MNIST image and sees exactly what the API answers for
 that image (top-k bars, predictive entropy, the class-correlation heatmap); switching to the
 deterministic model shows an identity heatmap; dropping a file, the keyboard and API-key auth
-work. The upload and the switch save screenshots, ``artifacts/browser/page_fashion_het.png``
+work. "Sees" is what is rendered, read back from the page as a user gets it: the visible text
+(labels, percentages, entropies in nats, heatmap numbers and class names), the bars' rendered
+widths against their tracks, and the heatmap cells' colours (blue for negative, red for
+positive, deeper for stronger); each compared with the API's own answer for the same image,
+formatted here, not with anything the page stores. The upload and the switch save
+screenshots, ``artifacts/browser/page_fashion_het.png``
 and ``page_fashion_det.png`` (git-ignored), and print their paths (``pytest -s``).
 
-Runs Debian's Chromium (``/usr/bin/chromium``) through Playwright; skips when either is missing.
+Runs Debian's Chromium (``/usr/bin/chromium``) through Playwright; without Chromium it skips
+(``CI=true``: fails).
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import playwright.sync_api as playwright_api  # a dev dependency: its absence is an error
 import pytest
-
-playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -57,7 +64,7 @@ API_TIMEOUT_S = 30.0
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One headless Chromium with a fresh profile for this module."""
     if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package 'chromium')")
+        pytest.skip(f"prerequisite missing: no Chromium at {CHROMIUM} (Debian package 'chromium')")
     profile = tmp_path_factory.mktemp("chromium-profile")
     with playwright_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
@@ -125,33 +132,69 @@ def wait_for_answer(tab: Any, model: str) -> None:
     tab.wait_for_selector("#result-panel[aria-busy='false']")
 
 
-def shown_bars(tab: Any) -> list[tuple[int, str, float]]:
-    return [
-        (
-            int(bar.get_attribute("data-class-id")),
-            bar.get_attribute("data-label"),
-            float(bar.get_attribute("data-probability")),
-        )
-        for bar in tab.query_selector_all("[data-testid='prob-bar']")
-    ]
+BAR_WIDTH_TOLERANCE = 0.01
+"""Rendered bar width / track width vs the probability: a pixel or two of a ~300 px track."""
+RGB = re.compile(r"rgba?\((\d+), (\d+), (\d+)")
 
 
-def shown_heatmap(tab: Any) -> dict[tuple[int, int], float]:
-    return {
-        (int(cell.get_attribute("data-row")), int(cell.get_attribute("data-col"))): float(
-            cell.get_attribute("data-value")
-        )
-        for cell in tab.query_selector_all("[data-testid='heatmap-cell']")
-    }
+def shown_bars(tab: Any) -> list[dict[str, Any]]:
+    """Per bar, top to bottom: the label and value texts and the fill's rendered share of its
+    track."""
+    return tab.eval_on_selector_all("[data-testid='prob-bar']", """rows => rows.map(row => {
+        const track = row.querySelector('.bar-track').getBoundingClientRect();
+        const fill = row.querySelector('.bar-fill').getBoundingClientRect();
+        return {label: row.querySelector('.bar-label').innerText,
+                value: row.querySelector('.bar-value').innerText,
+                share: fill.width / track.width};
+    })""")
 
 
-def shown_figure(tab: Any, testid: str) -> float:
-    return float(tab.get_attribute(f"[data-testid='{testid}']", "data-value"))
+def shown_heatmap(tab: Any) -> dict[str, Any]:
+    """The heatmap as rendered: column and row header texts, and per cell its text, colour and
+    whether it has a size on screen."""
+    return tab.eval_on_selector("[data-testid='heatmap']", """table => ({
+        columns: [...table.querySelectorAll('thead th')].map(th => th.innerText),
+        rows: [...table.querySelectorAll('tbody tr')].map(tr => tr.querySelector('th').innerText),
+        cells: [...table.querySelectorAll('tbody tr')].map(tr =>
+            [...tr.querySelectorAll('td')].map(td => ({
+                text: td.innerText,
+                colour: getComputedStyle(td).backgroundColor,
+                visible: td.getBoundingClientRect().width > 0,
+            }))),
+    })""")
 
 
-def heatmap_row_classes(tab: Any) -> list[int]:
-    cells = tab.query_selector_all("[data-testid='heatmap-cell'][data-col='0']")
-    return [int(cell.get_attribute("data-row-class")) for cell in cells]
+def shown_meter_share(tab: Any) -> float:
+    return tab.evaluate("""() => document.getElementById('entropy-fill').getBoundingClientRect()
+        .width / document.getElementById('entropy-meter').getBoundingClientRect().width""")
+
+
+def shown_percent(probability: float) -> str:
+    """A probability as a user reads it: a percentage with one decimal."""
+    return f"{100 * probability:.1f} %"
+
+
+def colour(text: str) -> tuple[int, int, int]:
+    match = RGB.match(text)
+    assert match, f"not a colour: {text}"
+    red, green, blue = (int(c) for c in match.groups())
+    return red, green, blue
+
+
+def assert_heatmap_colours(cells: list[list[dict[str, Any]]], matrix: list[list[float]]) -> None:
+    """Off the diagonal, negative correlations are blue and positive ones red, and a stronger
+    correlation is a deeper colour (less white in it) than a weaker one of the same sign."""
+    depth = {}
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            if i == j or abs(value) < 0.05:
+                continue
+            red, green, blue = colour(cells[i][j]["colour"])
+            assert (blue > red) if value < 0 else (red > blue), (i, j, value, (red, green, blue))
+            depth[value] = 255 - min(red, green, blue)
+    for sign in (-1, 1):
+        ordered = sorted((abs(v), d) for v, d in depth.items() if v * sign > 0)
+        assert all(d1 <= d2 for (_, d1), (_, d2) in itertools.pairwise(ordered)), ordered
 
 
 def save_screenshot(tab: Any, name: str) -> Path:
@@ -163,20 +206,31 @@ def save_screenshot(tab: Any, name: str) -> Path:
 
 
 def assert_page_shows(tab: Any, expected: dict[str, Any]) -> None:
-    """The bars, the entropy figures and the heatmap hold exactly the API's numbers."""
+    """What the user sees (texts, bar widths, heatmap cells) is the API's answer."""
     predictions = expected["predictions"]
-    assert shown_bars(tab) == [(p["class_id"], p["label"], p["probability"]) for p in predictions]
+    bars = shown_bars(tab)
+    assert [(b["label"], b["value"]) for b in bars] == [
+        (p["label"], shown_percent(p["probability"])) for p in predictions]
+    for bar, prediction in zip(bars, predictions, strict=True):
+        assert bar["share"] == pytest.approx(prediction["probability"], abs=BAR_WIDTH_TOLERANCE)
     uncertainty = expected["uncertainty"]
-    assert shown_figure(tab, "entropy-value") == uncertainty["predictive_entropy"]
-    assert shown_figure(tab, "entropy-normalized") == uncertainty["normalized_entropy"]
-    assert shown_figure(tab, "entropy-expected") == uncertainty["expected_entropy"]
-    assert shown_figure(tab, "mutual-information") == uncertainty["mutual_information"]
+    for testid, key, unit in (("entropy-value", "predictive_entropy", " nats"),
+                              ("entropy-normalized", "normalized_entropy", ""),
+                              ("entropy-expected", "expected_entropy", " nats"),
+                              ("mutual-information", "mutual_information", " nats")):
+        assert tab.inner_text(f"[data-testid='{testid}']") == f"{uncertainty[key]:.3f}{unit}"
+    assert shown_meter_share(tab) == pytest.approx(uncertainty["normalized_entropy"],
+                                                   abs=BAR_WIDTH_TOLERANCE)
     correlation = uncertainty["latent_correlation"]
     matrix = correlation["matrix"]
-    assert shown_heatmap(tab) == {
-        (i, j): value for i, row in enumerate(matrix) for j, value in enumerate(row)
-    }
-    assert heatmap_row_classes(tab) == correlation["class_ids"]
+    labels = {p["class_id"]: p["label"] for p in predictions}
+    names = [labels[class_id] for class_id in correlation["class_ids"]]
+    heatmap = shown_heatmap(tab)
+    assert heatmap["columns"] == names and heatmap["rows"] == names
+    assert [[cell["text"] for cell in row] for row in heatmap["cells"]] == [
+        [shown_number(value) for value in row] for row in matrix]
+    assert all(cell["visible"] for row in heatmap["cells"] for cell in row)
+    assert_heatmap_colours(heatmap["cells"], matrix)
 
 
 # ---- tests -------------------------------------------------------------------------------
@@ -216,7 +270,7 @@ def test_page_says_where_each_top_class_probability_moves_for_het_softmax(
 ) -> None:
     """A softmax HET model answers, per top class, the classes its probability moves to and
     their shares: the summary names the top class's first one, the list every listed one, with
-    the shares as percentages."""
+    the shares as the user reads them (percentages)."""
     expected = api_answer(gateway_url, HET_MODEL, shirt_example)
     top = expected["uncertainty"]["confusable"][0]
     assert top["confused_with"], "the HET model's noise should move the shirt's probability"
@@ -243,9 +297,10 @@ def test_page_says_where_each_top_class_probability_moves_for_het_softmax(
             assert f"{c['label']} ({shown_percent(c['share'])})" in listed[entry["class_id"]]
 
 
-def shown_percent(share: float) -> str:
-    """A share as the page prints it: a percentage with one decimal."""
-    return f"{100 * share:.1f} %"
+def shown_number(value: float) -> str:
+    """A number as a user reads it on the page: 2 decimals, a true minus sign, no "-0.00"."""
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text.replace("-", "\u2212")
 
 
 def test_switching_to_the_deterministic_model_shows_an_identity_heatmap(
@@ -260,9 +315,9 @@ def test_switching_to_the_deterministic_model_shows_an_identity_heatmap(
     wait_for_answer(page, DET_MODEL)
 
     assert_page_shows(page, expected)
-    cells = shown_heatmap(page)
-    assert len(cells) == TOP_K * TOP_K
-    assert all(value == (1.0 if i == j else 0.0) for (i, j), value in cells.items())
+    cells = shown_heatmap(page)["cells"]
+    assert [[cell["text"] for cell in row] for row in cells] == [
+        ["1.00" if i == j else "0.00" for j in range(TOP_K)] for i in range(TOP_K)]
     assert page.get_attribute("[data-testid='confusable-summary']", "data-pair") == ""
     assert "makes no claim" in page.inner_text("[data-testid='confusable-summary']")
     assert page.locator("[data-testid='confusable-item']").count() == 0

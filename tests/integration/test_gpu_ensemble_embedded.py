@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import tritonclient.http as tritonclient_http
 from hetcontract import HEAD_OUTPUTS
 from hetexport.fused.ensemble import HEAD_MODEL_NAME, write_gpu_ensemble
 from hetexport.layers import NoiseBank
@@ -21,8 +22,6 @@ from hetexport.onnx.graph import export_graph
 from hetexport.onnx.head import ServingGraph
 from hetexport.onnx.runner import OnnxRunner
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
-
-tritonclient_http = pytest.importorskip("tritonclient.http")
 
 pytestmark = pytest.mark.integration
 

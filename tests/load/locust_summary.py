@@ -5,17 +5,26 @@ Typical usage (``run_locust.sh`` calls it)::
     python tests/load/locust_summary.py runs/load/20260101T120000/locust_stats.csv
 
 Prints one line per request name and the aggregated line, and exits 1 when any request
-failed (or none was made), 0 otherwise.
+failed (or none was made), 0 otherwise. With ``--results-dir DIR`` (``make load`` passes
+``bench/results``) it also writes the rows to ``DIR/locust-<machine>.json`` with their
+provenance (``bench/provenance.py``), ``--command`` being the command that ran Locust.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))  # provenance.py, shared by every benchmark
+from provenance import write_result  # noqa: E402
+
 AGGREGATED = "Aggregated"
+MEASURES = ["server/src/hetgateway", "model_repo", "tests/load/locustfile.py"]
+"""What a Locust run against ``make serve`` measures (the result's provenance)."""
 EXIT_OK, EXIT_FAILURES = 0, 1
 
 
@@ -68,11 +77,18 @@ def format_summary(rows: list[Row]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: locust_summary.py <prefix>_stats.csv", file=sys.stderr)
-        return 2
-    rows = read_stats(Path(argv[0]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stats_csv", type=Path, help="Locust's <prefix>_stats.csv")
+    parser.add_argument("--results-dir", type=Path, help="also write locust-<machine>.json here")
+    parser.add_argument("--command", help="the command that ran Locust (the provenance)")
+    args = parser.parse_args(argv)
+    rows = read_stats(args.stats_csv)
     print(format_summary(rows))
+    if args.results_dir is not None:
+        write_result({"benchmark": "Locust (tests/load/locustfile.py) against the gateway",
+                      "rows": [row._asdict() for row in rows]},
+                     "locust", measures=MEASURES, command=args.command,
+                     directory=args.results_dir)
     total = next((r for r in rows if r.name == AGGREGATED), None)
     if total is None or total.requests == 0:
         print("FAIL: no requests were made", file=sys.stderr)

@@ -6,6 +6,8 @@
 # Writes <results>/locust_{stats,stats_history,failures,exceptions}.csv and report.html, where
 # <results> is $HETSERVE_LOAD_RESULTS (default runs/load/<UTC timestamp>), then prints
 # requests/s, p50/p95/p99 and failures per request name. Exits non-zero when any request failed.
+# With HETSERVE_LOAD_RESULTS_DIR set (make load: bench/results) the figures also go to
+# $HETSERVE_LOAD_RESULTS_DIR/locust-<machine>.json with their provenance.
 # Only loopback targets are accepted: this is a load generator, not a tool for other hosts.
 set -euo pipefail
 
@@ -44,5 +46,10 @@ status=0
     --stop-timeout 10 --csv "$results/locust" --html "$results/report.html" \
     --loglevel WARNING || status=$?
 
-"$venv_bin/python" "$here/locust_summary.py" "$results/locust_stats.csv" || status=1
+summary_args=("$results/locust_stats.csv")
+if [[ -n ${HETSERVE_LOAD_RESULTS_DIR:-} ]]; then
+    summary_args+=(--results-dir "$HETSERVE_LOAD_RESULTS_DIR"
+                   --command "bash tests/load/run_locust.sh $url $users $run_time")
+fi
+"$venv_bin/python" "$here/locust_summary.py" "${summary_args[@]}" || status=1
 exit "$status"

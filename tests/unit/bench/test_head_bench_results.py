@@ -22,11 +22,13 @@ def bench():
     spec = importlib.util.spec_from_file_location("head_bench", BENCH)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
+    sys.path.insert(0, str(BENCH.parent))  # its sibling provenance.py, as when run as a script
     try:
         spec.loader.exec_module(module)
         yield module
     finally:
         sys.modules.pop(spec.name, None)
+        sys.path.remove(str(BENCH.parent))
 
 
 def test_the_floor_counts_each_input_once_and_the_factor_products(bench):
@@ -61,6 +63,37 @@ def test_a_partial_run_keeps_the_other_sections_with_their_dates_and_rates(bench
     assert (with_rows["copy_gb_per_s"], with_rows["matmul_gflop_per_s"]) == (9.0, 90.0)
 
 
+def test_each_section_carries_its_provenance_and_the_file_the_oldest(bench, tmp_path):
+    output = tmp_path / "dev.json"
+    machine = bench.Machine("dev", copy_bytes_per_s=1e9, matmul_flops_per_s=1e9)
+    first = bench.merge_results(output, machine, {"rows": [{"impl": "eager"}]}, quick=False,
+                                threads=1)
+    assert first["provenance"] == first["provenances"]["rows"]
+    assert first["provenance"]["measures"] == bench.MEASURES
+    old = {**first["provenance"], "date": "2026-01-01T00:00:00+00:00", "commit": "0" * 40}
+    output.write_text(json.dumps({**first, "provenances": {"rows": old}}))
+    merged = bench.merge_results(output, machine, {"training": [{"impl": "new"}]},
+                                 quick=False, threads=1)
+    assert merged["provenances"]["training"]["date"] > old["date"]
+    assert merged["provenance"] == old, "the file is as old as its oldest section"
+    output.write_text(json.dumps({"device": "dev", "rows": [{"impl": "eager"}]}))
+    unknown = bench.merge_results(output, machine, {"training": [{"impl": "new"}]},
+                                  quick=False, threads=1)
+    assert unknown["provenance"] is None, "a kept section without provenance leaves none"
+
+
+def test_peak_memory_on_cpu_sees_a_short_lived_allocation(bench):
+    size = 256 * 2**20
+
+    def allocate_touch_and_free() -> None:
+        block = torch.ones(size // 4, dtype=torch.float32)
+        del block
+
+    with bench._exact_rss():
+        peak = bench._peak_rss_mb(allocate_touch_and_free)
+    assert size / 2**20 * 0.95 <= peak <= size / 2**20 * 1.5
+
+
 def test_a_results_file_of_another_device_is_not_mixed_in(bench, tmp_path):
     output = tmp_path / "dev.json"
     output.write_text(json.dumps({"device": "other", "rows": [{"impl": "eager"}]}))
@@ -78,7 +111,7 @@ def test_a_materialised_step_over_the_cpu_memory_is_not_run_and_says_why(bench, 
                         lambda: SimpleNamespace(available=24 * 2**30))
     cpu = torch.device("cpu")
     reason = bench._training_skip_reason("materialised", big, cpu)
-    assert reason.startswith("does not fit: needs ~125 GiB")
+    assert reason.startswith("does not fit: needs ~125 GiB (an estimate, not a measurement")
     assert bench._training_skip_reason("lean", big, cpu) == ""
     small = bench.TrainingConfig(bench.HeadConfig(10, 2, 8, False), 2)
     assert bench._training_skip_reason("materialised", small, cpu) == ""

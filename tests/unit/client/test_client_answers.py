@@ -29,15 +29,52 @@ LISTING = {
 }
 
 
-def test_predict_returns_the_contracts_predict_response(run_client, make_answer):
-    answer = make_answer(3)
-    outcome = run_client(
-        lambda r: httpx.Response(200, json=answer.model_dump()), lambda c: c.predict([b"x"] * 3)
-    )
-    assert isinstance(outcome.result, PredictResponse)
-    assert outcome.result == answer
-    assert outcome.result.results[0].predictions[0].label == "Shirt"
-    assert outcome.result.results[0].uncertainty.confusable[0].confused_with[0].label == "Pullover"
+WIRE_ANSWER = """{
+ "model": {"name": "fashion_het", "version": "1", "num_classes": 10, "mc_samples": 1000,
+           "temperature": 0.5},
+ "results": [{
+  "predictions": [{"class_id": 6, "label": "Shirt", "probability": 0.6515},
+                  {"class_id": 2, "label": "Pullover", "probability": 0.2076}],
+  "uncertainty": {
+   "predictive_entropy": 0.9857, "normalized_entropy": 0.4281, "expected_entropy": 0.7353,
+   "mutual_information": 0.2504,
+   "class_correlation": {"class_ids": [6, 2], "matrix": [[1.0, -0.132], [-0.132, 1.0]]},
+   "confusable": [{"class_id": 6, "correlated": [
+                    {"class_id": 4, "label": "Coat", "correlation": -0.633}]},
+                  {"class_id": 2, "correlated": [
+                    {"class_id": 7, "label": "Sneaker", "correlation": -0.4255}]}]}
+ }],
+ "request_id": "549c36ec"
+}"""
+"""An answer as the gateway puts it on the wire (README's example, shortened), written out by
+hand: what the SDK returns is read from these bytes, not from a model it built itself."""
+
+
+def test_predict_returns_the_contracts_predict_response(run_client):
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        return httpx.Response(200, content=WIRE_ANSWER.encode(),
+                              headers={"Content-Type": "application/json"})
+
+    outcome = run_client(handler, lambda c: c.predict([b"x"], model="fashion_het", top_k=2))
+    assert seen == ["POST /v1/models/fashion_het/predict"]
+    answer = outcome.result
+    assert isinstance(answer, PredictResponse)
+    assert (answer.model.name, answer.model.mc_samples, answer.model.temperature) == (
+        "fashion_het", 1000, 0.5)
+    assert answer.request_id == "549c36ec"
+    (result,) = answer.results
+    assert [(p.class_id, p.label, p.probability) for p in result.predictions] == [
+        (6, "Shirt", 0.6515), (2, "Pullover", 0.2076)]
+    u = result.uncertainty
+    assert (u.predictive_entropy, u.normalized_entropy, u.expected_entropy,
+            u.mutual_information) == (0.9857, 0.4281, 0.7353, 0.2504)
+    assert u.latent_correlation.class_ids == [6, 2]
+    assert u.latent_correlation.matrix[0][1] == -0.132
+    assert [(c.class_id, [(k.label, k.share) for k in c.confused_with])
+            for c in u.confusable] == [(6, [("T-shirt/top", 0.633)]), (2, [("Coat", 0.4255)])]
 
 
 def test_models_returns_the_listing(run_client):

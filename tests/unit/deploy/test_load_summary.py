@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,19 @@ def test_a_run_that_made_no_request_fails(summary, tmp_path, capsys):
     )
     assert summary.main([str(path)]) == 1
     assert "no requests" in capsys.readouterr().err
+
+
+def test_with_a_results_dir_the_figures_are_written_with_their_provenance(summary, tmp_path):
+    path = _stats(
+        tmp_path, [",Aggregated,100,0,12,15,5,90,950,10.0,0.0,12,13,14,15,21,33,45,55,80,90,90"]
+    )
+    out = tmp_path / "results"
+    command = "bash tests/load/run_locust.sh http://127.0.0.1:1 2 5s"
+    assert summary.main([str(path), "--results-dir", str(out), "--command", command]) == 0
+    (written,) = out.glob("locust-*.json")
+    result = json.loads(written.read_text())
+    assert result["provenance"]["command"] == command
+    assert result["provenance"]["measures"] == summary.MEASURES
+    assert len(result["provenance"]["commit"]) == 40
+    (row,) = result["rows"]
+    assert (row["requests"], row["requests_per_s"], row["p95_ms"]) == (100, 10.0, 33.0)

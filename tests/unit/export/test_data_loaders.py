@@ -22,7 +22,7 @@ from PIL import Image
 
 needs_fashion_mnist = pytest.mark.skipif(
     not (DEFAULT_FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
-    reason="Debian's dataset-fashion-mnist is not installed (make setup installs it)",
+    reason="prerequisite missing: Debian's dataset-fashion-mnist (make setup installs it)",
 )
 
 

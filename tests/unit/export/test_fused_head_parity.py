@@ -1,17 +1,22 @@
 """The fused MC head (triton kernel, through the interpreter on CPU) and its PyTorch fallback
-give the materialised HET layer's answer: same p_bar, entropies and top-k, within 1e-5."""
+give the HET layer's answer: same p_bar, entropies and top-k, within 1e-5.
+
+The reference is written here, independently of the code under test (which shares
+``sample_logits`` with the layer): numpy in float64, one example and one sample at a time,
+``u_s = mu + V z_R[s] + d * z_K[s]``, ``p_bar = mean_s softmax(u_s / tau)``."""
 
 from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
 # hetexport.fused.kernel chooses triton's interpreter (no CUDA) only if it imports triton first:
 # import it while the test modules are collected, before any test can import triton.
 from hetexport.fused import McHeadResult, UnsupportedHead, kernel, mc_head
-from hetexport.layers import LatentGaussian, NoiseBank, categorical_entropy, mc_softmax
+from hetexport.layers import LatentGaussian, NoiseBank
 
 PROB_ATOL = 1e-5
 ENTROPY_ATOL = 1e-5
@@ -43,16 +48,48 @@ GRID = [
 ]
 
 
+def _numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
+    return None if tensor is None else tensor.detach().cpu().double().numpy()
+
+
+def reference_mc_softmax(latent: LatentGaussian, noise: NoiseBank,
+                         temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """(p_bar [B, K], mean_s H[softmax(u_s / tau)] [B]) in float64, sample by sample."""
+    mean, scale = _numpy(latent.mean), _numpy(latent.scale)
+    batch, classes = mean.shape
+    if latent.factors is not None:
+        factors = _numpy(latent.factors)
+    elif latent.factor_scale is not None:  # V = diag(v) J
+        factors = _numpy(latent.factor_scale)[:, :, None] * _numpy(latent.shared_factors)[None]
+    else:
+        factors = np.zeros((batch, classes, 0))
+    z_r, z_k = _numpy(noise.factor_noise), _numpy(noise.diag_noise)
+    probs, entropy = np.zeros((batch, classes)), np.zeros(batch)
+    for b in range(batch):
+        z_r_b = z_r[b] if z_r.ndim == 3 else z_r
+        z_k_b = z_k[b] if z_k.ndim == 3 else z_k
+        for z_r_s, z_k_s in zip(z_r_b, z_k_b, strict=True):
+            u = mean[b] + factors[b] @ z_r_s + scale[b] * z_k_s
+            x = u / temperature
+            log_p = x - x.max() - np.log(np.sum(np.exp(x - x.max())))
+            p = np.exp(log_p)
+            probs[b] += p
+            entropy[b] -= np.sum(p * log_p)
+        probs[b] /= len(z_k_b)
+        entropy[b] /= len(z_k_b)
+    return probs, entropy
+
+
 def assert_matches_layer(result: McHeadResult, latent: LatentGaussian, noise: NoiseBank) -> None:
-    reference = mc_softmax(latent, noise, torch.tensor(TEMPERATURE))
-    predictive = categorical_entropy(reference.probs)
-    torch.testing.assert_close(result.probs, reference.probs, atol=PROB_ATOL, rtol=0)
-    torch.testing.assert_close(result.expected_entropy, reference.expected_entropy,
+    probs, expected = reference_mc_softmax(latent, noise, TEMPERATURE)
+    predictive = -np.sum(probs * np.log(np.where(probs > 0, probs, 1.0)), axis=-1)
+    np.testing.assert_allclose(_numpy(result.probs), probs, atol=PROB_ATOL, rtol=0)
+    np.testing.assert_allclose(_numpy(result.expected_entropy), expected, atol=ENTROPY_ATOL,
+                               rtol=0)
+    np.testing.assert_allclose(_numpy(result.predictive_entropy), predictive,
                                atol=ENTROPY_ATOL, rtol=0)
-    torch.testing.assert_close(result.predictive_entropy, predictive, atol=ENTROPY_ATOL, rtol=0)
-    torch.testing.assert_close(result.mutual_information,
-                               (predictive - reference.expected_entropy).clamp_min(0),
-                               atol=ENTROPY_ATOL, rtol=0)
+    np.testing.assert_allclose(_numpy(result.mutual_information),
+                               np.maximum(predictive - expected, 0), atol=ENTROPY_ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("impl", ["triton", "torch"])
@@ -111,11 +148,13 @@ def test_half_precision_inputs_accumulate_in_fp32(dtype):
     result = mc_head(half, half_noise, TEMPERATURE, impl="triton")
     assert result.probs.dtype == torch.float32
     rounded = LatentGaussian(half.mean.float(), half.scale.float(), half.factors.float())
-    same_inputs = mc_softmax(rounded, half_noise.to(dtype=torch.float32),
-                             torch.tensor(TEMPERATURE))
-    torch.testing.assert_close(result.probs, same_inputs.probs, atol=HALF_PROB_ATOL[dtype], rtol=0)
-    exact = mc_softmax(latent, noise, torch.tensor(TEMPERATURE))
-    torch.testing.assert_close(result.probs, exact.probs, atol=HALF_ROUNDING_ATOL[dtype], rtol=0)
+    same_inputs, _ = reference_mc_softmax(rounded, half_noise.to(dtype=torch.float32),
+                                          TEMPERATURE)
+    np.testing.assert_allclose(_numpy(result.probs), same_inputs, atol=HALF_PROB_ATOL[dtype],
+                               rtol=0)
+    exact, _ = reference_mc_softmax(latent, noise, TEMPERATURE)
+    np.testing.assert_allclose(_numpy(result.probs), exact, atol=HALF_ROUNDING_ATOL[dtype],
+                               rtol=0)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: the kernel is compiled")
@@ -129,11 +168,24 @@ def test_a_noise_bank_for_other_sizes_is_refused():
         mc_head(latent, NoiseBank.fixed(16, 2, 10, seed=1), TEMPERATURE)
 
 
-def test_auto_engine_on_cpu_is_the_torch_fallback_with_the_same_answer():
+def test_auto_engine_on_cpu_is_the_torch_fallback_with_the_same_answer(monkeypatch):
     latent = make_latent(3, 37, 3, efficient=True)
     noise = NoiseBank.fixed(100, 3, 37, seed=1)
+    launches: list[str] = []
+    real_launch = kernel.launch_mc_softmax
+
+    def counting_launch(*args, **kwargs):
+        launches.append("triton")
+        return real_launch(*args, **kwargs)
+
+    monkeypatch.setattr(kernel, "launch_mc_softmax", counting_launch)
     auto = mc_head(latent, noise, TEMPERATURE)
+    assert launches == [], "on CPU tensors 'auto' does not launch the kernel"
+    fallback = mc_head(latent, noise, TEMPERATURE, impl="torch")
+    assert torch.equal(auto.probs, fallback.probs), "bit for bit the PyTorch fallback's answer"
     fused = mc_head(latent, noise, TEMPERATURE, impl="triton")
+    assert launches == ["triton"], "the count sees a kernel launch"
+    assert_matches_layer(auto, latent, noise)
     torch.testing.assert_close(auto.probs, fused.probs, atol=PROB_ATOL, rtol=0)
 
 

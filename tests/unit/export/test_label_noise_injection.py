@@ -118,7 +118,8 @@ def test_overlapping_or_single_class_groups_are_rejected(data: Synthetic) -> Non
         inject_label_noise(data.images, data.labels, num_classes=4, groups=((0, 1), (1, 2)))
 
 
-@pytest.mark.skipif(not DEFAULT_FASHION_MNIST_DIR.is_dir(), reason="Fashion-MNIST not installed")
+@pytest.mark.skipif(not DEFAULT_FASHION_MNIST_DIR.is_dir(),
+                    reason="prerequisite missing: Fashion-MNIST (make setup)")
 def test_fashion_mnist_noise_stays_inside_the_clothing_and_footwear_groups() -> None:
     test = load_fashion_mnist(split="test")
     noise = inject_label_noise(test.images, test.labels, num_classes=10, rate=0.3, seed=0)

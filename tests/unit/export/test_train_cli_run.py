@@ -20,7 +20,8 @@ TINY = ["--epochs", "1", "--train-mc-samples", "8", "--eval-mc-samples", "16", "
         "--no-progress"]
 
 needs_fashion_mnist = pytest.mark.skipif(
-    not DEFAULT_FASHION_MNIST_DIR.is_dir(), reason="Fashion-MNIST not installed (make setup)"
+    not DEFAULT_FASHION_MNIST_DIR.is_dir(),
+    reason="prerequisite missing: Fashion-MNIST (make setup)",
 )
 
 
@@ -37,9 +38,12 @@ def test_train_on_noisy_fashion_mnist_writes_a_checkpoint_and_metrics_json(tmp_p
     assert loaded.spec.head == "het" and loaded.spec.num_factors == 2
     assert loaded.spec.temperature == 1.5 and loaded.spec.labels[6] == "Shirt"
     record = json.loads(metrics.read_text())
-    assert record["data"] == {"train": 360, "validation": 40, "test": 100, "noise_rate": 0.3,
-                              "realised_noise_rate": record["data"]["realised_noise_rate"]}
-    assert 0.0 < record["data"]["realised_noise_rate"] < 1.0
+    data = dict(record["data"])
+    realised = data.pop("realised_noise_rate")
+    assert data == {"train": 360, "validation": 40, "test": 100, "noise_rate": 0.3}
+    # the fraction of flippable labels (~70 % of 400 images are in a noisy group) that flipped:
+    # a binomial draw around the requested 0.3, standard deviation ~0.03
+    assert abs(realised - 0.3) < 0.1
     assert len(record["history"]) == 1 and record["metrics"]["best_epoch"] == 1
     for key in ("val_top1", "val_nll", "val_ece", "test_top1", "test_nll", "test_ece"):
         assert np.isfinite(record["metrics"][key])

@@ -48,7 +48,8 @@ def test_manifest_lists_one_grey_28x28_png_per_class() -> None:
 
 
 needs_dataset = pytest.mark.skipif(
-    not DATASET_DIR.is_dir(), reason=f"Fashion-MNIST not installed at {DATASET_DIR}"
+    not DATASET_DIR.is_dir(),
+    reason=f"prerequisite missing: Fashion-MNIST not installed at {DATASET_DIR}",
 )
 
 
