@@ -34,7 +34,7 @@ models: setup
 	$(PY) -m hetexport.fused.ensemble runs/demo/fashion_het.pt model_repo_gpu --reference model_repo/fashion_het
 
 ## claims: the paper's claims with 95 % intervals (HET vs det paired by seed, noise sweep,
-## confusable precision) -> reports/claims.{json,md} + plots; ~25-40 min on two shared cores
+## confusable precision) -> reports/claims.{json,md} + plots; ~40 min on two shared cores
 claims: setup
 	nice -n 5 $(VENV)/bin/hetexport claims --report-dir reports --no-progress
 

@@ -275,7 +275,10 @@ def claims(
     num_factors: Annotated[int | None, typer.Option("--num-factors", "-R", help="default: the "
                                                     "demo's choice")] = None,
     temperature: Annotated[float | None, typer.Option(help="default: the demo's choice")] = None,
-    eval_mc_samples: Annotated[int | None, typer.Option(min=2)] = None,
+    eval_mc_samples: Annotated[int | None, typer.Option(min=2, help="HET samples behind the "
+                                                        "metrics")] = None,
+    bank_samples: Annotated[int | None, typer.Option(min=2, help="samples of the noise bank "
+                                                     "behind the confusable classes")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads per worker")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="training processes")] = None,
     progress: Progress = True,
@@ -294,7 +297,8 @@ def claims(
             else tuple(float(rate) for rate in sweep_rates.split(",")),
             "epochs": epochs, "train_limit": train_limit, "test_limit": test_limit,
             "num_factors": num_factors, "temperature": temperature,
-            "eval_mc_samples": eval_mc_samples, "num_threads": threads, "workers": workers,
+            "eval_mc_samples": eval_mc_samples, "bank_samples": bank_samples,
+            "num_threads": threads, "workers": workers,
         }
         overrides = {key: value for key, value in given.items() if value is not None}
         if full_train:
