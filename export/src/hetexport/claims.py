@@ -123,7 +123,9 @@ class ClaimsConfig:
 
     ``num_factors`` / ``temperature`` None: the demo's choice from ``demo_report``.
     ``train_limit`` / ``test_limit`` keep the first N images; ``work_dir`` holds
-    ``RUNS_FILE`` (git-ignored) so that a run interrupted after some pairs resumes.
+    ``RUNS_FILE`` (git-ignored) so that a run interrupted after some pairs resumes;
+    ``train_missing`` False trains nothing and reports the stored pairs only (the report lists
+    the missing ones).
     """
 
     report_dir: Path = Path("reports")
@@ -150,6 +152,7 @@ class ClaimsConfig:
     workers: int = DEFAULT_WORKERS
     progress: bool = True
     resume: bool = True
+    train_missing: bool = True
 
 
 class Hyperparameters(NamedTuple):
@@ -320,7 +323,7 @@ def _fingerprint(config: ClaimsConfig, chosen: Hyperparameters) -> dict[str, Any
     """The settings a stored pair must match to be reused."""
     settings = asdict(config)
     for key in ("report_dir", "work_dir", "demo_report", "seeds", "sweep_rates", "sweep_seeds",
-                "progress", "resume", "num_threads", "workers"):
+                "progress", "resume", "train_missing", "num_threads", "workers"):
         settings.pop(key)
     settings.update(num_factors=chosen.num_factors, temperature=chosen.temperature)
     return json.loads(json.dumps(to_jsonable(settings)))
@@ -365,10 +368,13 @@ def train_all(config: ClaimsConfig, chosen: Hyperparameters) -> list[PairedRun]:
             todo.append((rate, seed))
         else:
             _log(f"rate {rate} seed {seed}: reused from {config.work_dir / RUNS_FILE}")
+    if not config.train_missing:
+        _log(f"not training {todo}: reporting the stored pairs only")
+        todo = []
     for run in _train_pairs(config, chosen, todo):
         stored[(run.noise_rate, run.seed)] = run
         _store_runs(config, fingerprint, list(stored.values()))
-    return [stored[pair] for pair in planned_pairs(config)]
+    return [stored[pair] for pair in planned_pairs(config) if pair in stored]
 
 
 def _needs_precision(config: ClaimsConfig, rate: float, seed: int) -> bool:
@@ -391,8 +397,9 @@ def _train_pairs(config: ClaimsConfig, chosen: Hyperparameters,
 
 
 def _select(runs: list[PairedRun], rate: float, seeds: tuple[int, ...]) -> list[PairedRun]:
+    """The runs at ``rate`` with one of ``seeds`` (fewer when some were not trained)."""
     chosen = {run.seed: run for run in runs if run.noise_rate == rate}
-    return [chosen[seed] for seed in seeds]
+    return [chosen[seed] for seed in seeds if seed in chosen]
 
 
 def paired_differences(runs: list[PairedRun]) -> dict[str, PairedDifference]:
@@ -427,9 +434,14 @@ def run_claims(config: ClaimsConfig) -> ClaimsResult:
     _log(f"R = {chosen.num_factors}, tau = {chosen.temperature} ({chosen.source})")
     runs = train_all(config, chosen)
     main_runs = _select(runs, config.noise_rate, config.seeds)
+    if len(main_runs) < 2:
+        raise InputError(f"{len(main_runs)} pair(s) at the main rate: need 2 for an interval")
     main = paired_differences(main_runs)
-    sweep = {rate: paired_differences(_select(runs, rate, config.sweep_seeds))
-             for rate in config.sweep_rates}
+    by_rate = {rate: _select(runs, rate, config.sweep_seeds) for rate in config.sweep_rates}
+    sweep = {rate: paired_differences(chosen_runs) for rate, chosen_runs in by_rate.items()
+             if len(chosen_runs) >= 2}
+    missing = [pair for pair in planned_pairs(config)
+               if pair not in {(run.noise_rate, run.seed) for run in runs}]
     precision = precision_table(main_runs)
     directory = config.report_dir
     plots = {
@@ -447,7 +459,8 @@ def run_claims(config: ClaimsConfig) -> ClaimsResult:
                     "confidence": 0.95, "sign": "differences are HET - det; lower NLL and ECE "
                     "and higher top-1 are better"},
         "data": main_runs[0].sizes,
-        "main": {"noise_rate": config.noise_rate, "seeds": list(config.seeds),
+        "missing_pairs": missing,
+        "main": {"noise_rate": config.noise_rate, "seeds": [run.seed for run in main_runs],
                  "realised_noise_rates": [run.realised_noise_rate for run in main_runs],
                  "summary": summarize_runs([r for run in main_runs for r in (run.het, run.det)]),
                  "het_minus_det": main, "targets": _targets(main)},
@@ -501,11 +514,21 @@ def _main_lines(report: dict[str, Any]) -> Iterator[str]:
                f"{seeds} |")
 
 
+def _missing_lines(report: dict[str, Any]) -> list[str]:
+    missing = report["missing_pairs"]
+    if not missing:
+        return []
+    pairs = ", ".join(f"(rate {rate}, seed {seed})" for rate, seed in missing)
+    return [f"NOT TRAINED ({len(missing)} planned pairs; the run was stopped for time and "
+            f"reported from the finished pairs): {pairs}. A rate with fewer than 2 finished "
+            "seeds has no interval and is left out.", ""]
+
+
 def _sweep_lines(report: dict[str, Any]) -> Iterator[str]:
-    yield "| noise rate | top-1 (points) HET - det | NLL HET - det | ECE HET - det |"
-    yield "|---|---|---|---|"
+    yield "| noise rate | seeds | top-1 (points) HET - det | NLL HET - det | ECE HET - det |"
+    yield "|---|---|---|---|---|"
     for rate, diffs in report["sweep"].items():
-        yield (f"| {rate} | {_difference_cell(diffs['top1'], percent=True)} | "
+        yield (f"| {rate} | {diffs['top1'].n} | {_difference_cell(diffs['top1'], percent=True)} | "
                f"{_difference_cell(diffs['nll'], percent=False)} | "
                f"{_difference_cell(diffs['ece'], percent=False)} |")
 
@@ -595,8 +618,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         *_verdicts(report),
         "",
         "## 2. Across noise rates "
-        f"({len(settings['sweep_seeds'])} seeds each, same settings)",
+        f"(planned: {len(settings['sweep_seeds'])} seeds each, same settings)",
         "",
+        *_missing_lines(report),
         "Cells: mean HET - det [95 % paired t-interval]. The plot shows the HET ADVANTAGE "
         "(top-1: HET - det; NLL and ECE: det - HET; above 0 = HET better).",
         "",

@@ -284,6 +284,8 @@ def claims(
     progress: Progress = True,
     resume: Annotated[bool, typer.Option(help="reuse pairs finished by an earlier run with the "
                                          "same settings")] = True,
+    train: Annotated[bool, typer.Option(help="no: report from the pairs stored in --work-dir "
+                                        "only, listing the missing ones")] = True,
 ) -> None:
     """The paper's claims with 95 % intervals: HET vs det paired by seed, across noise rates,
     and the per-input confusable precision (see hetexport.claims)."""
@@ -305,7 +307,7 @@ def claims(
             overrides["train_limit"] = None
         config = ClaimsConfig(report_dir=report_dir, data_dir=data_dir, work_dir=work_dir,
                               demo_report=demo_report, progress=progress, resume=resume,
-                              **overrides)
+                              train_missing=train, **overrides)
         result = run_claims(config)
     typer.echo(f"report: {result.report_markdown}\nplots: "
                f"{', '.join(str(path) for path in result.plots.values())}\n"
