@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-confusable bench-gateway soak overload lint clean
+.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-confusable bench-gateway soak overload lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium), the virtualenv and all four components
 setup: system-deps $(STAMP)
@@ -34,6 +34,11 @@ models: setup
 	$(VENV)/bin/hetexport demo --model-repo model_repo --report-dir reports $(MODELS_ARGS)
 	rm -rf model_repo_gpu/fashion_het_gpu model_repo_gpu/fashion_het_gpu_backbone model_repo_gpu/het_mc_head
 	$(PY) -m hetexport.fused.ensemble runs/demo/fashion_het.pt model_repo_gpu --reference model_repo/fashion_het
+
+## claims: the paper's claims with 95 % intervals (HET vs det paired by seed, noise sweep,
+## confusable precision) -> reports/claims.{json,md} + plots; ~40 min on two shared cores
+claims: setup
+	nice -n 5 $(VENV)/bin/hetexport claims --report-dir reports --no-progress
 
 ## gpu-repo: model_repo_cuda/, the GPU copy of model_repo/ that docker-compose serves
 gpu-repo: setup

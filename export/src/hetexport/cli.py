@@ -421,3 +421,69 @@ def export_version_command(
     typer.echo(f"exported {report.model_dir} version {report.version} "
                f"({report.export.onnx_bytes} bytes of ONNX); parity "
                f"{json.dumps(report.export.parity.max_abs_diff)}")
+
+
+@app.command()
+def claims(
+    report_dir: Annotated[Path, typer.Option(help="claims.json, claims.md and plots")] = Path(
+        "reports"
+    ),
+    data_dir: DataDir = DEFAULT_FASHION_MNIST_DIR,
+    work_dir: Annotated[Path, typer.Option(help="finished pairs, for resuming (git-ignored)")] = (
+        Path("runs/claims")
+    ),
+    demo_report: Annotated[Path, typer.Option(help="where R and tau come from")] = Path(
+        "reports/demo_report.json"
+    ),
+    seeds: Annotated[int | None, typer.Option(min=2, help="seeds 0..N-1 at the demo's rate")] = (
+        None
+    ),
+    sweep_seeds: Annotated[int | None, typer.Option(min=2, help="seeds 0..N-1 per sweep rate")] = (
+        None
+    ),
+    sweep_rates: Annotated[str | None, typer.Option(help="comma-separated noise rates")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    train_limit: Annotated[int | None, typer.Option(
+        min=1, help="use only the first N training images (default: the claims' subset)")] = None,
+    full_train: Annotated[bool, typer.Option(help="all 60k training images")] = False,
+    test_limit: TestLimit = None,
+    num_factors: Annotated[int | None, typer.Option("--num-factors", "-R", help="default: the "
+                                                    "demo's choice")] = None,
+    temperature: Annotated[float | None, typer.Option(help="default: the demo's choice")] = None,
+    eval_mc_samples: Annotated[int | None, typer.Option(min=2, help="HET samples behind the "
+                                                        "metrics")] = None,
+    bank_samples: Annotated[int | None, typer.Option(min=2, help="samples of the noise bank "
+                                                     "behind the confusable classes")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads per worker")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="training processes")] = None,
+    progress: Progress = True,
+    resume: Annotated[bool, typer.Option(help="reuse pairs finished by an earlier run with the "
+                                         "same settings")] = True,
+    train: Annotated[bool, typer.Option(help="no: report from the pairs stored in --work-dir "
+                                        "only, listing the missing ones")] = True,
+) -> None:
+    """The paper's claims with 95 % intervals: HET vs det paired by seed, across noise rates,
+    and the per-input confusable precision (see hetexport.claims)."""
+    from hetexport.claims import ClaimsConfig, run_claims
+
+    with _clean_failure():
+        given = {
+            "seeds": None if seeds is None else tuple(range(seeds)),
+            "sweep_seeds": None if sweep_seeds is None else tuple(range(sweep_seeds)),
+            "sweep_rates": None if sweep_rates is None
+            else tuple(float(rate) for rate in sweep_rates.split(",")),
+            "epochs": epochs, "train_limit": train_limit, "test_limit": test_limit,
+            "num_factors": num_factors, "temperature": temperature,
+            "eval_mc_samples": eval_mc_samples, "bank_samples": bank_samples,
+            "num_threads": threads, "workers": workers,
+        }
+        overrides = {key: value for key, value in given.items() if value is not None}
+        if full_train:
+            overrides["train_limit"] = None
+        config = ClaimsConfig(report_dir=report_dir, data_dir=data_dir, work_dir=work_dir,
+                              demo_report=demo_report, progress=progress, resume=resume,
+                              train_missing=train, **overrides)
+        result = run_claims(config)
+    typer.echo(f"report: {result.report_markdown}\nplots: "
+               f"{', '.join(str(path) for path in result.plots.values())}\n"
+               f"took {result.seconds / 60:.1f} min")

@@ -170,11 +170,13 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def write_report(report: Mapping[str, Any], markdown: str, report_dir: Path) -> tuple[Path, Path]:
-    """Write ``demo_report.json`` and ``demo_report.md`` into ``report_dir``."""
+def write_report(report: Mapping[str, Any], markdown: str, report_dir: Path, *,
+                 json_name: str = REPORT_JSON,
+                 markdown_name: str = REPORT_MARKDOWN) -> tuple[Path, Path]:
+    """Write ``json_name`` and ``markdown_name`` (the demo's by default) into ``report_dir``."""
     report_dir.mkdir(parents=True, exist_ok=True)
-    json_path = report_dir / REPORT_JSON
+    json_path = report_dir / json_name
     json_path.write_text(json.dumps(to_jsonable(report), indent=2, sort_keys=False) + "\n")
-    markdown_path = report_dir / REPORT_MARKDOWN
+    markdown_path = report_dir / markdown_name
     markdown_path.write_text(markdown)
     return json_path, markdown_path
