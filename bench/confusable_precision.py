@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from hetexport.confusable_precision import group_confusable_precision
+from hetexport.confusable_precision import NO_CLASS, group_confusable_precision
 from hetexport.data import FASHION_MNIST_LABELS, load_fashion_mnist
 from hetexport.label_noise import FASHION_MNIST_NOISY_GROUPS
 from loopback_target import FASHION_MNIST_DIR, png, served_stack
@@ -33,10 +33,9 @@ from provenance import RESULTS_DIR, provenance
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("fashion_het", "fashion_det")
-NO_CLASS = -1
 MEASURED = ["model_repo/fashion_het", "model_repo/fashion_det",
             "export/src/hetexport/class_correlation.py", "server/src/hetgateway/answer.py",
-            "bench/confusable_precision.py"]
+            "export/src/hetexport/confusable_precision.py", "bench/confusable_precision.py"]
 
 
 def main() -> int:

@@ -29,6 +29,8 @@ import numpy as np
 from hetexport.statistics import DEFAULT_CONFIDENCE, Proportion, wilson_interval
 
 NO_GROUP = -1
+NO_CLASS = -1
+"""A first confusable id meaning "no class named" (an answer that makes no claim): a miss."""
 
 
 def group_index(groups: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
@@ -78,7 +80,8 @@ def group_confusable_precision(
                                      first.max(initial=0), *(max(g) for g in groups))) + 1
     mask = qualifying(labels, top1, groups, num_classes=classes)
     index = group_index(groups, classes)
-    hits = mask & (index[first] == index[top1])
+    named = np.where(first >= 0, index[np.clip(first, 0, None)], NO_GROUP)  # NO_CLASS: a miss
+    hits = mask & (named == index[top1])
     return wilson_interval(int(hits.sum()), int(mask.sum()), confidence=confidence)
 
 

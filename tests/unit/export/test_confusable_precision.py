@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hetexport.confusable_precision import (
+    NO_CLASS,
     chance_precision,
     group_confusable_precision,
     qualifying,
@@ -48,3 +49,12 @@ def test_bad_inputs_are_refused() -> None:
         qualifying([0], [0], ((0, 1), (1, 2)), num_classes=3)
     with pytest.raises(ValueError):
         group_confusable_precision([0, 1], [0, 1], [1], GROUPS, num_classes=CLASSES)
+
+
+def test_an_answer_that_names_no_class_is_a_miss_not_the_last_class():
+    """NO_CLASS (no claim) must not index the last class (which may be in the group)."""
+    groups = ((0, 1, 2), (3, 4, 5))  # the last class, 5, is in a group
+    labels, top1 = [3, 3], [4, 4]  # both qualify
+    result = group_confusable_precision(labels, top1, [5, NO_CLASS], groups,
+                                        num_classes=CLASSES)
+    assert (result.successes, result.total) == (1, 2)
