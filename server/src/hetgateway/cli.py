@@ -2,8 +2,10 @@
 
 ``hetgateway serve --model-repository model_repo [--model-repository more] --port 8080``
 runs the embedded Triton and the gateway; ``hetgateway gateway --triton-url host:8001``
-runs the gateway alone in front of an external Triton (docker-compose). Flags override the
-``HETSERVE_*`` environment, which overrides the defaults.
+runs the gateway alone in front of an external Triton (docker-compose) or several
+(``ipv4:127.0.0.2:8001,127.0.0.3:8001``, ``dns:///name:8001``); ``hetgateway triton
+--model-repository model_repo --address 127.0.0.2`` runs one embedded Triton replica alone.
+Flags override the ``HETSERVE_*`` environment, which overrides the defaults.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hetgateway.embedded.triton_process import LOOPBACK
 from hetgateway.logging_config import configure_logging
 from hetgateway.settings import GatewaySettings, load_settings
 
@@ -42,16 +45,35 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ONNX Runtime threads per model instance")
 
     gateway = commands.add_parser("gateway", help="the gateway alone, for an external Triton")
-    gateway.add_argument("--triton-url", help="Triton gRPC host:port (HETSERVE_TRITON_GRPC_URL)")
+    gateway.add_argument("--triton-url",
+                         help="Triton gRPC target: host:port, ipv4:a:p,b:p or dns:///name:port "
+                              "(HETSERVE_TRITON_GRPC_URL)")
     gateway.add_argument("--model-repository", action="append", type=Path, dest="repositories",
                          help="repository to read model_card.json from (fallback)")
     _gateway_arguments(gateway)
+
+    triton = commands.add_parser("triton", help="the embedded Triton alone (one replica)")
+    triton.add_argument("--model-repository", action="append", type=Path, dest="repositories",
+                        help="model repository (repeatable); default: model_repo")
+    triton.add_argument("--address", default=LOOPBACK,
+                        help="address Triton binds for HTTP, gRPC and metrics (default 127.0.0.1)")
+    triton.add_argument("--http-port", type=int, default=8000)
+    triton.add_argument("--grpc-port", type=int, default=8001)
+    triton.add_argument("--metrics-port", type=int, default=8002)
+    triton.add_argument("--ready-timeout", type=float, default=180.0,
+                        help="seconds to wait for Triton and every model to be ready")
+    triton.add_argument("--ort-threads", type=int, default=1,
+                        help="ONNX Runtime threads per model instance")
+    triton.add_argument("--log-level", default="info", help="debug, info, warning, error")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hetgateway``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "triton":
+        configure_logging(level=args.log_level.upper())
+        return _triton(args)
     settings = settings_from_args(args)
     configure_logging(level=settings.log_level.upper())
     if args.command == "serve":
@@ -77,6 +99,28 @@ def _serve(args: argparse.Namespace, settings: GatewaySettings) -> int:
         serve(
             args.repositories or [Path("model_repo")],
             settings=settings,
+            ports=ports,
+            ready_timeout_s=args.ready_timeout,
+            ort_threads=args.ort_threads,
+        )
+    except (TritonStartError, RepositoryError) as exc:
+        print(f"hetgateway: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    except (KeyboardInterrupt, Terminated):
+        return EXIT_OK
+    return EXIT_OK
+
+
+def _triton(args: argparse.Namespace) -> int:
+    from hetgateway.embedded.launcher import Terminated, serve_triton
+    from hetgateway.embedded.repository import RepositoryError
+    from hetgateway.embedded.triton_process import TritonPorts, TritonStartError
+
+    ports = TritonPorts(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port)
+    try:
+        serve_triton(
+            args.repositories or [Path("model_repo")],
+            address=args.address,
             ports=ports,
             ready_timeout_s=args.ready_timeout,
             ort_threads=args.ort_threads,

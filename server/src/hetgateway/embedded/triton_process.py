@@ -94,7 +94,8 @@ def build_backend_dir(target: Path) -> Path:
 
 
 class TritonProcess:
-    """One ``tritonserver`` on loopback serving ``repositories``."""
+    """One ``tritonserver`` serving ``repositories`` on ``address`` (loopback by default;
+    ``hetgateway triton`` gives each replica its own, e.g. 127.0.0.2)."""
 
     def __init__(
         self,
@@ -104,8 +105,10 @@ class TritonProcess:
         backend_dir: Path,
         log_path: Path | None = None,
         exit_timeout_s: int = DEFAULT_EXIT_TIMEOUT_S,
+        address: str = LOOPBACK,
     ) -> None:
         self.repositories = tuple(repositories)
+        self.address = address
         self.ports = ports
         self.backend_dir = backend_dir
         self.log_path = log_path
@@ -114,15 +117,15 @@ class TritonProcess:
 
     @property
     def http_url(self) -> str:
-        return f"{LOOPBACK}:{self.ports.http}"
+        return f"{self.address}:{self.ports.http}"
 
     @property
     def grpc_url(self) -> str:
-        return f"{LOOPBACK}:{self.ports.grpc}"
+        return f"{self.address}:{self.ports.grpc}"
 
     @property
     def metrics_url(self) -> str:
-        return f"{LOOPBACK}:{self.ports.metrics}"
+        return f"{self.address}:{self.ports.metrics}"
 
     @property
     def pid(self) -> int | None:
@@ -135,11 +138,11 @@ class TritonProcess:
             str(paths.tritonserver),
             *(f"--model-repository={repo}" for repo in self.repositories),
             f"--backend-directory={self.backend_dir}",
-            f"--http-address={LOOPBACK}",
+            f"--http-address={self.address}",
             f"--http-port={self.ports.http}",
-            f"--grpc-address={LOOPBACK}",
+            f"--grpc-address={self.address}",
             f"--grpc-port={self.ports.grpc}",
-            f"--metrics-address={LOOPBACK}",
+            f"--metrics-address={self.address}",
             f"--metrics-port={self.ports.metrics}",
             f"--exit-timeout-secs={self.exit_timeout_s}",
             "--strict-readiness=true",
