@@ -4,7 +4,8 @@ Triton address is ``ipv4:127.0.0.2:P,127.0.0.3:Q``.
 
 Steady load is spread over both (each replica's own Triton metrics count inferences); one
 replica's Triton SIGKILLed in the middle of a load: every request is still answered 200;
-the replica's supervisor starts it again, /readyz counts it back, and traffic returns to it.
+the replica's supervisor starts it again, /readyz counts it back, and traffic returns to it;
+SIGTERM stops a replica cleanly while the other serves on.
 """
 
 from __future__ import annotations
@@ -227,3 +228,11 @@ def test_load_is_spread_over_replicas_survives_one_killed_and_returns_to_it(
     assert Counter(statuses) == {200: STEADY_REQUESTS}
     assert second.inferences() - before >= STEADY_REQUESTS // 4
     assert _replica_calls(gateway)[second.grpc_address] - calls_before >= STEADY_REQUESTS // 4
+
+    # SIGTERM stops a replica cleanly: exit 0, its Triton gone; the gateway keeps answering.
+    server = first.tritonserver()
+    first.stop()
+    assert first.process.returncode == 0
+    assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+    statuses = _statuses(url, body, requests=LOAD_THREADS * 4)
+    assert Counter(statuses) == {200: LOAD_THREADS * 4}

@@ -238,8 +238,10 @@ class ReplicaPool(Generic[ClientT]):
             _LOG.warning("cannot resolve %s: %s", self.target.dns_name, exc)
             return
         for gone in set(self._replicas) - set(addresses):
-            _LOG.info("Triton replica %s left %s", gone, self.target.dns_name)
-            await self.disconnect(self._replicas.pop(gone).client)
+            replica = self._replicas.pop(gone, None)  # None: a concurrent check took it
+            if replica is not None:
+                _LOG.info("Triton replica %s left %s", gone, self.target.dns_name)
+                await self.disconnect(replica.client)
         self._set_addresses(addresses)
 
     def _set_addresses(self, addresses: Collection[str]) -> None:

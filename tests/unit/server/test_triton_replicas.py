@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import numpy as np
 import pytest
 from hetgateway.triton_backend import TritonBackend, replica_gone
 from hetgateway.triton_replicas import (
@@ -181,3 +182,26 @@ def test_only_a_replica_that_is_gone_sends_the_call_elsewhere(
     status: str, message: str, gone: bool
 ) -> None:
     assert replica_gone(InferenceServerException(message, status=status)) is gone
+
+
+def test_a_call_whose_replicas_are_all_gone_tries_two_and_answers_unavailable(
+    unused_port,
+) -> None:
+    """Real gRPC channels to two loopback ports nobody listens on."""
+    from hetgateway.errors import BackendUnavailable
+
+    first, second = f"127.0.0.1:{unused_port()}", f"127.0.0.1:{unused_port()}"
+    attempts: list[tuple[str, str]] = []
+
+    async def scenario() -> tuple[int, int]:
+        backend = TritonBackend(f"ipv4:{first},{second}", infer_timeout_s=5,
+                                control_timeout_s=1, on_replica_call=lambda *a: attempts.append(a))
+        try:
+            with pytest.raises(BackendUnavailable):
+                await backend.infer("m", np.zeros((1, 1, 2, 2), np.float32), output_names=["x"])
+            return await backend.replicas_ready()
+        finally:
+            await backend.close()
+
+    assert asyncio.run(scenario()) == (0, 2)
+    assert sorted(attempts) == sorted([(first, "replica_gone"), (second, "replica_gone")])
