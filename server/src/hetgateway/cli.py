@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="embedded Triton (CPU) and the gateway")
-    serve.add_argument("--model-repository", action="append", type=Path, dest="repositories",
-                       help="model repository (repeatable); default: model_repo")
+    _embedded_arguments(serve)
     _gateway_arguments(serve)
     serve.add_argument("--triton-http-port", type=int, default=8000)
     serve.add_argument("--triton-grpc-port", type=int, default=8001)
     serve.add_argument("--triton-metrics-port", type=int, default=8002)
-    serve.add_argument("--ready-timeout", type=float, default=180.0,
-                       help="seconds to wait for Triton and every model to be ready")
-    serve.add_argument("--ort-threads", type=int, default=1,
-                       help="ONNX Runtime threads per model instance")
 
     gateway = commands.add_parser("gateway", help="the gateway alone, for an external Triton")
     gateway.add_argument("--triton-url",
@@ -53,17 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     _gateway_arguments(gateway)
 
     triton = commands.add_parser("triton", help="the embedded Triton alone (one replica)")
-    triton.add_argument("--model-repository", action="append", type=Path, dest="repositories",
-                        help="model repository (repeatable); default: model_repo")
+    _embedded_arguments(triton)
     triton.add_argument("--address", default=LOOPBACK,
                         help="address Triton binds for HTTP, gRPC and metrics (default 127.0.0.1)")
     triton.add_argument("--http-port", type=int, default=8000)
     triton.add_argument("--grpc-port", type=int, default=8001)
     triton.add_argument("--metrics-port", type=int, default=8002)
-    triton.add_argument("--ready-timeout", type=float, default=180.0,
-                        help="seconds to wait for Triton and every model to be ready")
-    triton.add_argument("--ort-threads", type=int, default=1,
-                        help="ONNX Runtime threads per model instance")
     triton.add_argument("--log-level", default="info", help="debug, info, warning, error")
     return parser
 
@@ -88,49 +78,62 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: GatewaySettings) -> int:
-    from hetgateway.embedded.launcher import Terminated, serve
-    from hetgateway.embedded.repository import RepositoryError
-    from hetgateway.embedded.triton_process import TritonPorts, TritonStartError
+    from hetgateway.embedded.launcher import serve
+    from hetgateway.embedded.triton_process import TritonPorts
 
     ports = TritonPorts(
         http=args.triton_http_port, grpc=args.triton_grpc_port, metrics=args.triton_metrics_port
     )
-    try:
-        serve(
+    return _exit_status(
+        lambda: serve(
             args.repositories or [Path("model_repo")],
             settings=settings,
             ports=ports,
             ready_timeout_s=args.ready_timeout,
             ort_threads=args.ort_threads,
         )
-    except (TritonStartError, RepositoryError) as exc:
-        print(f"hetgateway: {exc}", file=sys.stderr)
-        return EXIT_STARTUP_FAILED
-    except (KeyboardInterrupt, Terminated):
-        return EXIT_OK
-    return EXIT_OK
+    )
 
 
 def _triton(args: argparse.Namespace) -> int:
-    from hetgateway.embedded.launcher import Terminated, serve_triton
-    from hetgateway.embedded.repository import RepositoryError
-    from hetgateway.embedded.triton_process import TritonPorts, TritonStartError
+    from hetgateway.embedded.launcher import serve_triton
+    from hetgateway.embedded.triton_process import TritonPorts
 
     ports = TritonPorts(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port)
-    try:
-        serve_triton(
+    return _exit_status(
+        lambda: serve_triton(
             args.repositories or [Path("model_repo")],
             address=args.address,
             ports=ports,
             ready_timeout_s=args.ready_timeout,
             ort_threads=args.ort_threads,
         )
+    )
+
+
+def _exit_status(run: Callable[[], None]) -> int:
+    """Run an embedded-Triton command; its exit status (a failed start: a message and 1)."""
+    from hetgateway.embedded.launcher import Terminated
+    from hetgateway.embedded.repository import RepositoryError
+    from hetgateway.embedded.triton_process import TritonStartError
+
+    try:
+        run()
     except (TritonStartError, RepositoryError) as exc:
         print(f"hetgateway: {exc}", file=sys.stderr)
         return EXIT_STARTUP_FAILED
     except (KeyboardInterrupt, Terminated):
         return EXIT_OK
     return EXIT_OK
+
+
+def _embedded_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-repository", action="append", type=Path, dest="repositories",
+                        help="model repository (repeatable); default: model_repo")
+    parser.add_argument("--ready-timeout", type=float, default=180.0,
+                        help="seconds to wait for Triton and every model to be ready")
+    parser.add_argument("--ort-threads", type=int, default=1,
+                        help="ONNX Runtime threads per model instance")
 
 
 def _gateway_arguments(parser: argparse.ArgumentParser) -> None:

@@ -57,25 +57,21 @@ def serve(
     work_dir: Path | None = None,
 ) -> None:
     """Run Triton and the gateway until interrupted; always stops Triton."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        with supervised_triton(
-            repositories,
-            ports=ports,
-            ready_timeout_s=ready_timeout_s,
-            ort_threads=ort_threads,
-            work_dir=work_dir,
-        ) as (triton, _):
-            gateway_settings = settings.model_copy(
-                update={
-                    "triton_grpc_url": triton.grpc_url,
-                    "model_repositories": [Path(r).resolve() for r in repositories],
-                }
-            )
-            _LOG.info("gateway on http://%s:%d", settings.host, settings.port)
-            run_gateway(gateway_settings)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with _sigterm_raises(), supervised_triton(
+        repositories,
+        ports=ports,
+        ready_timeout_s=ready_timeout_s,
+        ort_threads=ort_threads,
+        work_dir=work_dir,
+    ) as (triton, _):
+        gateway_settings = settings.model_copy(
+            update={
+                "triton_grpc_url": triton.grpc_url,
+                "model_repositories": [Path(r).resolve() for r in repositories],
+            }
+        )
+        _LOG.info("gateway on http://%s:%d", settings.host, settings.port)
+        run_gateway(gateway_settings)
 
 
 def serve_triton(
@@ -89,23 +85,19 @@ def serve_triton(
 ) -> None:
     """Run the embedded Triton alone on ``address`` until interrupted (Ctrl-C, SIGTERM);
     ``TritonStartError`` when it does not start or its supervisor gives up on it."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        with supervised_triton(
-            repositories,
-            ports=ports,
-            address=address,
-            ready_timeout_s=ready_timeout_s,
-            ort_threads=ort_threads,
-            work_dir=work_dir,
-        ) as (triton, supervisor):
-            _LOG.info("Triton ready: gRPC %s, HTTP %s, metrics %s",
-                      triton.grpc_url, triton.http_url, triton.metrics_url)
-            while supervisor.state != SupervisorState.GAVE_UP:
-                time.sleep(SUPERVISION_POLL_S)  # a signal's handler raises out of here
-            raise TritonStartError(f"Triton keeps dying; giving up\n{triton.log_tail()}")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with _sigterm_raises(), supervised_triton(
+        repositories,
+        ports=ports,
+        address=address,
+        ready_timeout_s=ready_timeout_s,
+        ort_threads=ort_threads,
+        work_dir=work_dir,
+    ) as (triton, supervisor):
+        _LOG.info("Triton ready: gRPC %s, HTTP %s, metrics %s",
+                  triton.grpc_url, triton.http_url, triton.metrics_url)
+        while supervisor.state != SupervisorState.GAVE_UP:
+            time.sleep(SUPERVISION_POLL_S)  # a signal's handler raises out of here
+        raise TritonStartError(f"Triton keeps dying; giving up\n{triton.log_tail()}")
 
 
 @contextmanager
@@ -140,6 +132,16 @@ def supervised_triton(
                 yield triton, supervisor
             finally:
                 supervisor.stop(timeout_s=STOP_GRACE_S)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` inside the block (so it unwinds like Ctrl-C)."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
