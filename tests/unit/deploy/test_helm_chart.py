@@ -33,6 +33,13 @@ CHART = REPO_ROOT / "deploy" / "helm" / "hetserve"
 CRDS = REPO_ROOT / "deploy" / "crds"
 VALUES_FILES = {"default": None, "production": "values-production.yaml",
                 "kserve": "values-kserve.yaml"}
+# The optional parts the values files leave off, switched the other way.
+OPTIONS = ("triton.modelRepository.pvc.create=true", "apiKeys.keys={k1}", "triton.gpus=0",
+           "triton.autoscaling.enabled=false", "gateway.autoscaling.enabled=false",
+           "serviceMonitor.enabled=false", "networkPolicy.enabled=false",
+           "topologySpread.enabled=false")
+RENDERS = {**{name: (values, ()) for name, values in VALUES_FILES.items()},
+           "options": (None, OPTIONS)}
 KUBERNETES_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 RELEASE, NAMESPACE = "hs", "ml"
 # Read by the gateway's --workers (issue 12's setting); not a GatewaySettings field before it.
@@ -113,10 +120,10 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-@pytest.mark.parametrize("values", VALUES_FILES.values(), ids=VALUES_FILES.keys())
+@pytest.mark.parametrize(("values", "options"), RENDERS.values(), ids=RENDERS.keys())
 @pytest.mark.parametrize("kubernetes", KUBERNETES_VERSIONS)
-def test_every_rendered_object_is_valid_against_its_schema(values, kubernetes) -> None:
-    objects = render(values)
+def test_every_rendered_object_is_valid_against_its_schema(values, options, kubernetes) -> None:
+    objects = render(values, *options)
     assert objects
     for obj in objects:
         key = (obj["apiVersion"], obj["kind"])
@@ -189,6 +196,21 @@ def test_triton_ports_probes_gpu_and_shared_memory_agree() -> None:
     assert headless["spec"]["clusterIP"] == "None"
     assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == ports
     assert selects(headless["spec"]["selector"], pod_labels(deployment))
+
+
+def test_the_optional_parts_switch_off_and_on() -> None:
+    objects = render(None, *OPTIONS)
+    kinds = sorted({o["kind"] for o in objects})
+    assert kinds == ["Deployment", "PersistentVolumeClaim", "PodDisruptionBudget", "Secret",
+                     "Service"]
+    triton = one(objects, "Deployment", "-triton")
+    assert triton["spec"]["replicas"] == 2
+    assert "nvidia.com/gpu" not in container(triton)["resources"]["limits"]
+    assert "topologySpreadConstraints" not in triton["spec"]["template"]["spec"]
+    claim = one(objects, "PersistentVolumeClaim", "hetserve-models")
+    volumes = triton["spec"]["template"]["spec"]["volumes"]
+    assert {"claimName": claim["metadata"]["name"], "readOnly": True} in [
+        v.get("persistentVolumeClaim") for v in volumes]
 
 
 def test_object_storage_replaces_the_claim() -> None:
