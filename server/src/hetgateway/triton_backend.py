@@ -137,6 +137,11 @@ class TritonBackend:
         await self._pool.start()
         return await self._pool.check(), len(self._pool.replicas)
 
+    async def server_ready(self) -> bool:
+        """Whether at least one replica answers and says it is ready."""
+        up, _ = await self.replicas_ready()
+        return up > 0
+
     async def model_ready(self, name: str) -> bool:
         """Whether the model is loaded and ready (on a replica that is up); False when no
         replica can be reached."""

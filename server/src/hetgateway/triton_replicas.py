@@ -150,6 +150,7 @@ class ReplicaPool(Generic[ClientT]):
     disconnect: Callable[[ClientT], Awaitable[None]]
     refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S
     _replicas: dict[str, Replica[ClientT]] = field(default_factory=dict, init=False)
+    _order: tuple[Replica[ClientT], ...] = field(default=(), init=False)
     _turn: int = field(default=0, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
 
@@ -159,7 +160,7 @@ class ReplicaPool(Generic[ClientT]):
     @property
     def replicas(self) -> tuple[Replica[ClientT], ...]:
         """Every replica known now, by address."""
-        return tuple(self._replicas[a] for a in sorted(self._replicas))
+        return self._order
 
     @property
     def up_count(self) -> int:
@@ -169,12 +170,16 @@ class ReplicaPool(Generic[ClientT]):
     def pick(self, *, exclude: Collection[str] = ()) -> Replica[ClientT] | None:
         """The next replica in round-robin order among those up and not in ``exclude``; when
         none is up, the next one not excluded; None when every replica is excluded."""
-        candidates = [r for r in self.replicas if r.address not in exclude]
-        healthy = [r for r in candidates if r.up] or candidates
-        if not healthy:
-            return None
-        self._turn += 1
-        return healthy[self._turn % len(healthy)]
+        order = self._order
+        count = len(order)
+        for up_only in (True, False):
+            for step in range(count):
+                replica = order[(self._turn + step) % count]
+                if replica.address in exclude or (up_only and not replica.up):
+                    continue
+                self._turn = (self._turn + step + 1) % count
+                return replica
+        return None
 
     def mark_down(self, replica: Replica[ClientT]) -> None:
         """Take ``replica`` out of the rotation until a probe finds it ready again."""
@@ -212,9 +217,9 @@ class ReplicaPool(Generic[ClientT]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for replica in list(self._replicas.values()):
+        replicas, self._replicas, self._order = self._order, {}, ()
+        for replica in replicas:
             await self.disconnect(replica.client)
-        self._replicas.clear()
 
     async def _run(self) -> None:
         while True:
@@ -240,11 +245,14 @@ class ReplicaPool(Generic[ClientT]):
         for gone in set(self._replicas) - set(addresses):
             replica = self._replicas.pop(gone, None)  # None: a concurrent check took it
             if replica is not None:
+                self._order = tuple(r for r in self._order if r is not replica)
                 _LOG.info("Triton replica %s left %s", gone, self.target.dns_name)
                 await self.disconnect(replica.client)
         self._set_addresses(addresses)
 
     def _set_addresses(self, addresses: Collection[str]) -> None:
-        for address in addresses:
-            if address not in self._replicas:
-                self._replicas[address] = Replica(address, self.connect(address))
+        new = [a for a in addresses if a not in self._replicas]
+        for address in new:
+            self._replicas[address] = Replica(address, self.connect(address))
+        if new:
+            self._order = tuple(self._replicas[a] for a in sorted(self._replicas))
