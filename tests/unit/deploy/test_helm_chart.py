@@ -31,6 +31,8 @@ from hetgateway.triton_replicas import parse_target
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CHART = REPO_ROOT / "deploy" / "helm" / "hetserve"
 CRDS = REPO_ROOT / "deploy" / "crds"
+GOLDEN = CHART / "golden"
+UPDATE_GOLDEN_ENV = "HETSERVE_UPDATE_GOLDEN"
 VALUES_FILES = {"default": None, "production": "values-production.yaml",
                 "kserve": "values-kserve.yaml"}
 # The optional parts the values files leave off, switched the other way.
@@ -56,16 +58,21 @@ def _helm() -> str:
 
 
 @cache
-def render(values: str | None, *extra: str) -> tuple[dict[str, Any], ...]:
-    """Every object the chart renders with ``values`` (and ``--set`` pairs ``extra``)."""
+def render_text(values: str | None, *extra: str) -> str:
+    """``helm template`` of the chart with ``values`` (and ``--set`` pairs ``extra``)."""
     command = [_helm(), "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
     if values:
         command += ["-f", str(CHART / values)]
     for pair in extra:
         command += ["--set", pair]
-    out = subprocess.run(command, capture_output=True, text=True, check=True,
-                         env={**os.environ, "HELM_CACHE_HOME": "/tmp/helm-cache"}).stdout
-    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+    return subprocess.run(command, capture_output=True, text=True, check=True,
+                          env={**os.environ, "HELM_CACHE_HOME": "/tmp/helm-cache"}).stdout
+
+
+@cache
+def render(values: str | None, *extra: str) -> tuple[dict[str, Any], ...]:
+    """Every object the chart renders with ``values`` (and ``--set`` pairs ``extra``)."""
+    return tuple(doc for doc in yaml.safe_load_all(render_text(values, *extra)) if doc)
 
 
 @cache
@@ -134,6 +141,18 @@ def test_every_rendered_object_is_valid_against_its_schema(values, options, kube
             kubernetes_validate.validate(obj, kubernetes, strict=True)
         except kubernetes_validate.SchemaNotFoundError:
             pytest.fail(f"no schema for {key}: commit its CRD under deploy/crds/")
+
+
+@pytest.mark.parametrize("name", VALUES_FILES)
+def test_the_render_equals_its_golden_file(name: str) -> None:
+    """The rendered manifests are reviewed like code: a change to a template shows here.
+    ``HETSERVE_UPDATE_GOLDEN=1`` rewrites the golden files."""
+    golden = GOLDEN / f"{name}.yaml"
+    rendered = render_text(VALUES_FILES[name])
+    if os.environ.get(UPDATE_GOLDEN_ENV) == "1":
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(rendered)
+    assert rendered == golden.read_text(), f"render differs from {golden}"
 
 
 def test_an_unknown_field_fails_validation() -> None:

@@ -77,9 +77,10 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
-{{/* Topology spread over nodes and zones: include with (dict "root" . "component" "x"). */}}
+{{/* Topology spread over nodes and zones: include with (dict "root" . "component" "x");
+empty when topologySpread.enabled is false. */}}
 {{- define "hetserve.topologySpread" -}}
-{{- if .root.Values.topologySpread.enabled }}
+{{- if .root.Values.topologySpread.enabled -}}
 topologySpreadConstraints:
 {{- range $key := list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
   - maxSkew: {{ $.root.Values.topologySpread.maxSkew }}
