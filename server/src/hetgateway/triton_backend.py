@@ -238,7 +238,7 @@ class TritonBackend:
         failure: InferenceServerException | None = None
         for _ in range(ATTEMPTS_PER_CALL):
             replica = self._pool.pick(exclude=tried)
-            remaining_s = deadline - time.monotonic()
+            remaining_s = deadline - time.monotonic() if tried else timeout_s
             if replica is None or remaining_s <= 0:
                 break
             tried.append(replica.address)
