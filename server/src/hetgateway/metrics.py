@@ -66,6 +66,13 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.replica_requests = Counter(
+            "hetserve_triton_replica_requests_total",
+            "Inference calls sent to each Triton replica (host:port), by outcome: ok, error "
+            "(Triton answered with an error), replica_gone (retried on another replica)",
+            ["replica", "outcome"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "hetserve_predict_batch_size",
             "Inputs per predict request, by model",
@@ -99,6 +106,10 @@ class GatewayMetrics:
         the gate at each scrape."""
         self.in_flight.set_function(lambda: gate.in_flight)
         self.registry.register(_RefusalCollector(gate))
+
+    def count_replica_call(self, replica: str, outcome: str) -> None:
+        """One inference attempt on ``replica`` (a ``TritonBackend`` call observer)."""
+        self.replica_requests.labels(replica=replica, outcome=outcome).inc()
 
     def observe_uncertainty(self, model: str, outputs: dict[str, np.ndarray]) -> None:
         """Record each input's predictive entropy ([B]) and top-1 probability (``topk_probs``

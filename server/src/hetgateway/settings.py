@@ -37,7 +37,16 @@ class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     triton_grpc_url: str = Field(
-        default=DEFAULT_TRITON_GRPC_URL, description="Triton's gRPC endpoint, host:port"
+        default=DEFAULT_TRITON_GRPC_URL,
+        description=(
+            "Triton's gRPC target: host:port, ipv4:a:p,b:p (replicas), or "
+            "dns:///name:port (every address of the name, e.g. a headless Service)"
+        ),
+    )
+    triton_replica_check_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often Triton's replicas are probed (and a dns:/// target resolved)",
     )
     host: str = Field(default="127.0.0.1", description="address the gateway binds")
     port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=0, le=65535, description="gateway port")
