@@ -4,14 +4,13 @@ Typical usage (in ``create_app``)::
 
     app.add_middleware(BodySizeLimitMiddleware, ...)
     gate = add_protection(app, settings, metrics=gateway_metrics)
-    app.add_middleware(RequestMetricsMiddleware, ...)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=gateway_metrics)
     app.add_middleware(AdmissionMiddleware, gate=gate, ...)
     add_cors(app, settings)
 
 Starlette runs the middleware added last first, so a request meets, outermost first:
 CORS (only when origins are configured) -> admission control (a 429 costs no other work) ->
-request context (id, access log) -> request metrics -> API keys (only when keys are
+request context (id, access log, request metrics) -> API keys (only when keys are
 configured) -> body limits (size and read deadline, ``BodySizeLimitMiddleware``) -> routes.
 CORS is outermost so that every answer a browser may read carries its headers, a 429 from the
 full gate included, and a preflight is answered without a key and without taking a place in

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import numpy as np
 from hetcontract import INPUT_NAME
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import service_pb2
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
@@ -44,6 +45,9 @@ _STATUS_INVALID = "StatusCode.INVALID_ARGUMENT"
 _STATUS_EXHAUSTED = "StatusCode.RESOURCE_EXHAUSTED"
 _STATUS_CANCELLED = "StatusCode.CANCELLED"
 _MODEL_MISSING_MARKS = ("unknown model", "not found", "not ready")
+_FP32 = "FP32"
+_InputTensor = service_pb2.ModelInferRequest.InferInputTensor
+_RequestedOutput = service_pb2.ModelInferRequest.InferRequestedOutputTensor
 
 
 @dataclass(frozen=True)
@@ -78,15 +82,15 @@ class TritonBackend:
         self.url = url
         self._infer_timeout_s = infer_timeout_s
         self._control_timeout_s = control_timeout_s
-        self._output_requests: dict[tuple[str, ...], list[InferRequestedOutput]] = {}
+        self._output_requests: dict[tuple[str, ...], list[_RequestedOutput]] = {}
         self._client = InferenceServerClient(
             url, channel_args=_channel_args(max_reconnect_backoff_ms=max_reconnect_backoff_ms)
         )
 
-    def _requested_outputs(self, names: tuple[str, ...]) -> list[InferRequestedOutput]:
+    def _requested_outputs(self, names: tuple[str, ...]) -> list[_RequestedOutput]:
         """The output requests for ``names``, built once (they never change)."""
         if names not in self._output_requests:
-            self._output_requests[names] = [InferRequestedOutput(name) for name in names]
+            self._output_requests[names] = [_RequestedOutput(name=name) for name in names]
         return self._output_requests[names]
 
     async def close(self) -> None:
@@ -155,21 +159,37 @@ class TritonBackend:
         output_names: Sequence[str],
         request_id: str = "",
     ) -> dict[str, np.ndarray]:
-        """Run ``images`` (float32 [B, C, H, W]) through the model; outputs by name."""
-        infer_input = InferInput(INPUT_NAME, list(images.shape), "FP32")
-        infer_input.set_data_from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-        outputs = self._requested_outputs(tuple(output_names))
+        """Run ``images`` (float32 [B, C, H, W]) through the model; outputs by name.
+
+        The ``ModelInferRequest`` is built here in one constructor call and sent through the
+        client's own stub (tritonclient's ``infer`` would wrap the tensor in ``InferInput``,
+        copy it into the request field by field and wrap the answer in ``InferResult``: about
+        a tenth of the gateway's CPU per batch-1 request); errors are mapped as tritonclient
+        maps them."""
+        batch = np.ascontiguousarray(images, dtype=np.float32)
+        request = service_pb2.ModelInferRequest(
+            model_name=model,
+            id=request_id,
+            inputs=[_InputTensor(name=INPUT_NAME, datatype=_FP32, shape=batch.shape)],
+            outputs=self._requested_outputs(tuple(output_names)),
+            raw_input_contents=[batch.tobytes()],
+        )
         try:
-            result = await self._client.infer(
-                model,
-                [infer_input],
-                outputs=outputs,
-                request_id=request_id,
-                client_timeout=self._infer_timeout_s,
+            response = await self._client._client_stub.ModelInfer(  # noqa: SLF001
+                request=request, timeout=self._infer_timeout_s
             )
-        except InferenceServerException as exc:
-            raise domain_error(exc, model=model) from exc
-        return _outputs_by_name(result.get_response(), output_names, model=model)
+        except grpc.RpcError as exc:
+            raise domain_error(_triton_exception(exc), model=model) from exc
+        return _outputs_by_name(response, output_names, model=model)
+
+
+def _triton_exception(exc: grpc.RpcError) -> InferenceServerException:
+    """The ``InferenceServerException`` tritonclient raises for ``exc``."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    return InferenceServerException(
+        msg=details() if callable(details) else str(exc),
+        status=str(code()) if callable(code) else None,
+    )
 
 
 def _outputs_by_name(
