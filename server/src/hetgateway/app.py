@@ -90,6 +90,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         BodySizeLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         read_timeout_s=settings.body_read_timeout_s,
+        linger_max_bytes=settings.linger_max_bytes,
+        linger_timeout_s=settings.linger_timeout_s,
     )
     app.state.admission = add_protection(app, settings, metrics=gateway_metrics)
     app.add_middleware(RequestContextMiddleware, metrics=gateway_metrics)

@@ -42,10 +42,9 @@ def add_protection(
     app: FastAPI, settings: GatewaySettings, *, metrics: GatewayMetrics
 ) -> AdmissionGate:
     """Add API keys to ``app`` (see the module docstring for the order); returns the admission
-    gate (for ``AdmissionMiddleware``), whose in-flight and refused counts ``metrics`` exports.
-    Raises ``ApiKeyConfigError`` on an unusable key file."""
-    gate = AdmissionGate(max_in_flight=settings.max_in_flight)
-    metrics.watch_admission(gate)
+    gate (for ``AdmissionMiddleware``), which keeps its in-flight and refused counts in
+    ``metrics``. Raises ``ApiKeyConfigError`` on an unusable key file."""
+    gate = AdmissionGate(max_in_flight=settings.max_in_flight, metrics=metrics)
     keys = load_api_keys(
         keys_text=settings.api_keys.get_secret_value() if settings.api_keys else None,
         keys_file=settings.api_keys_file,
