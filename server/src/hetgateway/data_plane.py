@@ -133,7 +133,7 @@ class DataPlane:
             batch = self._preprocess(inputs, entry)
         else:
             batch = await to_thread.run_sync(self._preprocess, inputs, entry)
-        self._metrics.batch_size.labels(model=entry.name).observe(len(inputs))
+        self._metrics.for_model(entry.name).batch_size.observe(len(inputs))
         outputs = await self._infer(entry, batch, request_id=request_id)
         self._metrics.observe_uncertainty(entry.name, outputs)
         card = entry.card
@@ -194,9 +194,7 @@ class DataPlane:
             outputs = {
                 name: np.concatenate([part[name] for part in parts]) for name in ANSWER_OUTPUTS
             }
-        self._metrics.triton_seconds.labels(model=entry.name).observe(
-            time.perf_counter() - started
-        )
+        self._metrics.for_model(entry.name).triton_seconds.observe(time.perf_counter() - started)
         return outputs
 
 

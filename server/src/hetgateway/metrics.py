@@ -26,6 +26,7 @@ Typical usage::
 from __future__ import annotations
 
 import os
+from typing import Any, NamedTuple
 
 import numpy as np
 from hetcontract import OutputName
@@ -45,12 +46,29 @@ MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus_client's switch to multiprocess mode: the directory the workers' files live in."""
 
 
+class ModelMetrics(NamedTuple):
+    """One model's labelled series, looked up once (``GatewayMetrics.for_model``)."""
+
+    batch_size: Any
+    triton_seconds: Any
+    predictive_entropy: Any
+    top1_probability: Any
+
+
 class GatewayMetrics:
-    """The gateway's counters and histograms."""
+    """The gateway's counters and histograms.
+
+    Labelled series are looked up once per label set and kept (``for_model``,
+    ``count_request``): ``labels()`` takes a lock and builds a key on every call, and a request
+    records six series. The label sets are bounded (see the module docstring), so are these
+    caches.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._exposed = _multiprocess_registry() or self.registry
+        self._models: dict[str, ModelMetrics] = {}
+        self._requests: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "hetserve_http_requests_total",
             "HTTP requests answered, by method, route template, model and status code",
@@ -105,11 +123,37 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+    def for_model(self, model: str) -> ModelMetrics:
+        """The per-model series of ``model``."""
+        series = self._models.get(model)
+        if series is None:
+            series = self._models[model] = ModelMetrics(
+                batch_size=self.batch_size.labels(model=model),
+                triton_seconds=self.triton_seconds.labels(model=model),
+                predictive_entropy=self.predictive_entropy.labels(model=model),
+                top1_probability=self.top1_probability.labels(model=model),
+            )
+        return series
+
+    def count_request(
+        self, *, method: str, route: str, model: str, status: int, seconds: float
+    ) -> None:
+        """Count one answered request and observe its duration."""
+        key = (method, route, model, status)
+        series = self._requests.get(key)
+        if series is None:
+            series = self._requests[key] = (
+                self.requests.labels(method=method, route=route, model=model, status=str(status)),
+                self.request_seconds.labels(method=method, route=route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
+
     def observe_uncertainty(self, model: str, outputs: dict[str, np.ndarray]) -> None:
         """Record each input's predictive entropy ([B]) and top-1 probability (``topk_probs``
         [B, k_max], column 0) from a batch of Triton outputs."""
-        entropy = self.predictive_entropy.labels(model=model)
-        top1 = self.top1_probability.labels(model=model)
+        series = self.for_model(model)
+        entropy, top1 = series.predictive_entropy, series.top1_probability
         entropies = np.asarray(outputs[OutputName.PREDICTIVE_ENTROPY.value]).reshape(-1)
         top_probs = np.asarray(outputs[OutputName.TOPK_PROBS.value]).reshape(len(entropies), -1)
         for value in entropies:

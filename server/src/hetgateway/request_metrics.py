@@ -44,8 +44,10 @@ def record_request(
 ) -> None:
     """Count one answered request (``requests``) and time it (``request_seconds``); ``route``
     is its template, or ``UNMATCHED_ROUTE``."""
-    method = scope.get("method", "")
-    metrics.requests.labels(
-        method=method, route=route, model=model_label(scope, route), status=str(status)
-    ).inc()
-    metrics.request_seconds.labels(method=method, route=route).observe(seconds)
+    metrics.count_request(
+        method=scope.get("method", ""),
+        route=route,
+        model=model_label(scope, route),
+        status=status,
+        seconds=seconds,
+    )
