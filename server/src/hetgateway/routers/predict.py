@@ -8,8 +8,8 @@ context.
 
 Both routes are ``PredictRoute``s (FastAPI's documented custom ``APIRoute`` hook): OpenAPI,
 routing, error handling and the route template seen by logs and metrics are FastAPI's, but a
-request skips FastAPI's per-request dependency solving (about a seventh of the gateway's CPU
-per batch-1 request when profiled) and goes straight to ``_predict`` with the app's data plane.
+request skips FastAPI's per-request dependency solving (about 7 % of the gateway's CPU per
+batch-1 request when profiled) and goes straight to ``_predict`` with the app's data plane.
 When the app has dependency overrides (tests), the request takes FastAPI's own path, so an
 override of ``get_data_plane`` applies as usual.
 """
