@@ -65,7 +65,7 @@ load: setup
 bench: setup
 	$(PY) bench/head_bench.py
 
-## bench-gateway: the same load through the gateway and straight at Triton, alternating
+## bench-gateway: gateway and Triton CPU per request (multipart, JSON, batch 16; 1 and 2 workers), gateway vs direct Triton (also pinned apart)
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
 

@@ -5,12 +5,15 @@ runs the embedded Triton and the gateway; ``hetgateway gateway --triton-url host
 runs the gateway alone in front of an external Triton (docker-compose) or several
 (``ipv4:127.0.0.2:8001,127.0.0.3:8001``, ``dns:///name:8001``); ``hetgateway triton
 --model-repository model_repo --address 127.0.0.2`` runs one embedded Triton replica alone.
-Flags override the ``HETSERVE_*`` environment, which overrides the defaults.
+Flags override the ``HETSERVE_*`` environment, which overrides the defaults. ``--workers N``
+(``HETSERVE_WORKERS``) serves from N gateway processes; unset, ``gateway`` takes one per usable
+core and ``serve`` one per two cores (Triton, on the same machine, needs the others).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -65,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(level=args.log_level.upper())
         return _triton(args)
     settings = settings_from_args(args)
+    if settings.workers is None:
+        settings = settings.model_copy(update={"workers": default_workers(args.command)})
     configure_logging(level=settings.log_level.upper())
     if args.command == "serve":
         return _serve(args, settings)
@@ -153,6 +158,17 @@ def _gateway_arguments(parser: argparse.ArgumentParser) -> None:
                         help="connections queued by the kernel before accept (default 2048)")
     parser.add_argument("--limit-concurrency", type=int,
                         help="hard cap on connections and tasks; beyond it 503 (default: none)")
+    parser.add_argument("--workers", type=int,
+                        help="gateway worker processes (default: gateway, the usable cores; "
+                             "serve, half of them)")
+
+
+def default_workers(command: str) -> int:
+    """Gateway workers when none are asked for: every usable core for ``gateway`` (Triton runs
+    elsewhere), half of them, at least one, for ``serve`` (Triton shares the machine)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = max(1, cores or 1)
+    return cores if command == "gateway" else max(1, cores // 2)
 
 
 def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
@@ -166,6 +182,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         "max_in_flight": args.max_in_flight,
         "listen_backlog": args.listen_backlog,
         "limit_concurrency": args.limit_concurrency,
+        "workers": args.workers,
         "triton_grpc_url": getattr(args, "triton_url", None),
     }
     if args.command == "gateway" and args.repositories:

@@ -25,6 +25,8 @@ DEFAULT_MAX_IMAGE_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_BODY_READ_TIMEOUT_S = 30.0
 DEFAULT_LISTEN_BACKLOG = 2048
+DEFAULT_LINGER_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_LINGER_TIMEOUT_S = 10.0
 
 
 class GatewaySettings(BaseSettings):
@@ -128,6 +130,27 @@ class GatewaySettings(BaseSettings):
     )
     cors_origins: str | None = Field(
         default=None, description="comma-separated origins allowed by CORS; unset: CORS off"
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "gateway worker processes sharing the port; unset: the command's default "
+            "(`gateway`: the usable cores; `serve`: half of them, Triton has the rest)"
+        ),
+    )
+    linger_max_bytes: int = Field(
+        default=DEFAULT_LINGER_MAX_BYTES,
+        ge=0,
+        description=(
+            "after a 413, request-body bytes read and discarded before the connection is "
+            "closed, so that clients that send the whole body first read the answer"
+        ),
+    )
+    linger_timeout_s: float = Field(
+        default=DEFAULT_LINGER_TIMEOUT_S,
+        ge=0,
+        description="after a 413, longest time spent discarding the rest of the body",
     )
 
 

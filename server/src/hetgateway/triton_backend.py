@@ -27,9 +27,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import grpc
 import numpy as np
 from hetcontract import INPUT_NAME
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import service_pb2
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
@@ -61,6 +62,9 @@ _STATUS_INVALID = "StatusCode.INVALID_ARGUMENT"
 _STATUS_EXHAUSTED = "StatusCode.RESOURCE_EXHAUSTED"
 _STATUS_CANCELLED = "StatusCode.CANCELLED"
 _MODEL_MISSING_MARKS = ("unknown model", "not found", "not ready")
+_FP32 = "FP32"
+_InputTensor = service_pb2.ModelInferRequest.InferInputTensor
+_RequestedOutput = service_pb2.ModelInferRequest.InferRequestedOutputTensor
 _GONE_MARKS = ("connection reset", "socket closed", "connection refused", "failed to connect")
 ATTEMPTS_PER_CALL = 2
 """A call is tried on at most this many replicas (the first, then one other)."""
@@ -119,7 +123,7 @@ class TritonBackend:
         self._infer_timeout_s = infer_timeout_s
         self._control_timeout_s = control_timeout_s
         self._on_replica_call = on_replica_call
-        self._output_requests: dict[tuple[str, ...], list[InferRequestedOutput]] = {}
+        self._output_requests: dict[tuple[str, ...], list[_RequestedOutput]] = {}
         channel_args = _channel_args(max_reconnect_backoff_ms=max_reconnect_backoff_ms)
         try:
             target = parse_target(url)
@@ -133,10 +137,10 @@ class TritonBackend:
             refresh_interval_s=refresh_interval_s,
         )
 
-    def _requested_outputs(self, names: tuple[str, ...]) -> list[InferRequestedOutput]:
+    def _requested_outputs(self, names: tuple[str, ...]) -> list[_RequestedOutput]:
         """The output requests for ``names``, built once (they never change)."""
         if names not in self._output_requests:
-            self._output_requests[names] = [InferRequestedOutput(name) for name in names]
+            self._output_requests[names] = [_RequestedOutput(name=name) for name in names]
         return self._output_requests[names]
 
     async def close(self) -> None:
@@ -230,23 +234,28 @@ class TritonBackend:
         request_id: str = "",
     ) -> VersionedOutputs:
         """``infer``, with the version that answered (Triton's newest ready one: during a
-        switch, the old one for requests already in flight)."""
-        infer_input = InferInput(INPUT_NAME, list(images.shape), "FP32")
-        infer_input.set_data_from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-        outputs = self._requested_outputs(tuple(output_names))
-        result = await self._call(
-            lambda client, timeout_s: client.infer(
-                model,
-                [infer_input],
-                outputs=outputs,
-                request_id=request_id,
-                client_timeout=timeout_s,
-            ),
+        switch, the old one for requests already in flight).
+
+        The ``ModelInferRequest`` is built here once, in one constructor call, and sent through
+        the chosen replica's client stub (tritonclient's ``infer`` would wrap the tensor in
+        ``InferInput``, copy it into the request field by field and wrap the answer in
+        ``InferResult``: about 5 % of the gateway's CPU per batch-1 request when profiled);
+        errors are mapped as tritonclient maps them, so a retry on another replica sees the
+        same ``InferenceServerException``."""
+        batch = np.ascontiguousarray(images, dtype=np.float32)
+        request = service_pb2.ModelInferRequest(
+            model_name=model,
+            id=request_id,
+            inputs=[_InputTensor(name=INPUT_NAME, datatype=_FP32, shape=batch.shape)],
+            outputs=self._requested_outputs(tuple(output_names)),
+            raw_input_contents=[batch.tobytes()],
+        )
+        response = await self._call(
+            lambda client, timeout_s: _model_infer(client, request, timeout_s=timeout_s),
             timeout_s=self._infer_timeout_s,
             model=model,
             observe=self._on_replica_call,
         )
-        response = result.get_response()
         return VersionedOutputs(
             _outputs_by_name(response, output_names, model=model), str(response.model_version)
         )
@@ -337,6 +346,27 @@ class TritonBackend:
 
     async def _probe(self, client: InferenceServerClient) -> bool:
         return bool(await client.is_server_ready(client_timeout=self._control_timeout_s))
+
+
+async def _model_infer(
+    client: InferenceServerClient, request: Any, *, timeout_s: float
+) -> Any:
+    """``ModelInfer`` through ``client``'s stub; a gRPC error as tritonclient raises it."""
+    try:
+        return await client._client_stub.ModelInfer(  # noqa: SLF001
+            request=request, timeout=timeout_s
+        )
+    except grpc.RpcError as exc:
+        raise _triton_exception(exc) from exc
+
+
+def _triton_exception(exc: grpc.RpcError) -> InferenceServerException:
+    """The ``InferenceServerException`` tritonclient raises for ``exc``."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    return InferenceServerException(
+        msg=details() if callable(details) else str(exc),
+        status=str(code()) if callable(code) else None,
+    )
 
 
 def _control_error(exc: InferenceServerException, name: str, action: str) -> GatewayError:
