@@ -24,6 +24,7 @@ REQUESTS_PER_ROUND = 16
 MAX_ROUNDS = 20
 SCRAPES = 6
 STOP_TIMEOUT_S = 30
+CONNECT_TIMEOUT_S = 30
 PREDICT_ROUTE = "/v1/models/{model}/predict"
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -112,15 +113,25 @@ def test_metrics_count_every_request_whichever_worker_answered(two_workers, mode
         assert scraped_predictions(two_workers.url, model) == sent
 
 
+def channels_to(port: int, workers: list[psutil.Process]) -> dict[int, set[int]]:
+    """Each worker's local ports of its established connections to ``port``."""
+    return {
+        worker.pid: {
+            conn.laddr.port for conn in worker.net_connections(kind="tcp")
+            if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+        }
+        for worker in workers
+    }
+
+
 def test_each_worker_holds_its_own_channel_to_triton(two_workers, triton_server):
     triton_port = int(triton_server.grpc_url.rsplit(":", 1)[1])
-    channels = {}
-    for worker in workers_of(two_workers.pid):
-        channels[worker.pid] = {
-            conn.laddr.port for conn in worker.net_connections(kind="tcp")
-            if conn.raddr and conn.raddr.port == triton_port
-            and conn.status == psutil.CONN_ESTABLISHED
-        }
+    workers = workers_of(two_workers.pid)
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S  # /readyz answered by one; the other starts
+    channels = channels_to(triton_port, workers)
+    while not all(channels.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        channels = channels_to(triton_port, workers)
     assert len(channels) == WORKERS
     assert all(channels.values()), channels
     first, second = channels.values()
