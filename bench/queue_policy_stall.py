@@ -37,7 +37,6 @@ from gateway_bench import (
     add_load_arguments,
     load,
     preprocess,
-    write_report,
 )
 from google.protobuf import text_format
 from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
@@ -45,6 +44,7 @@ from hetgateway.answer import ANSWER_OUTPUTS
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 from hetgateway.embedded.repository import read_config
 from loopback_target import fashion_images, free_port
+from provenance import write_result
 from tritonclient.grpc import InferInput, InferRequestedOutput, model_config_pb2
 
 STALL_MS = 250.0
@@ -88,7 +88,7 @@ def main() -> int:
         rounds = asyncio.run(run_rounds(args, urls, tensors))
     report = summarise(args, rounds)
     print_report(report)
-    write_report(report, "queue-policy", args.machine, MEASURES)
+    write_result(report, "queue-policy", measures=MEASURES, machine=args.machine)
     return 0
 
 

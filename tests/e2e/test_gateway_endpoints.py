@@ -24,6 +24,7 @@ def test_readyz_reports_triton_and_every_model_ready(gateway_url, model_cards):
     answer = httpx.get(f"{gateway_url}/readyz", timeout=10)
     assert answer.status_code == 200
     assert answer.json()["models"] == {name: True for name in model_cards}
+    assert (answer.json()["replicas_ready"], answer.json()["replicas"]) == (1, 1)
 
 
 def test_models_lists_every_served_model_with_its_labels(gateway_url, model_cards):

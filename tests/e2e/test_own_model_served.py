@@ -148,7 +148,7 @@ def test_the_sdks_default_call_answers_a_3_and_a_2_class_model(served: Served) -
         assert [p.label for p in three.results[0].predictions] != []
         assert {p.label for p in three.results[0].predictions} == {"cat", "dog", "fox"}
         assert {p.label for p in two.results[0].predictions} == {"no", "yes"}
-        assert len(two.results[0].uncertainty.confusable[0].correlated) == 1  # K - 1
+        assert len(two.results[0].uncertainty.confusable[0].confused_with) == 1  # K - 1, share 1
         assert len(client.predict(png(1), model=THREE, top_k=2).results[0].predictions) == 2
         with pytest.raises(APIStatusError, match="top_k must be between 1 and 3") as error:
             client.predict(png(1), model=THREE, top_k=4)

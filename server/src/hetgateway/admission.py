@@ -2,7 +2,7 @@
 
 Typical usage (outermost but for CORS, see ``hetgateway.protection``)::
 
-    gate = AdmissionGate(max_in_flight=64)
+    gate = AdmissionGate(max_in_flight=64, metrics=metrics)
     app.add_middleware(AdmissionMiddleware, gate=gate, retry_after_s=1)
 
 An unbounded queue in front of a saturated model only turns overload into timeouts for
@@ -15,8 +15,13 @@ the API is saturated.
 The gate is the outermost layer but for CORS (when configured, so that a browser can read
 the 429): a refusal costs no request id, access-log line or metric
 label lookup, and its answer is built once, so that under overload the CPU goes to the
-admitted requests. Refusals are counted by the gate (``refused``, exported as
-``hetserve_http_requests_refused_total``), not in the per-route request counter.
+admitted requests. Refusals are counted by the gate (``refused``) and, given metrics, in
+``hetserve_http_requests_refused_total``, not in the per-route request counter; the requests in
+flight in ``hetserve_http_requests_in_flight``.
+
+With several workers (``--workers``), each worker has its own gate: the bound is per worker,
+so the gateway as a whole serves at most ``workers x max_in_flight`` API requests at once (the
+kernel hands each new connection to one worker). The metrics are summed over the workers.
 """
 
 from __future__ import annotations
@@ -25,21 +30,24 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hetgateway.errors import Overloaded
 from hetgateway.http_errors import error_response
+from hetgateway.metrics import GatewayMetrics
 
 GUARDED_PATH_PREFIX = "/v1/"
 
 
 class AdmissionGate:
-    """Counts admitted requests in flight; admits while fewer than ``max_in_flight``.
+    """Counts admitted requests in flight; admits while fewer than ``max_in_flight``. Given
+    ``metrics``, keeps their in-flight gauge and refusal counter too.
 
-    The gateway runs one event loop, and ``try_enter``/``leave`` never await, so the count
+    A worker runs one event loop, and ``try_enter``/``leave`` never await, so the count
     needs no lock.
     """
 
-    def __init__(self, *, max_in_flight: int) -> None:
+    def __init__(self, *, max_in_flight: int, metrics: GatewayMetrics | None = None) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self.max_in_flight = max_in_flight
+        self._metrics = metrics
         self._in_flight = 0
         self._refused = 0
 
@@ -58,13 +66,19 @@ class AdmissionGate:
         refusal and return False."""
         if self._in_flight >= self.max_in_flight:
             self._refused += 1
+            if self._metrics is not None:
+                self._metrics.refused.inc()
             return False
         self._in_flight += 1
+        if self._metrics is not None:
+            self._metrics.in_flight.inc()
         return True
 
     def leave(self) -> None:
         """Mark one admitted request as answered."""
         self._in_flight -= 1
+        if self._metrics is not None:
+            self._metrics.in_flight.dec()
 
 
 class AdmissionMiddleware:

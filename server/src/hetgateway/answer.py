@@ -5,6 +5,12 @@ predictions ``(topk_ids[b, j], labels[...], topk_probs[b, j])``; ``normalized_en
 predictive_entropy[b] / log K``; the latent correlation ``topk_correlation[b, :top_k, :top_k]``;
 and per top class the confusable classes the graph chose (largest share of its probability
 movement first), keeping those whose share is at least ``MIN_CONFUSABLE_SHARE``.
+
+On the request path the answer is laid out as plain dicts and lists in the shape of
+``hetcontract.PredictResponse`` and serialised once by pydantic-core's JSON encoder
+(``answer_json``): building and validating the nested pydantic models for every answer cost
+more than the rest of the answer together. ``build_results`` validates the same layout into
+``Result`` models, for code that wants them; a test holds the two equal.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 import numpy as np
 from hetcontract import HEAD_OUTPUTS, MIN_CONFUSABLE_SHARE, ModelCard, OutputName, Result
 from pydantic import TypeAdapter
+from pydantic_core import to_json
 
 ANSWER_OUTPUTS: tuple[str, ...] = tuple(
     spec.name.value for spec in HEAD_OUTPUTS if spec.name is not OutputName.PROBS
@@ -27,12 +34,24 @@ back)."""
 def build_results(
     outputs: Mapping[str, np.ndarray], card: ModelCard, *, top_k: int
 ) -> list[Result]:
-    """One ``Result`` per input from the graph's outputs (batch first, as Triton returns).
+    """One validated ``Result`` per input: ``result_layouts`` through pydantic in one call."""
+    return _RESULTS.validate_python(result_layouts(outputs, card, top_k=top_k))
 
-    The outputs are sliced to ``top_k`` and turned into Python numbers once per batch
-    (``tolist``), the answer is laid out as plain dicts and lists, and pydantic validates the
-    whole list in one call: several times cheaper than building each nested model in Python.
-    """
+
+def answer_json(
+    model: Mapping[str, Any], results: list[dict[str, Any]], *, request_id: str
+) -> bytes:
+    """The ``PredictResponse`` JSON of ``model`` (``ServedModel``'s layout) and ``results``
+    (``result_layouts``), encoded once, without building pydantic models."""
+    return to_json({"model": model, "results": results, "request_id": request_id})
+
+
+def result_layouts(
+    outputs: Mapping[str, np.ndarray], card: ModelCard, *, top_k: int
+) -> list[dict[str, Any]]:
+    """One ``Result`` per input, laid out as plain dicts, from the graph's outputs (batch
+    first, as Triton returns). The outputs are sliced to ``top_k`` and turned into Python
+    numbers once per batch (``tolist``)."""
     batch = outputs[OutputName.TOPK_IDS.value].shape[0]
     per_input = {name: np.asarray(outputs[name]).reshape(batch, -1) for name in ANSWER_OUTPUTS}
     k_max = per_input[OutputName.TOPK_IDS.value].shape[1]
@@ -51,7 +70,7 @@ def build_results(
     confusable_share = per_input[OutputName.CONFUSABLE_SHARE.value].reshape(batch, k_max, -1)
     log_k = math.log(card.num_classes)
     labels = card.labels
-    results = [
+    return [
         _result(
             labels,
             log_k=log_k,
@@ -73,7 +92,6 @@ def build_results(
             )
         )
     ]
-    return _RESULTS.validate_python(results)
 
 
 _RESULTS = TypeAdapter(list[Result])

@@ -33,7 +33,6 @@ from hetgateway.model_catalog import ModelCatalog
 from hetgateway.openapi import install_openapi
 from hetgateway.protection import add_cors, add_protection
 from hetgateway.request_context import RequestContextMiddleware
-from hetgateway.request_metrics import RequestMetricsMiddleware
 from hetgateway.routers import health, metrics, model_control, models, predict
 from hetgateway.settings import GatewaySettings, load_settings
 from hetgateway.triton_backend import TritonBackend
@@ -56,13 +55,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             infer_timeout_s=settings.infer_timeout_s,
             control_timeout_s=settings.control_timeout_s,
             max_reconnect_backoff_ms=settings.grpc_max_reconnect_backoff_ms,
+            refresh_interval_s=settings.triton_replica_check_interval_s,
+            on_replica_call=gateway_metrics.count_replica_call,
         )
         catalog = ModelCatalog(
             backend,
             repositories=settings.model_repositories,
             default_model=settings.default_model,
         )
-        app.state.catalog = catalog  # read by RequestMetricsMiddleware for the model label
+        app.state.catalog = catalog  # read by request_metrics for the model label
         app.state.data_plane = DataPlane(
             backend, catalog, settings=settings, metrics=gateway_metrics
         )
@@ -92,10 +93,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         BodySizeLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         read_timeout_s=settings.body_read_timeout_s,
+        linger_max_bytes=settings.linger_max_bytes,
+        linger_timeout_s=settings.linger_timeout_s,
     )
     app.state.admission = add_protection(app, settings, metrics=gateway_metrics)
-    app.add_middleware(RequestMetricsMiddleware, metrics=gateway_metrics)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=gateway_metrics)
     app.add_middleware(  # a 429 costs no other work
         AdmissionMiddleware, gate=app.state.admission, retry_after_s=settings.retry_after_s
     )

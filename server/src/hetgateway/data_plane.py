@@ -3,13 +3,14 @@
 Routers hand it plain inputs (``EncodedImage`` / ``RawTensor``); it validates them against
 the model card and the limits, preprocesses them (in a worker thread: Pillow and numpy are
 CPU-bound), sends the batch to Triton in chunks of the model's ``max_batch_size``, and shapes
-the answer with the ``hetcontract`` models. Failures are domain errors (``hetgateway.errors``).
+the answer in the layout of the ``hetcontract`` models (the predict answer as JSON bytes,
+serialised once, see ``hetgateway.answer``). Failures are domain errors (``hetgateway.errors``).
 
 Typical usage::
 
     plane = DataPlane(backend, catalog, settings=settings, metrics=metrics)
-    answer = await plane.predict([EncodedImage(png, "inputs[0]")], model=None, top_k=3,
-                                 request_id="abc")
+    answer_json = await plane.predict([EncodedImage(png, "inputs[0]")], model=None, top_k=3,
+                                      request_id="abc")   # PredictResponse as JSON bytes
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from anyio import to_thread
-from hetcontract import ModelDetail, ModelList, ModelSummary, PredictResponse, ServedModel
+from hetcontract import ModelDetail, ModelList, ModelSummary
 from hetcontract.api import MAX_TOP_K_DEFAULT as DEFAULT_TOP_K
 
-from hetgateway.answer import ANSWER_OUTPUTS, build_results
+from hetgateway.answer import ANSWER_OUTPUTS, answer_json, result_layouts
 from hetgateway.errors import (
     BackendError,
     Forbidden,
@@ -49,11 +50,14 @@ tensors, in a worker thread so that the loop is never held long."""
 
 @dataclass(frozen=True)
 class Readiness:
-    """Whether Triton and every served model are ready, and which are not."""
+    """Whether Triton and every served model are ready, which are not, and how many of
+    Triton's replicas are up."""
 
     ready: bool
     triton_ready: bool
     models: dict[str, bool]
+    replicas_ready: int = 0
+    replicas: int = 0
 
 
 class DataPlane:
@@ -78,17 +82,22 @@ class DataPlane:
         return self._settings.max_batch_size
 
     async def readiness(self) -> Readiness:
-        """Triton ready and every served model ready (no model known counts as not ready)."""
-        if not await self._backend.server_ready():
-            return Readiness(ready=False, triton_ready=False, models={})
+        """At least one Triton replica ready and every served model ready (no model known
+        counts as not ready)."""
+        up, total = await self._backend.replicas_ready()
+        replicas = {"replicas_ready": up, "replicas": total}
+        if not up:
+            return Readiness(ready=False, triton_ready=False, models={}, **replicas)
         try:
             await self._catalog.ensure_discovered()
         except GatewayError:
-            return Readiness(ready=False, triton_ready=True, models={})
+            return Readiness(ready=False, triton_ready=True, models={}, **replicas)
         names = sorted(self._catalog.entries)
         states = await asyncio.gather(*(self._backend.model_ready(name) for name in names))
         models = dict(zip(names, states, strict=True))
-        return Readiness(ready=bool(models) and all(states), triton_ready=True, models=models)
+        return Readiness(
+            ready=bool(models) and all(states), triton_ready=True, models=models, **replicas
+        )
 
     async def list_models(self) -> ModelList:
         """Every served model with its readiness; the default model's name."""
@@ -118,9 +127,9 @@ class DataPlane:
         model: str | None,
         top_k: int | None,
         request_id: str,
-    ) -> PredictResponse:
+    ) -> bytes:
         """Classify every input with ``model`` (None: the default model); ``top_k`` None means
-        ``min(DEFAULT_TOP_K, k_max)``."""
+        ``min(DEFAULT_TOP_K, k_max)``. Returns the ``PredictResponse`` as JSON."""
         if not inputs:
             raise InvalidInput("no inputs: send at least one image or tensor")
         if len(inputs) > self.max_inputs:
@@ -139,20 +148,20 @@ class DataPlane:
             batch = self._preprocess(inputs, entry)
         else:
             batch = await to_thread.run_sync(self._preprocess, inputs, entry)
-        self._metrics.batch_size.labels(model=entry.name).observe(len(inputs))
+        self._metrics.for_model(entry.name).batch_size.observe(len(inputs))
         outputs, version = await self._infer(entry, batch, request_id=request_id)
         entry = await self._catalog.for_version(entry, version)
         self._metrics.observe_uncertainty(entry.name, outputs)
-        return PredictResponse(
-            model=ServedModel(
-                name=entry.name,
-                version=entry.version,
-                num_classes=entry.card.num_classes,
-                mc_samples=entry.card.mc_samples,
-                temperature=entry.card.temperature,
-            ),
-            results=build_results(outputs, entry.card, top_k=top_k),
-            request_id=request_id,
+        card = entry.card
+        served = {  # ServedModel's layout
+            "name": entry.name,
+            "version": entry.version,
+            "num_classes": card.num_classes,
+            "mc_samples": card.mc_samples,
+            "temperature": card.temperature,
+        }
+        return answer_json(
+            served, result_layouts(outputs, card, top_k=top_k), request_id=request_id
         )
 
     def _preprocess(self, inputs: Sequence[PredictInput], entry: CatalogEntry) -> np.ndarray:
@@ -215,9 +224,7 @@ class DataPlane:
                 for name in ANSWER_OUTPUTS
             }
             version = parts[0].version
-        self._metrics.triton_seconds.labels(model=entry.name).observe(
-            time.perf_counter() - started
-        )
+        self._metrics.for_model(entry.name).triton_seconds.observe(time.perf_counter() - started)
         return outputs, version
 
     def _check_model_control(self) -> None:

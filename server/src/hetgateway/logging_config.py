@@ -16,11 +16,12 @@ API keys or image bytes.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from datetime import UTC, datetime
+import time
 from typing import Any
+
+from pydantic_core import to_json
 
 from hetgateway.request_context import current_request_id
 
@@ -35,13 +36,19 @@ _QUIET_LOGGERS = ("uvicorn.access",)
 
 class JsonFormatter(logging.Formatter):
     """Formats a record as one line of JSON: time (UTC, ms), level, logger, message,
-    request id, the ``extra=`` fields, and the exception text when there is one."""
+    request id, the ``extra=`` fields, and the exception text when there is one.
+
+    Written once per request (the access log): the UTC second is formatted once per second
+    and the object is encoded by pydantic-core, not by ``json``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, tz=UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -52,7 +59,15 @@ class JsonFormatter(logging.Formatter):
                 payload[key] = value
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str, ensure_ascii=False)
+        return to_json(payload, fallback=str).decode()
+
+    def _timestamp(self, created: float) -> str:
+        """ISO 8601 UTC with milliseconds: ``2026-11-24T05:30:00.123Z``."""
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
 
 
 def configure_logging(*, level: str | int = "INFO") -> None:

@@ -7,6 +7,13 @@ called.
 Each app owns its registry (never the process-global one), so several apps (tests) can live
 in one process. New metrics are added here as attributes and recorded where they happen.
 
+Several workers (``hetgateway gateway --workers N``): the parent sets
+``PROMETHEUS_MULTIPROC_DIR`` before it starts them, every worker then writes its values to
+files there (prometheus_client's multiprocess mode), and ``exposition`` reads them all: a
+counter scraped from any worker is the sum over the workers, the in-flight gauge the sum over
+the live ones (``livesum``). Every metric here is a counter, a histogram or that gauge, all of
+which multiprocess mode supports.
+
 Typical usage::
 
     metrics = GatewayMetrics()
@@ -18,18 +25,14 @@ Typical usage::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import os
+from typing import Any, NamedTuple
 
 import numpy as np
 from hetcontract import OutputName
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import generate_latest
-from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from hetgateway.admission import AdmissionGate
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -39,13 +42,33 @@ ENTROPY_BUCKETS_NATS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.
 TOP1_PROBABILITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_LATEST
 REFUSED_METRIC = "hetserve_http_requests_refused"
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's switch to multiprocess mode: the directory the workers' files live in."""
+
+
+class ModelMetrics(NamedTuple):
+    """One model's labelled series, looked up once (``GatewayMetrics.for_model``)."""
+
+    batch_size: Any
+    triton_seconds: Any
+    predictive_entropy: Any
+    top1_probability: Any
 
 
 class GatewayMetrics:
-    """The gateway's counters and histograms."""
+    """The gateway's counters and histograms.
+
+    Labelled series are looked up once per label set and kept (``for_model``,
+    ``count_request``): ``labels()`` takes a lock and builds a key on every call, and a request
+    records six series. The label sets are bounded (see the module docstring), so are these
+    caches.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._exposed = _multiprocess_registry() or self.registry
+        self._models: dict[str, ModelMetrics] = {}
+        self._requests: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "hetserve_http_requests_total",
             "HTTP requests answered, by method, route template, model and status code",
@@ -66,6 +89,13 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.replica_requests = Counter(
+            "hetserve_triton_replica_requests_total",
+            "Inference calls sent to each Triton replica (host:port), by outcome: ok, error "
+            "(Triton answered with an error), replica_gone (retried on another replica)",
+            ["replica", "outcome"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "hetserve_predict_batch_size",
             "Inputs per predict request, by model",
@@ -77,6 +107,12 @@ class GatewayMetrics:
         self.in_flight = Gauge(
             "hetserve_http_requests_in_flight",
             "API requests admitted and not yet answered (bounded by admission control)",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.refused = Counter(
+            REFUSED_METRIC,
+            "API requests refused with 429 by admission control (not in http_requests_total)",
             registry=self.registry,
         )
         self.predictive_entropy = Histogram(
@@ -94,17 +130,41 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
-    def watch_admission(self, gate: AdmissionGate) -> None:
-        """Export ``gate``'s requests in flight (a gauge) and refusals (a counter), read from
-        the gate at each scrape."""
-        self.in_flight.set_function(lambda: gate.in_flight)
-        self.registry.register(_RefusalCollector(gate))
+    def for_model(self, model: str) -> ModelMetrics:
+        """The per-model series of ``model``."""
+        series = self._models.get(model)
+        if series is None:
+            series = self._models[model] = ModelMetrics(
+                batch_size=self.batch_size.labels(model=model),
+                triton_seconds=self.triton_seconds.labels(model=model),
+                predictive_entropy=self.predictive_entropy.labels(model=model),
+                top1_probability=self.top1_probability.labels(model=model),
+            )
+        return series
+
+    def count_request(
+        self, *, method: str, route: str, model: str, status: int, seconds: float
+    ) -> None:
+        """Count one answered request and observe its duration."""
+        key = (method, route, model, status)
+        series = self._requests.get(key)
+        if series is None:
+            series = self._requests[key] = (
+                self.requests.labels(method=method, route=route, model=model, status=str(status)),
+                self.request_seconds.labels(method=method, route=route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def count_replica_call(self, replica: str, outcome: str) -> None:
+        """One inference attempt on ``replica`` (a ``TritonBackend`` call observer)."""
+        self.replica_requests.labels(replica=replica, outcome=outcome).inc()
 
     def observe_uncertainty(self, model: str, outputs: dict[str, np.ndarray]) -> None:
         """Record each input's predictive entropy ([B]) and top-1 probability (``topk_probs``
         [B, k_max], column 0) from a batch of Triton outputs."""
-        entropy = self.predictive_entropy.labels(model=model)
-        top1 = self.top1_probability.labels(model=model)
+        series = self.for_model(model)
+        entropy, top1 = series.predictive_entropy, series.top1_probability
         entropies = np.asarray(outputs[OutputName.PREDICTIVE_ENTROPY.value]).reshape(-1)
         top_probs = np.asarray(outputs[OutputName.TOPK_PROBS.value]).reshape(len(entropies), -1)
         for value in entropies:
@@ -113,19 +173,15 @@ class GatewayMetrics:
             top1.observe(float(value))
 
     def exposition(self) -> bytes:
-        """The registry in Prometheus' text format."""
-        return generate_latest(self.registry)
+        """The registry in Prometheus' text format; in multiprocess mode, every worker's
+        values (summed by metric and labels)."""
+        return generate_latest(self._exposed)
 
 
-class _RefusalCollector(Collector):
-    """``hetserve_http_requests_refused_total``: API requests the admission gate refused (429)."""
-
-    def __init__(self, gate: AdmissionGate) -> None:
-        self._gate = gate
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        yield CounterMetricFamily(
-            REFUSED_METRIC,
-            "API requests refused with 429 by admission control (not in http_requests_total)",
-            value=self._gate.refused,
-        )
+def _multiprocess_registry() -> CollectorRegistry | None:
+    """A registry reading every worker's files, when ``PROMETHEUS_MULTIPROC_DIR`` is set."""
+    if not os.environ.get(MULTIPROCESS_DIR_ENV):
+        return None
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry

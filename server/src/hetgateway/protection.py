@@ -4,14 +4,13 @@ Typical usage (in ``create_app``)::
 
     app.add_middleware(BodySizeLimitMiddleware, ...)
     gate = add_protection(app, settings, metrics=gateway_metrics)
-    app.add_middleware(RequestMetricsMiddleware, ...)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=gateway_metrics)
     app.add_middleware(AdmissionMiddleware, gate=gate, ...)
     add_cors(app, settings)
 
 Starlette runs the middleware added last first, so a request meets, outermost first:
 CORS (only when origins are configured) -> admission control (a 429 costs no other work) ->
-request context (id, access log) -> request metrics -> API keys (only when keys are
+request context (id, access log, request metrics) -> API keys (only when keys are
 configured) -> body limits (size and read deadline, ``BodySizeLimitMiddleware``) -> routes.
 CORS is outermost so that every answer a browser may read carries its headers, a 429 from the
 full gate included, and a preflight is answered without a key and without taking a place in
@@ -43,10 +42,9 @@ def add_protection(
     app: FastAPI, settings: GatewaySettings, *, metrics: GatewayMetrics
 ) -> AdmissionGate:
     """Add API keys to ``app`` (see the module docstring for the order); returns the admission
-    gate (for ``AdmissionMiddleware``), whose in-flight and refused counts ``metrics`` exports.
-    Raises ``ApiKeyConfigError`` on an unusable key file."""
-    gate = AdmissionGate(max_in_flight=settings.max_in_flight)
-    metrics.watch_admission(gate)
+    gate (for ``AdmissionMiddleware``), which keeps its in-flight and refused counts in
+    ``metrics``. Raises ``ApiKeyConfigError`` on an unusable key file."""
+    gate = AdmissionGate(max_in_flight=settings.max_in_flight, metrics=metrics)
     keys = load_api_keys(
         keys_text=settings.api_keys.get_secret_value() if settings.api_keys else None,
         keys_file=settings.api_keys_file,

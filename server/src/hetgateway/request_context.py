@@ -1,8 +1,11 @@
 """The request id: taken from the caller when sane, else made; returned, logged, sent to Triton.
+The same layer counts and times each request in the metrics, so that an answer passes through
+one wrapper for both.
 
 Typical usage::
 
-    app = RequestContextMiddleware(app)  # inside admission only: answers past the gate carry the id
+    app = RequestContextMiddleware(app, metrics=metrics)  # inside admission only: answers
+                                                          # past the gate carry the id
     # in a handler: request.state.request_id, or anywhere below it: current_request_id()
 
 The id is accepted from an ``X-Request-ID`` header when it is 1 to 128 characters of
@@ -21,6 +24,10 @@ import uuid
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hetgateway.metrics import GatewayMetrics
+from hetgateway.request_metrics import UNMATCHED_ROUTE as UNMATCHED_METRIC_ROUTE
+from hetgateway.request_metrics import record_request
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.encode()  # ASGI header names are lower-case bytes
@@ -62,10 +69,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 class RequestContextMiddleware:
     """Pure ASGI middleware: sets the request id for the request's task, stores it as
-    ``request.state.request_id``, adds ``X-Request-ID`` to the answer and writes the access log."""
+    ``request.state.request_id``, adds ``X-Request-ID`` to the answer, writes the access log
+    and, given ``metrics``, counts and times the request (``request_metrics``)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,14 +98,30 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if _access_log.isEnabledFor(logging.INFO):
-                _access_log.info(
-                    "request",
-                    extra={
-                        "method": scope.get("method"),
-                        "route": route_template(scope),
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * MS_PER_S, 3),
-                    },
+            seconds = time.perf_counter() - started
+            if self.metrics is not None:
+                record_request(
+                    self.metrics,
+                    scope,
+                    route=route_template(scope, unmatched=UNMATCHED_METRIC_ROUTE),
+                    status=status,
+                    seconds=seconds,
                 )
+            if _access_log.isEnabledFor(logging.INFO):
+                _log_access(scope, status=status, seconds=seconds)
             _request_id.reset(token)
+
+
+def _log_access(scope: Scope, *, status: int, seconds: float) -> None:
+    """The access-log line of one request. The record is made directly (``makeRecord``):
+    ``Logger.info`` would also walk the stack to find its caller, on every request."""
+    record = _access_log.makeRecord(
+        _access_log.name, logging.INFO, __file__, 0, "request", None, None,
+        extra={
+            "method": scope.get("method"),
+            "route": route_template(scope),
+            "status": status,
+            "duration_ms": round(seconds * MS_PER_S, 3),
+        },
+    )
+    _access_log.handle(record)

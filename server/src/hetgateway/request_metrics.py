@@ -1,4 +1,5 @@
-"""ASGI middleware counting answers by route, model and status, and timing them by route.
+"""Counting answers by route, model and status, and timing them by route (called once per
+request by ``RequestContextMiddleware``, which already wraps every answer).
 
 Labels never carry a caller's raw string, so odd URLs cannot blow up the label set:
 
@@ -14,12 +15,9 @@ The served names and the default model are read from the app's ``ModelCatalog``
 
 from __future__ import annotations
 
-import time
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from hetgateway.metrics import GatewayMetrics
-from hetgateway.request_context import route_template
 
 UNMATCHED_ROUTE = "unmatched"
 UNKNOWN_MODEL = "unknown"
@@ -41,34 +39,15 @@ def model_label(scope: Scope, route: str) -> str:
     return name if name is not None and name in catalog.entries else UNKNOWN_MODEL
 
 
-class RequestMetricsMiddleware:
-    """Record ``requests`` and ``request_seconds`` of ``GatewayMetrics``."""
-
-    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_recording(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_recording)
-        finally:
-            route = route_template(scope, unmatched=UNMATCHED_ROUTE)
-            method = scope.get("method", "")
-            self.metrics.requests.labels(
-                method=method, route=route, model=model_label(scope, route), status=str(status)
-            ).inc()
-            self.metrics.request_seconds.labels(method=method, route=route).observe(
-                time.perf_counter() - started
-            )
+def record_request(
+    metrics: GatewayMetrics, scope: Scope, *, route: str, status: int, seconds: float
+) -> None:
+    """Count one answered request (``requests``) and time it (``request_seconds``); ``route``
+    is its template, or ``UNMATCHED_ROUTE``."""
+    metrics.count_request(
+        method=scope.get("method", ""),
+        route=route,
+        model=model_label(scope, route),
+        status=status,
+        seconds=seconds,
+    )

@@ -1,7 +1,8 @@
 """Read a predict request's body, JSON or multipart, into plain ``PredictInput`` items.
 
 JSON: ``hetcontract.PredictRequest`` (``{"inputs": [{"image": b64} | {"tensor": [...]}],
-"top_k": 5}``). Multipart: one or more ``images`` file parts and an optional ``top_k`` field.
+"top_k": 5}``). Multipart: one or more ``images`` file parts and an optional ``top_k`` field,
+parsed in memory (``hetgateway.multipart_form``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 from fastapi import Request
 from hetcontract import ImageInput, PredictRequest
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
 from hetgateway.errors import (
     GatewayError,
@@ -21,6 +21,7 @@ from hetgateway.errors import (
 )
 from hetgateway.http_errors import describe_validation
 from hetgateway.inputs import EncodedImage, PredictInput, RawTensor
+from hetgateway.multipart_form import parse_multipart
 from hetgateway.preprocessing import decode_base64
 
 JSON_MEDIA_TYPE = "application/json"
@@ -42,9 +43,10 @@ class ParsedPredict:
 async def read_predict_request(request: Request, *, max_inputs: int) -> ParsedPredict:
     """Parse the body by its Content-Type; ``MalformedRequest`` / ``UnsupportedMediaType`` /
     ``InvalidInput`` on bad bodies."""
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == MULTIPART_MEDIA_TYPE:
-        return await _read_multipart(request, max_inputs=max_inputs)
+        return _parse_multipart(await request.body(), content_type, max_inputs=max_inputs)
     if media_type == JSON_MEDIA_TYPE or media_type.endswith("+json"):
         return _parse_json(await request.body())
     if not media_type and not await request.body():
@@ -78,17 +80,17 @@ def _parse_json(body: bytes) -> ParsedPredict:
     return ParsedPredict(inputs=inputs, top_k=top_k)
 
 
-async def _read_multipart(request: Request, *, max_inputs: int) -> ParsedPredict:
-    async with request.form(max_files=max_inputs + 1, max_fields=MAX_FORM_FIELDS) as form:
-        files = [part for part in form.getlist(IMAGES_FIELD) if isinstance(part, UploadFile)]
-        if not files:
-            raise InvalidInput(f"multipart body holds no '{IMAGES_FIELD}' files")
-        inputs: list[PredictInput] = [
-            EncodedImage(await part.read(), origin=f"images[{i}] ({part.filename or 'unnamed'})")
-            for i, part in enumerate(files)
-        ]
-        top_k = _form_top_k(form.get(TOP_K_FIELD))
-    return ParsedPredict(inputs=inputs, top_k=top_k)
+def _parse_multipart(body: bytes, content_type: str, *, max_inputs: int) -> ParsedPredict:
+    form = parse_multipart(
+        body, content_type, max_files=max_inputs + 1, max_fields=MAX_FORM_FIELDS
+    )
+    inputs: list[PredictInput] = [
+        EncodedImage(part.data, origin=f"images[{i}] ({part.filename or 'unnamed'})")
+        for i, part in enumerate(p for p in form.files if p.name == IMAGES_FIELD)
+    ]
+    if not inputs:
+        raise InvalidInput(f"multipart body holds no '{IMAGES_FIELD}' files")
+    return ParsedPredict(inputs=inputs, top_k=_form_top_k(form.fields.get(TOP_K_FIELD)))
 
 
 def _form_top_k(value: object) -> int | None:

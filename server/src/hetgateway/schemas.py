@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Health(BaseModel):
@@ -19,3 +19,5 @@ class Readiness(BaseModel):
     status: str = "ready"
     triton_ready: bool
     models: dict[str, bool]
+    replicas_ready: int = Field(description="Triton replicas that answer ready")
+    replicas: int = Field(description="Triton replicas the address names (resolved)")

@@ -25,6 +25,8 @@ DEFAULT_MAX_IMAGE_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_BODY_READ_TIMEOUT_S = 30.0
 DEFAULT_LISTEN_BACKLOG = 2048
+DEFAULT_LINGER_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_LINGER_TIMEOUT_S = 10.0
 
 
 class GatewaySettings(BaseSettings):
@@ -37,7 +39,16 @@ class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     triton_grpc_url: str = Field(
-        default=DEFAULT_TRITON_GRPC_URL, description="Triton's gRPC endpoint, host:port"
+        default=DEFAULT_TRITON_GRPC_URL,
+        description=(
+            "Triton's gRPC target: host:port, ipv4:a:p,b:p (replicas), or "
+            "dns:///name:port (every address of the name, e.g. a headless Service)"
+        ),
+    )
+    triton_replica_check_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often Triton's replicas are probed (and a dns:/// target resolved)",
     )
     host: str = Field(default="127.0.0.1", description="address the gateway binds")
     port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=0, le=65535, description="gateway port")
@@ -119,6 +130,27 @@ class GatewaySettings(BaseSettings):
     )
     cors_origins: str | None = Field(
         default=None, description="comma-separated origins allowed by CORS; unset: CORS off"
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "gateway worker processes sharing the port; unset: the command's default "
+            "(`gateway`: the usable cores; `serve`: half of them, Triton has the rest)"
+        ),
+    )
+    linger_max_bytes: int = Field(
+        default=DEFAULT_LINGER_MAX_BYTES,
+        ge=0,
+        description=(
+            "after a 413, request-body bytes read and discarded before the connection is "
+            "closed, so that clients that send the whole body first read the answer"
+        ),
+    )
+    linger_timeout_s: float = Field(
+        default=DEFAULT_LINGER_TIMEOUT_S,
+        ge=0,
+        description="after a 413, longest time spent discarding the rest of the body",
     )
 
 

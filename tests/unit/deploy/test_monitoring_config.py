@@ -29,7 +29,7 @@ def _yaml(path: Path) -> dict:
 def _gateway_metric_names() -> set[str]:
     """Every sample name the gateway exposes once each metric has seen a value."""
     metrics = GatewayMetrics()
-    metrics.watch_admission(AdmissionGate(max_in_flight=1))
+    AdmissionGate(max_in_flight=1, metrics=metrics).try_enter()  # in flight: 1
     metrics.requests.labels(method="GET", route="/healthz", model="", status="200").inc()
     metrics.request_seconds.labels(method="GET", route="/healthz").observe(0.01)
     metrics.triton_seconds.labels(model="m").observe(0.01)

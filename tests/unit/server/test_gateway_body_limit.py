@@ -1,4 +1,6 @@
-"""Bodies over the limit are refused before they are read whole."""
+"""Bodies over the limit are refused before they are read whole; with lingering on, the 413 is
+sent first and then the rest of the body is read and discarded, within its byte and time
+bounds, before the answer ends (so that clients that write the whole body first read it)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ class ReadingApp:
 def run(chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, int, int]:
     """Send ``chunks`` through the middleware; status, body, bytes the app saw, chunks pulled."""
     inner = ReadingApp()
-    app = BodySizeLimitMiddleware(inner, max_body_bytes=LIMIT)
+    app = BodySizeLimitMiddleware(inner, max_body_bytes=LIMIT)  # no lingering
     pulled = 0
     sent: list[dict] = []
 
@@ -77,3 +79,74 @@ def test_bodies_within_the_limit_pass_whole():
 def test_a_non_numeric_content_length_is_a_malformed_request():
     status, body, _, pulled = run([b"x"], [(b"content-length", b"ten")])
     assert status == 400 and b"malformed_request" in body and pulled == 0
+
+
+class LingerClient:
+    """A client writing ``chunks`` (None: a chunk that never comes); records what it is sent
+    and how many chunks were pulled before each message."""
+
+    def __init__(self, chunks: list[bytes | None]) -> None:
+        self.chunks = chunks
+        self.pulled = 0
+        self.sent: list[tuple[int, dict]] = []
+
+    async def receive(self) -> dict:
+        chunk = self.chunks[self.pulled]
+        if chunk is None:
+            await asyncio.sleep(3600)
+        self.pulled += 1
+        return {"type": "http.request", "body": chunk, "more_body": self.pulled < len(self.chunks)}
+
+    async def send(self, message: dict) -> None:
+        self.sent.append((self.pulled, message))
+
+
+def lingering(client: LingerClient, headers, *, max_bytes: int, timeout_s: float = 5.0) -> None:
+    app = BodySizeLimitMiddleware(ReadingApp(), max_body_bytes=LIMIT, linger_max_bytes=max_bytes,
+                                  linger_timeout_s=timeout_s)
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
+    asyncio.run(app(scope, client.receive, client.send))
+
+
+def test_a_declared_oversize_body_gets_the_whole_413_first_then_is_drained_and_closed():
+    client = LingerClient([b"x" * 60] * 10)
+    lingering(client, [(b"content-length", b"600")], max_bytes=10_000)
+    (pulled_at_start, start), (pulled_at_body, body), (pulled_at_end, end) = client.sent
+    assert start["status"] == 413 and (b"connection", b"close") in start["headers"]
+    assert b"payload_too_large" in body["body"] and body["more_body"] is True
+    assert pulled_at_start == pulled_at_body == 0  # answered before a byte was read
+    assert pulled_at_end == 10 and end == {"type": "http.response.body", "body": b"",
+                                           "more_body": False}
+
+
+def test_draining_stops_at_its_byte_bound():
+    client = LingerClient([b"x" * 60] * 10)
+    lingering(client, [(b"content-length", b"600")], max_bytes=150)
+    assert client.pulled == 3  # 60, 120, 180 >= 150: the connection is then closed
+    assert client.sent[-1][1]["more_body"] is False
+
+
+def test_draining_stops_at_its_time_bound():
+    client = LingerClient([b"x" * 60, None])
+    lingering(client, [(b"content-length", b"600")], max_bytes=10_000, timeout_s=0.2)
+    assert client.pulled == 1 and client.sent[-1][1]["more_body"] is False
+
+
+def test_a_streamed_body_that_overflows_is_answered_then_drained():
+    class AnsweringApp(ReadingApp):
+        async def __call__(self, scope, receive, send):
+            try:
+                await super().__call__(scope, receive, send)
+            except PayloadTooLarge:  # as the app's error handler answers it
+                await send({"type": "http.response.start", "status": 413, "headers": []})
+                await send({"type": "http.response.body", "body": b"too large"})
+
+    client = LingerClient([b"x" * 60] * 10)
+    app = BodySizeLimitMiddleware(AnsweringApp(), max_body_bytes=LIMIT,
+                                  linger_max_bytes=10_000, linger_timeout_s=5)
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+    asyncio.run(app(scope, client.receive, client.send))
+    (_, start), (at_body, body), (at_end, end) = client.sent
+    assert start["status"] == 413 and (b"connection", b"close") in start["headers"]
+    assert body["body"] == b"too large" and body["more_body"] is True and at_body == 2
+    assert at_end == 10 and end["more_body"] is False

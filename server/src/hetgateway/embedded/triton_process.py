@@ -105,7 +105,8 @@ def build_backend_dir(target: Path) -> Path:
 
 
 class TritonProcess:
-    """One ``tritonserver`` on loopback serving ``repositories``; with
+    """One ``tritonserver`` serving ``repositories`` on ``address`` (loopback by default;
+    ``hetgateway triton`` gives each replica its own, e.g. 127.0.0.2); with
     ``explicit_model_control`` its models can be loaded and unloaded while it runs."""
 
     def __init__(
@@ -117,9 +118,11 @@ class TritonProcess:
         log_path: Path | None = None,
         exit_timeout_s: int = DEFAULT_EXIT_TIMEOUT_S,
         explicit_model_control: bool = False,
+        address: str = LOOPBACK,
     ) -> None:
         self.repositories = tuple(repositories)
         self.explicit_model_control = explicit_model_control
+        self.address = address
         self.ports = ports
         self.backend_dir = backend_dir
         self.log_path = log_path
@@ -128,15 +131,15 @@ class TritonProcess:
 
     @property
     def http_url(self) -> str:
-        return f"{LOOPBACK}:{self.ports.http}"
+        return f"{self.address}:{self.ports.http}"
 
     @property
     def grpc_url(self) -> str:
-        return f"{LOOPBACK}:{self.ports.grpc}"
+        return f"{self.address}:{self.ports.grpc}"
 
     @property
     def metrics_url(self) -> str:
-        return f"{LOOPBACK}:{self.ports.metrics}"
+        return f"{self.address}:{self.ports.metrics}"
 
     @property
     def pid(self) -> int | None:
@@ -149,11 +152,11 @@ class TritonProcess:
             str(paths.tritonserver),
             *(f"--model-repository={repo}" for repo in self.repositories),
             f"--backend-directory={self.backend_dir}",
-            f"--http-address={LOOPBACK}",
+            f"--http-address={self.address}",
             f"--http-port={self.ports.http}",
-            f"--grpc-address={LOOPBACK}",
+            f"--grpc-address={self.address}",
             f"--grpc-port={self.ports.grpc}",
-            f"--metrics-address={LOOPBACK}",
+            f"--metrics-address={self.address}",
             f"--metrics-port={self.ports.metrics}",
             f"--exit-timeout-secs={self.exit_timeout_s}",
             *(EXPLICIT_MODEL_CONTROL_ARGS if self.explicit_model_control

@@ -20,13 +20,21 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses=error_responses(503))
 async def readyz(plane: DataPlaneDep) -> Readiness:
-    """Triton is ready and so is every served model; else 503 naming what is not."""
+    """A Triton replica is ready and so is every served model; else 503 naming what is not.
+    The answer says how many of Triton's replicas are ready."""
     state = await plane.readiness()
     if not state.triton_ready:
-        raise BackendUnavailable("Triton is not reachable or not ready")
+        raise BackendUnavailable(
+            f"Triton is not reachable or not ready (0 of {state.replicas} replicas ready)"
+        )
     if not state.ready:
         waiting = [name for name, ready in state.models.items() if not ready]
         raise ModelNotReady(
             f"models not ready: {', '.join(waiting)}" if waiting else "no model is served yet"
         )
-    return Readiness(triton_ready=True, models=state.models)
+    return Readiness(
+        triton_ready=True,
+        models=state.models,
+        replicas_ready=state.replicas_ready,
+        replicas=state.replicas,
+    )

@@ -1,21 +1,30 @@
 """Predictions: JSON (base64 images or tensors) or multipart ``images`` files.
 
-The answer is serialised once, straight from the ``PredictResponse`` the data plane built
-(``model_dump_json``), rather than through FastAPI's response-model path, which would validate
-and encode the same model again; ``response_model`` still documents it in OpenAPI. The only
+The answer is the JSON the data plane serialised once (``hetgateway.answer``), sent as it is
+rather than through FastAPI's response-model path, which would validate and encode it again;
+``response_model`` still documents it in OpenAPI. The only
 dependency is the data plane (it owns the batch limit); the request id comes from the request
-context, so FastAPI resolves one dependency per request instead of three.
+context.
+
+Both routes are ``PredictRoute``s (FastAPI's documented custom ``APIRoute`` hook): OpenAPI,
+routing, error handling and the route template seen by logs and metrics are FastAPI's, but a
+request skips FastAPI's per-request dependency solving (about 7 % of the gateway's CPU per
+batch-1 request when profiled) and goes straight to ``_predict`` with the app's data plane.
+When the app has dependency overrides (tests), the request takes FastAPI's own path, so an
+override of ``get_data_plane`` applies as usual.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
 from hetcontract import PredictResponse
 
 from hetgateway.data_plane import DataPlane
-from hetgateway.dependencies import DataPlaneDep
+from hetgateway.dependencies import DataPlaneDep, get_data_plane
 from hetgateway.request_context import current_request_id
 from hetgateway.request_parsing import (
     IMAGES_FIELD,
@@ -26,7 +35,29 @@ from hetgateway.request_parsing import (
 )
 from hetgateway.routers.responses import error_responses
 
-router = APIRouter(tags=["predict"])
+MODEL_PATH_PARAMETER = "model"
+
+
+class PredictRoute(APIRoute):
+    """A predict route whose requests skip FastAPI's dependency solving (see the module
+    docstring); everything else is ``APIRoute``'s."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        standard = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            if request.app.dependency_overrides:
+                return await standard(request)
+            return await _predict(
+                request,
+                await get_data_plane(request),
+                model=request.path_params.get(MODEL_PATH_PARAMETER),
+            )
+
+        return handle
+
+
+router = APIRouter(tags=["predict"], route_class=PredictRoute)
 
 PREDICT_REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
@@ -87,9 +118,4 @@ async def _predict(request: Request, plane: DataPlane, *, model: str | None) -> 
     answer = await plane.predict(
         parsed.inputs, model=model, top_k=parsed.top_k, request_id=current_request_id() or ""
     )
-    return _json(answer)
-
-
-def _json(answer: PredictResponse) -> Response:
-    """The answer as JSON bytes, serialised once."""
-    return Response(content=answer.model_dump_json(), media_type=JSON_MEDIA_TYPE)
+    return Response(content=answer, media_type=JSON_MEDIA_TYPE)

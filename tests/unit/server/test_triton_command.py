@@ -1,0 +1,40 @@
+"""``hetgateway triton``: one embedded Triton replica on an address and ports of its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hetgateway.cli import EXIT_STARTUP_FAILED, build_parser, main
+from hetgateway.embedded import TritonPorts, TritonProcess
+
+
+def test_the_triton_command_takes_an_address_and_three_ports() -> None:
+    args = build_parser().parse_args([
+        "triton", "--model-repository", "model_repo", "--address", "127.0.0.2",
+        "--http-port", "18000", "--grpc-port", "18001", "--metrics-port", "18002",
+    ])
+    assert (args.command, args.repositories, args.address) == (
+        "triton", [Path("model_repo")], "127.0.0.2")
+    assert (args.http_port, args.grpc_port, args.metrics_port) == (18000, 18001, 18002)
+
+
+def test_by_default_a_replica_binds_loopback_on_tritons_ports() -> None:
+    args = build_parser().parse_args(["triton"])
+    assert args.address == "127.0.0.1"
+    assert (args.http_port, args.grpc_port, args.metrics_port) == (8000, 8001, 8002)
+
+
+def test_triton_binds_every_endpoint_to_the_replica_address(tmp_path: Path) -> None:
+    triton = TritonProcess([tmp_path], ports=TritonPorts(18000, 18001, 18002),
+                           backend_dir=tmp_path, address="127.0.0.3")
+    command = triton.command()
+    for endpoint in ("http", "grpc", "metrics"):
+        assert f"--{endpoint}-address=127.0.0.3" in command
+    assert (triton.http_url, triton.grpc_url, triton.metrics_url) == (
+        "127.0.0.3:18000", "127.0.0.3:18001", "127.0.0.3:18002")
+
+
+def test_a_missing_repository_ends_the_command_with_a_message(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "nowhere"
+    assert main(["triton", "--model-repository", str(missing)]) == EXIT_STARTUP_FAILED
+    assert "nowhere is not a directory" in capsys.readouterr().err

@@ -1,0 +1,207 @@
+"""Triton replicas: the gRPC targets the gateway takes, round-robin over the replicas that are
+up, a replica out of the rotation when it fails and back when a probe finds it ready, DNS
+targets resolved to every address, and which failures send a call to another replica."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import numpy as np
+import pytest
+from hetgateway.triton_backend import TritonBackend, replica_gone
+from hetgateway.triton_replicas import (
+    ReplicaPool,
+    ReplicaTarget,
+    TargetError,
+    join_host_port,
+    parse_target,
+)
+from tritonclient.utils import InferenceServerException
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("127.0.0.1:8001", ReplicaTarget(addresses=("127.0.0.1:8001",))),
+        ("triton:8001", ReplicaTarget(addresses=("triton:8001",))),
+        ("ipv4:127.0.0.2:8001,127.0.0.3:8001",
+         ReplicaTarget(addresses=("127.0.0.2:8001", "127.0.0.3:8001"))),
+        ("ipv4:127.0.0.2:9001, 127.0.0.3:9002",
+         ReplicaTarget(addresses=("127.0.0.2:9001", "127.0.0.3:9002"))),
+        ("ipv6:[::1]:8001,[::2]:8001", ReplicaTarget(addresses=("[::1]:8001", "[::2]:8001"))),
+        ("dns:///triton-headless.ml.svc.cluster.local:8001",
+         ReplicaTarget(dns_name="triton-headless.ml.svc.cluster.local", port=8001)),
+        ("dns://10.0.0.10:53/triton:9001", ReplicaTarget(dns_name="triton", port=9001)),
+        ("dns:triton", ReplicaTarget(dns_name="triton", port=8001)),
+        ("unix:/run/triton.sock", ReplicaTarget(addresses=("unix:/run/triton.sock",))),
+    ],
+)
+def test_the_gateway_takes_any_grpc_target(target: str, expected: ReplicaTarget) -> None:
+    assert parse_target(target) == expected
+
+
+@pytest.mark.parametrize(
+    "target", ["", "ipv4:", "ipv4:127.0.0.2", "127.0.0.1", "host:port", "host:70000", ":8001"]
+)
+def test_a_target_without_a_usable_host_and_port_is_refused(target: str) -> None:
+    with pytest.raises(TargetError):
+        parse_target(target)
+
+
+def test_the_backend_refuses_a_bad_address_when_built() -> None:
+    with pytest.raises(ValueError, match="names no port"):
+        TritonBackend("ipv4:127.0.0.2", infer_timeout_s=1, control_timeout_s=1)
+
+
+def test_ipv6_hosts_are_bracketed() -> None:
+    assert join_host_port("::1", 8001) == "[::1]:8001"
+    assert join_host_port("10.0.0.7", 8001) == "10.0.0.7:8001"
+
+
+class Replicas:
+    """Stand-in replica clients: a name per address and a readiness each test sets."""
+
+    def __init__(self) -> None:
+        self.ready: dict[str, bool] = {}
+        self.closed: list[str] = []
+
+    def connect(self, address: str) -> str:
+        self.ready.setdefault(address, True)
+        return address
+
+    async def probe(self, client: str) -> bool:
+        if self.ready[client] is None:
+            raise ConnectionError(client)
+        return self.ready[client]
+
+    async def disconnect(self, client: str) -> None:
+        self.closed.append(client)
+
+    def pool(self, target: str) -> ReplicaPool[str]:
+        return ReplicaPool(parse_target(target), connect=self.connect, probe=self.probe,
+                           disconnect=self.disconnect, refresh_interval_s=0.01)
+
+
+def _picks(pool: ReplicaPool[str], count: int) -> Counter[str]:
+    picked = (pool.pick() for _ in range(count))
+    return Counter(replica.address for replica in picked if replica is not None)
+
+
+def test_calls_go_round_robin_over_every_replica() -> None:
+    pool = Replicas().pool("ipv4:127.0.0.2:8001,127.0.0.3:8001,127.0.0.4:8001")
+    first = [pool.pick().address for _ in range(3)]
+    assert sorted(first) == ["127.0.0.2:8001", "127.0.0.3:8001", "127.0.0.4:8001"]
+    assert [pool.pick().address for _ in range(3)] == first
+
+
+def test_a_replica_marked_down_gets_no_calls_until_a_probe_finds_it_ready() -> None:
+    replicas = Replicas()
+    pool = replicas.pool("ipv4:127.0.0.2:8001,127.0.0.3:8001")
+    gone = pool.replicas[0]
+    pool.mark_down(gone)
+    replicas.ready[gone.address] = False
+    assert _picks(pool, 10) == {"127.0.0.3:8001": 10}
+    assert asyncio.run(pool.check()) == 1
+    assert _picks(pool, 10) == {"127.0.0.3:8001": 10}
+    replicas.ready[gone.address] = True
+    assert asyncio.run(pool.check()) == 2
+    assert _picks(pool, 10) == {"127.0.0.2:8001": 5, "127.0.0.3:8001": 5}
+
+
+def test_a_probe_that_raises_counts_as_down() -> None:
+    replicas = Replicas()
+    pool = replicas.pool("ipv4:127.0.0.2:8001,127.0.0.3:8001")
+    replicas.ready["127.0.0.2:8001"] = None
+    assert asyncio.run(pool.check()) == 1
+    assert [r.up for r in pool.replicas] == [False, True]
+
+
+def test_the_retry_goes_to_another_replica_and_to_none_when_all_were_tried() -> None:
+    pool = Replicas().pool("ipv4:127.0.0.2:8001,127.0.0.3:8001")
+    first = pool.pick()
+    second = pool.pick(exclude=[first.address])
+    assert second.address != first.address
+    assert pool.pick(exclude=[first.address, second.address]) is None
+
+
+def test_with_every_replica_down_calls_still_go_out_so_that_triton_says_why() -> None:
+    pool = Replicas().pool("ipv4:127.0.0.2:8001,127.0.0.3:8001")
+    for replica in pool.replicas:
+        pool.mark_down(replica)
+    assert pool.up_count == 0
+    assert _picks(pool, 4) == {"127.0.0.2:8001": 2, "127.0.0.3:8001": 2}
+
+
+def test_a_dns_target_has_a_replica_per_address_and_follows_the_name() -> None:
+    replicas = Replicas()
+    pool = replicas.pool("dns:///localhost:18001")
+
+    async def scenario() -> None:
+        assert pool.replicas == ()
+        await pool.start()  # resolves before returning: the first call has somewhere to go
+        addresses = {replica.address for replica in pool.replicas}
+        assert "127.0.0.1:18001" in addresses
+        assert all(address.endswith(":18001") for address in addresses)
+        await pool.close()
+
+    asyncio.run(scenario())
+    assert "127.0.0.1:18001" in replicas.closed
+
+
+def test_the_background_loop_brings_a_replica_back_by_itself() -> None:
+    replicas = Replicas()
+    pool = replicas.pool("ipv4:127.0.0.2:8001,127.0.0.3:8001")
+
+    async def scenario() -> None:
+        await pool.start()
+        gone = pool.replicas[0]
+        pool.mark_down(gone)
+        await asyncio.sleep(0.1)
+        assert gone.up
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "gone"),
+    [
+        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", True),
+        ("StatusCode.UNAVAILABLE", "Socket closed", True),
+        ("StatusCode.UNKNOWN", "Connection reset by peer", True),
+        ("StatusCode.INTERNAL", "recvmsg:Connection reset by peer", True),
+        # Triton's own UNAVAILABLE for a model: the replica is there, another would say the same
+        ("StatusCode.UNAVAILABLE", "Request for unknown model: 'm' is not found", False),
+        ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", False),
+        ("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'images'", False),
+        ("StatusCode.INTERNAL", "ONNX Runtime failed", False),
+    ],
+)
+def test_only_a_replica_that_is_gone_sends_the_call_elsewhere(
+    status: str, message: str, gone: bool
+) -> None:
+    assert replica_gone(InferenceServerException(message, status=status)) is gone
+
+
+def test_a_call_whose_replicas_are_all_gone_tries_two_and_answers_unavailable(
+    unused_port,
+) -> None:
+    """Real gRPC channels to two loopback ports nobody listens on."""
+    from hetgateway.errors import BackendUnavailable
+
+    first, second = f"127.0.0.1:{unused_port()}", f"127.0.0.1:{unused_port()}"
+    attempts: list[tuple[str, str]] = []
+
+    async def scenario() -> tuple[int, int]:
+        backend = TritonBackend(f"ipv4:{first},{second}", infer_timeout_s=5,
+                                control_timeout_s=1, on_replica_call=lambda *a: attempts.append(a))
+        try:
+            with pytest.raises(BackendUnavailable):
+                await backend.infer("m", np.zeros((1, 1, 2, 2), np.float32), output_names=["x"])
+            return await backend.replicas_ready()
+        finally:
+            await backend.close()
+
+    assert asyncio.run(scenario()) == (0, 2)
+    assert sorted(attempts) == sorted([(first, "replica_gone"), (second, "replica_gone")])
