@@ -314,3 +314,22 @@ def test_loading_and_unloading_from_outside_need_the_api_key(
     answer = httpx.post(f"{keyed}/v1/models/{TWO}/predict", json=body, headers=headers,
                         timeout=30)
     assert answer.status_code == 200 and len(answer.json()["results"][0]["predictions"]) == 2
+
+
+def test_loading_goes_to_every_replica_up_and_a_gone_one_leaves_the_rotation(
+    served: Served, launch_gateway: Callable[..., str], unused_port: Callable[[], int]
+) -> None:
+    """A gateway over two replicas, the second a port nobody listens on: the load reaches the
+    live one and the gone one does not fail it (sending it to every replica known, gone or
+    not, answers 503), and a refusal by a live replica is the answer."""
+    gone = f"127.0.0.1:{unused_port()}"
+    keyed = launch_gateway(f"ipv4:{served.grpc_url},{gone}", wait_for="/readyz", api_keys=KEY,
+                           model_repositories=json.dumps([str(served.repository)]))
+    headers = {"Authorization": f"Bearer {KEY}"}
+    loaded = httpx.post(f"{keyed}/v1/models/{TWO}/load", headers=headers, timeout=120)
+    assert loaded.status_code == 200, loaded.text
+    assert loaded.json()["ready"] is True
+    ready = httpx.get(f"{keyed}/readyz", timeout=10).json()
+    assert (ready["replicas_ready"], ready["replicas"]) == (1, 2)
+    missing = httpx.post(f"{keyed}/v1/models/nope/load", headers=headers, timeout=120)
+    assert missing.status_code == 409 and "nope" in missing.json()["error"]["message"]
