@@ -67,6 +67,37 @@ def test_export_writes_a_model_repository_entry_with_a_valid_card(
     assert all(spec.name.value in config for spec in HEAD_OUTPUTS)
 
 
+def test_export_chooses_s_by_the_error_asked_for_and_cards_it(
+    het_checkpoint: Path, tmp_path: Path
+) -> None:
+    """--mc-error E: the smallest S whose p_bar p99 error on held-out images is <= E; a loose E
+    gives the smallest S tried; the card holds the request and the measured error."""
+    result = CliRunner().invoke(app, [
+        "export", str(het_checkpoint), "--model-repo", str(tmp_path / "repo"), "--name", "m",
+        "--mc-error", "1.0", "--error-images", str(DEFAULT_FASHION_MNIST_DIR),
+        "--error-image-count", "8",
+    ])
+    assert result.exit_code == 0, result.output
+    card = ModelCard.model_validate_json((tmp_path / "repo" / "m" / "model_card.json").read_text())
+    mc = card.monte_carlo
+    assert (card.mc_samples, mc.samples, mc.requested_p99, mc.images) == (32, 32, 1.0, 4)
+    assert mc.error["probs"].p99 <= 1.0 and "S = 32" in result.output
+    _fails_cleanly(["export", str(het_checkpoint), "--model-repo", str(tmp_path / "repo"),
+                    "--mc-error", "0.01"], "needs held-out images")
+
+
+def test_mc_error_reports_every_served_quantity_against_the_exact_integral(
+    het_checkpoint: Path,
+) -> None:
+    result = CliRunner().invoke(app, [
+        "mc-error", str(het_checkpoint), "--count", "4", "--mc-samples", "64",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["images"] == 4 and report["reference_standard_error"] < 1e-3
+    assert set(report["error"]) >= {"probs", "expected_entropy", "confusable_share"}
+
+
 def test_export_of_a_corrupt_checkpoint_fails_with_a_clear_message(tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"this is not a checkpoint")
