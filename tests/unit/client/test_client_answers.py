@@ -38,11 +38,11 @@ WIRE_ANSWER = """{
   "uncertainty": {
    "predictive_entropy": 0.9857, "normalized_entropy": 0.4281, "expected_entropy": 0.7353,
    "mutual_information": 0.2504,
-   "class_correlation": {"class_ids": [6, 2], "matrix": [[1.0, -0.132], [-0.132, 1.0]]},
-   "confusable": [{"class_id": 6, "correlated": [
-                    {"class_id": 4, "label": "Coat", "correlation": -0.633}]},
-                  {"class_id": 2, "correlated": [
-                    {"class_id": 7, "label": "Sneaker", "correlation": -0.4255}]}]}
+   "latent_correlation": {"class_ids": [6, 2], "matrix": [[1.0, -0.132], [-0.132, 1.0]]},
+   "confusable": [{"class_id": 6, "confused_with": [
+                    {"class_id": 0, "label": "T-shirt/top", "share": 0.633}]},
+                  {"class_id": 2, "confused_with": [
+                    {"class_id": 4, "label": "Coat", "share": 0.4255}]}]}
  }],
  "request_id": "549c36ec"
 }"""

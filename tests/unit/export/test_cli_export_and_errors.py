@@ -127,7 +127,7 @@ def small_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoConfig, De
         model_repo=tmp_path / "repo", report_dir=tmp_path / "reports",
         work_dir=tmp_path / "work", seeds=(0, 1), epochs=1, grid=((2, 1.0), (1, 0.5)),
         grid_epochs=1, sweep_rates=(0.0, 0.4), sweep_epochs=1, train_mc_samples=4,
-        export_mc_samples=16, error_images=8, train_limit=300, test_limit=100, num_threads=1,
+        export_mc_samples=32, error_images=8, train_limit=300, test_limit=100, num_threads=1,
         progress=False,
     )
     return config, run_demo(config)
@@ -187,14 +187,15 @@ def test_demo_het_card_records_the_bank_it_bakes_and_its_measured_error(
     card = ModelCard.model_validate_json(
         (config.model_repo / "fashion_het" / "model_card.json").read_text())
     het = card.monte_carlo
-    assert (het.samples, het.images, het.seeds_searched) == (16, 4, 32)
+    assert (het.samples, het.images, het.seeds_searched) == (32, 4, 32)
+    assert het.design == "moment_matched_sobol"  # "auto" at S = 32, R + K <= 12
     assert het.reference_error < 1e-3
     assert set(het.error) == {"probs", "topk_probs", "predictive_entropy", "expected_entropy",
                               "mutual_information", "topk_correlation", "confusable_share"}
     assert all(0 <= e.mean <= e.p99 <= 1 for e in het.error.values())
     baked = {t.name: numpy_helper.to_array(t) for t in onnx.load(
         str(config.model_repo / "fashion_het" / "1" / "model.onnx")).graph.initializer}
-    searched = NoiseBank.fixed(16, card.num_factors, card.num_classes, seed=het.seed,
+    searched = NoiseBank.fixed(32, card.num_factors, card.num_classes, seed=het.seed,
                                design=het.design)
     np.testing.assert_array_equal(baked["noise_factors"], searched.factor_noise.numpy())
     np.testing.assert_array_equal(baked["noise_diag"], searched.diag_noise.numpy())

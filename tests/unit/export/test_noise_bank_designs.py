@@ -9,7 +9,7 @@ from hetexport.errors import ExportError
 from hetexport.exact.bank_search import score, search_bank
 from hetexport.exact.measure import head_error, reference_for
 from hetexport.layers import NoiseBank
-from hetexport.layers.noise_bank import BANK_DESIGNS
+from hetexport.layers.noise_bank import BANK_DESIGNS, resolve_design
 from hetexport.model import ModelSpec, build_model
 from hetexport.onnx.sampling_plan import plan_sampling
 
@@ -45,6 +45,16 @@ def test_antithetic_bank_holds_each_point_and_its_negation():
     assert z.mean(0).abs().max() == 0
 
 
+def test_auto_design_is_the_best_design_the_sample_count_allows():
+    assert resolve_design("auto", 64, R, K) == "moment_matched_sobol"  # 32 pairs > 8 dims
+    assert resolve_design("auto", 16, R, K) == "sobol"  # 8 pairs cannot span 8 dims
+    assert resolve_design("auto", 1000, 50, 21843) == "normal"  # beyond Sobol's 21201 dims
+    assert resolve_design("sobol", 16, R, K) == "sobol"
+    auto = NoiseBank.fixed(16, R, K, seed=1, design="auto")
+    sobol = NoiseBank.fixed(16, R, K, seed=1, design="sobol")
+    assert torch.equal(auto.diag_noise, sobol.diag_noise)
+
+
 def test_moment_matched_bank_has_exactly_mean_zero_and_identity_second_moment():
     z = stacked(NoiseBank.fixed(64, R, K, seed=0, design="moment_matched_sobol"))
     assert z.mean(0).abs().max() < 1e-6
@@ -54,8 +64,8 @@ def test_moment_matched_bank_has_exactly_mean_zero_and_identity_second_moment():
 def test_designs_refuse_sample_counts_they_cannot_make():
     with pytest.raises(ValueError, match="even"):
         NoiseBank.fixed(63, R, K, seed=0, design="antithetic_sobol")
-    with pytest.raises(ValueError, match="S > R"):
-        NoiseBank.fixed(8, R, K, seed=0, design="moment_matched_sobol")
+    with pytest.raises(ValueError, match="S/2 > R"):  # 8 pairs cannot span 8 dimensions
+        NoiseBank.fixed(16, R, K, seed=0, design="moment_matched_sobol")
     with pytest.raises(ValueError, match="unknown bank design"):
         NoiseBank.fixed(8, R, K, seed=0, design="lattice")
 

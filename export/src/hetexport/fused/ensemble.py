@@ -52,6 +52,7 @@ from hetexport.fused.served_head import (
     HeadConstants,
 )
 from hetexport.layers import NoiseBank
+from hetexport.layers.noise_bank import resolve_design
 from hetexport.model import HetClassifier
 from hetexport.onnx.export import DEFAULT_BANK_DESIGN
 from hetexport.onnx.sampling_plan import DEFAULT_EXPORT_MC_SAMPLES
@@ -157,8 +158,10 @@ def _model_card(model: HetClassifier, name: str, *, reference: Path | None,
     samples = mc_samples or DEFAULT_EXPORT_MC_SAMPLES
     fields = {"metrics": {}, "parity": {}, "top_k": top_k, "num_confusable": num_confusable,
               "mc_samples": samples,
-              "monte_carlo": MonteCarloSpec(design=DEFAULT_BANK_DESIGN, samples=samples,
-                                            images=0)}
+              "monte_carlo": MonteCarloSpec(
+                  design=resolve_design(DEFAULT_BANK_DESIGN, samples, head.num_factors,
+                                        head.num_classes),
+                  samples=samples, images=0)}
     if reference is not None:
         ref = ModelCard.model_validate_json((reference / MODEL_CARD_FILENAME).read_text())
         fields = {"metrics": ref.metrics, "parity": {}, "top_k": ref.top_k,

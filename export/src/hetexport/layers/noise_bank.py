@@ -19,11 +19,14 @@ first: they carry the correlated, usually larger, part of the noise):
 * ``"sobol"``: Owen-scrambled Sobol points (randomized quasi-Monte Carlo).
 * ``"antithetic_sobol"``: S/2 scrambled Sobol points and their negations: every odd-order term
   of the integrand's expansion around mu integrates to exactly 0.
-* ``"moment_matched_sobol"`` (the export default): ``antithetic_sobol`` whitened so that the
-  bank's sample mean is exactly 0 and its sample covariance exactly I: the first and second
-  moments of the noise, hence the linear and quadratic terms of the integrand, are integrated
-  exactly, besides all odd ones. Measured against the exact integral in
-  ``bench/uncertainty_cost.py`` (``hetexport.exact``).
+* ``"moment_matched_sobol"``: ``antithetic_sobol`` whitened so that the bank's sample mean is
+  exactly 0 and its sample covariance exactly I: the first and second moments of the noise,
+  hence the linear and quadratic terms of the integrand, are integrated exactly, besides all
+  odd ones. Needs S/2 > R + N (the S/2 distinct points must span every dimension).
+* ``"auto"`` (the export default, ``resolve_design``): ``moment_matched_sobol`` where S allows
+  it, else ``sobol`` up to Sobol's largest dimension (21201), else ``normal`` (a K = 21843 head
+  at S = 1000, say). Measured against the exact integral in ``bench/uncertainty_cost.py``
+  (``hetexport.exact``).
 
 Typical usage::
 
@@ -40,6 +43,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+AUTO_DESIGN = "auto"
+SOBOL_MAX_DIMENSION = torch.quasirandom.SobolEngine.MAXDIM
 _OPEN_UNIT = 1e-7
 """Sobol points are clamped into (eps, 1 - eps) before ``Phi^{-1}`` (|z| <= 5.2)."""
 
@@ -125,6 +130,7 @@ class NoiseBank:
         """
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        design = resolve_design(design, num_samples, num_factors, num_classes)
         try:
             make = BANK_DESIGNS[design]
         except KeyError:
@@ -148,8 +154,24 @@ def normal_design(samples: int, factors: int, width: int, seed: int) -> Tensor:
                       torch.randn(samples, width, generator=generator)], 1)
 
 
+def resolve_design(design: str, samples: int, factors: int, width: int) -> str:
+    """The design ``"auto"`` means for S samples of R + N dimensions (module doc); any other
+    name as it is."""
+    if design != AUTO_DESIGN:
+        return design
+    dimension = factors + width
+    if samples % 2 == 0 and samples // 2 > dimension:
+        return "moment_matched_sobol"
+    if dimension <= SOBOL_MAX_DIMENSION:
+        return "sobol"
+    return "normal"
+
+
 def sobol_design(samples: int, factors: int, width: int, seed: int) -> Tensor:
-    """Owen-scrambled Sobol points through ``Phi^{-1}`` [S, d] (float64)."""
+    """Owen-scrambled Sobol points through ``Phi^{-1}`` [S, d] (float64); d <= 21201."""
+    if factors + width > SOBOL_MAX_DIMENSION:
+        raise ValueError(f"Sobol points go up to {SOBOL_MAX_DIMENSION} dimensions, "
+                         f"R + N is {factors + width}")
     engine = torch.quasirandom.SobolEngine(factors + width, scramble=True, seed=seed)
     uniform = engine.draw(samples, dtype=torch.float64).clamp(_OPEN_UNIT, 1 - _OPEN_UNIT)
     return torch.special.ndtri(uniform)
@@ -166,10 +188,10 @@ def antithetic_sobol_design(samples: int, factors: int, width: int, seed: int) -
 def moment_matched_sobol_design(samples: int, factors: int, width: int, seed: int) -> Tensor:
     """``antithetic_sobol`` whitened: ``z (Z^T Z / S)^{-1/2}``, so that the bank's mean is 0
     and its second moment ``Z^T Z / S`` is exactly I (antithetic pairs keep the mean 0);
-    needs S > d."""
-    if samples <= factors + width:
-        raise ValueError(f"a moment-matched bank needs S > R + N = {factors + width}, "
-                         f"got {samples}")
+    needs S/2 > d (the second moment of S/2 points and their negations has rank <= S/2)."""
+    if samples // 2 <= factors + width:
+        raise ValueError(f"a moment-matched bank needs S/2 > R + N = {factors + width}, "
+                         f"got S = {samples}")
     z = antithetic_sobol_design(samples, factors, width, seed)
     second = z.T @ z / samples
     values, vectors = torch.linalg.eigh(second)

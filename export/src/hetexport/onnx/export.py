@@ -31,6 +31,7 @@ from torch import Tensor
 from hetexport.checkpoint import load_checkpoint
 from hetexport.errors import ExportError
 from hetexport.layers import NoiseBank
+from hetexport.layers.noise_bank import AUTO_DESIGN
 from hetexport.model import HetClassifier
 from hetexport.onnx.graph import Layout, export_graph
 from hetexport.onnx.head import ServingGraph
@@ -49,10 +50,11 @@ DEFAULT_NUM_CONFUSABLE = 3
 """Defaults for models with many classes; a model with K classes gets ``default_top_k(K)``
 and ``default_num_confusable(K)``, which never ask for more classes than it has."""
 DEFAULT_NOISE_SEED = 0
-DEFAULT_BANK_DESIGN = "moment_matched_sobol"
-"""The baked bank's design (``hetexport.layers.noise_bank``): with S = 256 (the default) every
-served quantity of the demo model is about as exact as with plain Monte Carlo at S = 1000
-(README, measured by ``bench/uncertainty_cost.py``)."""
+DEFAULT_BANK_DESIGN = AUTO_DESIGN
+"""The baked bank's design (``hetexport.layers.noise_bank.resolve_design``): moment-matched
+Sobol where S allows it; with S = 256 (the default) every served quantity of the demo model is
+then about as exact as with plain Monte Carlo at S = 1000 (README, measured by
+``bench/uncertainty_cost.py``)."""
 
 MODEL_VERSION = "1"
 MODEL_FILENAME = "model.onnx"
@@ -195,7 +197,7 @@ def export_to_repository(
         num_confusable=num_confusable,
         seed=plan.seed,
         layout=layout,
-        design=design,
+        design=plan.design,
     )
     parity = check_parity(
         exported.graph,

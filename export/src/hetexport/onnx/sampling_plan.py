@@ -32,6 +32,7 @@ from hetexport.exact.measure import (
     head_error,
     reference_for,
 )
+from hetexport.layers.noise_bank import resolve_design
 from hetexport.model import HetClassifier
 from hetexport.onnx.runner import OnnxRunner
 
@@ -97,8 +98,13 @@ def plan_sampling(
         raise ExportError("give either --mc-samples (S) or --mc-error (S chosen), not both")
     if mc_error is not None and (images is None or len(images) < 2):
         raise ExportError("--mc-error needs held-out images to measure the error on")
+    head = model.head
+    def named(samples: int) -> str:  # the design "auto" resolves to at this S
+        return resolve_design(design, samples, head.num_factors, head.diag_noise_dim)
+
     if images is None or len(images) < 2:
-        return SamplingPlan(mc_samples or DEFAULT_EXPORT_MC_SAMPLES, design, seed)
+        samples = mc_samples or DEFAULT_EXPORT_MC_SAMPLES
+        return SamplingPlan(samples, named(samples), seed)
     half = len(images) // 2
     reference = reference_for(model, images)
     select, select_reference = images[:half], reference.subset(slice(0, half))
@@ -106,11 +112,11 @@ def plan_sampling(
     candidates = [mc_samples or DEFAULT_EXPORT_MC_SAMPLES] if mc_error is None else SAMPLE_COUNTS
     tried: dict[int, float] = {}
     for samples in candidates:
-        found = search_bank(model, select, select_reference, samples=samples, design=design,
-                            seeds=seeds)
+        found = search_bank(model, select, select_reference, samples=samples,
+                            design=named(samples), seeds=seeds)
         tried[samples] = found.p_bar_p99
         if mc_error is None or found.p_bar_p99 <= mc_error:
-            return SamplingPlan(samples, design, found.seed, requested_p99=mc_error,
+            return SamplingPlan(samples, named(samples), found.seed, requested_p99=mc_error,
                                 search=found, reference=reference.subset(slice(half, None)),
                                 report_images=images[half:])
     listed = ", ".join(f"S={s}: {e:.2g}" for s, e in tried.items())
