@@ -18,6 +18,7 @@ from hetcontract import HEAD_OUTPUTS
 from hetexport.fused.ensemble import HEAD_MODEL_NAME, write_gpu_ensemble
 from hetexport.layers import NoiseBank
 from hetexport.model import ModelSpec, build_model
+from hetexport.onnx.export import DEFAULT_BANK_DESIGN
 from hetexport.onnx.graph import export_graph
 from hetexport.onnx.head import ServingGraph
 from hetexport.onnx.runner import OnnxRunner
@@ -40,10 +41,10 @@ def served(tmp_path_factory, unused_port):
     spec = ModelSpec(num_classes=10, head="het", num_factors=3, temperature=1.5,
                      eval_mc_samples=SAMPLES, labels=tuple(f"c{k}" for k in range(10)))
     model = build_model(spec).eval()
-    noise = NoiseBank.fixed(SAMPLES, 3, 10, seed=5)
+    noise = NoiseBank.fixed(SAMPLES, 3, 10, seed=5, design=DEFAULT_BANK_DESIGN)
     graph = ServingGraph(model, noise=noise, top_k=TOP_K, num_confusable=NUM_CONFUSABLE)
     reference = OnnxRunner(export_graph(graph, (1, 28, 28)).SerializeToString())
-    # the same bank as the ONNX model: NoiseBank.fixed(..., seed=5)
+    # the same bank as the ONNX model: NoiseBank.fixed(..., seed=5), the exporter's design
     written = write_gpu_ensemble(model, root / "model_repo_gpu", mc_samples=SAMPLES, top_k=TOP_K,
                                  num_confusable=NUM_CONFUSABLE, mc_impl="triton", seed=5)
     derived = derive_repository([root / "model_repo_gpu"], root / "derived")

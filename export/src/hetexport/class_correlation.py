@@ -139,12 +139,14 @@ def confusable_from_shares(shares: Tensor, topk_ids: Tensor, num_confusable: int
                            ) -> tuple[Tensor, Tensor]:
     """The m other classes with the largest share, and their shares: ([B, k, m], [B, k, m]).
 
-    The class itself is never its own confusable class; ties (a deterministic head's zeros)
-    go to the lowest ids, in PyTorch and ONNX Runtime alike."""
+    The class itself is never its own confusable class; ties (the many exact zeros of the
+    positive part, a deterministic head's zeros) go to the lowest ids in PyTorch and ONNX
+    Runtime alike: a stable descending sort, which exports as ONNX ``TopK`` (lower index first
+    among equal values), where ``torch.topk`` breaks ties in no promised order."""
     classes = torch.arange(shares.shape[-1], device=shares.device)
     is_self = topk_ids.unsqueeze(-1) == classes  # [B, k, K]
     scores = torch.where(is_self, torch.full_like(shares, float("-inf")), shares)
-    ids = torch.topk(scores, num_confusable, dim=-1).indices
+    ids = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :num_confusable]
     return ids, torch.gather(shares, 2, ids)
 
 
