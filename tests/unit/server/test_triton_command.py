@@ -38,3 +38,20 @@ def test_a_missing_repository_ends_the_command_with_a_message(tmp_path: Path, ca
     missing = tmp_path / "nowhere"
     assert main(["triton", "--model-repository", str(missing)]) == EXIT_STARTUP_FAILED
     assert "nowhere is not a directory" in capsys.readouterr().err
+
+
+def test_a_replica_watches_its_repository_like_serve_does() -> None:
+    assert build_parser().parse_args(["triton"]).repository_poll == 1.0
+    args = build_parser().parse_args(["triton", "--repository-poll", "0"])
+    assert args.repository_poll == 0.0
+
+
+def test_a_replica_runs_explicit_model_control_on_its_own_address(tmp_path: Path) -> None:
+    """A replica's Triton takes both: models loadable while it runs (readiness per model) and
+    every endpoint on the replica's own address."""
+    triton = TritonProcess([tmp_path], ports=TritonPorts(18000, 18001, 18002),
+                           backend_dir=tmp_path, address="127.0.0.3",
+                           explicit_model_control=True)
+    command = triton.command()
+    assert "--model-control-mode=explicit" in command and "--strict-readiness=false" in command
+    assert "--grpc-address=127.0.0.3" in command
