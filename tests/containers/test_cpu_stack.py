@@ -122,8 +122,12 @@ def test_the_container_gateway_answers_what_make_serve_answers(
                                    [p["probability"] for p in theirs["predictions"]], atol=ATOL)
         for key in ("predictive_entropy", "expected_entropy", "mutual_information"):
             assert ours["uncertainty"][key] == pytest.approx(theirs["uncertainty"][key], abs=ATOL)
-        np.testing.assert_allclose(ours["uncertainty"]["class_correlation"]["matrix"],
-                                   theirs["uncertainty"]["class_correlation"]["matrix"], atol=ATOL)
+        np.testing.assert_allclose(ours["uncertainty"]["latent_correlation"]["matrix"],
+                                   theirs["uncertainty"]["latent_correlation"]["matrix"], atol=ATOL)
+        for mine, other in zip(ours["uncertainty"]["confusable"],
+                               theirs["uncertainty"]["confusable"], strict=True):
+            assert [c["class_id"] for c in mine["confused_with"]] == \
+                [c["class_id"] for c in other["confused_with"]]
 
 
 def test_metrics_of_the_gateway_and_of_triton_count_the_predictions(

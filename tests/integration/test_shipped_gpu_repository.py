@@ -92,7 +92,7 @@ def test_the_shipped_gpu_repository_answers_like_fashion_het(gpu_client, images,
     np.testing.assert_allclose(got["probs"], want["probs"], atol=PROB_ATOL, rtol=0)
     np.testing.assert_array_equal(got["topk_ids"], want["topk_ids"])
     np.testing.assert_array_equal(got["confusable_ids"], want["confusable_ids"])
-    for name in ("topk_probs", "topk_correlation", "confusable_correlation"):
+    for name in ("topk_probs", "topk_correlation", "confusable_share"):
         np.testing.assert_allclose(got[name], want[name], atol=PROB_ATOL, rtol=0, err_msg=name)
     for name in ("predictive_entropy", "expected_entropy", "mutual_information"):
         np.testing.assert_allclose(got[name].reshape(batch), want[name].reshape(batch),

@@ -141,12 +141,17 @@ def confusable_from_shares(shares: Tensor, topk_ids: Tensor, num_confusable: int
 
     The class itself is never its own confusable class; ties (the many exact zeros of the
     positive part, a deterministic head's zeros) go to the lowest ids in PyTorch and ONNX
-    Runtime alike: a stable descending sort, which exports as ONNX ``TopK`` (lower index first
-    among equal values), where ``torch.topk`` breaks ties in no promised order."""
+    Runtime alike: exported, ONNX ``TopK`` puts the lower index first among equal values;
+    eager (the PyTorch reference, the fused GPU head), a stable descending sort does the same,
+    where ``torch.topk`` promises no order (the sort does not export to ONNX)."""
     classes = torch.arange(shares.shape[-1], device=shares.device)
     is_self = topk_ids.unsqueeze(-1) == classes  # [B, k, K]
     scores = torch.where(is_self, torch.full_like(shares, float("-inf")), shares)
-    ids = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :num_confusable]
+    if torch.onnx.is_in_onnx_export():
+        ids = torch.topk(scores, num_confusable, dim=-1).indices
+    else:
+        ids = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+        ids = ids[..., :num_confusable]
     return ids, torch.gather(shares, 2, ids)
 
 
