@@ -149,8 +149,9 @@ def correlation_outputs(
     by the same rule as the ONNX head (``hetexport.class_correlation``): the fused ensemble
     serves softmax heads only (``het``, ``het_pe``; see ``hetexport.fused.ensemble``), so the
     latent correlation is that of ``C Sigma C`` and the shares are
-    ``-Cov_s(p_i, p_j) / Var_s(p_i)`` over the same bank's samples, here streamed in chunks
-    (``chunked_probability_covariance``) instead of held as [B, S, K]."""
+    ``max(0, -C_ij) / sum_l max(0, -C_il)``, ``C = Cov_s(p)`` over the same bank's samples,
+    here streamed in chunks (``chunked_probability_covariance``) instead of held as
+    [B, S, K]."""
     cov = chunked_probability_covariance(latent, noise, temperature, probs, topk_ids)
     shares = shares_from_covariance(cov, topk_ids, rule=SOFTMAX_RULE)
     ids, values = confusable_from_shares(shares, topk_ids, num_confusable)

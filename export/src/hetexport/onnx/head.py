@@ -19,10 +19,10 @@ example (B = batch, K classes, k = ``top_k``, m = ``num_confusable``):
   softmax, so Sigma's all-ones component is never learned); the sigmoid head uses S = Sigma;
 * ``confusable_ids`` / ``confusable_share`` [B, k, m]: per top class i, the m OTHER classes
   (self excluded) with the largest share of its probability movement under the noise, from the
-  same samples ``p_s = link(u_s / tau)`` [B, S, K] that give p_bar:
-  ``share_ij = -Cov_s(p_i, p_j) / Var_s(p_i)`` (softmax heads; ``+`` for the sigmoid head),
-  0 where ``Var_s(p_i)`` is below ``PROBABILITY_VARIANCE_FLOOR``. See
-  ``hetexport.class_correlation`` for the rule and its math.
+  same samples ``p_s = link(u_s / tau)`` [B, S, K] that give p_bar, with
+  ``C = Cov_s(p)``: ``share_ij = max(0, -C_ij) / sum_{l != i} max(0, -C_il)`` (softmax heads;
+  ``+C`` for the sigmoid head), 0 where ``Var_s(p_i)`` is below
+  ``PROBABILITY_VARIANCE_FLOOR``. See ``hetexport.class_correlation`` for the rule and its math.
 
 A deterministic head gives the identity correlation, confusable shares 0 (ids: the ties' order,
 the lowest other ids), expected == predictive entropy, MI 0.
