@@ -16,8 +16,8 @@ What it measures, on Fashion-MNIST with the demo's correlated, input-dependent l
    ``probability_share`` (the served definition, ``max(0, -C_ij) / sum_l max(0, -C_il)``
    with ``C = Cov_s(p)`` of the sampled probabilities), ``latent_correlation`` (the previous
    definition: most negative centred latent correlation) and ``runner_up`` (the second class
-   of p_bar, no noise model); plus the deterministic model's runner-up. Per seed and pooled, with Wilson intervals.
-   The samples come from one fixed noise bank (``claims_noise_bank``).
+   of p_bar, no noise model); plus the deterministic model's runner-up. Per seed and pooled,
+   with Wilson intervals. The samples come from one fixed noise bank (``claims_noise_bank``).
 4. Hyperparameters: R and tau are the demo's choice on the NOISY validation split (read from
    its ``demo_report.json``), never tuned here; each run keeps its epoch with the lowest
    noisy-validation NLL (``fit``). The clean test set is never used to choose anything.
