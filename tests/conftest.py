@@ -281,6 +281,28 @@ def launch_triton(
             server.stop()
 
 
+@pytest.fixture(scope="session")
+def start_triton(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[list[Path]], TritonServer]]:
+    """``start_triton([repository, ...])``: an embedded Triton over other repositories than the
+    shipped one (for module-scoped fixtures), ready; stopped at the end of the session if the
+    caller did not stop it first."""
+    started: list[TritonServer] = []
+
+    def start(sources: list[Path]) -> TritonServer:
+        server = TritonServer(tmp_path_factory.mktemp("triton-sources"), sources)
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
 @pytest.fixture
 def launch_gateway_process(
     tmp_path_factory: pytest.TempPathFactory,

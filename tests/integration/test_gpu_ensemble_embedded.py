@@ -22,18 +22,16 @@ from hetexport.onnx.export import DEFAULT_BANK_DESIGN
 from hetexport.onnx.graph import export_graph
 from hetexport.onnx.head import ServingGraph
 from hetexport.onnx.runner import OnnxRunner
-from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 
 pytestmark = pytest.mark.integration
 
-READY_TIMEOUT_S = 120.0
 PROB_ATOL = 1e-5
 ENTROPY_ATOL = 1e-4
 SAMPLES, TOP_K, NUM_CONFUSABLE = 200, 5, 3
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, unused_port):
+def served(tmp_path_factory, start_triton):
     """An untrained HET model written as fashion_het (ONNX) and as the GPU ensemble, the
     latter served by a real tritonserver process."""
     root = tmp_path_factory.mktemp("gpu_ensemble")
@@ -47,16 +45,9 @@ def served(tmp_path_factory, unused_port):
     # the same bank as the ONNX model: NoiseBank.fixed(..., seed=5), the exporter's design
     written = write_gpu_ensemble(model, root / "model_repo_gpu", mc_samples=SAMPLES, top_k=TOP_K,
                                  num_confusable=NUM_CONFUSABLE, mc_impl="triton", seed=5)
-    derived = derive_repository([root / "model_repo_gpu"], root / "derived")
-    triton = TritonProcess(
-        [derived.path],
-        ports=TritonPorts(http=unused_port(), grpc=unused_port(), metrics=unused_port()),
-        backend_dir=build_backend_dir(root / "backends"), log_path=root / "triton.log",
-    )
-    triton.start()
+    triton = start_triton([root / "model_repo_gpu"])
     client = tritonclient_http.InferenceServerClient(triton.http_url)
     try:
-        triton.wait_ready(timeout_s=READY_TIMEOUT_S)
         yield client, reference, written
     finally:
         client.close()

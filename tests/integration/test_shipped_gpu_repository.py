@@ -19,7 +19,6 @@ import pytest
 import tritonclient.http as tritonclient_http
 from hetcontract import HEAD_OUTPUTS, INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
 from hetexport.onnx.runner import OnnxRunner
-from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +28,13 @@ SHIPPED_ONNX = REPO_ROOT / "model_repo" / "fashion_het"
 ENSEMBLE, HEAD = "fashion_het_gpu", "het_mc_head"
 AUTO_ENGINE = 'parameters { key: "mc_impl" value { string_value: "auto" } }'
 KERNEL_ENGINE = 'parameters { key: "mc_impl" value { string_value: "triton" } }'
-READY_TIMEOUT_S = 180.0
 PROB_ATOL = 1e-5
 ENTROPY_ATOL = 1e-4
 NUM_IMAGES = 8
 
 
 @pytest.fixture(scope="module")
-def gpu_client(tmp_path_factory, unused_port):
+def gpu_client(tmp_path_factory, start_triton):
     """The shipped GPU repository, head on the kernel, in a real embedded Triton."""
     root = tmp_path_factory.mktemp("shipped_gpu")
     copy = root / "model_repo_gpu"
@@ -45,16 +43,9 @@ def gpu_client(tmp_path_factory, unused_port):
     text = head_config.read_text()
     assert text.count(AUTO_ENGINE) == 1, "the shipped head picks its engine itself"
     head_config.write_text(text.replace(AUTO_ENGINE, KERNEL_ENGINE))
-    derived = derive_repository([copy], root / "derived")
-    triton = TritonProcess(
-        [derived.path],
-        ports=TritonPorts(http=unused_port(), grpc=unused_port(), metrics=unused_port()),
-        backend_dir=build_backend_dir(root / "backends"), log_path=root / "triton.log",
-    )
-    triton.start()
+    triton = start_triton([copy])
     client = tritonclient_http.InferenceServerClient(triton.http_url)
     try:
-        triton.wait_ready(timeout_s=READY_TIMEOUT_S)
         yield client
     finally:
         client.close()
