@@ -64,15 +64,25 @@ def search_bank(
     samples: int,
     design: str,
     seeds: Iterable[int] = range(DEFAULT_SEARCH_SEEDS),
+    baseline: dict[str, dict[str, float]] | None = None,
 ) -> BankSearch:
-    """The seed of ``design`` at ``samples`` with the lowest score on ``images`` (module doc)."""
-    baseline = _summary(model, images, reference, *BASELINE_BANK, seed=0)
+    """The seed of ``design`` at ``samples`` with the lowest score on ``images`` (module doc).
+
+    ``baseline``: ``baseline_errors(model, images, reference)`` when the caller already has it
+    (a search over several S measures the same baseline once)."""
+    baseline = baseline or baseline_errors(model, images, reference)
     summaries = {seed: _summary(model, images, reference, design, samples, seed=seed)
                  for seed in seeds}
     scores = {seed: score(summary, baseline) for seed, summary in summaries.items()}
     best = min(scores, key=scores.__getitem__)
     return BankSearch(design, samples, best, scores[best], summaries[best]["probs"]["p99"],
                       scores, baseline)
+
+
+def baseline_errors(model: HetClassifier, images: Tensor, reference: Reference
+                    ) -> dict[str, dict[str, float]]:
+    """The baseline bank's (``BASELINE_BANK``) error summary on ``images``."""
+    return _summary(model, images, reference, *BASELINE_BANK, seed=0)
 
 
 def score(summary: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]) -> float:

@@ -25,7 +25,12 @@ from hetcontract import McError, MonteCarloSpec
 from torch import Tensor
 
 from hetexport.errors import ExportError
-from hetexport.exact.bank_search import DEFAULT_SEARCH_SEEDS, BankSearch, search_bank
+from hetexport.exact.bank_search import (
+    DEFAULT_SEARCH_SEEDS,
+    BankSearch,
+    baseline_errors,
+    search_bank,
+)
 from hetexport.exact.measure import (
     SAMPLE_COUNTS,
     Reference,
@@ -110,10 +115,11 @@ def plan_sampling(
     select, select_reference = images[:half], reference.subset(slice(0, half))
     seeds = range(seed, seed + max(1, search_seeds))
     candidates = [mc_samples or DEFAULT_EXPORT_MC_SAMPLES] if mc_error is None else SAMPLE_COUNTS
+    baseline = baseline_errors(model, select, select_reference)
     tried: dict[int, float] = {}
     for samples in candidates:
         found = search_bank(model, select, select_reference, samples=samples,
-                            design=named(samples), seeds=seeds)
+                            design=named(samples), seeds=seeds, baseline=baseline)
         tried[samples] = found.p_bar_p99
         if mc_error is None or found.p_bar_p99 <= mc_error:
             return SamplingPlan(samples, named(samples), found.seed, requested_p99=mc_error,
