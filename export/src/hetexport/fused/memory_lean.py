@@ -16,7 +16,7 @@ Gradients, with ``p_sk = exp(x_sk - L_s)``, upstream ``g`` = dLoss/dp_bar [B, K]
 
 Typical usage (a drop-in for ``mc_softmax``)::
 
-    averaged = mc_softmax_lean(latent, noise, tau)     # MCAverage(probs, expected_entropy)
+    averaged = mc_softmax_lean(latent, noise, tau)     # MCAverage(probs, entropies)
     loss = -torch.log(averaged.probs.clamp_min(1e-7)).gather(1, y[:, None]).mean()
     loss.backward()
 """
@@ -33,7 +33,7 @@ from hetexport.fused.chunked import (
     upcast,
 )
 from hetexport.fused.mc_head import sample_stats
-from hetexport.layers import LatentGaussian, MCAverage, NoiseBank
+from hetexport.layers import LatentGaussian, MCAverage, NoiseBank, categorical_entropy
 
 
 def mc_softmax_lean(
@@ -53,7 +53,8 @@ def mc_softmax_lean(
         latent.mean, latent.scale, latent.factors, latent.factor_scale, latent.shared_factors,
         tau, noise.factor_noise, noise.diag_noise, chunk_elements,
     )
-    return MCAverage(probs=probs, expected_entropy=expected)
+    return MCAverage(probs=probs, expected_entropy=expected,
+                     predictive_entropy=categorical_entropy(probs))
 
 
 class _LeanMcSoftmax(torch.autograd.Function):

@@ -14,6 +14,7 @@ Typical usage::
     head.loss(out, labels).backward()
 """
 
+from hetexport.layers import batch_invariant
 from hetexport.layers.entropy import bernoulli_entropy, categorical_entropy
 from hetexport.layers.gaussian import LatentGaussian
 from hetexport.layers.head_output import HeadOutput
@@ -36,6 +37,7 @@ __all__ = [
     "MCAverage",
     "NoiseBank",
     "Temperature",
+    "batch_invariant",
     "bernoulli_entropy",
     "categorical_entropy",
     "mc_sigmoid",

@@ -26,13 +26,3 @@ def categorical_entropy(probs: Tensor) -> Tensor:
 def bernoulli_entropy(probs: Tensor) -> Tensor:
     """``sum_k H_bernoulli(p_k)`` over the last axis: [..., K] -> [...]."""
     return -(_xlogx(probs) + _xlogx(1.0 - probs)).sum(-1)
-
-
-def softmax_entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy of ``softmax(a)`` from a [..., K], stably: ``-sum softmax(a) * log_softmax(a)``."""
-    return -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)
-
-
-def sigmoid_entropy_from_logits(logits: Tensor) -> Tensor:
-    """``sum_k H_bernoulli(sigmoid(a_k))`` stably: ``H = softplus(a) - a * sigmoid(a)``."""
-    return (torch.nn.functional.softplus(logits) - logits * torch.sigmoid(logits)).sum(-1)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from hetexport.layers import batch_invariant
 from hetexport.layers.numerics import VARIANCE_FLOOR
 
 
@@ -166,6 +167,23 @@ class LatentGaussian:
             return int(self.prelogit_scale.shape[1])
         return self.num_classes
 
+    def scaled(self, factor: Tensor) -> LatentGaussian:
+        """The latent of ``c u`` for a scalar c: ``N(c mu, c^2 Sigma)`` (mu, d, V or v, d'
+        times c; J and W unchanged). ``u_s / tau`` is then sampled directly from
+        ``scaled(1 / tau)`` on [B, K, R]-sized tensors instead of dividing [B, S, K]."""
+        def times(value: Tensor | None) -> Tensor | None:
+            return None if value is None else value * factor
+
+        return LatentGaussian(
+            self.mean * factor,
+            self.scale * factor,
+            times(self.factors),
+            times(self.factor_scale),
+            self.shared_factors,
+            times(self.prelogit_scale),
+            self.prelogit_weight,
+        )
+
     # ---- the low-rank part, in either form -------------------------------------------------
 
     def project_factor_noise(self, factor_noise: Tensor) -> Tensor:
@@ -176,7 +194,7 @@ class LatentGaussian:
         """
         samples = factor_noise.shape[-2]
         if self.num_factors == 0:
-            return self.mean.new_zeros(self.batch_size, samples, self.num_classes)
+            return self.mean.new_zeros(self.mean.shape[0], samples, self.num_classes)
         if self.factors is not None:
             return torch.matmul(factor_noise, self.factors.transpose(1, 2))
         projected = torch.matmul(factor_noise, self.shared_factors.t())  # [S, K] or [B, S, K]
@@ -190,7 +208,8 @@ class LatentGaussian:
         if self.prelogit_scale is not None:
             scaled = self.prelogit_scale.unsqueeze(1) * diag_noise  # [B, S, D]
             return torch.matmul(scaled, self.prelogit_weight.t())
-        return self.scale.unsqueeze(1) * diag_noise
+        samples = diag_noise.shape[-2]
+        return self.scale.unsqueeze(1).expand(-1, samples, -1) * diag_noise
 
     def factor_rows(self, idx: Tensor) -> Tensor:
         """Rows ``V[idx]`` [B, k, R] of the factor matrix for class ids idx [B, k]."""
@@ -211,9 +230,10 @@ class LatentGaussian:
         """
         diag = self._diagonal_term_variance()
         if self.factors is not None:
-            return diag + self.factors.square().sum(-1)
+            return diag + batch_invariant.sum(self.factors.square(), -1)
         if self.shared_factors is not None:
-            return diag + self.factor_scale.square() * self.shared_factors.square().sum(-1)
+            return diag + self.factor_scale.square() * batch_invariant.sum(
+                self.shared_factors.square(), -1)
         return diag
 
     def covariance_rows(self, idx: Tensor) -> Tensor:
@@ -247,8 +267,8 @@ class LatentGaussian:
         else:
             summed = self.scale.square()
         if self.factors is not None:
-            factor_sums = self.factors.sum(1, keepdim=True)  # (V^T 1)^T [B, 1, R]
-            summed = summed + (self.factors * factor_sums).sum(-1)
+            factor_sums = batch_invariant.sum(self.factors, 1).unsqueeze(1)  # (V^T 1)^T [B, 1, R]
+            summed = summed + batch_invariant.sum(self.factors * factor_sums, -1)
         elif self.shared_factors is not None:
             weighted = torch.matmul(self.factor_scale, self.shared_factors)  # J^T v [B, R]
             summed = summed + self.factor_scale * torch.matmul(weighted, self.shared_factors.t())
@@ -313,7 +333,7 @@ class LatentGaussian:
     def _row_mean_stats(self) -> tuple[Tensor, Tensor]:
         """``(r, t)``: the row means ``r = Sigma 1 / K`` [B, K] and their mean t [B, 1]."""
         means = self.row_means()  # [B, K]
-        return means, means.mean(-1, keepdim=True)
+        return means, batch_invariant.mean(means, -1).unsqueeze(-1)
 
     def _centered_covariance_rows(self, idx: Tensor, means: Tensor, total: Tensor) -> Tensor:
         """``Sigma_c[i, :] = Sigma[i, :] - r_i - r + t`` for class ids idx [B, k] -> [B, k, K]."""

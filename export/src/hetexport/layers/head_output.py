@@ -17,6 +17,8 @@ class HeadOutput(NamedTuple):
             sigmoid head: K independent marginals).
         log_probs: ``log(clip(p_bar, PROB_EPS, 1))`` [B, K].
         expected_entropy: ``(1/S) sum_s H[link(u_s / tau)]`` [B] (nats).
+        predictive_entropy: ``H[p_bar]`` [B] (nats), computed batch-invariantly (see
+            ``hetexport.layers.batch_invariant``).
         latent: the latent logit distribution ``N(mu, V V^T + diag(d^2))``.
         temperature: tau, a 0-dim tensor.
         sample_probs: the per-sample ``link(u_s / tau)`` [B, S, K] that ``probs`` averages
@@ -27,6 +29,7 @@ class HeadOutput(NamedTuple):
     probs: Tensor
     log_probs: Tensor
     expected_entropy: Tensor
+    predictive_entropy: Tensor
     latent: LatentGaussian
     temperature: Tensor
     sample_probs: Tensor | None = None

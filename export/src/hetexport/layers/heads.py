@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hetexport.layers.entropy import bernoulli_entropy, categorical_entropy
+from hetexport.layers import batch_invariant
 from hetexport.layers.gaussian import LatentGaussian
 from hetexport.layers.head_output import HeadOutput
-from hetexport.layers.mc import MCAverage, mc_sigmoid, mc_softmax
+from hetexport.layers.mc import MCAverage, mc_sigmoid, mc_softmax, softmax_average
 from hetexport.layers.noise_bank import NoiseBank
 from hetexport.layers.numerics import MIN_SCALE, PROB_EPS, TEMPERATURE_BOUNDS
 from hetexport.layers.temperature import Temperature
@@ -115,12 +115,6 @@ class _Head(nn.Module):
             dtype=like.dtype,
         )
 
-    def entropy(self, probs: Tensor) -> Tensor:
-        """Predictive entropy of p_bar [B, K] -> [B], for this head's link (see ``entropy``)."""
-        if self.link == "sigmoid":
-            return bernoulli_entropy(probs)
-        return categorical_entropy(probs)
-
     def latent(self, phi: Tensor) -> LatentGaussian:
         raise NotImplementedError
 
@@ -161,6 +155,7 @@ class _SampledHead(_Head):
             probs=averaged.probs,
             log_probs=clipped_log(averaged.probs),
             expected_entropy=averaged.expected_entropy,
+            predictive_entropy=averaged.predictive_entropy,
             latent=latent,
             temperature=tau,
             sample_probs=averaged.sample_probs,
@@ -219,7 +214,7 @@ class _HetHead(_SampledHead):
         """phi [B, D] -> ``N(mu, V V^T + diag(d^2))`` with mu, d [B, K], V [B, K, R]."""
         self._check_features(phi)
         mean = self.mean_layer(phi)
-        scale = F.softplus(self.scale_layer(phi)) + MIN_SCALE
+        scale = batch_invariant.softplus(self.scale_layer(phi)) + MIN_SCALE
         if self.parameter_efficient:
             return LatentGaussian(
                 mean,
@@ -348,7 +343,7 @@ class HetXLHead(_SampledHead):
             )
         return LatentGaussian.with_prelogit_diagonal(
             self.mean_layer(phi),
-            prelogit_scale=F.softplus(self.prelogit_scale_layer(phi)) + MIN_SCALE,
+            prelogit_scale=batch_invariant.softplus(self.prelogit_scale_layer(phi)) + MIN_SCALE,
             prelogit_weight=self.mean_layer.weight,
             prelogit_factors=prelogit_factors,
         )
@@ -394,14 +389,15 @@ class DeterministicHead(_Head):
     def forward(self, phi: Tensor, *, noise: NoiseBank | None = None) -> HeadOutput:
         latent = self.latent(phi)
         tau = self.temperature()
-        probs = torch.softmax(latent.mean / tau, -1)
+        averaged = softmax_average((latent.mean / tau).unsqueeze(1))  # one "sample"
         return HeadOutput(
-            probs=probs,
-            log_probs=clipped_log(probs),
-            expected_entropy=categorical_entropy(probs),
+            probs=averaged.probs,
+            log_probs=clipped_log(averaged.probs),
+            expected_entropy=averaged.expected_entropy,
+            predictive_entropy=averaged.predictive_entropy,
             latent=latent,
             temperature=tau,
-            sample_probs=probs.unsqueeze(1),
+            sample_probs=averaged.sample_probs,
         )
 
     def extra_repr(self) -> str:

@@ -33,7 +33,7 @@ from hetexport.errors import ExportError
 from hetexport.layers import NoiseBank
 from hetexport.layers.noise_bank import AUTO_DESIGN
 from hetexport.model import HetClassifier
-from hetexport.onnx.graph import Layout, export_graph
+from hetexport.onnx.graph import export_graph
 from hetexport.onnx.head import ServingGraph
 from hetexport.onnx.parity import ParityReport, check_parity
 from hetexport.onnx.sampling_plan import plan_sampling
@@ -129,7 +129,6 @@ def export_onnx(
     top_k: int = DEFAULT_TOP_K,
     num_confusable: int = DEFAULT_NUM_CONFUSABLE,
     seed: int = DEFAULT_NOISE_SEED,
-    layout: Layout = "per_example",
     design: str = DEFAULT_BANK_DESIGN,
 ) -> ExportedGraph:
     """Trace ``model`` to ONNX in memory (nothing validated or written yet)."""
@@ -137,7 +136,7 @@ def export_onnx(
         model, mc_samples=mc_samples, top_k=top_k, num_confusable=num_confusable, seed=seed,
         design=design,
     )
-    proto = export_graph(graph, input_shape, layout=layout)
+    proto = export_graph(graph, input_shape)
     return ExportedGraph(proto.SerializeToString(), graph)
 
 
@@ -154,7 +153,6 @@ def export_to_repository(
     seed: int = DEFAULT_NOISE_SEED,
     labels: list[str] | None = None,
     input_spec: InputSpec | None = None,
-    layout: Layout = "per_example",
     dynamic_batching: DynamicBatching | None = None,
     instance_count: int = 1,
     design: str = DEFAULT_BANK_DESIGN,
@@ -196,15 +194,9 @@ def export_to_repository(
         top_k=top_k,
         num_confusable=num_confusable,
         seed=plan.seed,
-        layout=layout,
         design=plan.design,
     )
-    parity = check_parity(
-        exported.graph,
-        exported.onnx_model,
-        input_shape=input_shape,
-        require_bit_identical=layout == "per_example",
-    )
+    parity = check_parity(exported.graph, exported.onnx_model, input_shape=input_shape)
     card = _model_card(
         name,
         model,
@@ -214,7 +206,7 @@ def export_to_repository(
         top_k=top_k,
         num_confusable=num_confusable,
         metrics={**spec_metrics, **(metrics or {})},
-        parity={**parity.as_card(), "layout": layout, "noise_seed": plan.seed},
+        parity={**parity.as_card(), "noise_seed": plan.seed},
         monte_carlo=plan.card(model, exported.onnx_model),
     )
     config = model_config(

@@ -105,9 +105,8 @@ class ServingGraph(nn.Module):
         return NoiseBank(self.noise_factors, self.noise_diag)
 
     def forward(self, images: Tensor) -> ServingOutputs:
-        head = self.model.head
         out = self.model(images, noise=self.noise_bank())
-        predictive = head.entropy(out.probs)
+        predictive = out.predictive_entropy
         mutual = torch.clamp(predictive - out.expected_entropy, min=0.0)
         topk_probs, topk_ids = torch.topk(out.probs, self.top_k, dim=-1)
         corr = correlation_outputs(out.latent, out.sample_probs, topk_ids,
