@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hetexport.errors import ExportError
 from hetexport.fused import MemoryLeanHetSoftmaxHead, mc_softmax_lean
 from hetexport.layers import HetSoftmaxHead, LatentGaussian, NoiseBank, mc_softmax
+from hetexport.model import HetClassifier, ModelSpec, build_model
+from hetexport.onnx.export import export_onnx
 
 GRAD_ATOL = 1e-12  # fp64: the two paths differ only by summation order
 
@@ -105,3 +108,15 @@ def test_lean_gradients_with_the_fused_forward_on_cuda():
 
     for want, got in zip(grads(mc_softmax), grads(mc_softmax_lean), strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_a_streaming_head_is_refused_at_export_and_its_state_dict_exports():
+    spec = ModelSpec(num_classes=6, head="het", num_factors=2, eval_mc_samples=16,
+                     backbone_kwargs={"widths": (4, 8), "feature_dim": 16})
+    plain = build_model(spec).eval()
+    lean = HetClassifier(plain.backbone, MemoryLeanHetSoftmaxHead(16, 6, num_factors=2,
+                                                                  eval_mc_samples=16), spec=spec)
+    lean.head.load_state_dict(plain.head.state_dict())
+    with pytest.raises(ExportError, match="streams its samples"):
+        export_onnx(lean.eval(), input_shape=(1, 28, 28), mc_samples=16)
+    assert export_onnx(plain, input_shape=(1, 28, 28), mc_samples=16).onnx_model

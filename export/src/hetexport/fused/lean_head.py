@@ -2,7 +2,9 @@
 
 Same parameters, options, outputs and gradients as ``hetexport.layers.HetSoftmaxHead``; only
 the MC average differs: forward fused (CUDA) or chunked (CPU), backward recomputed per chunk
-of samples, so autograd never holds [B, S, K]. State dicts are interchangeable.
+of samples, so autograd never holds [B, S, K]. State dicts are interchangeable: to export a
+model trained with this head, load its state dict into a ``HetSoftmaxHead`` of the same
+options (the served graph needs the samples this head never returns).
 
 Typical usage::
 
@@ -25,6 +27,8 @@ class MemoryLeanHetSoftmaxHead(HetSoftmaxHead):
 
     ``chunk_elements`` (keyword-only) bounds the floats of one recomputed [B, S_chunk, K] chunk.
     """
+
+    returns_sample_probs = False
 
     def __init__(self, *args, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, **kwargs) -> None:
         super().__init__(*args, **kwargs)

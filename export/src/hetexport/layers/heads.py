@@ -58,6 +58,9 @@ class _Head(nn.Module):
 
     kind: str = ""
     link: str = "softmax"
+    returns_sample_probs: bool = True
+    """Whether ``HeadOutput.sample_probs`` holds the samples (the served confusable shares are
+    computed from them); False for a head that streams its samples (``hetexport.fused``)."""
 
     def __init__(
         self,

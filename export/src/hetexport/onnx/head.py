@@ -85,6 +85,13 @@ class ServingGraph(nn.Module):
         self.top_k = top_k
         self.num_confusable = num_confusable
         self.stochastic = head.kind != "det"
+        if not head.returns_sample_probs:
+            raise ValueError(
+                f"{type(head).__name__} streams its samples and returns none, but the served "
+                "confusable shares are computed from them: load its state dict into the "
+                "materialised head (e.g. hetexport.layers.HetSoftmaxHead, same options) and "
+                "export that"
+            )
         self.correlation_rule: CorrelationRule = correlation_rule(head.link)
         if self.stochastic:
             if noise is None or not noise.shared:
