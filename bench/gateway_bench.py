@@ -64,9 +64,15 @@ import psutil
 import tritonclient.grpc.aio as grpcaio
 from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
 from hetgateway.answer import ANSWER_OUTPUTS
-from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 from hetgateway.preprocessing import normalise
-from loopback_target import fashion_images, free_port, percentiles_ms, png
+from loopback_target import (
+    embedded_triton,
+    fashion_images,
+    free_port,
+    percentiles_ms,
+    png,
+    process_cpu_s,
+)
 from provenance import provenance
 from tritonclient.grpc import InferInput, InferRequestedOutput
 
@@ -82,7 +88,6 @@ POINTS = ("multipart:1", "json:1", "json:16")
 """Default operating points, payload:images per request."""
 PAYLOADS = ("multipart", "json")
 BATCH_SIZES = (1, 16)
-READY_TIMEOUT_S = 240.0
 TOP_K = 3
 CLIENT_TIMEOUT_S = 60
 CLIENT_KEEPALIVE_S = 2.0
@@ -135,31 +140,22 @@ def main() -> int:
     images = fashion_images(limit=NUM_IMAGES)
     workload = Workload(pngs=[png(image) for image in images], tensors=preprocess(images, card))
     rounds: list[RoundResult] = []
-    with tempfile.TemporaryDirectory(prefix="hetserve-bench-") as tmp:
-        workdir = Path(tmp)
-        derived = derive_repository([model_repository], workdir / "repo", ort_threads=1)
-        triton = TritonProcess(
-            [derived.path],
-            ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
-            backend_dir=build_backend_dir(workdir / "backends"),
-            log_path=workdir / "triton.log",
-        )
-        with triton:
-            triton.wait_ready(timeout_s=READY_TIMEOUT_S)
-            runs = [(workers, False, args.points) for workers in args.workers]
-            if args.pin:
-                runs.append((1, True, [p for p in args.points if p.batch == 1]))
-            for workers, pinned, points in runs:
-                gateway, gateway_url = start_gateway(triton.grpc_url, args.concurrency, workers)
-                try:
-                    meter = CpuMeter(gateway.pid, triton_group=triton.pid)
-                    with pinned_apart(meter, enabled=pinned):
-                        rounds += asyncio.run(run_rounds(
-                            args, gateway_url, triton.grpc_url, workload, meter,
-                            points=points, workers=workers, pinned=pinned,
-                        ))
-                finally:
-                    stop_gateway(gateway)
+    with (tempfile.TemporaryDirectory(prefix="hetserve-bench-") as tmp,
+          embedded_triton(model_repository, Path(tmp)) as triton):
+        runs = [(workers, False, args.points) for workers in args.workers]
+        if args.pin:
+            runs.append((1, True, [p for p in args.points if p.batch == 1]))
+        for workers, pinned, points in runs:
+            gateway, gateway_url = start_gateway(triton.grpc_url, args.concurrency, workers)
+            try:
+                meter = CpuMeter(gateway.pid, triton_group=triton.pid)
+                with pinned_apart(meter, enabled=pinned):
+                    rounds += asyncio.run(run_rounds(
+                        args, gateway_url, triton.grpc_url, workload, meter,
+                        points=points, workers=workers, pinned=pinned,
+                    ))
+            finally:
+                stop_gateway(gateway)
     report = summarise(args, rounds)
     print_report(report)
     write_report(report, "gateway", args.machine)
@@ -270,23 +266,15 @@ class CpuMeter:
         return [int(pid) for pid in found.stdout.split()]
 
     def gateway_seconds(self) -> float:
-        return sum(_process_cpu_s(pid) for pid in self._gateway)
+        return sum(process_cpu_s(pid) for pid in self._gateway)
 
     def triton_seconds(self) -> float:
-        return sum(_process_cpu_s(pid) for pid in self.triton_pids())
+        return sum(process_cpu_s(pid) for pid in self.triton_pids())
 
     @staticmethod
     def client_seconds() -> float:
         own = os.times()
         return own.user + own.system
-
-
-def _process_cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 class pinned_apart:  # noqa: N801  (a context manager, used like a function)

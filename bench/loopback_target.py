@@ -1,5 +1,6 @@
-"""Shared by the soak and overload benchmarks: the loopback-only target, Fashion-MNIST images
-as PNG, latency percentiles, and ``hetgateway serve`` started on free loopback ports.
+"""Shared by the benchmarks: the loopback-only target, Fashion-MNIST images as PNG, latency
+percentiles, the embedded Triton and ``hetgateway serve`` started on free loopback ports, and
+the CPU time of processes.
 
 Typical usage::
 
@@ -8,6 +9,8 @@ Typical usage::
     print(percentiles_ms([0.010, 0.012, 0.031]))     # Percentiles(p50=12.0, p95=..., p99=...)
     with served_stack(Path("model_repo"), log_path=Path("/tmp/serve.log")) as stack:
         ...                                          # stack.url, stack.triton_grpc_port
+    with embedded_triton(Path("model_repo"), Path(tmp)) as triton:
+        ...                                          # triton.grpc_url, triton.pid
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import numpy as np
+from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 from PIL import Image
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -36,6 +40,7 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 IDX_HEADER = ">4i"  # magic, count, rows, cols
 MS_PER_S = 1000.0
+TRITON_READY_TIMEOUT_S = 240.0
 SERVED_STACK_CODE = ("server/src/hetgateway", "model_repo")
 """The code a load test against ``hetgateway serve`` measures (its results' provenance)."""
 
@@ -152,15 +157,37 @@ def _wait_ready(stack: ServedStack, log_path: Path) -> None:
     raise RuntimeError(f"hetgateway serve not ready in {SERVE_READY_TIMEOUT_S} s")
 
 
+@contextlib.contextmanager
+def embedded_triton(repository: Path, workdir: Path, *, name: str = "repo",
+                    edit: Callable[[Path], None] | None = None) -> Iterator[TritonProcess]:
+    """The embedded Triton (``hetgateway.embedded``) serving ``repository`` on free loopback
+    ports, ready; stopped on exit. The repository is derived into ``workdir / name`` with one
+    ONNX Runtime thread per instance, then ``edit(derived_path)`` may change it (a queue
+    policy, say). The backends directory in ``workdir`` is shared by every call."""
+    derived = derive_repository([repository], workdir / name, ort_threads=1)
+    if edit is not None:
+        edit(derived.path)
+    triton = TritonProcess(
+        [derived.path],
+        ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
+        backend_dir=build_backend_dir(workdir / "backends"),
+        log_path=workdir / f"{name}-triton.log",
+    )
+    with triton:
+        triton.wait_ready(timeout_s=TRITON_READY_TIMEOUT_S)
+        yield triton
+
+
 def process_group_cpu_s(leader: int) -> float:
     """CPU seconds (user + system) used so far by every process in ``leader``'s process group
     (Triton and its Python-backend stubs), from /proc."""
     found = subprocess.run(["pgrep", "-g", str(leader)], capture_output=True, text=True,
                            check=False)
-    return sum(_process_cpu_s(int(pid)) for pid in found.stdout.split())
+    return sum(process_cpu_s(int(pid)) for pid in found.stdout.split())
 
 
-def _process_cpu_s(pid: int) -> float:
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (0 once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

@@ -33,7 +33,6 @@ import numpy as np
 import tritonclient.grpc.aio as grpcaio
 from gateway_bench import (
     NUM_IMAGES,
-    READY_TIMEOUT_S,
     add_load_arguments,
     load,
     preprocess,
@@ -41,9 +40,8 @@ from gateway_bench import (
 from google.protobuf import text_format
 from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
 from hetgateway.answer import ANSWER_OUTPUTS
-from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 from hetgateway.embedded.repository import read_config
-from loopback_target import fashion_images, free_port
+from loopback_target import embedded_triton, fashion_images
 from provenance import write_result
 from tritonclient.grpc import InferInput, InferRequestedOutput, model_config_pb2
 
@@ -70,20 +68,11 @@ def main() -> int:
                                          .read_text())
     tensors = preprocess(fashion_images(limit=NUM_IMAGES), card)
     with tempfile.TemporaryDirectory(prefix="hetserve-queue-") as tmp, ExitStack() as stack:
-        workdir = Path(tmp)
-        backends = build_backend_dir(workdir / "backends")
         urls = {}
         for variant in VARIANTS:
-            derived = derive_repository([repository], workdir / variant, ort_threads=1)
-            if variant == "with_policy":
-                add_queue_policy(derived.path)
-            triton = TritonProcess(
-                [derived.path],
-                ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
-                backend_dir=backends, log_path=workdir / f"{variant}.log",
-            )
-            stack.enter_context(triton)
-            triton.wait_ready(timeout_s=READY_TIMEOUT_S)
+            edit = add_queue_policy if variant == "with_policy" else None
+            triton = stack.enter_context(embedded_triton(repository, Path(tmp), name=variant,
+                                                         edit=edit))
             urls[variant] = triton.grpc_url
         rounds = asyncio.run(run_rounds(args, urls, tensors))
     report = summarise(args, rounds)

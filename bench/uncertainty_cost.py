@@ -46,8 +46,7 @@ from hetexport.exact.measure import head_error, reference_for
 from hetexport.layers import NoiseBank
 from hetexport.onnx.runner import OnnxRunner
 from hetgateway.answer import ANSWER_OUTPUTS
-from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
-from loopback_target import fashion_images, free_port, percentiles_ms, process_group_cpu_s
+from loopback_target import embedded_triton, fashion_images, percentiles_ms, process_group_cpu_s
 from provenance import RESULTS_DIR, provenance
 from tritonclient.grpc import InferInput, InferRequestedOutput
 
@@ -57,7 +56,6 @@ BATCH_SIZES = (1, 32)
 TARGETS = {1: 1.10, 32: 1.20}
 NUM_TENSORS = 256
 WARMUP_REQUESTS = 40
-READY_TIMEOUT_S = 240.0
 CLIENT_TIMEOUT_S = 60
 DESIGNS_AT_128 = ("normal", "sobol", "antithetic_sobol", "moment_matched_sobol")
 PREVIOUS_BANK = ("normal", 1000)
@@ -95,18 +93,9 @@ def measure_cost(args: argparse.Namespace) -> dict:
     cards = {m: ModelCard.model_validate_json((repository / m / MODEL_CARD_FILENAME).read_text())
              for m in MODELS}
     tensors = preprocess(fashion_images(limit=NUM_TENSORS), cards[MODELS[0]])
-    with tempfile.TemporaryDirectory(prefix="hetserve-uncertainty-") as tmp:
-        workdir = Path(tmp)
-        derived = derive_repository([repository], workdir / "repo", ort_threads=1)
-        triton = TritonProcess(
-            [derived.path],
-            ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
-            backend_dir=build_backend_dir(workdir / "backends"),
-            log_path=workdir / "triton.log",
-        )
-        with triton:
-            triton.wait_ready(timeout_s=READY_TIMEOUT_S)
-            rounds = asyncio.run(run_rounds(args, triton.grpc_url, tensors, triton.pid))
+    with (tempfile.TemporaryDirectory(prefix="hetserve-uncertainty-") as tmp,
+          embedded_triton(repository, Path(tmp)) as triton):
+        rounds = asyncio.run(run_rounds(args, triton.grpc_url, tensors, triton.pid))
     points = [cost_point(batch, [r for r in rounds if r["batch"] == batch])
               for batch in args.batch_sizes]
     for point in points:
