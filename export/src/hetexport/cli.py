@@ -36,7 +36,7 @@ from hetexport.errors import HetExportError
 from hetexport.label_noise import DEFAULT_NOISE_RATE
 from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EVAL_MC_SAMPLES
 from hetexport.layers.heads import DEFAULT_NUM_FACTORS
-from hetexport.layers.noise_bank import AUTO_DESIGN, BANK_DESIGNS
+from hetexport.layers.noise_bank import AUTO_DESIGN, BANK_DESIGNS, FITTED_DESIGN
 from hetexport.onnx.export import (
     DEFAULT_BANK_DESIGN,
     DEFAULT_NOISE_SEED,
@@ -243,7 +243,8 @@ def train(
     typer.echo(f"checkpoint: {checkpoint}\nmetrics: {metrics}\n{json.dumps(figures)}")
 
 
-BankDesign = StrEnum("BankDesign", {name: name for name in (AUTO_DESIGN, *BANK_DESIGNS)})
+BankDesign = StrEnum("BankDesign", {name: name for name in (AUTO_DESIGN, *BANK_DESIGNS,
+                                                               FITTED_DESIGN)})
 DEFAULT_DESIGN = BankDesign(DEFAULT_BANK_DESIGN)
 DEFAULT_ERROR_IMAGES = 400
 

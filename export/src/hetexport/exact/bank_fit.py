@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from hetexport.exact.integral import ExactAnswer
+from hetexport.exact.measure import Reference
 from hetexport.layers import LatentGaussian, NoiseBank, mc_sigmoid, mc_softmax
 from hetexport.layers.entropy import bernoulli_entropy, categorical_entropy
 from hetexport.layers.noise_bank import moment_matched_sobol_design
@@ -92,20 +93,21 @@ def served_integral_errors(points: Tensor, latent: LatentGaussian, exact: ExactA
 
 
 def fit_bank(
-    latent: LatentGaussian,
-    exact: ExactAnswer,
-    temperature: float,
+    reference: Reference,
     *,
     samples: int,
     seed: int,
-    link: str = "softmax",
     steps: int = FIT_STEPS,
     learning_rate: float = FIT_LEARNING_RATE,
 ) -> BankFit:
-    """A bank of ``samples`` points fitted to ``latent``'s integrals (module doc), started
-    from ``moment_matched_sobol`` with ``seed``; ``exact`` is the reference of the same
-    latents (``exact_answer``)."""
+    """A bank of ``samples`` points fitted to the integrals of ``reference``'s latents
+    (module doc: the FIT images), started from ``moment_matched_sobol`` with ``seed``.
+    ValueError unless S is even with S/2 > R + N."""
+    latent, exact = reference.latent, reference.exact
+    temperature, link = reference.temperature, reference.link
     factors, width = latent.num_factors, latent.diag_noise_dim
+    if samples % 2:
+        raise ValueError(f"a fitted bank is antithetic: S must be even, got {samples}")
     wide = _float64(latent)
     start = moment_matched_sobol_design(samples, factors, width, seed)
     half = start[: samples // 2].clone().requires_grad_(True)
