@@ -373,6 +373,11 @@ def demo(
     reuse_checkpoints: Annotated[bool, typer.Option(
         help="no training: re-evaluate and re-export the seed-0 checkpoints in --work-dir, "
              "keeping the previous report's training figures")] = False,
+    export_mc_samples: Annotated[int, typer.Option(
+        min=1, help="S baked into the exported HET model")] = DEFAULT_EXPORT_MC_SAMPLES,
+    bank_design: Annotated[BankDesign, typer.Option(
+        help="the exported HET model's noise bank (optimized: fitted on the card's "
+             "selection images)")] = DEFAULT_DESIGN,
 ) -> None:
     """The Fashion-MNIST label-noise demo: choose, train, compare, plot, report, export."""
     from hetexport.demo import DemoConfig, run_demo
@@ -385,6 +390,7 @@ def demo(
             model_repo=model_repo, report_dir=report_dir, data_dir=data_dir, work_dir=work_dir,
             seeds=tuple(range(seeds)), train_limit=train_limit, test_limit=test_limit,
             num_threads=threads, progress=progress, reuse_checkpoints=reuse_checkpoints,
+            export_mc_samples=export_mc_samples, export_bank_design=bank_design.value,
             **overrides,
         )
         result = run_demo(config)
