@@ -86,9 +86,10 @@ bench-uncertainty: setup
 	cd bench && ../$(PY) uncertainty_cost.py
 
 ## bench-bank-fit: the fitted ("optimized") noise bank vs the Sobol designs and plain MC S = 1000,
-##   error against the exact integral on fit, card and held-out images -> bench/results/bank-fit-*.json
+##   error against the exact integral on fit, card, held-out images -> bench/results/bank-fit-*.json
 bench-bank-fit: setup
-	cd bench && nice -n 10 ../$(PY) bank_fit.py
+	cd bench && nice -n 10 ../$(PY) bank_fit.py --export-images 400
+	cd bench && nice -n 10 ../$(PY) bank_fit.py --export-images 1000
 
 ## bench-confusable: per-input confusable precision of the shipped models, through the gateway
 bench-confusable: setup

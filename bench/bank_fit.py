@@ -19,7 +19,8 @@ p99 error to plain Monte Carlo S = 1000's on the same images (<= 1: at least as 
 every integral quantity). Also the fit's wall time (one thread).
 
 Reproduce: ``.venv/bin/python bench/bank_fit.py`` (``make bench-bank-fit``); results in
-``bench/results/bank-fit-<machine>.json`` with their provenance.
+``bench/results/bank-fit-<export images>img-<machine>.json`` with their provenance
+(``--export-images 1000``: the fit sees 500 images, the card 500).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def main() -> None:
     _print(table)
     write_result({"export_images": args.export_images, "held_out_first": args.held_out_offset,
                   "held_out_images": args.held_out, "reference": references["fit"].description,
-                  "plan_seconds": fit_seconds, "errors": table}, "bank-fit", measures=MEASURES)
+                  "plan_seconds": fit_seconds, "errors": table},
+                 f"bank-fit-{args.export_images}img", measures=MEASURES)
 
 
 def _errors(model: HetClassifier, sets: dict[str, torch.Tensor],

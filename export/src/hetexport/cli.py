@@ -378,6 +378,9 @@ def demo(
     bank_design: Annotated[BankDesign, typer.Option(
         help="the exported HET model's noise bank (optimized: fitted on the card's "
              "selection images)")] = DEFAULT_DESIGN,
+    error_image_count: Annotated[int, typer.Option(
+        min=2, help="clean test images the export chooses the bank on (first half) and "
+                    "measures it on (second half)")] = DEFAULT_ERROR_IMAGES,
 ) -> None:
     """The Fashion-MNIST label-noise demo: choose, train, compare, plot, report, export."""
     from hetexport.demo import DemoConfig, run_demo
@@ -391,6 +394,7 @@ def demo(
             seeds=tuple(range(seeds)), train_limit=train_limit, test_limit=test_limit,
             num_threads=threads, progress=progress, reuse_checkpoints=reuse_checkpoints,
             export_mc_samples=export_mc_samples, export_bank_design=bank_design.value,
+            error_images=error_image_count,
             **overrides,
         )
         result = run_demo(config)
