@@ -127,6 +127,9 @@ def test_an_export_fits_the_bank_on_the_selection_half_and_bakes_it(model_and_im
                                 seed=plan.seed, design=plan.design, bank=plan.bank)
     assert torch.equal(graph.noise_diag, plan.bank.diag_noise)
     assert torch.equal(graph.noise_factors, plan.bank.factor_noise)
+    chosen = plan_sampling(model, mc_samples=None, mc_error=1.0, design="optimized", seed=0,
+                           images=images, search_seeds=1)
+    assert (chosen.samples, chosen.design) == (32, "optimized") and chosen.bank is not None
     with pytest.raises(ExportError, match="--error-images"):
         plan_sampling(model, mc_samples=S, mc_error=None, design="optimized", seed=0,
                       images=None)

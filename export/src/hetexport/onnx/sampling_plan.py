@@ -135,16 +135,9 @@ def plan_sampling(
     tried: dict[int, float] = {}
     for samples in candidates:
         start = FITTED_START_DESIGN if fitted else named(samples)
-        try:
-            found = search_bank(model, select, select_reference, samples=samples,
-                                design=start, seeds=seeds, baseline=baseline)
-        except ValueError as exc:
-            raise ExportError(str(exc)) from exc
-        bank, p_bar_p99 = None, found.p_bar_p99
-        if fitted:
-            bank = fit_bank(select_reference, samples=samples, seed=found.seed).bank
-            p_bar_p99 = head_error(model, select, select_reference, bank=bank, top_k=1,
-                                   num_confusable=1).summary()["probs"]["p99"]
+        found, bank, p_bar_p99 = _choose_bank(model, select, select_reference, samples=samples,
+                                              design=start, fit=fitted, seeds=seeds,
+                                              baseline=baseline)
         tried[samples] = p_bar_p99
         if mc_error is None or p_bar_p99 <= mc_error:
             return SamplingPlan(samples, named(samples), found.seed, bank=bank,
@@ -153,3 +146,29 @@ def plan_sampling(
                                 report_images=images[half:])
     listed = ", ".join(f"S={s}: {e:.2g}" for s, e in tried.items())
     raise ExportError(f"no S reaches a p_bar p99 error of {mc_error:g} ({listed})")
+
+
+def _choose_bank(
+    model: HetClassifier,
+    images: Tensor,
+    reference: Reference,
+    *,
+    samples: int,
+    design: str,
+    fit: bool,
+    seeds: range,
+    baseline: dict[str, dict[str, float]],
+) -> tuple[BankSearch, NoiseBank | None, float]:
+    """The searched seed of ``design`` at S on the selection ``images``, with ``fit`` the
+    bank fitted from it (else None), and the chosen bank's p_bar p99 error on them."""
+    try:
+        found = search_bank(model, images, reference, samples=samples, design=design,
+                            seeds=seeds, baseline=baseline)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+    if not fit:
+        return found, None, found.p_bar_p99
+    bank = fit_bank(reference, samples=samples, seed=found.seed).bank
+    summary = head_error(model, images, reference, bank=bank, top_k=1,
+                         num_confusable=1).summary()
+    return found, bank, summary["probs"]["p99"]
