@@ -10,6 +10,8 @@ Typical usage::
     hetexport export runs/het.pt --model-repo model_repo --name fashion_het --mc-samples 256
     hetexport export runs/het.pt --name fashion_het --mc-error 0.01 \
         --error-images /usr/share/datasets/fashion-mnist      # S chosen by the error asked for
+    hetexport export runs/het.pt --name fashion_het --mc-samples 128 --bank-design optimized \
+        --error-images /usr/share/datasets/fashion-mnist --error-image-count 1000  # fitted bank
     hetexport mc-error runs/het.pt --model-dir model_repo/fashion_het  # served vs exact
     hetexport export-version runs/het_v2.pt --model-repo model_repo --name fashion_het   # v2
     hetexport demo --model-repo model_repo --report-dir reports        # what `make models` runs
