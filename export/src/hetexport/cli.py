@@ -10,6 +10,8 @@ Typical usage::
     hetexport export runs/het.pt --model-repo model_repo --name fashion_het --mc-samples 256
     hetexport export runs/het.pt --name fashion_het --mc-error 0.01 \
         --error-images /usr/share/datasets/fashion-mnist      # S chosen by the error asked for
+    hetexport export runs/het.pt --name fashion_het --mc-samples 128 --bank-design optimized \
+        --error-images /usr/share/datasets/fashion-mnist --error-image-count 1000  # fitted bank
     hetexport mc-error runs/het.pt --model-dir model_repo/fashion_het  # served vs exact
     hetexport export-version runs/het_v2.pt --model-repo model_repo --name fashion_het   # v2
     hetexport demo --model-repo model_repo --report-dir reports        # what `make models` runs
@@ -36,7 +38,7 @@ from hetexport.errors import HetExportError
 from hetexport.label_noise import DEFAULT_NOISE_RATE
 from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EVAL_MC_SAMPLES
 from hetexport.layers.heads import DEFAULT_NUM_FACTORS
-from hetexport.layers.noise_bank import AUTO_DESIGN, BANK_DESIGNS
+from hetexport.layers.noise_bank import AUTO_DESIGN, BANK_DESIGNS, FITTED_DESIGN
 from hetexport.onnx.export import (
     DEFAULT_BANK_DESIGN,
     DEFAULT_NOISE_SEED,
@@ -243,7 +245,8 @@ def train(
     typer.echo(f"checkpoint: {checkpoint}\nmetrics: {metrics}\n{json.dumps(figures)}")
 
 
-BankDesign = StrEnum("BankDesign", {name: name for name in (AUTO_DESIGN, *BANK_DESIGNS)})
+BankDesign = StrEnum("BankDesign", {name: name for name in (AUTO_DESIGN, *BANK_DESIGNS,
+                                                               FITTED_DESIGN)})
 DEFAULT_DESIGN = BankDesign(DEFAULT_BANK_DESIGN)
 DEFAULT_ERROR_IMAGES = 400
 
@@ -372,6 +375,14 @@ def demo(
     reuse_checkpoints: Annotated[bool, typer.Option(
         help="no training: re-evaluate and re-export the seed-0 checkpoints in --work-dir, "
              "keeping the previous report's training figures")] = False,
+    export_mc_samples: Annotated[int, typer.Option(
+        min=1, help="S baked into the exported HET model")] = DEFAULT_EXPORT_MC_SAMPLES,
+    bank_design: Annotated[BankDesign, typer.Option(
+        help="the exported HET model's noise bank (optimized: fitted on the card's "
+             "selection images)")] = DEFAULT_DESIGN,
+    error_image_count: Annotated[int, typer.Option(
+        min=2, help="clean test images the export chooses the bank on (first half) and "
+                    "measures it on (second half)")] = DEFAULT_ERROR_IMAGES,
 ) -> None:
     """The Fashion-MNIST label-noise demo: choose, train, compare, plot, report, export."""
     from hetexport.demo import DemoConfig, run_demo
@@ -384,6 +395,8 @@ def demo(
             model_repo=model_repo, report_dir=report_dir, data_dir=data_dir, work_dir=work_dir,
             seeds=tuple(range(seeds)), train_limit=train_limit, test_limit=test_limit,
             num_threads=threads, progress=progress, reuse_checkpoints=reuse_checkpoints,
+            export_mc_samples=export_mc_samples, export_bank_design=bank_design.value,
+            error_images=error_image_count,
             **overrides,
         )
         result = run_demo(config)

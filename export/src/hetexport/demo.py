@@ -144,6 +144,7 @@ class DemoConfig:
     train_mc_samples: int = DEFAULT_TRAIN_MC_SAMPLES
     eval_mc_samples: int = DEFAULT_EVAL_MC_SAMPLES
     export_mc_samples: int = DEFAULT_EXPORT_MC_SAMPLES
+    export_bank_design: str = DEFAULT_BANK_DESIGN
     error_images: int = DEFAULT_ERROR_IMAGES
     top_k: int = DEFAULT_TOP_K
     num_confusable: int = DEFAULT_NUM_CONFUSABLE
@@ -267,14 +268,14 @@ def noise_sweep(config: DemoConfig, specs: dict[str, ModelSpec]) -> list[SweepPo
 
 def _export(config: DemoConfig, checkpoint: Path, name: str, metrics: dict[str, Any],
             data: PreparedData) -> Path:
-    """Export with the default bank design and S; the card's error figures are measured on
+    """Export with the configured bank design and S; the card's error figures are measured on
     the first ``config.error_images`` clean test images (held out from training)."""
     assert data.test_images is not None
     export_to_repository(
         checkpoint, config.model_repo, name, mc_samples=config.export_mc_samples,
         top_k=config.top_k, num_confusable=config.num_confusable,
         max_batch_size=config.max_batch_size, metrics=metrics, seed=EXPORT_NOISE_SEED,
-        error_images=data.test_images[:config.error_images],
+        design=config.export_bank_design, error_images=data.test_images[:config.error_images],
     )
     return config.model_repo / name
 
@@ -394,7 +395,7 @@ def _reevaluation_text(config: DemoConfig, checkpoints: dict[str, Path],
                        for path in checkpoints.values())
     export_line = (
         f"Re-exported {', '.join(f'`{path}`' for path in exported.values())} from those "
-        f"checkpoints ({config.export_mc_samples} MC samples of the {DEFAULT_BANK_DESIGN} "
+        f"checkpoints ({config.export_mc_samples} MC samples of the {config.export_bank_design} "
         f"bank, export noise seed "
         f"{EXPORT_NOISE_SEED}, top-k {config.top_k}, {config.num_confusable} confusable)."
         if exported else "Nothing exported.")

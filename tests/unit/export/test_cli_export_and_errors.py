@@ -86,6 +86,35 @@ def test_export_chooses_s_by_the_error_asked_for_and_cards_it(
                     "--mc-error", "0.01"], "needs held-out images")
 
 
+def test_export_bakes_a_bank_fitted_on_the_selection_images_with_the_optimized_design(
+    het_checkpoint: Path, tmp_path: Path
+) -> None:
+    """--bank-design optimized: the graph holds an antithetic, whitened bank that is not the
+    moment-matched Sobol bank it started from; it needs held-out images to fit on."""
+    repo = tmp_path / "repo"
+    result = CliRunner().invoke(app, [
+        "export", str(het_checkpoint), "--model-repo", str(repo), "--name", "fit",
+        "--mc-samples", "32", "--bank-design", "optimized",
+        "--error-images", str(DEFAULT_FASHION_MNIST_DIR), "--error-image-count", "8",
+    ])
+    assert result.exit_code == 0, result.output
+    card = ModelCard.model_validate_json((repo / "fit" / "model_card.json").read_text())
+    assert (card.monte_carlo.design, card.monte_carlo.samples, card.monte_carlo.images) == (
+        "optimized", 32, 4)
+    baked = {t.name: numpy_helper.to_array(t) for t in onnx.load(
+        str(repo / "fit" / "1" / "model.onnx")).graph.initializer}
+    z = np.concatenate([baked["noise_factors"], baked["noise_diag"]], 1).astype(np.float64)
+    np.testing.assert_array_equal(z[:16], -z[16:])
+    np.testing.assert_allclose(z.T @ z / 32, np.eye(z.shape[1]), atol=1e-5)
+    start = NoiseBank.fixed(32, card.num_factors, card.num_classes, seed=card.monte_carlo.seed,
+                            design="moment_matched_sobol")
+    assert np.abs(baked["noise_diag"] - start.diag_noise.numpy()).max() > 1e-3
+    _fails_cleanly(["export", str(het_checkpoint), "--model-repo", str(repo),
+                    "--bank-design", "optimized"], "--error-images")
+    _fails_cleanly(["mc-error", str(het_checkpoint), "--count", "4", "--bank-design",
+                    "optimized"], "fitted")
+
+
 def test_mc_error_reports_every_served_quantity_against_the_exact_integral(
     het_checkpoint: Path,
 ) -> None:

@@ -23,6 +23,15 @@ first: they carry the correlated, usually larger, part of the noise):
   exactly 0 and its sample covariance exactly I: the first and second moments of the noise,
   hence the linear and quadratic terms of the integrand, are integrated exactly, besides all
   odd ones. Needs S/2 > R + N (the S/2 distinct points must span every dimension).
+* ``"optimized"`` (``FITTED_DESIGN``, learned quadrature; not in ``BANK_DESIGNS``, since it
+  depends on a model, not only on (S, R, N, seed)): ``moment_matched_sobol``'s structure kept
+  exactly (S/2 points Y and their negations, whitened: ``Z = [Y; -Y] L^{-T}``,
+  ``L L^T = Y^T Y / (S/2)``, so mean 0, every odd moment 0 and second moment I for any Y)
+  while Y itself, started at the ``moment_matched_sobol`` bank of the given seed, is fitted
+  by gradient descent to minimise the error of every served integral (p_bar of every class,
+  expected and predictive entropy, mutual information) against the exact reference on a
+  model's FIT images (an export's selection half of ``--error-images``). The fit is
+  ``hetexport.exact.bank_fit.fit_bank``; ``NoiseBank.fixed`` cannot make it.
 * ``"auto"`` (the export default, ``resolve_design``): ``moment_matched_sobol`` where S allows
   it, else ``sobol`` up to Sobol's largest dimension (21201), else ``normal`` (a K = 21843 head
   at S = 1000, say). Measured against the exact integral in ``bench/uncertainty_cost.py``
@@ -44,6 +53,7 @@ import torch
 from torch import Tensor
 
 AUTO_DESIGN = "auto"
+FITTED_DESIGN = "optimized"
 SOBOL_MAX_DIMENSION = torch.quasirandom.SobolEngine.MAXDIM
 _OPEN_UNIT = 1e-7
 """Sobol points are clamped into (eps, 1 - eps) before ``Phi^{-1}`` (|z| <= 5.2)."""
@@ -131,6 +141,10 @@ class NoiseBank:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         design = resolve_design(design, num_samples, num_factors, num_classes)
+        if design == FITTED_DESIGN:
+            raise ValueError(f"the {FITTED_DESIGN!r} bank is fitted to a model's latents "
+                             "(hetexport.exact.bank_fit.fit_bank; an export fits it on "
+                             "--error-images), not drawn from a seed")
         try:
             make = BANK_DESIGNS[design]
         except KeyError:

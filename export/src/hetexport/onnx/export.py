@@ -101,15 +101,16 @@ def build_serving_graph(
     num_confusable: int,
     seed: int,
     design: str = DEFAULT_BANK_DESIGN,
+    bank: NoiseBank | None = None,
 ) -> ServingGraph:
-    """Wrap ``model`` (eval mode) with ``NoiseBank.fixed(mc_samples, R, K, seed=seed,
-    design=design)``.
+    """Wrap ``model`` (eval mode) with ``bank`` when given (a fitted one), else
+    ``NoiseBank.fixed(mc_samples, R, K, seed=seed, design=design)``.
 
     (HET-XL: ``NoiseBank.fixed(mc_samples, R, D, ...)``, its diagonal noise is z_D.)
     """
     head = model.head
-    noise = None
-    if head.kind != "det":
+    noise = bank if head.kind != "det" else None
+    if head.kind != "det" and noise is None:
         try:
             noise = NoiseBank.fixed(mc_samples, head.num_factors, head.diag_noise_dim,
                                     seed=seed, design=design)
@@ -130,11 +131,13 @@ def export_onnx(
     num_confusable: int = DEFAULT_NUM_CONFUSABLE,
     seed: int = DEFAULT_NOISE_SEED,
     design: str = DEFAULT_BANK_DESIGN,
+    bank: NoiseBank | None = None,
 ) -> ExportedGraph:
-    """Trace ``model`` to ONNX in memory (nothing validated or written yet)."""
+    """Trace ``model`` to ONNX in memory (nothing validated or written yet); ``bank``
+    overrides the (``seed``, ``design``) bank (``build_serving_graph``)."""
     graph = build_serving_graph(
         model, mc_samples=mc_samples, top_k=top_k, num_confusable=num_confusable, seed=seed,
-        design=design,
+        design=design, bank=bank,
     )
     proto = export_graph(graph, input_shape)
     return ExportedGraph(proto.SerializeToString(), graph)
@@ -195,6 +198,7 @@ def export_to_repository(
         num_confusable=num_confusable,
         seed=plan.seed,
         design=plan.design,
+        bank=plan.bank,
     )
     parity = check_parity(exported.graph, exported.onnx_model, input_shape=input_shape)
     card = _model_card(
