@@ -375,14 +375,14 @@ def demo(
     reuse_checkpoints: Annotated[bool, typer.Option(
         help="no training: re-evaluate and re-export the seed-0 checkpoints in --work-dir, "
              "keeping the previous report's training figures")] = False,
-    export_mc_samples: Annotated[int, typer.Option(
-        min=1, help="S baked into the exported HET model")] = DEFAULT_EXPORT_MC_SAMPLES,
-    bank_design: Annotated[BankDesign, typer.Option(
-        help="the exported HET model's noise bank (optimized: fitted on the card's "
-             "selection images)")] = DEFAULT_DESIGN,
-    error_image_count: Annotated[int, typer.Option(
+    export_mc_samples: Annotated[int | None, typer.Option(
+        min=1, help="S baked into the exported HET model [default: the demo's, 128]")] = None,
+    bank_design: Annotated[BankDesign | None, typer.Option(
+        help="the exported HET model's noise bank [default: the demo's, optimized: fitted "
+             "on the first half of the error images]")] = None,
+    error_image_count: Annotated[int | None, typer.Option(
         min=2, help="clean test images the export chooses the bank on (first half) and "
-                    "measures it on (second half)")] = DEFAULT_ERROR_IMAGES,
+                    "measures it on (second half) [default: the demo's, 1000]")] = None,
 ) -> None:
     """The Fashion-MNIST label-noise demo: choose, train, compare, plot, report, export."""
     from hetexport.demo import DemoConfig, run_demo
@@ -390,13 +390,13 @@ def demo(
     with _clean_failure():
         overrides = {key: value for key, value in
                      {"epochs": epochs, "grid_epochs": grid_epochs,
-                      "sweep_epochs": sweep_epochs}.items() if value is not None}
+                      "sweep_epochs": sweep_epochs, "export_mc_samples": export_mc_samples,
+                      "export_bank_design": bank_design and bank_design.value,
+                      "error_images": error_image_count}.items() if value is not None}
         config = DemoConfig(
             model_repo=model_repo, report_dir=report_dir, data_dir=data_dir, work_dir=work_dir,
             seeds=tuple(range(seeds)), train_limit=train_limit, test_limit=test_limit,
             num_threads=threads, progress=progress, reuse_checkpoints=reuse_checkpoints,
-            export_mc_samples=export_mc_samples, export_bank_design=bank_design.value,
-            error_images=error_image_count,
             **overrides,
         )
         result = run_demo(config)
