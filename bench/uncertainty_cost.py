@@ -16,8 +16,9 @@ Two sections (``--sections cost error``, both by default):
   its own standard error), the mean and 99th percentile over ``--images`` test images of every
   served quantity's error, for the bank the models were shipped with before (plain Monte
   Carlo, S = 1000), plain Monte Carlo at S = 128, each Sobol design at S = 128 (seed 0), the
-  moment-matched design at S = 256, and the bank in the shipped ``fashion_het`` (its ONNX
-  graph run with ONNX Runtime: S = 128, its seed searched on other images by the export).
+  moment-matched design at S = 256 (the bank shipped before), and the bank in the shipped
+  ``fashion_het`` (its ONNX graph run with ONNX Runtime: S = 128 points fitted by the export
+  to the latents of other test images, ``hetexport.exact.bank_fit``).
   Needs the model's checkpoint (``make models`` leaves it in ``runs/demo/fashion_het.pt``) for
   the latent Gaussians.
 
@@ -204,7 +205,8 @@ def measure_error(args: argparse.Namespace) -> dict:
     served = runner.run(images.numpy())
     shipped = card.monte_carlo
     report = head_error(model, images, reference, served=served)
-    rows.append(_error_row("shipped fashion_het (ONNX Runtime)",
+    rows.append(_error_row(f"shipped fashion_het ({shipped.design if shipped else 'normal'}, "
+                           f"S = {card.mc_samples}, ONNX Runtime)",
                            shipped.design if shipped else "normal", card.mc_samples, report))
     for row in rows:
         e = row["error"]
