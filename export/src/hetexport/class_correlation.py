@@ -108,8 +108,8 @@ def probability_covariance_rows(sample_probs: Tensor, topk_ids: Tensor) -> Tenso
     in ONNX Runtime than a gather over [B, S, K].
     """
     samples = sample_probs.shape[1]
-    centred = sample_probs - batch_invariant.mean(sample_probs, 1).unsqueeze(1).expand_as(
-        sample_probs)  # [B, S, K]
+    centred = sample_probs - batch_invariant.per_sample(
+        batch_invariant.mean(sample_probs, 1), sample_probs.shape[1])  # [B, S, K]
     classes = torch.arange(sample_probs.shape[-1], device=topk_ids.device)
     pick = (classes.unsqueeze(-1) == topk_ids.unsqueeze(1)).to(sample_probs.dtype)  # [B, K, k]
     top = torch.matmul(centred, pick)  # the top columns [B, S, k]

@@ -64,9 +64,25 @@ def _weighted_sum(x: Tensor, dim: int, weight: float) -> Tensor:
     return torch.matmul(ones.unsqueeze(0), x.movedim(dim, x.dim() - 2)).squeeze(-2)
 
 
+EXPAND_MAX_WIDTH = 64
+"""``per_sample`` materialises the broadcast of a [B, K] tensor over the samples when
+K <= this: ONNX Runtime's broadcasting ``Add``/``Mul`` walks the output in runs of the
+innermost axis, ~6x slower than same-shape operands for K = 10; for wide K the runs are long
+and the copy would cost more than it saves."""
+
+
+def per_sample(x: Tensor, samples: int) -> Tensor:
+    """``x`` [B, K] as [B, S, K] for an element-wise op with a [B, S, K] operand: an
+    ``expand`` (materialised by ONNX) for K <= ``EXPAND_MAX_WIDTH``, else a broadcast view
+    [B, 1, K]. Same values either way."""
+    if x.shape[-1] <= EXPAND_MAX_WIDTH:
+        return x.unsqueeze(1).expand(-1, samples, -1)
+    return x.unsqueeze(1)
+
+
 def log_mean_exp(a: Tensor, dim: int) -> Tensor:
     """``log((1/n) sum_i exp(a_i))`` over ``dim`` (removed): ``max a - max log_softmax(a) -
     log n`` (module doc); exact where one ``a_i`` dominates, no overflow for large ``a``."""
-    n = a.shape[dim]
-    top = a.amax(dim)
-    return top - torch.log_softmax(a, dim).amax(dim) - math.log(n)
+    rows = a.movedim(dim % a.dim(), a.dim() - 1)  # ``dim`` last: ONNX Runtime's LogSoftmax
+    top = rows.amax(-1)                             # and ReduceMax run fastest along it
+    return top - torch.log_softmax(rows, -1).amax(-1) - math.log(rows.shape[-1])

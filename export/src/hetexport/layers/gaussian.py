@@ -209,7 +209,7 @@ class LatentGaussian:
             scaled = self.prelogit_scale.unsqueeze(1) * diag_noise  # [B, S, D]
             return torch.matmul(scaled, self.prelogit_weight.t())
         samples = diag_noise.shape[-2]
-        return self.scale.unsqueeze(1).expand(-1, samples, -1) * diag_noise
+        return batch_invariant.per_sample(self.scale, samples) * diag_noise
 
     def factor_rows(self, idx: Tensor) -> Tensor:
         """Rows ``V[idx]`` [B, k, R] of the factor matrix for class ids idx [B, k]."""

@@ -53,7 +53,7 @@ def sample_logits(latent: LatentGaussian, noise: NoiseBank) -> Tensor:
     _check_noise(latent, noise)
     low_rank = latent.project_factor_noise(noise.factor_noise)  # [B, S, K]
     diag = latent.project_diag_noise(noise.diag_noise)  # [B, S, K]
-    return low_rank + diag + latent.mean.unsqueeze(1).expand_as(diag)
+    return low_rank + diag + batch_invariant.per_sample(latent.mean, diag.shape[1])
 
 
 def mc_softmax(latent: LatentGaussian, noise: NoiseBank, temperature: Tensor) -> MCAverage:
