@@ -1,7 +1,7 @@
 """Everything between a trained ``HetClassifier`` and an ONNX file in a Triton repository.
 
 * ``head``: ``ServingGraph``, the module traced to ONNX (images -> ``hetcontract.HEAD_OUTPUTS``);
-* ``graph``: tracing, batched or per example (``Scan`` over the batch);
+* ``graph``: tracing to one batched graph whose answers do not depend on the batch;
 * ``runner``: ``OnnxRunner``, ONNX Runtime over an exported file;
 * ``parity``: the exported graph against PyTorch;
 * ``export``: all of the above into ``model_repo/<name>/``.
