@@ -48,6 +48,14 @@ def test_log_mean_exp_of_a_single_sample_is_exact():
     assert torch.equal(batch_invariant.log_mean_exp(log_p, 1), log_p[:, 0])
 
 
+@pytest.mark.parametrize("width", [10, batch_invariant.EXPAND_MAX_WIDTH + 1])
+def test_per_sample_broadcasts_a_row_over_the_samples_narrow_or_wide(width):
+    x, samples = _x(3, width), torch.zeros(3, 7, width)
+    repeated = batch_invariant.per_sample(x, 7)
+    assert torch.equal(samples + repeated, x.unsqueeze(1).expand(3, 7, width))
+    assert repeated.shape[1] == (7 if width <= batch_invariant.EXPAND_MAX_WIDTH else 1)
+
+
 class _Functions(nn.Module):
     """Every function on a [B, S, K] input, as the served graph uses them."""
 
