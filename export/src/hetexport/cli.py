@@ -34,6 +34,7 @@ import typer
 from hetcontract import InputSpec
 
 from hetexport.data import DEFAULT_FASHION_MNIST_DIR, held_out_images, load_image_folder
+from hetexport.data.held_out import DEFAULT_ERROR_IMAGES
 from hetexport.errors import HetExportError
 from hetexport.label_noise import DEFAULT_NOISE_RATE
 from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EVAL_MC_SAMPLES
@@ -248,7 +249,8 @@ def train(
 BankDesign = StrEnum("BankDesign", {name: name for name in (AUTO_DESIGN, *BANK_DESIGNS,
                                                                FITTED_DESIGN)})
 DEFAULT_DESIGN = BankDesign(DEFAULT_BANK_DESIGN)
-DEFAULT_ERROR_IMAGES = 400
+MC_ERROR_REPORT_IMAGES = 400
+"""Held-out images ``hetexport mc-error`` reports an exported model's error on by default."""
 
 
 @app.command()
@@ -313,7 +315,7 @@ def mc_error_report(
     ] = None,
     images: Annotated[Path, typer.Option(help="Fashion-MNIST IDX directory or image folder")] = (
         DEFAULT_FASHION_MNIST_DIR),
-    count: Annotated[int, typer.Option(min=2, help="held-out images")] = DEFAULT_ERROR_IMAGES,
+    count: Annotated[int, typer.Option(min=2, help="held-out images")] = MC_ERROR_REPORT_IMAGES,
     mc_samples: Annotated[int, typer.Option(min=1)] = DEFAULT_EXPORT_MC_SAMPLES,
     bank_design: Annotated[BankDesign, typer.Option()] = DEFAULT_DESIGN,
     seed: Annotated[int, typer.Option()] = DEFAULT_NOISE_SEED,

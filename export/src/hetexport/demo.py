@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from hetexport.checkpoint import load_checkpoint, save_checkpoint
 from hetexport.data import DEFAULT_FASHION_MNIST_DIR
+from hetexport.data.held_out import DEFAULT_ERROR_IMAGES
 from hetexport.errors import InputError
 from hetexport.label_noise import (
     AMBIGUITY_POWER,
@@ -107,11 +108,6 @@ two shared cores); the main runs use all 60k (54k train + 6k validation)."""
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_BACKBONE_KWARGS: dict[str, Any] = {"widths": [8, 16], "feature_dim": 128}
 DEFAULT_TRAIN_MC_SAMPLES = 100
-DEFAULT_ERROR_IMAGES = 1000
-"""Clean test images the HET export chooses its bank on (the first half: seed search and fit)
-and measures its error against the exact integral on (the second half, for the model card).
-With 500 fit images the fitted bank's held-out error is ~20 % under plain MC with S = 1000 on
-every integral; with 200, some fits missed (``bench/bank_fit.py``)."""
 DEMO_EXPORT_MC_SAMPLES = 128
 DEMO_BANK_DESIGN = FITTED_DESIGN
 """The shipped HET model's bank: 128 points fitted to the model's latents (learned
