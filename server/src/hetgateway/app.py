@@ -52,7 +52,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         backend = TritonBackend(
             settings.triton_grpc_url,
-            infer_timeout_s=settings.infer_timeout_s,
             control_timeout_s=settings.control_timeout_s,
             max_reconnect_backoff_ms=settings.grpc_max_reconnect_backoff_ms,
             refresh_interval_s=settings.triton_replica_check_interval_s,
@@ -64,7 +63,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             default_model=settings.default_model,
         )
         app.state.catalog = catalog  # read by request_metrics for the model label
-        app.state.data_plane = DataPlane(
+        plane = app.state.data_plane = DataPlane(
             backend, catalog, settings=settings, metrics=gateway_metrics
         )
         try:
@@ -75,6 +74,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await plane.close()
             await backend.close()
 
     app = FastAPI(
