@@ -105,6 +105,13 @@ class GatewaySettings(BaseSettings):
         default=500, ge=100, description="cap on gRPC's reconnect backoff once Triton is back"
     )
     log_level: str = Field(default="info", description="uvicorn log level")
+    opentelemetry: bool = Field(
+        default=False,
+        description=(
+            "FastAPI's built-in OpenTelemetry spans, metrics and logs for every request, sent "
+            "to the globally configured providers (off: Prometheus metrics and JSON logs only)"
+        ),
+    )
     max_in_flight: int = Field(
         default=DEFAULT_MAX_IN_FLIGHT,
         ge=1,

@@ -14,6 +14,7 @@ shipped cards, K = 10, batch limit 8); ``fake_card`` -> the ``fashion_het`` card
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,7 @@ def head_outputs(card: ModelCard, images: np.ndarray) -> dict[str, np.ndarray]:
     """Every head output for ``images`` [B, C, H, W], each row computed on its own: p =
     softmax(W x / tau) with a fixed W; the HET-only outputs made up from p."""
     k, top, m = card.num_classes, card.top_k, card.num_confusable
-    weights = np.random.default_rng(7).standard_normal((k, int(np.prod(images.shape[1:]))))
+    weights = _weights(k, int(np.prod(images.shape[1:])))
     rows = [_row(weights @ image.reshape(-1).astype(np.float64), card) for image in images]
     stacked = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
     stacked[OutputName.TOPK_CORRELATION.value] = np.broadcast_to(
@@ -124,6 +125,12 @@ def head_outputs(card: ModelCard, images: np.ndarray) -> dict[str, np.ndarray]:
     stacked[OutputName.CONFUSABLE_SHARE.value] = np.full((len(images), top, m), 1.0 / max(m, 1),
                                                          np.float32)
     return stacked
+
+
+@functools.cache
+def _weights(classes: int, features: int) -> np.ndarray:
+    """The fake model's fixed weights, [classes, features]."""
+    return np.random.default_rng(7).standard_normal((classes, features))
 
 
 def _row(logits: np.ndarray, card: ModelCard) -> dict[str, np.ndarray]:
