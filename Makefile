@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-gateway soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-gateway bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, and helm for the chart's offline checks
@@ -98,6 +98,11 @@ bench-confusable: setup
 ## bench-gateway: gateway and Triton CPU per request (multipart, JSON, batch 16; 1 and 2 workers), gateway vs direct Triton (also pinned apart)
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
+
+## bench-fused-precision: the fused MC head vs the materialised layer, fp32/fp16/bf16 inputs
+##   (the triton interpreter without CUDA) -> bench/results/fused-precision-*.json
+bench-fused-precision: setup
+	$(PY) bench/fused_precision.py
 
 ## soak: bounded Locust soak against a running gateway (make serve), with memory before/after
 soak: setup
