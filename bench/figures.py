@@ -45,8 +45,9 @@ CLOSING = re.compile(r"^<!-- /results -->", re.MULTILINE)
 FLAGS = frozenset({"stale", "no-provenance"})
 STALE_NOTE = "re-run pending"
 """What a block flagged ``stale`` tells its reader (and the test looks for)."""
-NO_PROVENANCE_NOTE = "records no commit"
-"""What a block flagged ``no-provenance`` tells its reader (and the test looks for)."""
+NO_PROVENANCE_NOTE = re.compile(r"\brecords? no commit\b")
+"""What a block flagged ``no-provenance`` tells its reader (and the test looks for): that the
+file "records no commit" (or the files "record no commit")."""
 PROVENANCE_KEYS = frozenset({"command", "commit", "dirty", "measures", "date", "machine"})
 NUMBER = re.compile(
     r"(?<![\w.,^])(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?!\d|[.,]\d)")
@@ -268,9 +269,11 @@ def parse_field(field: str) -> Field:
         scale = factor if match["op"] == "*" else 1.0 / factor
         expression = expression[:match.start()]
     function = None
-    if match := FUNCTION.match(expression):
+    if match := FUNCTION.match(expression):  # len(FILE:PATH)
         function, expression = match["name"], match["inner"].strip()
     file, _, path = expression.rpartition(".json:")
+    if function is None and (match := FUNCTION.match(path)):  # FILE:len(PATH)
+        function, path = match["name"], match["inner"].strip()
     return Field(f"{file}.json" if file else None, path, negate, function, scale)
 
 

@@ -16,13 +16,19 @@ from (``bench/figures.py`` parses them; ``bench/provenance.py`` writes the files
   flag goes once the result is fresh;
 * outside blocks, no measurement: a table row or sentence with a speed, time or memory figure
   must say it is an estimate, a setting, a goal or a published figure;
-* the web page screenshot the README shows is not older than the page and models it shows.
+* the web page screenshot the README shows is not older than the page and models it shows;
+* links between the pages reach files and headings that exist.
+
+(The answers the docs show, the README's curl answer and the client README's CLI output, are
+run against the live gateway by ``tests/e2e/test_docs_answers.py``.)
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +75,7 @@ def test_the_readme_and_the_docs_pages_are_checked():
     assert {"README.md", "server/README.md", "export/README.md", "deploy/README.md",
             "docs/figures.md"} <= checked
     cited = {document_id(block.document) for block in BLOCKS}
-    assert "README.md" in cited
+    assert {"README.md", "docs/measurements.md", "docs/studies.md"} <= cited
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=document_id)
@@ -100,8 +106,8 @@ def test_a_result_file_carries_its_provenance_or_the_block_says_it_does_not(bloc
             "the 'no-provenance' flag"
     else:
         assert "no-provenance" in block.flags, f"{missing} have no provenance: flag the block"
-        assert figures.NO_PROVENANCE_NOTE in figures.visible_text(block.body), (
-            f"a reader is told that such a file {figures.NO_PROVENANCE_NOTE}")
+        assert figures.NO_PROVENANCE_NOTE.search(figures.visible_text(block.body)), (
+            "a reader is told that such a file 'records no commit'")
     for file in set(figures.cited_files(block)) - set(missing):
         provenance = figures.provenance_of(file)
         assert set(provenance) >= figures.PROVENANCE_KEYS, file
@@ -296,6 +302,46 @@ def test_the_code_a_benchmark_runs_is_derived_from_its_command():
     assert {"tests/load/run_locust.sh", "tests/load/locustfile.py",
             "tests/load/locust_summary.py"} <= set(locust)
     assert "export/src/hetexport/cli.py" in figures.measured_paths(".venv/bin/hetexport demo")
+
+
+def heading_anchors(document: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings (``#the-two-commands``)."""
+    anchors: set[str] = set()
+    tokens = figures.MARKDOWN.parse(document.read_text())
+    for opening, inline in itertools.pairwise(tokens):
+        if opening.type != "heading_open":
+            continue
+        text = "".join(child.content for child in inline.children or []).lower()
+        slug = re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+        anchor, count = slug, 1
+        while anchor in anchors:
+            anchor, count = f"{slug}-{count}", count + 1
+        anchors.add(anchor)
+    return anchors
+
+
+def relative_links(document: Path) -> list[str]:
+    """The targets of a page's links and images that point into the repository."""
+    found = []
+    for token in figures.MARKDOWN.parse(document.read_text()):
+        for child in token.children or []:
+            target = child.attrs.get("href") or child.attrs.get("src")
+            if isinstance(target, str) and not re.match(r"^[a-z]+:", target):
+                found.append(target)
+    return found
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=document_id)
+def test_links_between_the_pages_reach_files_and_headings_that_exist(document):
+    broken = []
+    for target in relative_links(document):
+        path, _, anchor = target.partition("#")
+        file = (document.parent / path).resolve() if path else document
+        if not file.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and file.suffix == ".md" and anchor not in heading_anchors(file):
+            broken.append(f"{target}: no such heading in {file.relative_to(ROOT)}")
+    assert not broken, "\n".join(broken)
 
 
 def test_the_web_page_screenshot_shows_the_current_page():
