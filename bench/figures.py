@@ -18,6 +18,7 @@ fields (``resolve``), compares at the printed rounding (``holds``) and finds sta
 
     .venv/bin/python bench/figures.py check [DOC ...]   # every figure: printed, field, stored
     .venv/bin/python bench/figures.py suggest DOC       # fields that hold each printed figure
+    .venv/bin/python bench/figures.py stale             # cited results to re-run, and how
 """
 
 from __future__ import annotations
@@ -494,11 +495,30 @@ def _leaves(value: object, path: str) -> Iterator[tuple[str, object]]:
         yield path, value
 
 
+def stale_results(pages: Sequence[Path], root: Path = REPO_ROOT) -> dict[str, list[str]]:
+    """Every result file the pages cite (and the screenshot's provenance) that is stale: file
+    -> the paths that changed since it was measured."""
+    files = {file for page in pages for block in blocks(page) for file in cited_files(block)}
+    files |= {str(path.relative_to(root)) for path in (root / "docs" / "img").glob("*.json")}
+    found = {}
+    for file in sorted(files):
+        provenance = provenance_of(file, root)
+        if provenance and (paths := stale_paths(provenance, root)):
+            found[file] = paths
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["check", "suggest"])
+    parser.add_argument("action", choices=["check", "suggest", "stale"])
     parser.add_argument("documents", nargs="*", type=Path)
     args = parser.parse_args(argv)
+    if args.action == "stale":
+        for file, paths in stale_results([d.resolve() for d in args.documents] or documents()
+                                         ).items():
+            print(f"{file}: re-run `{provenance_of(file)['command']}` ({len(paths)} paths "
+                  f"changed: {', '.join(paths[:4])}{', ...' if len(paths) > 4 else ''})")
+        return 0
     failed = False
     for document in [d.resolve() for d in args.documents] or documents():
         for block in blocks(document):
