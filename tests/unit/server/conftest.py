@@ -172,3 +172,16 @@ def fake_backend() -> FakeBackend:
 def make_rows():
     """``make_rows(count, seed=0)``: made-up preprocessed images (see ``image_rows``)."""
     return image_rows
+
+
+@pytest.fixture
+def fake_app(fake_backend):
+    """``fake_app(**settings)``: the gateway app (``create_app``) calling ``fake_backend``."""
+    from hetgateway.app import create_app
+    from hetgateway.settings import load_settings
+
+    def build(**settings):
+        return create_app(load_settings(**settings),
+                          backend_factory=lambda _settings, _metrics: fake_backend)
+
+    return build
