@@ -58,13 +58,14 @@ import numpy as np
 import psutil
 from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
 from hetgateway.answer import ANSWER_OUTPUTS
-from hetgateway.preprocessing import normalise
 from loopback_target import (
     embedded_triton,
     fashion_images,
     free_port,
+    load_for,
     percentiles_ms,
     png,
+    preprocess,
     process_cpu_s,
     process_group_cpu_s,
 )
@@ -156,13 +157,6 @@ def points(args: argparse.Namespace) -> list[Point]:
     grid = [Point("json", images, clients)
             for images, clients in itertools.product(args.images, args.concurrency)]
     return grid + ([Point("multipart", 1, 8)] if args.multipart else [])
-
-
-def preprocess(images: np.ndarray, card: ModelCard) -> np.ndarray:
-    """float32 [N, C, H, W] = (pixel / scale - mean) / std, per the model card: the gateway's
-    own ``normalise``, over the whole batch at once."""
-    pixels = np.repeat(images[:, None].astype(np.float32), card.input.shape[0], axis=1)
-    return normalise(pixels, card.input)
 
 
 def start_gateway(triton_grpc_url: str, *, coalesce: bool) -> tuple[subprocess.Popen, str]:
@@ -286,7 +280,7 @@ async def run_points(args, workload: Workload, gateways: dict, triton) -> list[R
                 senders = path_senders(args, point, workload, gateways, http, stub,
                                        triton_http)
                 for send in senders.values():
-                    await load(send, WARMUP_S, point.concurrency)
+                    await load_for(send, WARMUP_S, point.concurrency)
                 for i in range(args.rounds):
                     names = list(senders)
                     for name in names[i % len(names):] + names[: i % len(names)]:
@@ -339,24 +333,6 @@ def path_senders(args, point: Point, workload: Workload, gateways: dict, http, s
     return {**senders, "direct_grpc": direct_grpc, "direct_http": direct_http}
 
 
-async def load(send, seconds: float, concurrency: int) -> tuple[float, list[float]]:
-    """``concurrency`` clients sending back to back for ``seconds``; wall time and every
-    request's latency."""
-    latencies: list[float] = []
-    counter = itertools.count()
-    stop_at = time.perf_counter() + seconds
-
-    async def client() -> None:
-        while time.perf_counter() < stop_at:
-            started = time.perf_counter()
-            await send(next(counter))
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return time.perf_counter() - started, latencies
-
-
 async def measure(name: str, point: Point, send, seconds: float, *, gateway_pid: int | None,
                   triton_pid: int) -> RoundResult:
     """One round of one path, with the CPU each process spent on it."""
@@ -365,7 +341,7 @@ async def measure(name: str, point: Point, send, seconds: float, *, gateway_pid:
         return gateway, process_group_cpu_s(triton_pid), client_cpu_s()
 
     before = cpu()
-    wall, latencies = await load(send, seconds, point.concurrency)
+    wall, latencies = await load_for(send, seconds, point.concurrency)
     gateway_s, triton_s, client_s = (b - a for a, b in zip(before, cpu(), strict=True))
     count = len(latencies)
     percentiles = percentiles_ms(latencies)
