@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-gateway bench-fused-precision soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-gateway bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, and helm for the chart's offline checks
@@ -57,6 +57,18 @@ serve: setup
 ## test: the whole suite (unit, integration against real Triton, end-to-end)
 test: setup
 	$(PY) -m pytest
+
+## test-floor: the gateway at its dependency floors (server/constraints-floor.txt): its unit
+##   tests in a virtualenv of its own, and a gateway from it in front of the real Triton
+FLOOR_VENV := .venv-floor
+test-floor: setup
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install -q -c server/constraints-floor.txt -e contract -e server \
+		pytest pytest-asyncio pytest-timeout psutil httpx
+	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider tests/unit/server
+	HETSERVE_FLOOR_PYTHON=$(FLOOR_VENV)/bin/python $(PY) -m pytest -p no:cacheprovider \
+		tests/integration/test_gateway_dependency_floors.py
 
 test-unit: setup
 	$(PY) -m pytest tests/unit
@@ -126,4 +138,4 @@ lint: setup
 	$(VENV)/bin/ruff check contract export server client tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache build
+	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache build
