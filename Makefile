@@ -26,7 +26,7 @@ $(STAMP): contract/pyproject.toml export/pyproject.toml server/pyproject.toml cl
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel; a looser spec would pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e contract -e "export[cpu,fused,vision]" -e "server[embedded]" -e "client[images]" -r requirements-dev.txt
+	$(PY) -m pip install -q -e contract -e "export[cpu,fused,vision]" -e "server[embedded]" -e "client[images,audit]" -r requirements-dev.txt
 	touch $(STAMP)
 
 # helm 3.17 from a pinned npm package (scripts/deploy-tools.sh); the chart checks render with it.
