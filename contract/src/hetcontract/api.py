@@ -167,12 +167,16 @@ class PredictResponse(_Frozen):
 
 
 class ModelSummary(_Frozen):
+    """A served model; ``extra_outputs`` the per-class vectors a request may ``include`` from
+    it (``probs`` always; ``latent_probs`` where the model was exported with it)."""
+
     name: str
     version: str
     ready: bool
     head: str
     num_classes: int
     labels: list[str]
+    extra_outputs: list[ExtraOutput] = Field(default_factory=list)
 
 
 class ModelList(_Frozen):

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from anyio import to_thread
-from hetcontract import ModelDetail, ModelList, ModelSummary
+from typing import get_args
+
+from hetcontract import ExtraOutput, ModelDetail, ModelList, ModelSummary
 from hetcontract.api import MAX_TOP_K_DEFAULT as DEFAULT_TOP_K
 
 from hetgateway.answer import ANSWER_OUTPUTS, answer_json, result_layouts
@@ -41,6 +43,9 @@ from hetgateway.settings import GatewaySettings
 from hetgateway.triton_backend import TritonBackend
 
 __all__ = ["DataPlane", "Readiness"]
+
+EXTRA_OUTPUTS: tuple[str, ...] = get_args(ExtraOutput)
+"""The per-class vectors a request may include, where the model outputs them."""
 
 INLINE_PREPROCESS_BYTES = 64 * 1024
 """Requests of images totalling at most this many encoded bytes are preprocessed on the event
@@ -127,9 +132,12 @@ class DataPlane:
         model: str | None,
         top_k: int | None,
         request_id: str,
+        include: Sequence[str] = (),
     ) -> bytes:
         """Classify every input with ``model`` (None: the default model); ``top_k`` None means
-        ``min(DEFAULT_TOP_K, k_max)``. Returns the ``PredictResponse`` as JSON."""
+        ``min(DEFAULT_TOP_K, k_max)``; ``include`` names per-class vectors to add to every
+        result (``hetcontract.ExtraOutput``; Triton is asked for them only then). Returns the
+        ``PredictResponse`` as JSON."""
         if not inputs:
             raise InvalidInput("no inputs: send at least one image or tensor")
         if len(inputs) > self.max_inputs:
@@ -144,12 +152,21 @@ class DataPlane:
                 f"top_k must be between 1 and {entry.card.top_k} for model {entry.name!r}; "
                 f"got {top_k}"
             )
+        missing = [name for name in include if name not in entry.outputs]
+        if missing:
+            raise InvalidInput(
+                f"model {entry.name!r} does not output {', '.join(missing)} (exported before "
+                "it existed: export it again to serve it)"
+            )
+        output_names = ANSWER_OUTPUTS + tuple(include)
         if _cheap_to_preprocess(inputs):
             batch = self._preprocess(inputs, entry)
         else:
             batch = await to_thread.run_sync(self._preprocess, inputs, entry)
         self._metrics.for_model(entry.name).batch_size.observe(len(inputs))
-        outputs, version = await self._infer(entry, batch, request_id=request_id)
+        outputs, version = await self._infer(
+            entry, batch, request_id=request_id, output_names=output_names
+        )
         entry = await self._catalog.for_version(entry, version)
         self._metrics.observe_uncertainty(entry.name, outputs)
         card = entry.card
@@ -161,7 +178,9 @@ class DataPlane:
             "temperature": card.temperature,
         }
         return answer_json(
-            served, result_layouts(outputs, card, top_k=top_k), request_id=request_id
+            served,
+            result_layouts(outputs, card, top_k=top_k, include=include),
+            request_id=request_id,
         )
 
     def _preprocess(self, inputs: Sequence[PredictInput], entry: CatalogEntry) -> np.ndarray:
@@ -186,7 +205,12 @@ class DataPlane:
         return tensor_from_nested(item.values, spec)
 
     async def _infer(
-        self, entry: CatalogEntry, batch: np.ndarray, *, request_id: str
+        self,
+        entry: CatalogEntry,
+        batch: np.ndarray,
+        *,
+        request_id: str,
+        output_names: tuple[str, ...] = ANSWER_OUTPUTS,
     ) -> tuple[dict[str, np.ndarray], str]:
         """Send ``batch`` in chunks of the model's max batch size; outputs concatenated, and
         the model version that computed them (chunks split across a version switch are sent
@@ -195,7 +219,7 @@ class DataPlane:
         started = time.perf_counter()
         if len(batch) <= chunk:  # the common case: one call, awaited without a task
             answer = await self._backend.infer_versioned(
-                entry.name, batch, output_names=ANSWER_OUTPUTS, request_id=request_id
+                entry.name, batch, output_names=output_names, request_id=request_id
             )
             outputs, version = answer.outputs, answer.version
         else:
@@ -205,7 +229,7 @@ class DataPlane:
                         self._backend.infer_versioned(
                             entry.name,
                             batch[start : start + chunk],
-                            output_names=ANSWER_OUTPUTS,
+                            output_names=output_names,
                             request_id=request_id,
                         )
                         for start in range(0, len(batch), chunk)
@@ -221,7 +245,7 @@ class DataPlane:
                 )
             outputs = {
                 name: np.concatenate([part.outputs[name] for part in parts])
-                for name in ANSWER_OUTPUTS
+                for name in output_names
             }
             version = parts[0].version
         self._metrics.for_model(entry.name).triton_seconds.observe(time.perf_counter() - started)
@@ -269,6 +293,7 @@ def _summary(entry: CatalogEntry, *, ready: bool) -> ModelSummary:
         head=entry.card.head,
         num_classes=entry.card.num_classes,
         labels=list(entry.card.labels),
+        extra_outputs=[name for name in EXTRA_OUTPUTS if name in entry.outputs],
     )
 
 

@@ -104,6 +104,9 @@ class ModelConfigView:
     name: str
     max_batch_size: int
     parameters: dict[str, str] = field(default_factory=dict)
+    outputs: frozenset[str] = frozenset()
+    """The names of the model's outputs (an optional one such as ``latent_probs`` is asked
+    for only where the model has it)."""
 
 
 class TritonBackend:
@@ -209,6 +212,7 @@ class TritonBackend:
             name=name,
             max_batch_size=int(config.get("max_batch_size", 0)),
             parameters=parameters,
+            outputs=frozenset(str(output.get("name", "")) for output in config.get("output", [])),
         )
 
     async def infer(

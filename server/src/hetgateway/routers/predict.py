@@ -28,6 +28,7 @@ from hetgateway.dependencies import DataPlaneDep, get_data_plane
 from hetgateway.request_context import current_request_id
 from hetgateway.request_parsing import (
     IMAGES_FIELD,
+    INCLUDE_FIELD,
     JSON_MEDIA_TYPE,
     MULTIPART_MEDIA_TYPE,
     TOP_K_FIELD,
@@ -74,6 +75,10 @@ PREDICT_REQUEST_BODY: dict[str, Any] = {
                             "items": {"type": "string", "format": "binary"},
                         },
                         TOP_K_FIELD: {"type": "integer", "minimum": 1},
+                        INCLUDE_FIELD: {
+                            "type": "string",
+                            "description": "comma-separated: probs, latent_probs",
+                        },
                     },
                 }
             },
@@ -116,6 +121,10 @@ async def _predict(request: Request, plane: DataPlane, *, model: str | None) -> 
     """Parse the body, ask ``model`` (None: the default model) and answer with JSON."""
     parsed = await read_predict_request(request, max_inputs=plane.max_inputs)
     answer = await plane.predict(
-        parsed.inputs, model=model, top_k=parsed.top_k, request_id=current_request_id() or ""
+        parsed.inputs,
+        model=model,
+        top_k=parsed.top_k,
+        request_id=current_request_id() or "",
+        include=parsed.include,
     )
     return Response(content=answer, media_type=JSON_MEDIA_TYPE)
