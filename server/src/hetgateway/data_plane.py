@@ -19,11 +19,10 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 from anyio import to_thread
-from typing import get_args
-
 from hetcontract import ExtraOutput, ModelDetail, ModelList, ModelSummary
 from hetcontract.api import MAX_TOP_K_DEFAULT as DEFAULT_TOP_K
 

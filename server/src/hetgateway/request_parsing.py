@@ -9,10 +9,9 @@ JSON: ``hetcontract.PredictRequest`` (``{"inputs": [{"image": b64} | {"tensor": 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from fastapi import Request
 from typing import get_args
 
+from fastapi import Request
 from hetcontract import ExtraOutput, ImageInput, PredictRequest
 from pydantic import ValidationError
 
