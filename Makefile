@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-gateway soak overload lint clean
+.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-gateway bench-audit soak overload lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, and helm for the chart's offline checks
@@ -98,6 +98,14 @@ bench-confusable: setup
 ## bench-gateway: gateway and Triton CPU per request (multipart, JSON, batch 16; 1 and 2 workers), gateway vs direct Triton (also pinned apart)
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
+
+## bench-audit: label audit vs cleanlab's find_label_issues on the same probabilities (served
+##   fashion_het / fashion_det, injected wrong labels at 3 rates x 5 structures, k-fold training-set
+##   audit) and audit vs gateway throughput -> bench/results/audit-*.json; cleanlab is installed
+##   here only (bench/requirements-audit.txt)
+bench-audit: setup
+	$(PY) -m pip install -q -r bench/requirements-audit.txt
+	cd bench && nice -n 10 ../$(PY) audit_bench.py
 
 ## soak: bounded Locust soak against a running gateway (make serve), with memory before/after
 soak: setup
