@@ -51,6 +51,8 @@ class CatalogEntry:
     version: str
     max_batch_size: int
     card: ModelCard
+    outputs: frozenset[str] = frozenset()
+    """The model's output names, from its Triton config."""
 
 
 class ModelCatalog:
@@ -171,6 +173,7 @@ class ModelCatalog:
             version=version or card.version,
             max_batch_size=config.max_batch_size,
             card=card,
+            outputs=config.outputs,
         )
 
     def _card(self, name: str, parameter: str | None) -> ModelCard | None:

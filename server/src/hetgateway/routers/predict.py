@@ -25,6 +25,7 @@ from hetgateway.data_plane import DataPlane
 from hetgateway.request_context import current_request_id
 from hetgateway.request_parsing import (
     IMAGES_FIELD,
+    INCLUDE_FIELD,
     JSON_MEDIA_TYPE,
     MULTIPART_MEDIA_TYPE,
     TOP_K_FIELD,
@@ -49,6 +50,10 @@ PREDICT_REQUEST_BODY: dict[str, Any] = {
                             "items": {"type": "string", "format": "binary"},
                         },
                         TOP_K_FIELD: {"type": "integer", "minimum": 1},
+                        INCLUDE_FIELD: {
+                            "type": "string",
+                            "description": "comma-separated: probs, latent_probs",
+                        },
                     },
                 }
             },
@@ -90,6 +95,10 @@ async def _predict(request: Request, *, model: str | None) -> Response:
     plane = data_plane_of(request)
     parsed = await read_predict_request(request, max_inputs=plane.max_inputs)
     answer = await plane.predict(
-        parsed.inputs, model=model, top_k=parsed.top_k, request_id=current_request_id() or ""
+        parsed.inputs,
+        model=model,
+        top_k=parsed.top_k,
+        request_id=current_request_id() or "",
+        include=parsed.include,
     )
     return Response(content=answer, media_type=JSON_MEDIA_TYPE)
