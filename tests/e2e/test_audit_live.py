@@ -81,6 +81,7 @@ def test_audit_of_a_manifest_flags_the_wrong_labels(gateway_url, labelled_set, t
     assert 0.05 <= summary["estimated_wrong_share"] <= 0.25
     page = (tmp_path / "audit.html").read_text()
     assert page.count("data:image/png;base64,") == IMAGES
+    assert (tmp_path / "audit.png").read_bytes().startswith(b"\x89PNG")
     assert "estimated share of wrong labels" in done.stdout
     assert not (tmp_path / "audit.csv.partial.jsonl").exists()
 

@@ -1,14 +1,18 @@
-"""Write an audit's files beside its CSV: the summary (JSON and text) and an HTML page of the
-most suspicious images.
+"""Write an audit's files beside its CSV: the summary (JSON and text), an HTML page and a PNG
+sheet of the most suspicious images.
 
 Typical usage::
 
     files = write_audit_files("audit.csv", rows, summary)
-    files.csv, files.summary_json, files.page          # audit.csv, audit.summary.json, audit.html
+    files.csv, files.summary_json        # audit.csv, audit.summary.json
+    files.page, files.sheet              # audit.html, audit.png
     print(summary_text(summary))
 
-The page embeds each shown image's file (base64, as it is on disk: no image library needed),
-most suspicious first, with its given and suggested labels, score and kind. Pure Python.
+The page embeds each shown image's file (base64, as it is on disk), most suspicious first,
+with its given and suggested labels, score and kind, after the summary and the
+given-vs-suggested matrix. The sheet is the same images as one PNG (a grid of thumbnails, each
+captioned "given > suggested" and P(wrong)), to attach to a ticket or a chat; it needs pillow
+(the ``audit`` extra) and shows a grey tile for a file it cannot read.
 """
 
 from __future__ import annotations
@@ -21,20 +25,34 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
 from hetcontract.audit import AuditRow, AuditSummary, write_audit_csv
 
 SUMMARY_SUFFIX = ".summary.json"
 PAGE_SUFFIX = ".html"
+SHEET_SUFFIX = ".png"
 DEFAULT_PAGE_IMAGES = 100
 """How many of the most suspicious images the page shows."""
+DEFAULT_SHEET_IMAGES = 48
+"""How many of the most suspicious images the PNG sheet shows."""
+SHEET_COLUMNS = 8
+THUMBNAIL_PX = 112
+CAPTION_PX = 30
+"""Two caption lines under each thumbnail."""
+TILE_GAP_PX = 6
 MAX_EMBEDDED_BYTES = 2 * 1024 * 1024
 """A larger image file is linked by its path instead of embedded."""
 
 
 class AuditFiles(NamedTuple):
+    """The files of one audit: the CSV and, beside it with the CSV's stem, the summary JSON,
+    the HTML page and the PNG sheet."""
+
     csv: Path
     summary_json: Path
     page: Path
+    sheet: Path
 
 
 def companion(csv_path: str | os.PathLike[str], suffix: str) -> Path:
@@ -49,14 +67,17 @@ def write_audit_files(
     summary: AuditSummary,
     *,
     page_images: int = DEFAULT_PAGE_IMAGES,
+    sheet_images: int = DEFAULT_SHEET_IMAGES,
 ) -> AuditFiles:
-    """The CSV, ``<stem>.summary.json`` and ``<stem>.html`` (see the module doc)."""
+    """The CSV, ``<stem>.summary.json``, ``<stem>.html`` and ``<stem>.png`` (module doc)."""
     csv_file = write_audit_csv(csv_path, rows)
     summary_file = companion(csv_path, SUMMARY_SUFFIX)
     summary_file.write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
     page = companion(csv_path, PAGE_SUFFIX)
     page.write_text(audit_page(rows, summary, images=page_images), encoding="utf-8")
-    return AuditFiles(csv_file, summary_file, page)
+    sheet = companion(csv_path, SHEET_SUFFIX)
+    audit_sheet(rows, images=sheet_images).save(sheet, format="PNG")
+    return AuditFiles(csv_file, summary_file, page, sheet)
 
 
 def summary_text(summary: AuditSummary) -> str:
@@ -76,7 +97,7 @@ def summary_text(summary: AuditSummary) -> str:
 
 def audit_page(rows: Sequence[AuditRow], summary: AuditSummary, *, images: int) -> str:
     """The HTML page: summary, given-vs-suggested matrix, the most suspicious images."""
-    worst = sorted(rows, key=lambda row: -row.score)[:images]
+    worst = most_suspicious(rows, images)
     cards = "\n".join(_card(row) for row in worst)
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
@@ -88,6 +109,58 @@ def audit_page(rows: Sequence[AuditRow], summary: AuditSummary, *, images: int) 
         f"<h2>The {len(worst)} most suspicious images</h2><div class='grid'>{cards}</div>"
         "</body></html>\n"
     )
+
+
+def most_suspicious(rows: Sequence[AuditRow], count: int) -> list[AuditRow]:
+    """The ``count`` rows with the highest P(wrong), highest first (input order on ties)."""
+    return sorted(rows, key=lambda row: -row.score)[:count]
+
+
+def audit_sheet(rows: Sequence[AuditRow], *, images: int) -> Image.Image:
+    """The PNG sheet: the most suspicious images as captioned thumbnails (module doc)."""
+    worst = most_suspicious(rows, images)
+    columns = max(1, min(SHEET_COLUMNS, len(worst)))
+    lines = max(1, -(-len(worst) // columns))
+    tile_w, tile_h = THUMBNAIL_PX + TILE_GAP_PX, THUMBNAIL_PX + CAPTION_PX + TILE_GAP_PX
+    sheet = Image.new("RGB", (columns * tile_w + TILE_GAP_PX, lines * tile_h + TILE_GAP_PX),
+                      "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    for index, row in enumerate(worst):
+        left = TILE_GAP_PX + (index % columns) * tile_w
+        top = TILE_GAP_PX + (index // columns) * tile_h
+        sheet.paste(_thumbnail(row.path), (left, top))
+        caption = (f"{row.given_label} > {row.suggested_label}", f"P(wrong) {row.score:.2f}")
+        for number, text in enumerate(caption):
+            draw.text((left, top + THUMBNAIL_PX + 2 + 14 * number), _fit(draw, text, font),
+                      fill="black", font=font)
+    return sheet
+
+
+def _thumbnail(path: str) -> Image.Image:
+    """The image scaled to fit the tile (nearest neighbour: small images stay crisp), on grey;
+    a plain grey tile when the file cannot be read."""
+    tile = Image.new("RGB", (THUMBNAIL_PX, THUMBNAIL_PX), (230, 230, 230))
+    try:
+        with Image.open(path) as image:
+            picture = image.convert("RGB")
+    except (OSError, UnidentifiedImageError):
+        return tile
+    scale = THUMBNAIL_PX / max(picture.size)
+    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    picture = picture.resize(size, Image.Resampling.NEAREST)
+    tile.paste(picture, ((THUMBNAIL_PX - size[0]) // 2, (THUMBNAIL_PX - size[1]) // 2))
+    return tile
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont
+         ) -> str:
+    """``text`` cut (with an ellipsis) to the thumbnail's width."""
+    if draw.textlength(text, font=font) <= THUMBNAIL_PX:
+        return text
+    while text and draw.textlength(text + "...", font=font) > THUMBNAIL_PX:
+        text = text[:-1]
+    return text + "..."
 
 
 def _card(row: AuditRow) -> str:

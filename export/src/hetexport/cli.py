@@ -252,7 +252,7 @@ def audit(
     image_folder: Annotated[Path, typer.Option(
         help="the training set to audit: DIR/<class>/<image>")],
     output: Annotated[Path, typer.Option(
-        "--output", "-o", help="the audit CSV; OUT.summary.json and OUT.html beside it")
+        "--output", "-o", help="the audit CSV; OUT.summary.json, OUT.html, OUT.png beside it")
     ] = Path("audit.csv"),
     folds: Annotated[int, typer.Option(min=2, help="k of the k-fold models")] = 4,
     image_size: Annotated[int, typer.Option(help="resize to SIZE x SIZE")] = 28,
@@ -293,7 +293,7 @@ def audit(
             image_folder, output, model=model, config=config, folds=folds,
             threshold=threshold, seed=seed)
     typer.echo(f"{summary_text(summary)}\n{folds} fold models in {seconds:.0f} s; wrote "
-               f"{files.csv}, {files.summary_json}, {files.page}")
+               f"{files.csv}, {files.summary_json}, {files.page}, {files.sheet}")
 
 
 BankDesign = StrEnum("BankDesign", {name: name for name in (AUTO_DESIGN, *BANK_DESIGNS,

@@ -1,4 +1,4 @@
-"""The audit's CSV (one writer, one parser), summary and page (``hetcontract.audit*``)."""
+"""The audit's CSV (one writer, one parser), summary, page and PNG sheet."""
 
 from __future__ import annotations
 
@@ -83,3 +83,34 @@ def test_files_beside_the_csv_hold_the_summary_and_a_page_of_the_worst_images(tm
     page = files.page.read_text()
     assert page.count("data:image/png;base64,") == 1 and "gone.png" not in page
     assert "cat &rarr; bird" in page
+
+
+def test_the_png_sheet_shows_the_most_suspicious_images_first_with_a_grey_tile_for_a_lost_file(
+        tmp_path):
+    from hetcontract.audit_report import SHEET_COLUMNS, THUMBNAIL_PX, TILE_GAP_PX, audit_sheet
+    from PIL import Image
+
+    red, blue = tmp_path / "red.png", tmp_path / "blue.png"
+    Image.new("RGB", (28, 28), (255, 0, 0)).save(red)
+    Image.new("L", (10, 40), 0).save(blue)
+    rows = [row(str(blue), 0, 0, 0.2, kind="ok"), row(str(red), 0, 2, 0.9),
+            row(str(tmp_path / "gone.png"), 1, 2, 0.5)]
+    sheet = audit_sheet(rows, images=2)
+    assert sheet.width == 2 * (THUMBNAIL_PX + TILE_GAP_PX) + TILE_GAP_PX < SHEET_COLUMNS * 200
+    first_tile = (TILE_GAP_PX + THUMBNAIL_PX // 2,) * 2
+    second_tile = (2 * TILE_GAP_PX + THUMBNAIL_PX + THUMBNAIL_PX // 2, TILE_GAP_PX + 5)
+    assert sheet.getpixel(first_tile) == (255, 0, 0)        # 0.9 first, scaled up
+    assert sheet.getpixel(second_tile) == (230, 230, 230)   # 0.5 next: the file is gone
+
+
+def test_write_audit_files_writes_the_sheet_beside_the_csv(tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "a.png"
+    Image.new("L", (28, 28), 128).save(image)
+    rows = [row(str(image), 0, 2, 0.9)]
+    summary = summarize(rows, LABELS, model="m", source="probs", threshold=0.5)
+    files = write_audit_files(tmp_path / "out.csv", rows, summary)
+    assert files.sheet == tmp_path / "out.png"
+    with Image.open(files.sheet) as sheet:
+        assert sheet.format == "PNG" and sheet.width > 28
