@@ -5,7 +5,7 @@ structures of injected wrong labels; audit throughput vs the gateway's own.
 1. Served-model audit of held-out images. ``hetgateway serve`` (real embedded Triton, one
    gateway worker) serves the shipped ``fashion_het`` and ``fashion_det``. The first
    ``--images`` (2,000) clean Fashion-MNIST test images are written as PNG files and audited
-   with ``hetclient.audit.audit`` once per model, which asks the gateway for ``probs`` and
+   with ``hetclient.audit.runner.audit`` once per model, which asks the gateway for ``probs`` and
    ``latent_probs``. Per setting (structure x rate x seed) wrong labels are injected into the
    clean labels and scored (the probabilities do not depend on the labels, so one pass through
    the gateway serves every setting; the audit's scoring is the same function on them):
@@ -49,7 +49,8 @@ import httpx
 import numpy as np
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
-from hetclient.audit import AuditOptions, LabelledImage, audit
+from hetclient.audit import AuditOptions, LabelledImage
+from hetclient.audit.runner import audit
 from hetcontract.audit_scoring import score_labels
 from loopback_target import fashion_images, png, served_stack
 from provenance import write_result
@@ -64,7 +65,7 @@ RATES = (0.05, 0.12, 0.25)
 CLASS_MAP = {0: 6, 6: 2, 2: 4, 4: 0, 5: 7, 7: 9, 9: 5, 1: 3, 3: 1, 8: 0}
 """``class`` structure: where each class's wrong labels go."""
 POWER = 4.0
-MEASURES = ["contract/src/hetcontract/audit_scoring.py", "client/src/hetclient/audit.py",
+MEASURES = ["contract/src/hetcontract/audit_scoring.py", "client/src/hetclient/audit",
             "export/src/hetexport/audit", "server/src/hetgateway", "model_repo",
             "bench/audit_bench.py"]
 

@@ -25,13 +25,11 @@ from pathlib import Path
 
 from hetcontract import ModelList
 from hetcontract.audit import DEFAULT_THRESHOLD
-from hetcontract.audit_report import summary_text
 
 from hetclient.audit import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
     AuditOptions,
-    audit,
     progress_stream,
     read_labelled_images,
 )
@@ -98,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a CSV of path,label (id or class name) or a folder per class")
     audit.add_argument("--model", default=None, help="model name (default: the gateway's)")
     audit.add_argument("--output", "-o", type=Path, required=True, metavar="OUT.csv",
-                       help="the audit CSV; OUT.summary.json and OUT.html are written beside")
+                       help="the audit CSV; OUT.summary.json, OUT.html, OUT.png beside")
     audit.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
                        help=f"images per request (default {DEFAULT_BATCH_SIZE})")
     audit.add_argument("--concurrency", type=_positive_int, default=DEFAULT_CONCURRENCY,
@@ -120,14 +118,14 @@ def _positive_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> str:
     """Carry out the parsed command; the text to print. Raises the SDK's errors."""
+    if args.command == "audit":
+        return _audit(args)
     with Client(
         args.url,
         timeout_s=args.timeout,
         max_retries=args.max_retries,
         api_key=os.environ.get(API_KEY_ENV) or None,
     ) as client:
-        if args.command == "audit":
-            return _audit(args)
         if args.command == "predict":
             answer = client.predict(args.images, model=args.model, top_k=args.top_k)
             if args.json:
@@ -140,6 +138,16 @@ def run(args: argparse.Namespace) -> str:
 
 
 def _audit(args: argparse.Namespace) -> str:
+    """Run the audit (``hetclient.audit.runner``); its scoring and files need the ``audit``
+    extra (numpy, pillow), imported here so that the other commands do not."""
+    try:
+        from hetcontract.audit_report import summary_text
+
+        from hetclient.audit.runner import audit
+    except ImportError as exc:
+        raise InvalidInputError(
+            f"hetclient audit needs the audit extra: pip install 'hetclient[audit]' ({exc})"
+        ) from exc
     images = read_labelled_images(args.source)
     options = AuditOptions(
         url=args.url, output=args.output, model=args.model, batch_size=args.batch_size,
@@ -156,7 +164,8 @@ def _audit(args: argparse.Namespace) -> str:
         lines.append(f"({result.resumed} answers reused from an interrupted run)")
     lines += [f"refused by the gateway, not audited: {path}: {reason}"
               for path, reason in result.failed]
-    lines.append(f"wrote {result.files.csv}, {result.files.summary_json}, {result.files.page}")
+    files = result.files
+    lines.append(f"wrote {files.csv}, {files.summary_json}, {files.page}, {files.sheet}")
     return "\n".join(lines)
 
 
