@@ -9,15 +9,15 @@ import json
 
 import httpx
 import pytest
-from hetclient import audit as audit_module
 from hetclient.audit import (
     AuditOptions,
     LabelledImage,
-    audit,
-    partial_path,
+    answers_path,
     read_labelled_images,
     resolve_labels,
 )
+from hetclient.audit import runner as audit_module
+from hetclient.audit.runner import audit
 from hetclient.errors import APIStatusError, InvalidInputError
 from hetcontract.audit import read_audit_csv
 
@@ -146,7 +146,7 @@ def test_an_audit_flags_the_wrong_labels_and_writes_its_files(tmp_path, monkeypa
     assert {row.path for row in rows if row.flagged} == {images[i].path for i in range(0, 40, 5)}
     assert result.summary.source == "latent_probs" and result.resumed == 0
     assert (tmp_path / "out.summary.json").is_file() and (tmp_path / "out.html").is_file()
-    assert not partial_path(tmp_path / "out.csv").exists()
+    assert not answers_path(tmp_path / "out.csv").exists()
 
 
 def test_a_model_without_latent_probs_is_audited_on_its_probabilities(tmp_path, monkeypatch):
@@ -160,7 +160,7 @@ def test_an_interrupted_audit_keeps_its_answers_and_the_next_run_sends_only_the_
     images = labelled_files(tmp_path, 40)
     with pytest.raises(APIStatusError):
         run(images, tmp_path, FakeGateway(fail_after=16), monkeypatch, concurrency=1)
-    partial = partial_path(tmp_path / "out.csv")
+    partial = answers_path(tmp_path / "out.csv")
     assert len(partial.read_text().splitlines()) == 1 + 16
     gateway = FakeGateway()
     result = run(images, tmp_path, gateway, monkeypatch)
@@ -170,7 +170,7 @@ def test_an_interrupted_audit_keeps_its_answers_and_the_next_run_sends_only_the_
 
 def test_restart_discards_the_partial_answers(tmp_path, monkeypatch):
     images = labelled_files(tmp_path, 8)
-    partial = partial_path(tmp_path / "out.csv")
+    partial = answers_path(tmp_path / "out.csv")
     partial.write_text(json.dumps({"model": "other", "include": ["probs"]}) + "\n")
     with pytest.raises(InvalidInputError, match="--restart"):
         run(images, tmp_path, FakeGateway(), monkeypatch)
