@@ -85,9 +85,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.metrics = gateway_metrics
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
-    for router in (health.router, models.router, model_control.router, predict.router,
-                   metrics.router):
+    for router in (health.router, models.router, model_control.router, predict.router):
         app.include_router(router)
+    if settings.metrics_port is None:  # else served on its own port (metrics_server)
+        app.include_router(metrics.router)
     _mount_web_page(app)
     app.add_middleware(
         BodySizeLimitMiddleware,
