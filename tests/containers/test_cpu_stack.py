@@ -136,7 +136,8 @@ def test_metrics_of_the_gateway_and_of_triton_count_the_predictions(
     body = {"inputs": [{"image": png_base64(fashion_mnist.images[0])}]}
     assert httpx.post(f"{gateway}/v1/models/fashion_het/predict", json=body,
                       timeout=60).status_code == 200
-    gateway_metrics = httpx.get(f"{gateway}/metrics", timeout=5).text
+    assert httpx.get(f"{gateway}/metrics", timeout=5).status_code == 404  # not the API port
+    gateway_metrics = httpx.get(f"{cpu_stack.url('gateway', 8082)}/metrics", timeout=5).text
     predictions = [line for line in gateway_metrics.splitlines()
                    if line.startswith("hetserve_http_requests_total{")
                    and 'model="fashion_het"' in line and 'status="200"' in line]
