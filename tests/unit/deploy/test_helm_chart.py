@@ -252,6 +252,15 @@ def test_the_values_schema_refuses_a_misspelt_or_unknown_value(pair: str, named:
     assert failure.returncode != 0 and named in failure.stderr, failure.stderr
 
 
+@pytest.mark.parametrize("values", VALUES_FILES.values(), ids=VALUES_FILES.keys())
+def test_helm_lint_strict_passes(values) -> None:
+    command = [_helm(), "lint", "--strict", str(CHART)]
+    if values:
+        command += ["-f", str(CHART / values)]
+    linted = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert linted.returncode == 0 and "0 chart(s) failed" in linted.stdout, linted.stdout
+
+
 def test_the_values_schema_is_json_and_accepts_every_values_file() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
