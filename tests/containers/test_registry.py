@@ -56,8 +56,13 @@ def built(local_images) -> str:
 
 @pytest.fixture(scope="module")
 def registry(container_tests_enabled, tmp_path_factory) -> Iterator[LocalRegistry]:
-    with LocalRegistry(tmp_path_factory.mktemp("registry")) as running:
-        yield running
+    """The registry, stopped and its storage (the pushed layers) removed at the end."""
+    work_dir = tmp_path_factory.mktemp("registry")
+    try:
+        with LocalRegistry(work_dir) as running:
+            yield running
+    finally:
+        shutil.rmtree(work_dir / "storage", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
