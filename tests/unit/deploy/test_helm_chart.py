@@ -655,8 +655,8 @@ def test_kserve_serverless_is_refused_by_the_schema() -> None:
     refused = helm_template("values-kserve.yaml", ("kserve.deploymentMode=Serverless",),
                             check=False)
     assert refused.returncode != 0
-    assert 'kserve.deploymentMode must be one of the following: "RawDeployment"' in \
-        refused.stderr
+    # helm 3.17's words: kserve.deploymentMode must be one of the following: "RawDeployment"
+    assert "kserve.deploymentMode" in refused.stderr and '"RawDeployment"' in refused.stderr
 
 
 # Monitoring objects, the dashboard, the test hook, the notes.
