@@ -153,7 +153,7 @@ def _gateway_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve /metrics on this port of its own, not on --port "
                              "(HETSERVE_METRICS_PORT; default: on --port)")
     parser.add_argument("--default-model", help="model behind POST /v1/predict")
-    parser.add_argument("--max-batch-size", type=int, help="most inputs per request")
+    parser.add_argument("--max-inputs-per-request", type=int, help="most inputs per request")
     parser.add_argument("--log-level", help="debug, info, warning, error")
     parser.add_argument("--max-in-flight", type=int,
                         help="API requests served at once; beyond it 429 (default 256)")
@@ -181,7 +181,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         "port": args.port,
         "metrics_port": args.metrics_port,
         "default_model": args.default_model,
-        "max_batch_size": args.max_batch_size,
+        "max_inputs_per_request": args.max_inputs_per_request,
         "log_level": args.log_level,
         "max_in_flight": args.max_in_flight,
         "listen_backlog": args.listen_backlog,
