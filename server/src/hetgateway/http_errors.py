@@ -40,6 +40,7 @@ from hetgateway.errors import (
     PayloadTooLarge,
     RequestTimeout,
     RouteNotFound,
+    ShuttingDown,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -72,6 +73,7 @@ ERROR_TABLE: dict[type[GatewayError], HttpError] = {
     BackendError: HttpError(502, "backend_error"),
     ModelNotReady: HttpError(503, "model_not_ready"),
     BackendUnavailable: HttpError(503, "backend_unavailable"),
+    ShuttingDown: HttpError(503, "shutting_down"),
     BackendTimeout: HttpError(504, "backend_timeout"),
 }
 INTERNAL_ERROR = HttpError(500, "internal_error")

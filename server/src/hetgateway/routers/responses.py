@@ -15,7 +15,7 @@ _DESCRIPTIONS = {
     413: "Body, batch or image beyond the limits",
     415: "Not an image, or an unsupported Content-Type",
     422: "Invalid input (tensor shape, NaN, top_k out of range)",
-    503: "Triton unreachable or the model not ready (Retry-After)",
+    503: "Triton unreachable, the model not ready, or the gateway shutting down (Retry-After)",
     504: "Triton did not answer in time",
 }
 
