@@ -27,7 +27,8 @@ Triton under a running gateway); everything they start is stopped at the test's 
 
 And ``unused_port()`` -> int, a TCP port free on loopback right now; ``loopback_dns`` ->
 ``LoopbackDns`` (``bench/loopback_dns.py``), a DNS server on loopback whose records the test
-sets (``.set(name, addresses)``, ``.address`` for a ``dns://ADDRESS/name:port`` target).
+sets (``.set(name, addresses)``, ``.address`` for a ``dns://ADDRESS/name:port`` target);
+``bench_module(name)`` -> a module of ``bench/`` that tests share with the benchmarks.
 
 Prerequisites: a test that cannot run without something the installer provides (Fashion-MNIST,
 Chromium, Playwright) skips with a reason starting ``prerequisite missing:``. Under ``CI=true``
@@ -217,8 +218,18 @@ def load_bench_module(name: str) -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(REPO_ROOT / "bench"))  # its siblings, as when run as a script
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO_ROOT / "bench"))
     return module
+
+
+@pytest.fixture(scope="session")
+def bench_module() -> Callable[[str], ModuleType]:
+    """``bench_module(name)``: a module of ``bench/`` shared with the benchmarks."""
+    return load_bench_module
 
 
 @pytest.fixture
