@@ -27,7 +27,6 @@ Typical usage::
 from __future__ import annotations
 
 import base64
-import io
 import os
 import signal
 import socket
@@ -44,7 +43,7 @@ from types import TracebackType
 import httpx
 import numpy as np
 from loopback_dns import LoopbackDns
-from PIL import Image
+from loopback_target import png
 
 NAME = "replicas.hetserve.test"
 ADDRESSES = tuple(f"127.0.27.{n}" for n in range(1, 9))
@@ -122,14 +121,14 @@ class Replica:
 @dataclass
 class ReplicaFleet:
     """Replicas of one model repository, published under ``name`` (see the module docstring).
-    ``drain_s`` is each replica's drain on SIGTERM; ``python`` and ``env`` run another tree's
-    ``hetgateway`` (a baseline)."""
+    ``drain_s`` is each replica's drain on SIGTERM (None: the ``hetgateway`` default);
+    ``python`` and ``env`` run another tree's ``hetgateway`` (a baseline)."""
 
     repository: Path
     workdir: Path
     dns: LoopbackDns
     name: str = NAME
-    drain_s: float = 0.0
+    drain_s: float | None = 0.0
     hosts: HostsFile | None = None
     python: str = sys.executable
     env: dict[str, str] = field(default_factory=dict)
@@ -160,7 +159,9 @@ class ReplicaFleet:
             "--metrics-port", str(self.metrics_port), "--repository-poll", "0",
             "--log-level", "warning",
         ]
-        env = {**os.environ, **self.env, "HETSERVE_TRITON_DRAIN_S": str(self.drain_s)}
+        env = {**os.environ, **self.env}
+        if self.drain_s is not None:
+            env["HETSERVE_TRITON_DRAIN_S"] = str(self.drain_s)
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True)
@@ -237,9 +238,7 @@ def _free(address: str, port: int) -> bool:
 
 def one_image_body(image: np.ndarray) -> dict[str, object]:
     """A predict body with one image (uint8 [H, W]) as PNG."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return {"inputs": [{"image": base64.b64encode(buffer.getvalue()).decode()}], "top_k": 1}
+    return {"inputs": [{"image": base64.b64encode(png(image)).decode()}], "top_k": 1}
 
 
 @dataclass(frozen=True)
