@@ -112,10 +112,12 @@ bench-confusable: setup
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
 
-## bench-rolling: failed requests while a replica leaves a DNS-discovered pool of two under load
-##   (8 clients), out of DNS then SIGTERM and SIGTERM then out of DNS; main before the drain work
-##   vs this tree (replicas without and with their drain) -> bench/results/rolling-replacement-*.json
+## bench-rolling: what a Triton answers while it shuts down (-> triton-shutdown-*.json), and failed
+##   requests while a replica leaves a DNS-discovered pool of two under load (8 clients), out of DNS
+##   then SIGTERM and SIGTERM then out of DNS: main when issue 27 measured it, main before this
+##   work, this tree (replicas without and with their drain) -> rolling-replacement-*.json
 bench-rolling: setup
+	$(PY) bench/triton_shutdown.py
 	$(PY) bench/rolling_replacement.py
 
 ## bench-fused-precision: the fused MC head vs the materialised layer, fp32/fp16/bf16 inputs

@@ -12,11 +12,13 @@ non-200 answers that ended within it. Runs alternate the orders.
 
 Configurations (``--configs``):
 
-- ``baseline``: the gateway and replicas of ``--baseline`` (default ``BASELINE_REF``, main
-  before this work), run from a copy of that tree (``git archive``). That gateway resolves a
-  ``dns:`` name with the system's resolver only, so it runs in a private mount namespace where
-  a hosts file the benchmark rewrites is ``/etc/hosts`` (``unshare``, needs root; the
-  machine's files are not touched);
+- ``issue``: the gateway and replicas of ``ISSUE_REF``, main when issue 27 measured this (a
+  shutting-down Triton's "unknown model" answered as the caller's problem, 503);
+- ``baseline``: those of ``--baseline`` (default ``BASELINE_REF``, main just before this work:
+  "unknown model" already sent to another replica). Both run from a copy of their tree
+  (``git archive``); their gateway resolves a ``dns:`` name with the system's resolver only, so
+  it runs in a private mount namespace where a hosts file the benchmark rewrites is
+  ``/etc/hosts`` (``unshare``, needs root; the machine's files are not touched);
 - ``current``: this tree, replicas without a drain (HETSERVE_TRITON_DRAIN_S=0: a Triton that
   stops at once on SIGTERM; the gateway's retries and channel handling alone keep requests);
 - ``current-drain``: this tree, replicas with their default drain.
@@ -62,13 +64,16 @@ from replica_fleet import (
     wait_counted,
 )
 
+ISSUE_REF = "a74dc94"
+"""main when issue 27 was measured (before issue 21's gateway rewrite)."""
 BASELINE_REF = "5e3c744"
 """main just before issue 27's drain work: NOT_FOUND already retried, channels closed at once."""
-CONFIGS = ("baseline", "current", "current-drain")
-REPLICA_DRAIN_S: dict[str, float | None] = {"baseline": None, "current": 0.0,
+CONFIGS = ("issue", "baseline", "current", "current-drain")
+REPLICA_DRAIN_S: dict[str, float | None] = {"issue": None, "baseline": None, "current": 0.0,
                                             "current-drain": None}
 """HETSERVE_TRITON_DRAIN_S per configuration (None: unset, the tree's own default)."""
-REPLICA_DRAIN_SAID = {"baseline": "none (no drain before this work)", "current": "0 s",
+REPLICA_DRAIN_SAID = {"issue": "none (no drain before this work)",
+                      "baseline": "none (no drain before this work)", "current": "0 s",
                       "current-drain": f"the default, {DEFAULT_DRAIN_S:g} s"}
 SETTLE_S = 1.0
 WARMUP_S = 2.0
@@ -112,10 +117,11 @@ def main() -> None:
         for config in configs:
             workdir = Path(tmp) / config
             workdir.mkdir()
-            tree = (baseline_tree(args.baseline, workdir) if config == "baseline"
+            refs = {"issue": ISSUE_REF, "baseline": args.baseline}
+            tree = (other_tree(config, refs[config], workdir) if config in refs
                     else Tree("this tree", _git("rev-parse", "--short", "HEAD"), {}))
             replica_drain = REPLICA_DRAIN_S[config]
-            hosts = config == "baseline" or args.resolver == "hosts"
+            hosts = config in refs or args.resolver == "hosts"
             print(f"== {config}: {tree.label} ({tree.commit}), replicas' drain "
                   f"{REPLICA_DRAIN_SAID[config]}, "
                   f"{'hosts file' if hosts else 'DNS server'}", flush=True)
@@ -126,7 +132,7 @@ def main() -> None:
         "settings": {
             "clients": args.clients, "runs_per_order": args.runs, "orders": list(ORDERS),
             "dns_first_sigterm_after_s": 0.5, "sigterm_first_dns_after_s": 1.5,
-            "settle_s": SETTLE_S, "baseline_ref": args.baseline,
+            "settle_s": SETTLE_S, "issue_ref": ISSUE_REF, "baseline_ref": args.baseline,
             "gateway_settings": "defaults, one worker (name resolved every 1 s)",
         },
         "cells": cells,
@@ -200,10 +206,10 @@ def print_table(cells: list[dict[str, object]]) -> None:
               f"  {cell['failures'] or ''}")
 
 
-def baseline_tree(ref: str, workdir: Path) -> Tree:
+def other_tree(config: str, ref: str, workdir: Path) -> Tree:
     """``server/src`` and ``contract/src`` of ``ref``, unpacked under ``workdir``, first on
     PYTHONPATH (checked: ``hetgateway`` imports from there)."""
-    root = workdir / "baseline-tree"
+    root = workdir / f"{config}-tree"
     root.mkdir()
     archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", "--format=tar", ref,
                               "server/src", "contract/src"], check=True, capture_output=True)
@@ -214,8 +220,8 @@ def baseline_tree(ref: str, workdir: Path) -> Tree:
     where = subprocess.run([sys.executable, "-c", "import hetgateway; print(hetgateway.__file__)"],
                            env={**os.environ, **env}, check=True, capture_output=True, text=True)
     if not where.stdout.strip().startswith(str(root)):
-        raise RuntimeError(f"the baseline's hetgateway did not come first: {where.stdout}")
-    return Tree(f"baseline {ref}", _git("rev-parse", "--short", ref), env)
+        raise RuntimeError(f"{ref}'s hetgateway did not come first: {where.stdout}")
+    return Tree(f"main at {ref}", _git("rev-parse", "--short", ref), env)
 
 
 @contextlib.contextmanager
