@@ -17,7 +17,8 @@ another replica), finishes what is in flight and exits. Triton itself cannot be 
 "not ready" while it still serves: its readiness turns false only inside its own shutdown,
 which unloads the models in the same few milliseconds (measured on Triton 2.51, see
 ``hetgateway.triton_errors``); so the drain here is a wait, as a Kubernetes ``preStop`` sleep
-is, and readiness turns false when it ends.
+is, and readiness turns false when it ends. A SIGTERM that arrives while Triton is still
+starting stops it at once (nothing can have been sent to it yet).
 
 Typical usage::
 
