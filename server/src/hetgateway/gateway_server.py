@@ -18,6 +18,10 @@ Shutdown, in one process or in each worker: SIGTERM drains first (``/readyz`` 50
 close their connections, requests still served for ``settings.drain_s``; see
 ``hetgateway.shutdown_drain``), then uvicorn stops accepting and waits up to
 ``settings.shutdown_timeout_s`` for the requests in flight. SIGINT skips the drain.
+
+Metrics port (``settings.metrics_port``): served by the parent from every worker's files, or
+by the only process from its app's registry (``hetgateway.metrics_server``), for as long as
+the gateway runs.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from uvicorn.supervisors import Multiprocess
 
 from hetgateway.app import create_app
 from hetgateway.logging_config import configure_logging
-from hetgateway.metrics import MULTIPROCESS_DIR_ENV
+from hetgateway.metrics import MULTIPROCESS_DIR_ENV, multiprocess_registry
+from hetgateway.metrics_server import serving_metrics
 from hetgateway.settings import GatewaySettings
 
 
@@ -66,9 +71,11 @@ def run_gateway(settings: GatewaySettings) -> None:
     """Serve until interrupted (uvicorn handles SIGINT/SIGTERM); ``settings.workers`` above 1
     serves from that many worker processes (see the module docstring)."""
     if (settings.workers or 1) == 1:
-        uvicorn.Server(uvicorn_config(settings)).run()
+        config = uvicorn_config(settings)
+        with serving_metrics(settings, config.app.state.metrics.exposed_registry):
+            uvicorn.Server(config).run()
         return
-    with _multiprocess_metrics():
+    with _multiprocess_metrics(), serving_metrics(settings, multiprocess_registry()):
         config = uvicorn_config(settings, app_factory=functools.partial(worker_app, settings))
         Multiprocess(config, sockets=[config.bind_socket()]).run()
 
