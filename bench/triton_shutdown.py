@@ -41,6 +41,8 @@ PROBE_EVERY_S = 0.005
 CALL_TIMEOUT_S = 10.0
 PROBE_TIMEOUT_S = 0.5
 KINDS = ("infer", "server_ready", "server_live", "model_ready")
+CONNECT_FAILED = "UNAVAILABLE: failed to connect"
+"""How gRPC says nothing listens any more (Triton's gRPC server has stopped)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,21 @@ async def observe(repository: Path, workdir: Path, *, exit_timeout_s: int) -> di
     answers = [Observed(at - signalled, kind, text) for at, kind, text in sorted(observed)]
     return {"exit_timeout_s": exit_timeout_s, "exited_after_s": round(exited_s, 3),
             "return_code": return_code,
+            "milestones_s": {
+                "infer_not_found_from": first(answers, "infer", "NOT_FOUND"),
+                "server_ready_exiting_from": first(answers, "server_ready", "UNAVAILABLE"),
+                "server_live_exiting_from": first(answers, "server_live", "UNAVAILABLE"),
+                "grpc_refused_from": first(answers, None, CONNECT_FAILED),
+            },
             "timeline": {kind: phases([a for a in answers if a.kind == kind]) for kind in KINDS}}
+
+
+def first(answers: list[Observed], kind: str | None, starts: str) -> float | None:
+    """When the first call (of ``kind``; None: any) started after the signal whose answer
+    starts with ``starts``; None if none did."""
+    return next((round(a.at_s, 3) for a in answers
+                 if a.at_s >= 0 and (kind is None or a.kind == kind)
+                 and a.answer.startswith(starts)), None)
 
 
 def phases(answers: list[Observed]) -> list[dict[str, object]]:
@@ -141,6 +157,8 @@ def main() -> None:
     print(f"SIGTERM under load from {CLIENTS} clients; exit timeout {result['exit_timeout_s']} s;"
           f" exited {result['exited_after_s']} s after the signal "
           f"(code {result['return_code']})")
+    for milestone, at_s in result["milestones_s"].items():
+        print(f"{milestone:28s} {at_s} s after the signal")
     for kind, runs in result["timeline"].items():
         print(f"-- {kind}")
         for run in runs:
