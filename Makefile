@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-gateway bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, and helm for the chart's offline checks
@@ -126,6 +126,14 @@ bench-confusable: setup
 ##   images per request, 1/8/32 clients; throughput, p50/p99, CPU per request
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
+
+## bench-rolling: what a Triton answers while it shuts down (-> triton-shutdown-*.json), and failed
+##   requests while a replica leaves a DNS-discovered pool of two under load (8 clients), out of DNS
+##   then SIGTERM and SIGTERM then out of DNS: main when issue 27 measured it, main before this
+##   work, this tree (replicas without and with their drain) -> rolling-replacement-*.json
+bench-rolling: setup
+	$(PY) bench/triton_shutdown.py
+	$(PY) bench/rolling_replacement.py
 
 ## bench-fused-precision: the fused MC head vs the materialised layer, fp32/fp16/bf16 inputs
 ##   (the triton interpreter without CUDA) -> bench/results/fused-precision-*.json
