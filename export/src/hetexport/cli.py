@@ -13,7 +13,7 @@ Typical usage::
     hetexport export runs/het.pt --name fashion_het --mc-samples 128 --bank-design optimized \
         --error-images /usr/share/datasets/fashion-mnist --error-image-count 1000  # fitted bank
     hetexport mc-error runs/het.pt --model-dir model_repo/fashion_het  # served vs exact
-    hetexport export-version runs/het_v2.pt --model-repo model_repo --name fashion_het   # v2
+    hetexport export runs/het_v2.pt --model-repo model_repo --name fashion_het --version next
     hetexport demo --model-repo model_repo --report-dir reports        # what `make models` runs
     hetexport gpu-repo model_repo model_repo_cuda                      # for docker-compose
 
@@ -39,14 +39,16 @@ from hetexport.errors import HetExportError
 from hetexport.label_noise import DEFAULT_NOISE_RATE
 from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EVAL_MC_SAMPLES
 from hetexport.layers.heads import DEFAULT_NUM_FACTORS
-from hetexport.layers.noise_bank import AUTO_DESIGN, BANK_DESIGNS, FITTED_DESIGN
-from hetexport.onnx.export import (
+from hetexport.layers.noise_bank import (
+    AUTO_DESIGN,
+    BANK_DESIGNS,
     DEFAULT_BANK_DESIGN,
-    DEFAULT_NOISE_SEED,
+    FITTED_DESIGN,
 )
+from hetexport.onnx.export import DEFAULT_NOISE_SEED
 from hetexport.onnx.sampling_plan import DEFAULT_EXPORT_MC_SAMPLES
+from hetexport.repo.config import DEFAULT_MAX_BATCH_SIZE
 from hetexport.report import to_jsonable
-from hetexport.repository import DEFAULT_MAX_BATCH_SIZE
 from hetexport.training.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
@@ -253,6 +255,16 @@ MC_ERROR_REPORT_IMAGES = 400
 """Held-out images ``hetexport mc-error`` reports an exported model's error on by default."""
 
 
+NEXT_VERSION = "next"
+
+
+def _version_number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise typer.BadParameter(f"a version is a number >= 1 or {NEXT_VERSION!r}, got {text!r}",
+                                 param_hint="--version")
+    return int(text)
+
+
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `hetexport train`")],
@@ -281,12 +293,23 @@ def export(
         min=0, help="confusable classes per top class (default: min(3, K - 1))")] = None,
     max_batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_MAX_BATCH_SIZE,
     seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = DEFAULT_NOISE_SEED,
+    version: Annotated[str | None, typer.Option(
+        help="N or 'next': add version N (next: the newest existing + 1) beside the existing "
+             "ones, which stay for a roll-back; a running `hetgateway serve` loads it without "
+             "a restart [default: replace the model by version 1]")] = None,
 ) -> None:
-    """Checkpoint -> model_repo/<name>/{config.pbtxt, 1/model.onnx, model_card.json, labels.txt}."""
+    """Checkpoint -> model_repo/<name>/{config.pbtxt, <N>/model.onnx, model_card.json,
+    labels.txt}."""
     from hetexport.checkpoint import load_checkpoint
     from hetexport.onnx.export import export_to_repository
+    from hetexport.repo.layout import next_version
 
     with _clean_failure():
+        number = None
+        if version == NEXT_VERSION:
+            number = next_version(model_repo, name)
+        elif version is not None:
+            number = _version_number(version)
         images = None
         if error_images is not None:
             spec = load_checkpoint(checkpoint).model.spec
@@ -296,10 +319,11 @@ def export(
         report = export_to_repository(
             checkpoint, model_repo, name, mc_samples=mc_samples, top_k=top_k,
             num_confusable=num_confusable, max_batch_size=max_batch_size, seed=seed,
-            design=bank_design.value, mc_error=mc_error, error_images=images,
+            design=bank_design.value, mc_error=mc_error, error_images=images, version=number,
         )
     mc = report.card.monte_carlo
-    typer.echo(f"exported {report.model_dir} ({report.onnx_bytes} bytes of ONNX); parity "
+    typer.echo(f"exported {report.model_dir} version {report.version} ({report.onnx_bytes} "
+               "bytes of ONNX); parity "
                f"{json.dumps(report.parity.max_abs_diff)}")
     if mc is not None:
         typer.echo(f"S = {mc.samples} ({mc.design}); error vs exact: "
@@ -351,7 +375,7 @@ def gpu_repo(
     target: Annotated[Path, typer.Argument(help="a new directory, e.g. model_repo_cuda")],
 ) -> None:
     """Copy a model repository with its ONNX models on KIND_GPU (CUDA EP + TensorRT)."""
-    from hetexport.gpu_repository import write_gpu_repository
+    from hetexport.repo.gpu import write_gpu_repository
 
     with _clean_failure():
         on_gpu = write_gpu_repository(source, target)
@@ -405,37 +429,6 @@ def demo(
     typer.echo(f"report: {result.report_markdown}\nmodels: "
                f"{', '.join(str(path) for path in result.exported.values())}\n"
                f"took {result.seconds / 60:.1f} min")
-
-
-@app.command("export-version")
-def export_version_command(
-    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `hetexport train`")],
-    model_repo: Annotated[Path, typer.Option(help="Triton model repository")] = Path("model_repo"),
-    name: Annotated[str, typer.Option(help="model directory under the repository")] = "model",
-    version: Annotated[int | None, typer.Option(
-        min=1, help="version number (default: the newest existing + 1)")] = None,
-    mc_samples: Annotated[
-        int | None, typer.Option(min=1, help="S baked into the graph (default 256)")
-    ] = None,
-    top_k: Annotated[int | None, typer.Option(min=1, help="default: min(5, K)")] = None,
-    num_confusable: Annotated[
-        int | None, typer.Option(min=0, help="default: min(3, K - 1)")
-    ] = None,
-    max_batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_MAX_BATCH_SIZE,
-    seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = DEFAULT_NOISE_SEED,
-) -> None:
-    """Checkpoint -> a new version model_repo/<name>/<N>/ beside the existing ones; a running
-    `hetgateway serve` loads it without a restart."""
-    from hetexport.versions import export_version
-
-    with _clean_failure():
-        report = export_version(
-            checkpoint, model_repo, name, version=version, mc_samples=mc_samples, top_k=top_k,
-            num_confusable=num_confusable, max_batch_size=max_batch_size, seed=seed,
-        )
-    typer.echo(f"exported {report.model_dir} version {report.version} "
-               f"({report.export.onnx_bytes} bytes of ONNX); parity "
-               f"{json.dumps(report.export.parity.max_abs_diff)}")
 
 
 @app.command()

@@ -65,6 +65,7 @@ from hetexport.plots import (
     noise_sweep_plot,
     reliability_diagram,
 )
+from hetexport.repo.config import DEFAULT_MAX_BATCH_SIZE
 from hetexport.report import (
     REPORT_JSON,
     MetricSummary,
@@ -78,7 +79,6 @@ from hetexport.report import (
     within_group_precision,
     write_report,
 )
-from hetexport.repository import DEFAULT_MAX_BATCH_SIZE
 from hetexport.training import TrainConfig
 from hetexport.training.evaluation import Predictions, predict
 from hetexport.training.experiment import (
