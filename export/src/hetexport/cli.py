@@ -48,7 +48,7 @@ from hetexport.layers.noise_bank import (
 from hetexport.onnx.export import DEFAULT_NOISE_SEED
 from hetexport.onnx.sampling_plan import DEFAULT_EXPORT_MC_SAMPLES
 from hetexport.repo.config import DEFAULT_MAX_BATCH_SIZE
-from hetexport.report import to_jsonable
+from hetexport.studies.report import to_jsonable
 from hetexport.training.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
@@ -125,7 +125,7 @@ def _backbone_kwargs(backbone: str, user_json: str | None, *, input_shape: tuple
     """The built-in CNN's demo widths sized to the input, a torchvision architecture's channel
     count, nothing for a user's factory; ``--backbone-kwargs`` JSON on top."""
     from hetexport.backbones import BUILTIN_BACKBONES, TORCHVISION_PREFIX
-    from hetexport.demo import DEFAULT_BACKBONE_KWARGS
+    from hetexport.studies.demo import DEFAULT_BACKBONE_KWARGS
 
     kwargs: dict[str, Any] = {}
     if backbone in BUILTIN_BACKBONES:
@@ -411,7 +411,7 @@ def demo(
                     "measures it on (second half) [default: the demo's, 1000]")] = None,
 ) -> None:
     """The Fashion-MNIST label-noise demo: choose, train, compare, plot, report, export."""
-    from hetexport.demo import DemoConfig, run_demo
+    from hetexport.studies.demo import DemoConfig, run_demo
 
     with _clean_failure():
         overrides = {key: value for key, value in
@@ -471,8 +471,8 @@ def claims(
                                         "only, listing the missing ones")] = True,
 ) -> None:
     """The paper's claims with 95 % intervals: HET vs det paired by seed, across noise rates,
-    and the per-input confusable precision (see hetexport.claims)."""
-    from hetexport.claims import ClaimsConfig, run_claims
+    and the per-input confusable precision (see hetexport.studies.claims)."""
+    from hetexport.studies.claims import ClaimsConfig, run_claims
 
     with _clean_failure():
         given = {

@@ -9,7 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hetexport.claims import (
+from hetexport.class_correlation import SOFTMAX_RULE, probability_shares
+from hetexport.errors import InputError
+from hetexport.layers import NoiseBank
+from hetexport.model import ModelSpec, build_model
+from hetexport.studies.claims import (
     CLAIMS_JSON,
     CLAIMS_MARKDOWN,
     DET_RUNNER_UP,
@@ -20,10 +24,6 @@ from hetexport.claims import (
     planned_pairs,
     run_claims,
 )
-from hetexport.class_correlation import SOFTMAX_RULE, probability_shares
-from hetexport.errors import InputError
-from hetexport.layers import NoiseBank
-from hetexport.model import ModelSpec, build_model
 from hetexport.training.experiment import FASHION_MNIST_INPUT
 
 pytestmark = pytest.mark.usefixtures("fashion_mnist_dir")

@@ -12,9 +12,9 @@ import pytest
 from hetcontract import HEAD_OUTPUTS, MODEL_CARD_PARAMETER, ModelCard
 from hetexport.cli import app
 from hetexport.data import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_LABELS, read_idx
-from hetexport.demo import DemoConfig, DemoResult, run_demo
 from hetexport.layers import NoiseBank
 from hetexport.onnx.runner import OnnxRunner
+from hetexport.studies.demo import DemoConfig, DemoResult, run_demo
 from onnx import numpy_helper
 from PIL import Image
 from typer.testing import CliRunner

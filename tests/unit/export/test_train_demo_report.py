@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hetexport.metrics import Metrics
-from hetexport.report import (
+from hetexport.studies.report import (
     SeedRun,
     mean_pair_correlation,
     rank_class_pairs,

@@ -11,7 +11,7 @@ What it measures, on Fashion-MNIST with the demo's correlated, input-dependent l
 2. The same at every rate of ``sweep_rates`` with ``sweep_seeds``, plotted as the HET
    advantage (positive = HET better) with its intervals against the noise rate. Runs at the
    main rate with a seed of both lists are trained once and used for both.
-3. The per-input confusable precision (``hetexport.confusable_precision``) of each HET model
+3. The per-input confusable precision (``hetexport.studies.confusable_precision``) of each HET model
    at the main rate, for the first confusable class of the top-1 under three definitions:
    ``probability_share`` (the served definition, ``max(0, -C_ij) / sum_l max(0, -C_il)``
    with ``C = Cov_s(p)`` of the sampled probabilities), ``latent_correlation`` (the previous
@@ -49,17 +49,7 @@ from hetexport.class_correlation import (
     latent_confusable_ids,
     probability_shares,
 )
-from hetexport.confusable_precision import (
-    chance_precision,
-    group_confusable_precision,
-    runner_up_ids,
-)
 from hetexport.data import DEFAULT_FASHION_MNIST_DIR
-from hetexport.demo import (
-    DEFAULT_BACKBONE_KWARGS,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_TRAIN_MC_SAMPLES,
-)
 from hetexport.errors import InputError
 from hetexport.label_noise import DEFAULT_NOISE_RATE, FASHION_MNIST_NOISY_GROUPS
 from hetexport.layers import NoiseBank
@@ -67,8 +57,6 @@ from hetexport.layers.heads import DEFAULT_MC_SAMPLES
 from hetexport.metrics import Metrics
 from hetexport.model import HetClassifier, ModelSpec
 from hetexport.onnx.export import DEFAULT_NOISE_SEED as EXPORT_NOISE_SEED
-from hetexport.plots import advantage_plot, precision_plot
-from hetexport.report import METRIC_NAMES, SeedRun, summarize_runs, to_jsonable, write_report
 from hetexport.statistics import (
     PAIRED_METHOD,
     WILSON_METHOD,
@@ -76,6 +64,24 @@ from hetexport.statistics import (
     Proportion,
     paired_difference,
     wilson_interval,
+)
+from hetexport.studies.confusable_precision import (
+    chance_precision,
+    group_confusable_precision,
+    runner_up_ids,
+)
+from hetexport.studies.demo import (
+    DEFAULT_BACKBONE_KWARGS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_TRAIN_MC_SAMPLES,
+)
+from hetexport.studies.plots import advantage_plot, precision_plot
+from hetexport.studies.report import (
+    METRIC_NAMES,
+    SeedRun,
+    summarize_runs,
+    to_jsonable,
+    write_report,
 )
 from hetexport.training import TrainConfig
 from hetexport.training.config import DEFAULT_EVAL_BATCH_SIZE
@@ -700,8 +706,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "Clean test images whose true class is in a noisy group and whose top-1 is in that "
         "group; a hit when the first confusable class of the top-1 is in the same group "
-        "(`hetexport.confusable_precision`). HET rows use the top-1 of p_bar from one fixed "
-        f"noise bank ({precision['noise_bank']['samples']} samples, seed "
+        "(`hetexport.studies.confusable_precision`). HET rows use the top-1 of p_bar from one "
+        f"fixed noise bank ({precision['noise_bank']['samples']} samples, seed "
         f"{precision['noise_bank']['seed']}: `claims_noise_bank`); the deterministic row its own "
         f"top-1. Chance (a uniformly random other class): {100 * precision['chance']:.1f} %. "
         "The pooled interval treats the seeds' images as independent, which they are not (the "

@@ -59,14 +59,14 @@ from hetexport.onnx.export import (
     DEFAULT_TOP_K,
     export_to_repository,
 )
-from hetexport.plots import (
+from hetexport.repo.config import DEFAULT_MAX_BATCH_SIZE
+from hetexport.studies.plots import (
     SweepPoint,
     correlation_matrix_plot,
     noise_sweep_plot,
     reliability_diagram,
 )
-from hetexport.repo.config import DEFAULT_MAX_BATCH_SIZE
-from hetexport.report import (
+from hetexport.studies.report import (
     REPORT_JSON,
     MetricSummary,
     PairCorrelation,
