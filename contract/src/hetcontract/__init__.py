@@ -34,6 +34,8 @@ from hetcontract.api import (
 )
 from hetcontract.model_card import InputSpec, McError, ModelCard, MonteCarloSpec
 from hetcontract.outputs import (
+    DEFAULT_NUM_CONFUSABLE,
+    DEFAULT_TOP_K,
     HEAD_OUTPUTS,
     INPUT_NAME,
     MODEL_CARD_FILENAME,
@@ -45,6 +47,8 @@ from hetcontract.outputs import (
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_NUM_CONFUSABLE",
+    "DEFAULT_TOP_K",
     "HEAD_OUTPUTS",
     "INPUT_NAME",
     "MODEL_CARD_FILENAME",

@@ -148,8 +148,8 @@ class NoiseBank:
         design = resolve_design(design, num_samples, num_factors, num_classes)
         if design == FITTED_DESIGN:
             raise ValueError(f"the {FITTED_DESIGN!r} bank is fitted to a model's latents "
-                             "(hetexport.exact.bank_fit.fit_bank; an export fits it on "
-                             "--error-images), not drawn from a seed")
+                             "(hetexport.exact.bank_fit.fit_bank; an export fits it on its "
+                             "held-out error images), not drawn from a seed")
         try:
             make = BANK_DESIGNS[design]
         except KeyError:

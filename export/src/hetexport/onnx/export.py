@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hetcontract import InputSpec, ModelCard, MonteCarloSpec
+from hetcontract import (
+    DEFAULT_NUM_CONFUSABLE,
+    DEFAULT_TOP_K,
+    InputSpec,
+    ModelCard,
+    MonteCarloSpec,
+)
 from pydantic import ValidationError
 from torch import Tensor
 
@@ -42,20 +48,18 @@ from hetexport.repo.config import DEFAULT_MAX_BATCH_SIZE, DynamicBatching, onnx_
 from hetexport.repo.layout import MODEL_FILENAME, ModelFiles, WrittenModel, write_model
 from hetexport.serving.head import ServingGraph
 
-DEFAULT_TOP_K = 5
-DEFAULT_NUM_CONFUSABLE = 3
-"""Defaults for models with many classes; a model with K classes gets ``default_top_k(K)``
-and ``default_num_confusable(K)``, which never ask for more classes than it has."""
 DEFAULT_NOISE_SEED = 0
 
 
 def default_top_k(num_classes: int) -> int:
-    """``min(DEFAULT_TOP_K, K)``: every class of a model with fewer than five."""
+    """``min(hetcontract.DEFAULT_TOP_K, K)``: every class of a model with fewer than five
+    (a model never asks for more classes than it has)."""
     return min(DEFAULT_TOP_K, num_classes)
 
 
 def default_num_confusable(num_classes: int) -> int:
-    """``min(DEFAULT_NUM_CONFUSABLE, K - 1)``: a class can be confused with the K - 1 others."""
+    """``min(hetcontract.DEFAULT_NUM_CONFUSABLE, K - 1)``: a class can be confused with the
+    K - 1 others."""
     return min(DEFAULT_NUM_CONFUSABLE, num_classes - 1)
 
 

@@ -1,4 +1,4 @@
-"""The Fashion-MNIST label-noise demo behind ``make models`` (``hetexport demo``).
+"""The Fashion-MNIST label-noise demo behind ``make models`` (``hetexport demo``): the runs.
 
 Steps, all seeded:
 
@@ -16,71 +16,59 @@ Steps, all seeded:
    logits changes nothing), and in the identifiable part a confused pair is one whose logits
    move in opposite directions, trading probability mass. The within-group pairs should lead.
    The raw-correlation ranking is reported beside it for comparison.
-6. Plots, ``demo_report.json`` / ``demo_report.md``, and the seed-0 models exported as
-   ``fashion_het`` and ``fashion_det``.
+6. The seed-0 models exported as ``fashion_het`` and ``fashion_det``.
 
-``DemoConfig.reuse_checkpoints`` skips steps 1-4 (no training): it re-scores the seed-0
-checkpoints already in ``work_dir`` on the clean test set (the same ``predict`` as step 3),
-redoes steps 5-6 from them and keeps the training figures (grid, seeds, sweep) of the previous
-full run's ``demo_report.json``; the report says so.
+``run_demo`` returns all of it as data (``DemoRun``); ``hetexport.studies.demo_report`` turns
+that into ``demo_report.json`` / ``demo_report.md`` and the plots.
+
+``reevaluate_demo`` skips steps 1-4 (no training): it re-scores the seed-0 checkpoints already
+in ``work_dir`` on the clean test set (the same ``predict`` as step 3), redoes steps 5-6 from
+them and keeps the training figures (grid, seeds, sweep) of the previous full run's report;
+the report says so.
+
+Typical usage::
+
+    run = run_demo(DemoConfig(model_repo=Path("model_repo")))
+    write_demo_report(run, Path("reports"))            # hetexport.studies.demo_report
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from hetcontract import DEFAULT_NUM_CONFUSABLE, DEFAULT_TOP_K
 from tqdm.auto import tqdm
 
 from hetexport.checkpoint import load_checkpoint, save_checkpoint
 from hetexport.data import DEFAULT_FASHION_MNIST_DIR
 from hetexport.data.held_out import DEFAULT_ERROR_IMAGES
 from hetexport.errors import InputError
-from hetexport.label_noise import (
-    AMBIGUITY_POWER,
-    DEFAULT_NOISE_RATE,
-    FASHION_MNIST_NOISY_GROUPS,
-    MAX_FLIP_PROBABILITY,
-    SIMILARITY_POWER,
-)
+from hetexport.label_noise import DEFAULT_NOISE_RATE, FASHION_MNIST_NOISY_GROUPS, LabelNoise
 from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EVAL_MC_SAMPLES
 from hetexport.layers.noise_bank import FITTED_DESIGN
 from hetexport.model import ModelSpec
 from hetexport.onnx.export import DEFAULT_NOISE_SEED as EXPORT_NOISE_SEED
-from hetexport.onnx.export import (
-    DEFAULT_NUM_CONFUSABLE,
-    DEFAULT_TOP_K,
-    export_to_repository,
-)
+from hetexport.onnx.export import export_to_repository
 from hetexport.repo.config import DEFAULT_MAX_BATCH_SIZE
-from hetexport.studies.plots import (
-    SweepPoint,
-    correlation_matrix_plot,
-    noise_sweep_plot,
-    reliability_diagram,
-)
-from hetexport.studies.report import (
-    REPORT_JSON,
+from hetexport.studies.summary import (
     MetricSummary,
     PairCorrelation,
     SeedRun,
-    comparison_table,
-    mean_pair_correlation,
+    SweepPoint,
     rank_class_pairs,
-    ranking_table,
+    seed_run_from_json,
     summarize_runs,
-    within_group_precision,
-    write_report,
 )
 from hetexport.training import TrainConfig
-from hetexport.training.evaluation import Predictions, predict
+from hetexport.training.config import DEFAULT_TRAIN_MC_SAMPLES
+from hetexport.training.evaluation import predict
 from hetexport.training.experiment import (
     Fitted,
     PreparedData,
@@ -105,18 +93,15 @@ is the smaller alternative."""
 DEFAULT_SUBSET_LIMIT = 20_000
 """The grid and the noise sweep train on the first 20k training images only (time budget on
 two shared cores); the main runs use all 60k (54k train + 6k validation)."""
-DEFAULT_BATCH_SIZE = 256
-DEFAULT_BACKBONE_KWARGS: dict[str, Any] = {"widths": [8, 16], "feature_dim": 128}
-DEFAULT_TRAIN_MC_SAMPLES = 100
+DEMO_BATCH_SIZE = 256
+"""The demo's minibatch (``hetexport train`` defaults to ``training.config.DEFAULT_BATCH_SIZE``
+for any model): the SmallCNN on 28x28 images trains faster per epoch at 256 on two cores."""
+DEMO_BACKBONE_KWARGS: dict[str, Any] = {"widths": [8, 16], "feature_dim": 128}
+"""The SmallCNN's own defaults, written out so the report and the claims' settings say them."""
 DEMO_EXPORT_MC_SAMPLES = 128
 DEMO_BANK_DESIGN = FITTED_DESIGN
 """The shipped HET model's bank: 128 points fitted to the model's latents (learned
 quadrature, ``hetexport.exact.bank_fit``)."""
-PLOT_FILES = {
-    "reliability": "reliability_diagrams.png",
-    "noise_sweep": "noise_sweep.png",
-    "correlation": "class_correlation.png",
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,13 +109,10 @@ class DemoConfig:
     """Everything the demo does, with the defaults ``make models`` uses.
 
     ``train_limit`` / ``test_limit`` keep only the first N images (tests and quick looks);
-    ``work_dir`` holds the checkpoints (git-ignored); ``export`` False skips step 6's export;
-    ``reuse_checkpoints`` re-evaluates the checkpoints in ``work_dir`` instead of training
-    (module doc).
+    ``work_dir`` holds the checkpoints (git-ignored); ``export`` False skips step 6's export.
     """
 
     model_repo: Path
-    report_dir: Path
     data_dir: Path = DEFAULT_FASHION_MNIST_DIR
     work_dir: Path = Path("runs/demo")
     noise_rate: float = DEFAULT_NOISE_RATE
@@ -141,8 +123,8 @@ class DemoConfig:
     sweep_rates: tuple[float, ...] = DEFAULT_SWEEP_RATES
     sweep_epochs: int = DEFAULT_SWEEP_EPOCHS
     subset_limit: int | None = DEFAULT_SUBSET_LIMIT
-    batch_size: int = DEFAULT_BATCH_SIZE
-    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_BACKBONE_KWARGS))
+    batch_size: int = DEMO_BATCH_SIZE
+    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEMO_BACKBONE_KWARGS))
     train_mc_samples: int = DEFAULT_TRAIN_MC_SAMPLES
     eval_mc_samples: int = DEFAULT_EVAL_MC_SAMPLES
     export_mc_samples: int = DEMO_EXPORT_MC_SAMPLES
@@ -156,7 +138,6 @@ class DemoConfig:
     num_threads: int = 2
     progress: bool = True
     export: bool = True
-    reuse_checkpoints: bool = False
 
 
 class GridRow(NamedTuple):
@@ -171,12 +152,14 @@ class GridRow(NamedTuple):
 
 class CorrelationRanking(NamedTuple):
     """The HET model's mean latent correlations [K, K] (centred and raw) and the class pairs
-    ranked by each: centred most negative first, raw most positive first."""
+    ranked by each: centred most negative first, raw most positive first; ``by_magnitude``:
+    centred, by |correlation|."""
 
     centered: np.ndarray
     raw: np.ndarray
     ranking: list[PairCorrelation]
     raw_ranking: list[PairCorrelation]
+    by_magnitude: list[PairCorrelation]
 
 
 def rank_correlations(centered: np.ndarray, raw: np.ndarray,
@@ -185,17 +168,43 @@ def rank_correlations(centered: np.ndarray, raw: np.ndarray,
     return CorrelationRanking(
         centered, raw,
         rank_class_pairs(centered, class_names, groups, most_negative_first=True),
-        rank_class_pairs(raw, class_names, groups))
+        rank_class_pairs(raw, class_names, groups),
+        rank_class_pairs(centered, class_names, groups, by_magnitude=True))
 
 
-class DemoResult(NamedTuple):
-    """What the demo wrote: the report files, the plots, the exported model directories."""
+class Reevaluation(NamedTuple):
+    """What ``reevaluate_demo`` re-ran: the checkpoints (and when they were written, Unix
+    seconds), its own time, and the previous full run's report it keeps the rest of."""
 
-    report_json: Path
-    report_markdown: Path
-    plots: dict[str, Path]
+    checkpoints: dict[str, Path]
+    written: dict[str, float]
+    seconds: float
+    previous: dict[str, Any]
+
+
+class DemoRun(NamedTuple):
+    """Everything the demo found, as data (``hetexport.studies.demo_report`` renders it).
+
+    ``sizes``: train, validation and test images; ``test_probs``: the seed-0 models' clean-test
+    probabilities [N, K] per head; ``reevaluation`` None for a full run."""
+
+    config: DemoConfig
+    class_names: tuple[str, ...]
+    sizes: dict[str, int]
+    noise: LabelNoise | None
+    grid: list[GridRow]
+    grid_seconds: float
+    runs: list[SeedRun]
+    summary: dict[str, dict[str, MetricSummary]]
+    correlation: CorrelationRanking
+    sweep: list[SweepPoint]
+    sweep_seconds: float
+    test_probs: dict[str, np.ndarray]
+    test_labels: np.ndarray
+    checkpoints: dict[str, Path]
     exported: dict[str, Path]
     seconds: float
+    reevaluation: Reevaluation | None = None
 
 
 def _log(config: DemoConfig, message: str) -> None:
@@ -287,11 +296,14 @@ def _timed(step: Callable[[], Any]) -> tuple[Any, float]:
     return step(), time.perf_counter() - started
 
 
-def run_demo(config: DemoConfig) -> DemoResult:
-    """Run every step of the module docstring and write the report, plots and models
-    (with ``config.reuse_checkpoints``: ``reevaluate_demo``)."""
-    if config.reuse_checkpoints:
-        return reevaluate_demo(config)
+def _sizes(data: PreparedData) -> dict[str, int]:
+    assert data.test_labels is not None
+    return {"train": int(data.train_labels.shape[0]),
+            "validation": int(data.val_labels.shape[0]), "test": int(data.test_labels.shape[0])}
+
+
+def run_demo(config: DemoConfig) -> DemoRun:
+    """Run every step of the module docstring: train, compare, rank, export."""
     started = time.perf_counter()
     torch.set_num_threads(config.num_threads)
     data = prepare_fashion_mnist(config.data_dir, noise_rate=config.noise_rate,
@@ -307,134 +319,86 @@ def run_demo(config: DemoConfig) -> DemoResult:
     }
     runs: list[SeedRun] = []
     seed0: dict[str, Fitted] = {}
-    het_predictions: list[Predictions] = []
+    het_correlations = []
     for seed in config.seeds:
         for head, spec in specs.items():
             fitted = fit(spec, data, config=_train_config(config, epochs=config.epochs, seed=seed))
             runs.append(_seed_run(head, seed, fitted))
             _log(config, f"seed {seed} {head}: test {fitted.test}")
             if head == "het":
-                het_predictions.append(fitted.test_predictions)
+                predictions = fitted.test_predictions
+                het_correlations.append((predictions.mean_correlation,
+                                         predictions.mean_raw_correlation))
             if seed == config.seeds[0]:
                 seed0[head] = fitted
     sweep, sweep_seconds = _timed(lambda: noise_sweep(config, specs))
-    correlation = rank_correlations(
-        np.mean([p.mean_correlation for p in het_predictions], axis=0),
-        np.mean([p.mean_raw_correlation for p in het_predictions], axis=0), data.class_names)
-    test_probs = {head: fitted.test_predictions.probs for head, fitted in seed0.items()}
-    plots = _plots(config, data, test_probs, correlation.centered)
-    plots["noise_sweep"] = noise_sweep_plot(sweep, config.report_dir / PLOT_FILES["noise_sweep"])
+    correlation = rank_correlations(np.mean([c for c, _ in het_correlations], axis=0),
+                                    np.mean([r for _, r in het_correlations], axis=0),
+                                    data.class_names)
     exported, checkpoints = _save_and_export(config, seed0, data)
-    summary = summarize_runs(runs)
-    report = _report_dict(config, data, grid, grid_seconds, runs, summary, correlation, sweep,
-                          sweep_seconds, plots, checkpoints, exported,
-                          time.perf_counter() - started)
-    markdown = render_markdown(report, summary, correlation)
-    json_path, markdown_path = write_report(report, markdown, config.report_dir)
-    return DemoResult(json_path, markdown_path, plots, exported, time.perf_counter() - started)
+    return DemoRun(
+        config=config, class_names=data.class_names, sizes=_sizes(data), noise=data.noise,
+        grid=grid, grid_seconds=grid_seconds, runs=runs, summary=summarize_runs(runs),
+        correlation=correlation, sweep=sweep, sweep_seconds=sweep_seconds,
+        test_probs={head: fitted.test_predictions.probs for head, fitted in seed0.items()},
+        test_labels=data.test_labels.numpy(), checkpoints=checkpoints, exported=exported,
+        seconds=time.perf_counter() - started)
 
 
-CORRELATION_PLOT_TITLE = ("centred latent logit correlation corr(C Sigma C), "
-                          "C = I - 11^T/K; mean over the clean test set")
-
-
-def reevaluate_demo(config: DemoConfig) -> DemoResult:
+def reevaluate_demo(config: DemoConfig, previous_report: Path) -> DemoRun:
     """Steps 5-6 again from the seed-0 checkpoints in ``config.work_dir``, without training.
 
     Same code path as ``run_demo`` from the trained models on: ``predict`` on the clean test
-    set (same MC noise seed), the correlation ranking, the reliability and correlation plots
-    and the export (same export noise seed). The grid, the per-seed figures and the noise sweep
-    (and its plot) are those of the previous full run, read from ``demo_report.json`` in
-    ``config.report_dir``; the correlation ranking comes from the seed-0 model only (the other
-    seeds' models are not kept). The report's last section says exactly this.
+    set (same MC noise seed), the correlation ranking and the export (same export noise seed).
+    The grid, the per-seed figures and the noise sweep are those of the previous full run, read
+    from its ``previous_report`` (``demo_report.json``); the correlation ranking comes from the
+    seed-0 model only (the other seeds' models are not kept). The report's last section says
+    exactly this.
     """
     started = time.perf_counter()
     torch.set_num_threads(config.num_threads)
-    previous_path = config.report_dir / REPORT_JSON
     paths = {head: _checkpoint_path(config, head) for head in MODEL_NAMES}
-    missing = [str(path) for path in (previous_path, *paths.values()) if not path.is_file()]
+    missing = [str(path) for path in (previous_report, *paths.values()) if not path.is_file()]
     if missing:
-        raise InputError(f"--reuse-checkpoints needs a previous full demo run: missing {missing}")
-    previous = json.loads(previous_path.read_text())
+        raise InputError(f"re-evaluating needs a previous full demo run: missing {missing}")
+    previous = json.loads(previous_report.read_text())
     data = prepare_fashion_mnist(config.data_dir, noise_rate=config.noise_rate,
                                  train_limit=config.train_limit, test_limit=config.test_limit)
-    assert data.test_images is not None
+    assert data.test_images is not None and data.test_labels is not None
     checkpoints = {head: load_checkpoint(path) for head, path in paths.items()}
     predictions = {head: predict(ckpt.model, data.test_images)
                    for head, ckpt in checkpoints.items()}
     _log(config, "re-scored the seed-0 checkpoints on the clean test set")
     het = predictions["het"]
-    correlation = rank_correlations(het.mean_correlation, het.mean_raw_correlation,
-                                    data.class_names)
-    plots = _plots(config, data, {head: p.probs for head, p in predictions.items()},
-                   correlation.centered)
-    plots["noise_sweep"] = config.report_dir / PLOT_FILES["noise_sweep"]
     exported = {}
     if config.export:
         exported = {head: _export(config, paths[head], name, checkpoints[head].metrics, data)
                     for head, name in MODEL_NAMES.items()}
-    report = dict(previous)
-    report.update({
-        "correlation": _correlation_summary(correlation, data.class_names),
-        "plots": {key: path.name for key, path in plots.items()},
-        "exported": exported,
-        "reevaluation": {"what": _reevaluation_text(config, paths, exported),
-                         "seconds": time.perf_counter() - started},
-    })
-    typed = {**report,
-             "grid": {**previous["grid"],
-                      "rows": [GridRow(**row) for row in previous["grid"]["rows"]]},
-             "noise_sweep": {**previous["noise_sweep"], "points": [
-                 SweepPoint(**point) for point in previous["noise_sweep"]["points"]]}}
-    markdown = render_markdown(typed, _summary_from_json(previous["summary"]), correlation)
-    json_path, markdown_path = write_report(report, markdown, config.report_dir)
-    return DemoResult(json_path, markdown_path, plots, exported, time.perf_counter() - started)
-
-
-def _reevaluation_text(config: DemoConfig, checkpoints: dict[str, Path],
-                       exported: dict[str, Path]) -> str:
-    stamps = ", ".join(f"`{path}` (written {_utc(path.stat().st_mtime)})"
-                       for path in checkpoints.values())
-    export_line = (
-        f"Re-exported {', '.join(f'`{path}`' for path in exported.values())} from those "
-        f"checkpoints ({config.export_mc_samples} MC samples of the {config.export_bank_design} "
-        f"bank, export noise seed "
-        f"{EXPORT_NOISE_SEED}, top-k {config.top_k}, {config.num_confusable} confusable)."
-        if exported else "Nothing exported.")
-    return (
-        "`hetexport demo --reuse-checkpoints` re-ran, WITHOUT training: the clean-test "
-        f"predictions of the seed-0 checkpoints {stamps}; from them the class-pair ranking "
-        "(centred and raw correlation) and the reliability and correlation plots. "
-        f"{export_line} NOT re-run, copied from the previous full run's `{REPORT_JSON}`: the "
-        "setup, the hyperparameter grid, the per-seed clean-test figures, the noise sweep and "
-        "its plot, and the run time quoted at the top. The ranking above is therefore of the "
-        "seed-0 HET model alone, where a full run averages over the seeds.")
-
-
-def _utc(seconds: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+    grid = previous["grid"]
+    sweep = previous["noise_sweep"]
+    return DemoRun(
+        config=config, class_names=data.class_names,
+        sizes={key: previous["data"][key] for key in ("train", "validation", "test")},
+        noise=data.noise, grid=[GridRow(**row) for row in grid["rows"]],
+        grid_seconds=grid["seconds"],
+        runs=[seed_run_from_json(run) for run in previous["runs"]],
+        summary=_summary_from_json(previous["summary"]),
+        correlation=rank_correlations(het.mean_correlation, het.mean_raw_correlation,
+                                      data.class_names),
+        sweep=[SweepPoint(**point) for point in sweep["points"]],
+        sweep_seconds=sweep["seconds"],
+        test_probs={head: p.probs for head, p in predictions.items()},
+        test_labels=data.test_labels.numpy(), checkpoints=paths, exported=exported,
+        seconds=previous["seconds"],
+        reevaluation=Reevaluation(paths, {head: path.stat().st_mtime
+                                          for head, path in paths.items()},
+                                  time.perf_counter() - started, previous))
 
 
 def _summary_from_json(summary: dict[str, Any]) -> dict[str, dict[str, MetricSummary]]:
     return {head: {name: MetricSummary(value["mean"], value["std"], tuple(value["values"]))
                    for name, value in metrics.items()}
             for head, metrics in summary.items()}
-
-
-def _plots(config: DemoConfig, data: PreparedData, test_probs: dict[str, np.ndarray],
-           mean_centered_correlation: np.ndarray) -> dict[str, Path]:
-    """The reliability diagrams (seed-0 test probabilities per head) and the centred
-    correlation heatmap; the noise-sweep plot is drawn where the sweep runs."""
-    labels = data.test_labels.numpy()
-    directory = config.report_dir
-    return {
-        "reliability": reliability_diagram(
-            {"HET": test_probs["het"], "deterministic": test_probs["det"]},
-            labels, directory / PLOT_FILES["reliability"]),
-        "correlation": correlation_matrix_plot(
-            mean_centered_correlation, data.class_names, FASHION_MNIST_NOISY_GROUPS,
-            directory / PLOT_FILES["correlation"], title=CORRELATION_PLOT_TITLE),
-    }
 
 
 def _save_and_export(config: DemoConfig, seed0: dict[str, Fitted], data: PreparedData
@@ -453,179 +417,3 @@ def _save_and_export(config: DemoConfig, seed0: dict[str, Fitted], data: Prepare
 def _checkpoint_path(config: DemoConfig, head: str) -> Path:
     """Where the seed-0 checkpoint of ``head`` ("het" or "det") lives: ``work_dir/<name>.pt``."""
     return config.work_dir / f"{MODEL_NAMES[head]}.pt"
-
-
-def _report_dict(config: DemoConfig, data: PreparedData, grid: list[GridRow],
-                 grid_seconds: float, runs: list[SeedRun], summary: dict[str, Any],
-                 correlation: CorrelationRanking, sweep: list[SweepPoint], sweep_seconds: float,
-                 plots: dict[str, Path],
-                 checkpoints: dict[str, Path], exported: dict[str, Path],
-                 seconds: float) -> dict[str, Any]:
-    settings = asdict(config)
-    het, det = summary["het"], summary["det"]
-    noise = data.noise
-    return {
-        "settings": settings,
-        "machine": {"platform": platform.platform(), "torch_threads": config.num_threads},
-        "data": {
-            "train": int(data.train_labels.shape[0]), "validation": int(data.val_labels.shape[0]),
-            "test": int(data.test_labels.shape[0]), "class_names": list(data.class_names),
-        },
-        "label_noise": {
-            "rate": config.noise_rate, "realised_rate": noise.realised_rate,
-            "groups": [list(group) for group in FASHION_MNIST_NOISY_GROUPS],
-            "ambiguity_power": AMBIGUITY_POWER, "similarity_power": SIMILARITY_POWER,
-            "max_flip_probability": MAX_FLIP_PROBABILITY,
-            "transition_counts": noise.transition_counts.tolist(),
-        },
-        "grid": {"rows": grid, "epochs": config.grid_epochs, "seconds": grid_seconds,
-                 "chosen": {"num_factors": grid[0].num_factors,
-                            "temperature": grid[0].temperature}},
-        "runs": runs,
-        "summary": summary,
-        "het_minus_det": {name: het[name].mean - det[name].mean for name in het},
-        "targets": {"het_nll_below_det": het["nll"].mean < det["nll"].mean,
-                    "het_top1_not_lower": het["top1"].mean >= det["top1"].mean},
-        "correlation": _correlation_summary(correlation, data.class_names),
-        "noise_sweep": {"points": sweep, "epochs": config.sweep_epochs, "seeds": [0],
-                        "seconds": sweep_seconds},
-        "plots": {key: path.name for key, path in plots.items()},
-        "checkpoints": checkpoints,
-        "exported": exported,
-        "seconds": seconds,
-    }
-
-
-def _correlation_summary(correlation: CorrelationRanking,
-                         class_names: tuple[str, ...]) -> dict[str, Any]:
-    """``ranking`` etc. are of the centred correlation (most negative first); ``raw_*`` of the
-    raw correlation (most positive first), for comparison."""
-    ranking, raw_ranking = correlation.ranking, correlation.raw_ranking
-    by_magnitude = rank_class_pairs(correlation.centered, class_names,
-                                    FASHION_MNIST_NOISY_GROUPS, by_magnitude=True)
-    return {
-        "definition": "corr(C Sigma C), C = I - 11^T/K; pairs ranked most negative first",
-        "mean_over_test_and_seeds": correlation.centered,
-        "ranking": ranking,
-        "within_group_precision": within_group_precision(ranking),
-        "within_group_precision_by_magnitude": within_group_precision(by_magnitude),
-        "mean_within_group": mean_pair_correlation(ranking, within=True),
-        "mean_other_pairs": mean_pair_correlation(ranking, within=False),
-        "raw_mean_over_test_and_seeds": correlation.raw,
-        "raw_ranking": raw_ranking,
-        "raw_within_group_precision": within_group_precision(raw_ranking),
-    }
-
-
-def render_markdown(report: dict[str, Any], summary: dict[str, Any],
-                    correlation: CorrelationRanking) -> str:
-    """The human-readable report (the README quotes it)."""
-    settings, noise, grid = report["settings"], report["label_noise"], report["grid"]
-    diff, targets = report["het_minus_det"], report["targets"]
-    ranking, figures = correlation.ranking, report["correlation"]
-    within = sum(pair.within_noisy_group for pair in ranking)
-    raw_top = sum(pair.within_noisy_group for pair in correlation.raw_ranking[:within])
-    grid_lines = ["| R | tau | val top-1 (%) | val NLL | val ECE |", "|---|---|---|---|---|"]
-    grid_lines += [f"| {row.num_factors} | {row.temperature} | {100 * row.val_top1:.2f} | "
-                   f"{row.val_nll:.4f} | {row.val_ece:.4f} |" for row in grid["rows"]]
-    sweep_lines = ["| noise rate | head | top-1 (%) | NLL |", "|---|---|---|---|"]
-    sweep_lines += [f"| {p.noise_rate} | {p.head} | {100 * p.top1:.2f} | {p.nll:.4f} |"
-                    for p in report["noise_sweep"]["points"]]
-    verdict_nll = "met" if targets["het_nll_below_det"] else "MISSED"
-    verdict_top1 = "met" if targets["het_top1_not_lower"] else "MISSED"
-    return "\n".join([
-        "# Fashion-MNIST label-noise demo: HET vs deterministic",
-        "",
-        f"Generated by `hetexport demo` in {report['seconds'] / 60:.1f} min "
-        f"({settings['num_threads']} torch threads).",
-        "",
-        "## Setup",
-        f"- Training labels: {report['data']['train']} noisy training images, "
-        f"{report['data']['validation']} held out as a noisy validation split (every choice is "
-        f"made there); {report['data']['test']} clean test images for the figures below.",
-        f"- Injected noise: rate {noise['rate']} of the images in the groups "
-        "{T-shirt/top, Pullover, Coat, Shirt} and {Sandal, Sneaker, Ankle boot} "
-        f"(realised {noise['realised_rate']:.3f}); flip probability grows with the image's "
-        "ambiguity (distance to its own class mean vs. the nearest other group mean, power "
-        f"{noise['ambiguity_power']}, capped at {noise['max_flip_probability']}); the new label "
-        "is chosen among the group by similarity. See `hetexport.label_noise`.",
-        f"- Model: SmallCNN {settings['backbone_kwargs']} + HET softmax head or plain softmax "
-        f"head; AdamW (batch {settings['batch_size']}), cosine decay, {settings['epochs']} "
-        "epochs, best epoch by noisy-validation "
-        f"NLL; HET trains with {settings['train_mc_samples']} MC samples and is evaluated "
-        f"with {settings.get('eval_mc_samples', settings['export_mc_samples'])} fresh ones.",
-        f"- Seeds: {list(settings['seeds'])}.",
-        "",
-        "## HET hyperparameters chosen on the noisy validation split",
-        f"Grid trained {grid['epochs']} epoch(s) each on the first {settings['subset_limit']} "
-        "training images (noisy validation split: 10 % of them), seed 0; chosen: R = "
-        f"{grid['chosen']['num_factors']}, tau = {grid['chosen']['temperature']}.",
-        "",
-        *grid_lines,
-        "",
-        "## Clean test set, trained on noisy labels (mean ± std over seeds)",
-        "",
-        comparison_table(summary),
-        "",
-        f"HET minus deterministic: top-1 {100 * diff['top1']:+.2f} points, NLL "
-        f"{diff['nll']:+.4f}, ECE {diff['ece']:+.4f}. Target 'HET NLL below det': "
-        f"{verdict_nll}; target 'HET top-1 not lower': {verdict_top1}.",
-        "",
-        f"![reliability diagrams]({PLOT_FILES['reliability']})",
-        "",
-        "## Class pairs ranked by the learned centred latent correlation (HET, mean over the "
-        f"clean test set and {_correlation_source(report)})",
-        "",
-        "A softmax is unchanged when every logit moves by the same amount, so the training "
-        "loss never sees the all-ones direction of the latent covariance Sigma and the raw "
-        "correlation Sigma_ij / sqrt(Sigma_ii Sigma_jj) carries an arbitrary common part. The "
-        "identifiable part is the centred covariance C Sigma C (C = I - 11^T/K); its rows sum "
-        "to 0. A pair the noise confuses is one whose centred logits move in OPPOSITE "
-        "directions (probability mass moves between the two classes), so pairs are ranked "
-        "most negative first. The served models use the same definition (`confusable` = most "
-        "negative centred correlation). The column 'raw correlation' is the raw correlation "
-        "of the same pair.",
-        "",
-        ranking_table(ranking, rows=max(within + 3, 10), heading="centred correlation",
-                      compare=correlation.raw),
-        "",
-        f"Within-group pairs among the top {within}: "
-        f"{100 * figures['within_group_precision']:.0f} % by centred correlation (most "
-        f"negative first), {100 * figures['within_group_precision_by_magnitude']:.0f} % by "
-        f"|centred correlation|; chance: {100 * within / len(ranking):.0f} %. "
-        f"Mean centred correlation of the {within} within-group pairs: "
-        f"{figures['mean_within_group']:+.3f}; of the other pairs: "
-        f"{figures['mean_other_pairs']:+.3f}.",
-        "",
-        f"For comparison, ranked by the RAW correlation (most positive first) {raw_top} of "
-        f"the top {within} pairs are within a group:",
-        "",
-        ranking_table(correlation.raw_ranking, rows=within, heading="raw correlation",
-                      compare=correlation.centered, compare_heading="centred correlation"),
-        "",
-        f"![class correlation]({PLOT_FILES['correlation']})",
-        "",
-        "## Across noise levels",
-        f"One seed, {report['noise_sweep']['epochs']} epoch(s) each on the first "
-        f"{settings['subset_limit']} training images (less than the main runs).",
-        "",
-        *sweep_lines,
-        "",
-        f"![noise sweep]({PLOT_FILES['noise_sweep']})",
-        "",
-        *_reevaluation_note(report),
-    ])
-
-
-def _correlation_source(report: dict[str, Any]) -> str:
-    if "reevaluation" in report:
-        return "the seed-0 model only, re-evaluated: see the last section"
-    return "the seeds"
-
-
-def _reevaluation_note(report: dict[str, Any]) -> list[str]:
-    note = report.get("reevaluation")
-    if note is None:
-        return []
-    return ["## What this report re-ran", "", note["what"], ""]
-

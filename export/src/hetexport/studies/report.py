@@ -1,9 +1,9 @@
-"""The demo report: HET vs deterministic figures, the correlation ranking, JSON and Markdown.
+"""The studies' reports as files: Markdown tables and the JSON + Markdown pair.
 
 Typical usage::
 
-    summary = summarize_runs(runs)                   # per head: mean and std over seeds
-    ranking = rank_class_pairs(corr, labels, groups, most_negative_first=True)
+    comparison_table(summary)                        # one row per head, mean ± std
+    ranking_table(ranking, rows=10)                  # the first pairs of a ranking
     write_report(report_dict, markdown_text, report_dir)
 """
 
@@ -16,100 +16,19 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from hetexport.metrics import Metrics
+from hetexport.jsonable import to_jsonable
+from hetexport.studies.summary import MetricSummary, PairCorrelation
 
 REPORT_JSON = "demo_report.json"
 REPORT_MARKDOWN = "demo_report.md"
-METRIC_NAMES = ("top1", "nll", "ece")
 
 
-class SeedRun(NamedTuple):
-    """One trained model: which head, which seed, its best epoch and its scores."""
+class StudyReport(NamedTuple):
+    """The files a study's report writer wrote: JSON, Markdown and the plots by name."""
 
-    head: str
-    seed: int
-    best_epoch: int
-    seconds: float
-    validation: Metrics
-    test: Metrics
-
-
-class MetricSummary(NamedTuple):
-    """``mean`` and sample ``std`` (ddof=1; 0 for one value) of one metric over seeds."""
-
-    mean: float
-    std: float
-    values: tuple[float, ...]
-
-
-class PairCorrelation(NamedTuple):
-    """A class pair ``i < j``, its mean latent correlation and whether both are in one group."""
-
-    first: int
-    second: int
-    first_label: str
-    second_label: str
-    correlation: float
-    within_noisy_group: bool
-
-
-def summarize(values: Sequence[float]) -> MetricSummary:
-    array = np.asarray(values, dtype=np.float64)
-    std = float(array.std(ddof=1)) if array.size > 1 else 0.0
-    return MetricSummary(float(array.mean()), std, tuple(float(v) for v in array))
-
-
-def summarize_runs(runs: Sequence[SeedRun]) -> dict[str, dict[str, MetricSummary]]:
-    """``{head: {metric: MetricSummary}}`` of the clean-test metrics over seeds."""
-    heads = sorted({run.head for run in runs})
-    return {
-        head: {
-            name: summarize([getattr(run.test, name) for run in runs if run.head == head])
-            for name in METRIC_NAMES
-        }
-        for head in heads
-    }
-
-
-def rank_class_pairs(
-    correlation: np.ndarray,
-    class_names: Sequence[str],
-    groups: Sequence[Sequence[int]],
-    *,
-    by_magnitude: bool = False,
-    most_negative_first: bool = False,
-) -> list[PairCorrelation]:
-    """All pairs ``i < j`` sorted by ``correlation[i, j]``, highest first; lowest (most
-    negative) first with ``most_negative_first`` (the centred correlation of a softmax head,
-    where a confused pair trades probability mass); by ``|correlation[i, j]|`` with
-    ``by_magnitude``."""
-    group_of = {cls: index for index, group in enumerate(groups) for cls in group}
-    pairs = [
-        PairCorrelation(
-            i, j, class_names[i], class_names[j], float(correlation[i, j]),
-            i in group_of and group_of.get(i) == group_of.get(j),
-        )
-        for i in range(len(class_names))
-        for j in range(i + 1, len(class_names))
-    ]
-    if by_magnitude:
-        return sorted(pairs, key=lambda pair: abs(pair.correlation), reverse=True)
-    return sorted(pairs, key=lambda pair: pair.correlation, reverse=not most_negative_first)
-
-
-def mean_pair_correlation(ranking: Sequence[PairCorrelation], *, within: bool) -> float:
-    """Mean correlation of the pairs inside (``within``) or outside the noisy groups."""
-    values = [pair.correlation for pair in ranking if pair.within_noisy_group == within]
-    return float(np.mean(values)) if values else float("nan")
-
-
-def within_group_precision(ranking: Sequence[PairCorrelation]) -> float:
-    """Fraction of the top-M pairs that lie within a noisy group, M = number of such pairs
-    (1.0: every within-group pair ranks above every other pair)."""
-    within = sum(pair.within_noisy_group for pair in ranking)
-    if within == 0:
-        return 0.0
-    return sum(pair.within_noisy_group for pair in ranking[:within]) / within
+    report_json: Path
+    report_markdown: Path
+    plots: dict[str, Path]
 
 
 def _cell(summary: MetricSummary, *, percent: bool) -> str:
@@ -153,30 +72,14 @@ def ranking_table(
     return "\n".join(lines)
 
 
-def to_jsonable(value: Any) -> Any:
-    """NamedTuples to dicts, numpy to lists/floats, paths to strings, recursively."""
-    if hasattr(value, "_asdict"):
-        return {key: to_jsonable(item) for key, item in value._asdict().items()}
-    if isinstance(value, Mapping):
-        return {str(key): to_jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_report(report: Mapping[str, Any], markdown: str, report_dir: Path, *,
-                 json_name: str = REPORT_JSON,
-                 markdown_name: str = REPORT_MARKDOWN) -> tuple[Path, Path]:
-    """Write ``json_name`` and ``markdown_name`` (the demo's by default) into ``report_dir``."""
+                 plots: Mapping[str, Path], json_name: str = REPORT_JSON,
+                 markdown_name: str = REPORT_MARKDOWN) -> StudyReport:
+    """Write ``json_name`` and ``markdown_name`` (the demo's by default) into ``report_dir``,
+    beside the ``plots`` drawn there."""
     report_dir.mkdir(parents=True, exist_ok=True)
     json_path = report_dir / json_name
     json_path.write_text(json.dumps(to_jsonable(report), indent=2, sort_keys=False) + "\n")
     markdown_path = report_dir / markdown_name
     markdown_path.write_text(markdown)
-    return json_path, markdown_path
+    return StudyReport(json_path, markdown_path, dict(plots))

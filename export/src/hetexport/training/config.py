@@ -11,6 +11,10 @@ DEFAULT_LEARNING_RATE = 2e-3
 DEFAULT_WEIGHT_DECAY = 1e-4
 DEFAULT_NUM_THREADS = 2
 DEFAULT_EVAL_BATCH_SIZE = 500
+DEFAULT_TRAIN_MC_SAMPLES = 100
+"""MC samples per training step of a HET head trained by ``hetexport train`` and the studies
+(a model's spec defaults to ``layers.heads.DEFAULT_MC_SAMPLES`` for both training and
+evaluation; fewer samples make a step cheaper and the gradient of log p_bar noisier)."""
 
 
 @dataclass(frozen=True, kw_only=True)
