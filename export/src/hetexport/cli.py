@@ -157,7 +157,10 @@ def train(
     num_factors: NumFactors = DEFAULT_NUM_FACTORS,
     temperature: Annotated[float, typer.Option(help="tau (initial value if learned)")] = 1.0,
     learn_temperature: Annotated[bool, typer.Option(help="learn tau within bounds")] = False,
-    epochs: Annotated[int, typer.Option(min=1)] = DEFAULT_EPOCHS,
+    epochs: Annotated[int, typer.Option(min=1, help="epochs (with --patience: at most)")] = (
+        DEFAULT_EPOCHS),
+    patience: Annotated[int | None, typer.Option(
+        min=1, help="stop once the validation NLL has not improved for N epochs")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_BATCH_SIZE,
     learning_rate: Annotated[float, typer.Option()] = DEFAULT_LEARNING_RATE,
     seed: Annotated[int, typer.Option(help="weights, batches and MC noise")] = 0,
@@ -192,9 +195,9 @@ def train(
             learn_temperature=learn_temperature, train_mc_samples=train_mc_samples,
             eval_mc_samples=eval_mc_samples, labels=data.class_names, input=data.input_spec,
         )
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                             seed=seed, num_threads=threads, progress=progress,
-                             freeze_backbone=freeze_backbone)
+        config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size,
+                             learning_rate=learning_rate, seed=seed, num_threads=threads,
+                             progress=progress, freeze_backbone=freeze_backbone)
         record = train_and_save(spec, data, config, checkpoint=checkpoint, record_path=metrics,
                                 init_weights=init_weights, noise_rate=noise_rate)
     typer.echo(f"checkpoint: {checkpoint}\nmetrics: {metrics}\n{json.dumps(record['metrics'])}")
