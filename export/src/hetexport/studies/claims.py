@@ -80,21 +80,21 @@ from hetexport.training.experiment import PreparedData, fit, prepare_fashion_mni
 
 RUNS_FILE = "claims_runs.json"
 """Finished pairs, kept in ``work_dir`` so that an interrupted run resumes (same settings)."""
-DEFAULT_SEEDS = 5
-DEFAULT_SWEEP_RATES = (0.0, 0.15, 0.3, 0.45)
-DEFAULT_SWEEP_SEEDS = 3
-DEFAULT_EPOCHS = 4
+CLAIMS_SEEDS = 5
+CLAIMS_SWEEP_RATES = (0.0, 0.15, 0.3, 0.45)
+CLAIMS_SWEEP_SEEDS = 3
+CLAIMS_EPOCHS = 4
 """One fewer than the demo's main runs (time budget)."""
-DEFAULT_TRAIN_LIMIT = 20_000
+CLAIMS_TRAIN_LIMIT = 20_000
 """First 20k training images (18k train + 2k noisy validation), as the demo's grid and sweep
 (its main runs use all 60k): the whole run (14 pairs) must fit ~40 min on two cores shared
 with other jobs."""
-DEFAULT_METRIC_MC_SAMPLES = 250
+CLAIMS_METRIC_MC_SAMPLES = 250
 """MC samples behind the HET head's p_bar for the validation and test METRICS (the served
 models use 1000; fewer samples can only make HET's NLL slightly worse: E[log p_hat] <=
 log p). The confusable classes use ``bank_samples``."""
-DEFAULT_NUM_THREADS = 1
-DEFAULT_WORKERS = 2
+CLAIMS_NUM_THREADS = 1
+CLAIMS_WORKERS = 2
 """Two processes of one torch thread each: on two cores shared with other jobs, one thread per
 process trained ~3-4x faster than two threads in one process (measured, contended machine)."""
 DEFINITIONS = ("probability_share", "latent_correlation", "runner_up")
@@ -125,23 +125,23 @@ class ClaimsConfig:
     work_dir: Path = Path("runs/claims")
     demo_report: Path = Path("reports/demo_report.json")
     noise_rate: float = DEFAULT_NOISE_RATE
-    seeds: tuple[int, ...] = tuple(range(DEFAULT_SEEDS))
-    sweep_rates: tuple[float, ...] = DEFAULT_SWEEP_RATES
-    sweep_seeds: tuple[int, ...] = tuple(range(DEFAULT_SWEEP_SEEDS))
-    epochs: int = DEFAULT_EPOCHS
-    train_limit: int | None = DEFAULT_TRAIN_LIMIT
+    seeds: tuple[int, ...] = tuple(range(CLAIMS_SEEDS))
+    sweep_rates: tuple[float, ...] = CLAIMS_SWEEP_RATES
+    sweep_seeds: tuple[int, ...] = tuple(range(CLAIMS_SWEEP_SEEDS))
+    epochs: int = CLAIMS_EPOCHS
+    train_limit: int | None = CLAIMS_TRAIN_LIMIT
     test_limit: int | None = None
     num_factors: int | None = None
     temperature: float | None = None
     batch_size: int = DEMO_BATCH_SIZE
     backbone_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEMO_BACKBONE_KWARGS))
     train_mc_samples: int = DEFAULT_TRAIN_MC_SAMPLES
-    eval_mc_samples: int = DEFAULT_METRIC_MC_SAMPLES
+    eval_mc_samples: int = CLAIMS_METRIC_MC_SAMPLES
     bank_samples: int = DEFAULT_MC_SAMPLES
     bank_seed: int = EXPORT_NOISE_SEED
     num_confusable: int = 1
-    num_threads: int = DEFAULT_NUM_THREADS
-    workers: int = DEFAULT_WORKERS
+    num_threads: int = CLAIMS_NUM_THREADS
+    workers: int = CLAIMS_WORKERS
     progress: bool = True
     resume: bool = True
     train_missing: bool = True

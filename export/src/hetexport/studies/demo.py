@@ -81,16 +81,16 @@ HET_MODEL_NAME = "fashion_het"
 DET_MODEL_NAME = "fashion_det"
 MODEL_NAMES = {"het": HET_MODEL_NAME, "det": DET_MODEL_NAME}
 """Exported model (and checkpoint file) name of each head."""
-DEFAULT_SEEDS = (0, 1, 2)
-DEFAULT_EPOCHS = 5
-DEFAULT_GRID_EPOCHS = 2
-DEFAULT_SWEEP_RATES = (0.0, 0.2, 0.4)
-DEFAULT_SWEEP_EPOCHS = 2
-DEFAULT_GRID: tuple[tuple[int, float], ...] = ((6, 0.5), (6, 1.0), (3, 0.5))
+DEMO_SEEDS = (0, 1, 2)
+DEMO_EPOCHS = 5
+DEMO_GRID_EPOCHS = 2
+DEMO_SWEEP_RATES = (0.0, 0.2, 0.4)
+DEMO_SWEEP_EPOCHS = 2
+DEMO_GRID: tuple[tuple[int, float], ...] = ((6, 0.5), (6, 1.0), (3, 0.5))
 """(R, temperature) points tried for the HET head: R = 6 is the CIFAR reference setting; in
 pilot runs (2 epochs, full data) tau 0.5 beat 1.0 and 1.5 on the noisy validation NLL; R = 3
 is the smaller alternative."""
-DEFAULT_SUBSET_LIMIT = 20_000
+DEMO_SUBSET_LIMIT = 20_000
 """The grid and the noise sweep train on the first 20k training images only (time budget on
 two shared cores); the main runs use all 60k (54k train + 6k validation)."""
 DEMO_BATCH_SIZE = 256
@@ -116,13 +116,13 @@ class DemoConfig:
     data_dir: Path = DEFAULT_FASHION_MNIST_DIR
     work_dir: Path = Path("runs/demo")
     noise_rate: float = DEFAULT_NOISE_RATE
-    seeds: tuple[int, ...] = DEFAULT_SEEDS
-    epochs: int = DEFAULT_EPOCHS
-    grid: tuple[tuple[int, float], ...] = DEFAULT_GRID
-    grid_epochs: int = DEFAULT_GRID_EPOCHS
-    sweep_rates: tuple[float, ...] = DEFAULT_SWEEP_RATES
-    sweep_epochs: int = DEFAULT_SWEEP_EPOCHS
-    subset_limit: int | None = DEFAULT_SUBSET_LIMIT
+    seeds: tuple[int, ...] = DEMO_SEEDS
+    epochs: int = DEMO_EPOCHS
+    grid: tuple[tuple[int, float], ...] = DEMO_GRID
+    grid_epochs: int = DEMO_GRID_EPOCHS
+    sweep_rates: tuple[float, ...] = DEMO_SWEEP_RATES
+    sweep_epochs: int = DEMO_SWEEP_EPOCHS
+    subset_limit: int | None = DEMO_SUBSET_LIMIT
     batch_size: int = DEMO_BATCH_SIZE
     backbone_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEMO_BACKBONE_KWARGS))
     train_mc_samples: int = DEFAULT_TRAIN_MC_SAMPLES
