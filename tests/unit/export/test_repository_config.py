@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
@@ -189,3 +190,16 @@ def test_preferred_batch_sizes_never_exceed_max_batch_size():
 def test_malformed_text_is_a_parse_error(text):
     with pytest.raises(ConfigParseError):
         parse_config(text)
+
+
+SHIPPED_CONFIGS = sorted(Path(__file__).resolve().parents[3].glob("model_repo*/*/config.pbtxt"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: f"{p.parent.parent.name}/"
+                         f"{p.parent.name}")
+def test_every_shipped_config_is_what_the_one_writer_renders(path: Path) -> None:
+    """ONNX, Python-backend and ensemble configs alike: parsed and rendered again, the text is
+    unchanged, and Triton's protobuf reads it."""
+    text = path.read_text()
+    assert render_config(parse_config(text)) == text
+    assert as_protobuf(text).name == path.parent.name
