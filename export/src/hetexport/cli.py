@@ -361,7 +361,11 @@ def demo(
     data_dir: DataDir = DEFAULT_FASHION_MNIST_DIR,
     work_dir: Annotated[Path, typer.Option(help="checkpoints (git-ignored)")] = Path("runs/demo"),
     seeds: Annotated[int, typer.Option(min=1, help="seeds 0..N-1 per head")] = 3,
-    epochs: Annotated[int | None, typer.Option(min=1, help="epochs of the main runs")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        min=1, help="at most this many epochs for the main runs [default: the demo's]")] = None,
+    patience: Annotated[int | None, typer.Option(
+        min=1, help="main runs stop once the noisy-validation NLL has not improved for N "
+                    "epochs [default: the demo's]")] = None,
     grid_epochs: Annotated[int | None, typer.Option(min=1)] = None,
     sweep_epochs: Annotated[int | None, typer.Option(min=1)] = None,
     train_limit: TrainLimit = None,
@@ -387,7 +391,7 @@ def demo(
 
     with _clean_failure():
         overrides = {key: value for key, value in
-                     {"epochs": epochs, "grid_epochs": grid_epochs,
+                     {"epochs": epochs, "patience": patience, "grid_epochs": grid_epochs,
                       "sweep_epochs": sweep_epochs, "export_mc_samples": export_mc_samples,
                       "export_bank_design": bank_design and bank_design.value,
                       "error_images": error_image_count}.items() if value is not None}

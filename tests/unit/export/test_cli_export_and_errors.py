@@ -185,6 +185,8 @@ def test_demo_writes_the_report_the_plots_and_both_models(
         assert pixels.std() > 10, f"{plot.name} draws something"
     markdown = result.report_markdown.read_text()
     assert "| het |" in markdown and "| det |" in markdown and "class_correlation.png" in markdown
+    assert all(len(run["validation_nll"]) == run["best_epoch"] == 1 for run in report["runs"])
+    assert "Best epoch, of the epochs run: het seed 0: 1 of 1" in markdown
 
 
 def test_each_exported_demo_model_scores_what_its_card_says(

@@ -90,9 +90,9 @@ CLAIMS_TRAIN_LIMIT = 20_000
 (its main runs use all 60k): the whole run (14 pairs) must fit ~40 min on two cores shared
 with other jobs."""
 CLAIMS_METRIC_MC_SAMPLES = 250
-"""MC samples behind the HET head's p_bar for the validation and test METRICS (the served
-models use 1000; fewer samples can only make HET's NLL slightly worse: E[log p_hat] <=
-log p). The confusable classes use ``bank_samples``."""
+"""MC samples behind the HET head's p_bar for the validation and test METRICS (the demo's
+metrics use ``layers.heads.DEFAULT_MC_SAMPLES``; fewer samples can only make HET's NLL
+slightly worse: E[log p_hat] <= log p). The confusable classes use ``bank_samples``."""
 CLAIMS_NUM_THREADS = 1
 CLAIMS_WORKERS = 2
 """Two processes of one torch thread each: on two cores shared with other jobs, one thread per
@@ -304,7 +304,8 @@ def train_pair(config: ClaimsConfig, chosen: Hyperparameters, noise_rate: float,
         result = fitted[head]
         assert result.test is not None
         runs[head] = SeedRun(head, seed, result.training.best_epoch, result.training.seconds,
-                             result.validation, result.test)
+                             result.validation, result.test,
+                             tuple(r.validation.nll for r in result.training.history))
         _log(f"rate {noise_rate} seed {seed} {head}: test {result.test}")
     precision = chance = None
     torch.set_num_threads(config.num_threads)
@@ -474,6 +475,7 @@ def demo_differences(path: Path) -> dict[str, Any] | None:
                                            [tests[("det", seed)][name] for seed in seeds])
                    for name in METRIC_NAMES}
     return {"source": str(path), "seeds": seeds, "epochs": demo["settings"]["epochs"],
+            "patience": demo["settings"].get("patience"),
             "train": demo["data"]["train"], "noise_rate": demo["settings"]["noise_rate"],
             "het_minus_det": differences, "targets": _targets(differences)}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hetexport.label_noise import FASHION_MNIST_NOISY_GROUPS
+from hetexport.layers.heads import DEFAULT_MC_SAMPLES
 from hetexport.statistics import PAIRED_METHOD, WILSON_METHOD, PairedDifference, Proportion
 from hetexport.studies.claims import ADVANTAGE_SIGN, DEFINITION_LABELS, ClaimsRun
 from hetexport.studies.plots import advantage_plot, precision_plot
@@ -87,9 +88,10 @@ def _demo_lines(report: dict[str, Any]) -> list[str]:
     return [
         "### The demo's runs (`make models`), same statistics",
         "",
-        f"The demo trains on all {demo['train']} noisy training images for {demo['epochs']} "
-        f"epochs at noise rate {demo['noise_rate']}, seeds {demo['seeds']} (one noise draw "
-        "for every seed; per seed both heads share it, the data order and the "
+        f"The demo trains on all {demo['train']} noisy training images for "
+        f"{_demo_epochs(demo)} epochs at noise rate {demo['noise_rate']}, seeds "
+        f"{demo['seeds']} (one noise draw for every seed; per seed both heads share it, the "
+        "data order and the "
         f"initialisation): HET - det [95 % paired t-interval] from `{demo['source']}`:",
         "",
         "| top-1 (points) | NLL | ECE |", "|---|---|---|", f"| {cells} |",
@@ -99,6 +101,19 @@ def _demo_lines(report: dict[str, Any]) -> list[str]:
         f"interval not below 0: {'yes' if targets['top1_interval_not_below_0'] else 'NO'}.",
         "",
     ]
+
+
+def _demo_epochs_words(report: dict[str, Any]) -> str:
+    demo = report["demo_runs"]
+    if demo is None:
+        return ""
+    return f" (the demo's main runs: {_demo_epochs(demo)} on all {demo['train']} images)"
+
+
+def _demo_epochs(demo: dict[str, Any]) -> str:
+    if demo.get("patience") is None:
+        return str(demo["epochs"])
+    return f"up to {demo['epochs']}, stopped after {demo['patience']} without improvement"
 
 
 def _difference_cell(diff: PairedDifference, *, percent: bool) -> str:
@@ -227,13 +242,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         "(`hetexport.label_noise`, as in the demo); every figure below is on the CLEAN test "
         f"set ({sizes['test']} images).",
         f"- SmallCNN {settings['backbone_kwargs']}, AdamW, batch {settings['batch_size']}, "
-        f"{settings['epochs']} epochs (the demo: 5 on all 60k images), "
+        f"{settings['epochs']} epochs{_demo_epochs_words(report)}, "
         "each run keeps its epoch with the lowest NOISY-validation NLL.",
         f"- HET head: R = {chosen.num_factors}, tau = {chosen.temperature}: {chosen.source}; "
         "nothing is tuned on the clean test set. Training MC samples "
         f"{settings['train_mc_samples']}, metrics (validation and test p_bar) "
-        f"{settings['eval_mc_samples']} (the served models: 1000; fewer can only worsen HET's "
-        "NLL a little).",
+        f"{settings['eval_mc_samples']} (the demo's metrics: {DEFAULT_MC_SAMPLES}; fewer can "
+        "only worsen HET's NLL a little).",
         "- Paired by seed: at seed s both heads get the same injected noise (noise seed s), "
         "the same validation split, the same minibatch order and the same backbone "
         "initialisation.",

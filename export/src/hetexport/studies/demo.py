@@ -6,8 +6,9 @@ Steps, all seeded:
    group images) into the training split; hold out a noisy validation split (10 %).
 2. Choose the HET head's (R, temperature) on the NOISY validation NLL from a small grid, each
    point trained ``grid_epochs`` epochs with seed 0.
-3. Train HET (chosen settings) and the deterministic head with every seed; each run keeps the
-   epoch with the lowest noisy-validation NLL. Score on the CLEAN test set.
+3. Train HET (chosen settings) and the deterministic head with every seed until the
+   noisy-validation NLL has not improved for ``patience`` epochs (at most ``epochs``); each
+   run keeps the epoch with the lowest noisy-validation NLL. Score on the CLEAN test set.
 4. A noise sweep (one seed, fewer epochs): clean-test top-1 and NLL of both heads when trained
    at other noise rates.
 5. Rank class pairs by the HET model's CENTRED latent correlation (of ``C Sigma C``,
@@ -82,7 +83,12 @@ DET_MODEL_NAME = "fashion_det"
 MODEL_NAMES = {"het": HET_MODEL_NAME, "det": DET_MODEL_NAME}
 """Exported model (and checkpoint file) name of each head."""
 DEMO_SEEDS = (0, 1, 2)
-DEMO_EPOCHS = 5
+DEMO_EPOCHS = 12
+DEMO_PATIENCE = 3
+"""The main runs train until the noisy-validation NLL has not improved for 3 epochs, at most
+12 (the learning rate decays over the 12); measured before choosing: on the full data the
+seed-0 models' validation NLL stopped improving after 8 epochs with a 30-epoch budget, and 5
+fixed epochs (the earlier default) left every run's best epoch at its last."""
 DEMO_GRID_EPOCHS = 2
 DEMO_SWEEP_RATES = (0.0, 0.2, 0.4)
 DEMO_SWEEP_EPOCHS = 2
@@ -118,6 +124,7 @@ class DemoConfig:
     noise_rate: float = DEFAULT_NOISE_RATE
     seeds: tuple[int, ...] = DEMO_SEEDS
     epochs: int = DEMO_EPOCHS
+    patience: int | None = DEMO_PATIENCE
     grid: tuple[tuple[int, float], ...] = DEMO_GRID
     grid_epochs: int = DEMO_GRID_EPOCHS
     sweep_rates: tuple[float, ...] = DEMO_SWEEP_RATES
@@ -227,8 +234,9 @@ def _spec(config: DemoConfig, data: PreparedData, *, head: str, num_factors: int
     )
 
 
-def _train_config(config: DemoConfig, *, epochs: int, seed: int) -> TrainConfig:
-    return TrainConfig(epochs=epochs, seed=seed, batch_size=config.batch_size,
+def _train_config(config: DemoConfig, *, epochs: int, seed: int,
+                  patience: int | None = None) -> TrainConfig:
+    return TrainConfig(epochs=epochs, patience=patience, seed=seed, batch_size=config.batch_size,
                        num_threads=config.num_threads, progress=config.progress)
 
 
@@ -256,8 +264,9 @@ def select_hyperparameters(config: DemoConfig) -> list[GridRow]:
 def _seed_run(head: str, seed: int, fitted: Fitted) -> SeedRun:
     if fitted.test is None:
         raise ValueError("the demo needs a test set")
-    return SeedRun(head, seed, fitted.training.best_epoch, fitted.training.seconds,
-                   fitted.validation, fitted.test)
+    training = fitted.training
+    return SeedRun(head, seed, training.best_epoch, training.seconds, fitted.validation,
+                   fitted.test, tuple(r.validation.nll for r in training.history))
 
 
 def noise_sweep(config: DemoConfig, specs: dict[str, ModelSpec]) -> list[SweepPoint]:
@@ -322,7 +331,8 @@ def run_demo(config: DemoConfig) -> DemoRun:
     het_correlations = []
     for seed in config.seeds:
         for head, spec in specs.items():
-            fitted = fit(spec, data, config=_train_config(config, epochs=config.epochs, seed=seed))
+            fitted = fit(spec, data, config=_train_config(config, epochs=config.epochs, seed=seed,
+                                                          patience=config.patience))
             runs.append(_seed_run(head, seed, fitted))
             _log(config, f"seed {seed} {head}: test {fitted.test}")
             if head == "het":

@@ -185,10 +185,10 @@ def render_markdown(report: dict[str, Any], run: DemoRun) -> str:
         f"{noise['ambiguity_power']}, capped at {noise['max_flip_probability']}); the new label "
         "is chosen among the group by similarity. See `hetexport.label_noise`.",
         f"- Model: SmallCNN {settings['backbone_kwargs']} + HET softmax head or plain softmax "
-        f"head; AdamW (batch {settings['batch_size']}), cosine decay, {settings['epochs']} "
-        "epochs, best epoch by noisy-validation "
-        f"NLL; HET trains with {settings['train_mc_samples']} MC samples and is evaluated "
-        f"with {settings.get('eval_mc_samples', settings['export_mc_samples'])} fresh ones.",
+        f"head; AdamW (batch {settings['batch_size']}), {_schedule_words(settings)}, best "
+        f"epoch by noisy-validation NLL; HET trains with {settings['train_mc_samples']} MC "
+        "samples and is evaluated with "
+        f"{settings.get('eval_mc_samples', settings['export_mc_samples'])} fresh ones.",
         f"- Seeds: {list(settings['seeds'])}.",
         "",
         "## HET hyperparameters chosen on the noisy validation split",
@@ -202,6 +202,7 @@ def render_markdown(report: dict[str, Any], run: DemoRun) -> str:
         "",
         comparison_table(run.summary),
         "",
+        *_epochs_lines(run),
         f"HET minus deterministic: top-1 {100 * diff['top1']:+.2f} points, NLL "
         f"{diff['nll']:+.4f}, ECE {diff['ece']:+.4f}. Target 'HET NLL below det': "
         f"{verdict_nll}; target 'HET top-1 not lower': {verdict_top1}.",
@@ -250,6 +251,33 @@ def render_markdown(report: dict[str, Any], run: DemoRun) -> str:
         "",
         *_reevaluation_note(report),
     ])
+
+
+def _schedule_words(settings: dict[str, Any]) -> str:
+    patience = settings.get("patience")
+    if patience is None:
+        return f"cosine decay, {settings['epochs']} epochs"
+    return (f"cosine decay over at most {settings['epochs']} epochs, stopped once the "
+            f"noisy-validation NLL had not improved for {patience} epochs")
+
+
+def _epochs_lines(run: DemoRun) -> list[str]:
+    """Which epoch each run kept, of how many it ran; a run that reached the bound and kept
+    its last epoch was still improving when the bound stopped it: by how much it still was."""
+    if any(seed_run.epochs is None for seed_run in run.runs):
+        return []
+    bound, patience = run.config.epochs, run.config.patience or 1
+    cells = ", ".join(f"{r.head} seed {r.seed}: {r.best_epoch} of {r.epochs}" for r in run.runs)
+    stopped = sum(r.epochs < bound for r in run.runs)
+    improving = [r for r in run.runs if r.best_epoch == r.epochs == bound]
+    lines = [f"Best epoch, of the epochs run: {cells}. {stopped} of {len(run.runs)} runs stopped "
+             f"because the noisy-validation NLL had stopped improving; {len(improving)} reached "
+             f"the bound of {bound} epochs still improving (best epoch = last)"]
+    if improving and bound > patience:
+        gain = max(r.validation_nll[-1 - patience] - r.validation_nll[-1] for r in improving)
+        lines[0] += (f", their NLL down by at most {gain:.4f} over their last {patience} "
+                     "epochs")
+    return [lines[0] + ".", ""]
 
 
 def _correlation_source(report: dict[str, Any]) -> str:

@@ -20,7 +20,8 @@ METRIC_NAMES = ("top1", "nll", "ece")
 
 
 class SeedRun(NamedTuple):
-    """One trained model: which head, which seed, its best epoch and its scores."""
+    """One trained model: which head, which seed, its best epoch, its scores and its
+    validation NLL after every epoch it ran (empty in reports from before that was kept)."""
 
     head: str
     seed: int
@@ -28,12 +29,19 @@ class SeedRun(NamedTuple):
     seconds: float
     validation: Metrics
     test: Metrics
+    validation_nll: tuple[float, ...] = ()
+
+    @property
+    def epochs(self) -> int | None:
+        """Epochs run (None where not recorded)."""
+        return len(self.validation_nll) or None
 
 
 def seed_run_from_json(data: dict[str, Any]) -> SeedRun:
     """A ``SeedRun`` read back from a report (``to_jsonable`` wrote it as a dict)."""
     return SeedRun(data["head"], data["seed"], data["best_epoch"], data["seconds"],
-                   Metrics(**data["validation"]), Metrics(**data["test"]))
+                   Metrics(**data["validation"]), Metrics(**data["test"]),
+                   tuple(data.get("validation_nll", ())))
 
 
 class SweepPoint(NamedTuple):
