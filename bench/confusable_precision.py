@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("fashion_het", "fashion_det")
 MEASURED = ["model_repo/fashion_het", "model_repo/fashion_det",
             "export/src/hetexport/class_correlation.py", "server/src/hetgateway/answer.py",
-            "export/src/hetexport/confusable_precision.py", "bench/confusable_precision.py"]
+            "export/src/hetexport/studies/confusable_precision.py", "bench/confusable_precision.py"]
 
 
 def main() -> int:
