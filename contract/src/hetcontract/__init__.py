@@ -34,8 +34,6 @@ from hetcontract.api import (
 )
 from hetcontract.model_card import InputSpec, McError, ModelCard, MonteCarloSpec
 from hetcontract.outputs import (
-    DEFAULT_NUM_CONFUSABLE,
-    DEFAULT_TOP_K,
     HEAD_OUTPUTS,
     INPUT_NAME,
     MODEL_CARD_FILENAME,
@@ -47,8 +45,6 @@ from hetcontract.outputs import (
 
 __all__ = [
     "API_VERSION",
-    "DEFAULT_NUM_CONFUSABLE",
-    "DEFAULT_TOP_K",
     "HEAD_OUTPUTS",
     "INPUT_NAME",
     "MODEL_CARD_FILENAME",

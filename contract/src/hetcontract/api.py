@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hetcontract.outputs import DEFAULT_TOP_K as MAX_TOP_K_DEFAULT
+MAX_TOP_K_DEFAULT = 5
 
 API_VERSION = 2
 """Version of this schema. 2: ``confusable`` lists where each top class's probability moves

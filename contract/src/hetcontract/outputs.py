@@ -43,13 +43,6 @@ MODEL_CARD_FILENAME = "model_card.json"
 MODEL_CARD_PARAMETER = "model_card"
 """The ``config.pbtxt`` parameter holding the model card as JSON, so Triton exposes it."""
 
-DEFAULT_TOP_K = 5
-"""k_max of an exported graph (``min(5, K)``), and the top-k a request gets by default
-(capped at the model's k_max)."""
-
-DEFAULT_NUM_CONFUSABLE = 3
-"""m, the confusable classes an exported graph lists per top class (``min(3, K - 1)``)."""
-
 
 class OutputName(StrEnum):
     """Names of the graph's outputs."""

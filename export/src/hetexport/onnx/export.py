@@ -26,13 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hetcontract import (
-    DEFAULT_NUM_CONFUSABLE,
-    DEFAULT_TOP_K,
-    InputSpec,
-    ModelCard,
-    MonteCarloSpec,
-)
+from hetcontract import InputSpec, ModelCard, MonteCarloSpec
+from hetcontract.api import MAX_TOP_K_DEFAULT as DEFAULT_TOP_K
 from pydantic import ValidationError
 from torch import Tensor
 
@@ -51,15 +46,19 @@ from hetexport.serving.head import ServingGraph
 DEFAULT_NOISE_SEED = 0
 
 
+DEFAULT_NUM_CONFUSABLE = 3
+"""m, the confusable classes a graph lists per top class (``default_num_confusable``)."""
+
+
 def default_top_k(num_classes: int) -> int:
-    """``min(hetcontract.DEFAULT_TOP_K, K)``: every class of a model with fewer than five
-    (a model never asks for more classes than it has)."""
+    """``min(DEFAULT_TOP_K, K)``: every class of a model with fewer than five (a model never
+    asks for more classes than it has). ``DEFAULT_TOP_K`` is the contract's default top-k of a
+    request, so a request's default and a graph's default k_max are one number."""
     return min(DEFAULT_TOP_K, num_classes)
 
 
 def default_num_confusable(num_classes: int) -> int:
-    """``min(hetcontract.DEFAULT_NUM_CONFUSABLE, K - 1)``: a class can be confused with the
-    K - 1 others."""
+    """``min(DEFAULT_NUM_CONFUSABLE, K - 1)``: a class can be confused with the K - 1 others."""
     return min(DEFAULT_NUM_CONFUSABLE, num_classes - 1)
 
 

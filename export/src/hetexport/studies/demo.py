@@ -44,7 +44,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from hetcontract import DEFAULT_NUM_CONFUSABLE, DEFAULT_TOP_K
 from tqdm.auto import tqdm
 
 from hetexport.checkpoint import load_checkpoint, save_checkpoint
@@ -56,7 +55,11 @@ from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EVAL_MC_SAMPLES
 from hetexport.layers.noise_bank import FITTED_DESIGN
 from hetexport.model import ModelSpec
 from hetexport.onnx.export import DEFAULT_NOISE_SEED as EXPORT_NOISE_SEED
-from hetexport.onnx.export import export_to_repository
+from hetexport.onnx.export import (
+    DEFAULT_NUM_CONFUSABLE,
+    DEFAULT_TOP_K,
+    export_to_repository,
+)
 from hetexport.repo.config import DEFAULT_MAX_BATCH_SIZE
 from hetexport.studies.summary import (
     MetricSummary,
