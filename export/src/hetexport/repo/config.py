@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hetcontract import HEAD_OUTPUTS, INPUT_NAME, MODEL_CARD_PARAMETER
+from hetcontract import HEAD_OUTPUTS, INPUT_NAME, MODEL_CARD_PARAMETER, OPTIONAL_HEAD_OUTPUTS
 
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
@@ -157,9 +157,12 @@ class ModelConfig:
 
 
 def head_output_configs(
-    *, num_classes: int, top_k: int, num_confusable: int, reshape_scalars: bool = True
+    *, num_classes: int, top_k: int, num_confusable: int, reshape_scalars: bool = True,
+    optional: bool = False,
 ) -> tuple[TensorConfig, ...]:
-    """``hetcontract.HEAD_OUTPUTS`` as Triton outputs.
+    """``hetcontract.HEAD_OUTPUTS`` as Triton outputs, and ``OPTIONAL_HEAD_OUTPUTS`` after
+    them when ``optional`` (the exported ONNX graph has them; the GPU ensemble's Python head
+    does not).
 
     Per-example scalars ([B] in the graph) are ``dims: [1]`` with ``reshape { shape: [] }``
     (``reshape_scalars``); an ensemble, which sees its last step's [B, 1], declares them
@@ -167,7 +170,7 @@ def head_output_configs(
     """
     sizes = {"k_max": top_k, "m": num_confusable, "K": num_classes}
     configs = []
-    for spec in HEAD_OUTPUTS:
+    for spec in (*HEAD_OUTPUTS, *(OPTIONAL_HEAD_OUTPUTS if optional else ())):
         dims = tuple(sizes[s] for s in spec.shape[1:])
         if dims:
             configs.append(TensorConfig(spec.name.value, spec.triton_dtype, dims))
@@ -203,7 +206,7 @@ def onnx_model_config(
         max_batch_size=max_batch_size,
         inputs=(images_input(input_shape),),
         outputs=head_output_configs(
-            num_classes=num_classes, top_k=top_k, num_confusable=num_confusable
+            num_classes=num_classes, top_k=top_k, num_confusable=num_confusable, optional=True
         ),
         dynamic_batching=dynamic_batching,
         instance_groups=(InstanceGroup(count=instance_count),),
