@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-demo-epochs bench-confusable bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, and helm for the chart's offline checks
@@ -117,6 +117,11 @@ bench-uncertainty: setup
 bench-bank-fit: setup
 	cd bench && nice -n 10 ../$(PY) bank_fit.py --export-images 400
 	cd bench && nice -n 10 ../$(PY) bank_fit.py --export-images 1000
+
+## bench-demo-epochs: the demo's main runs (seed 0, both heads) under 5 fixed epochs, the demo's
+##   budget with patience and a 30-epoch budget: validation NLL per epoch, epoch kept, test figures
+bench-demo-epochs: setup
+	nice -n 10 $(PY) bench/demo_epochs.py
 
 ## bench-confusable: per-input confusable precision of the shipped models, through the gateway
 bench-confusable: setup
