@@ -25,7 +25,10 @@ Triton under a running gateway); everything they start is stopped at the test's 
   signal it or look at its worker processes; ``python`` runs it with another interpreter
   (another virtualenv).
 
-And ``unused_port()`` -> int, a TCP port free on loopback right now.
+And ``unused_port()`` -> int, a TCP port free on loopback right now; ``loopback_dns`` ->
+``LoopbackDns`` (``bench/loopback_dns.py``), a DNS server on loopback whose records the test
+sets (``.set(name, addresses)``, ``.address`` for a ``dns://ADDRESS/name:port`` target);
+``bench_module(name)`` -> a module of ``bench/`` that tests share with the benchmarks.
 
 Prerequisites: a test that cannot run without something the installer provides (Fashion-MNIST,
 Chromium, Playwright) skips with a reason starting ``prerequisite missing:``. Under ``CI=true``
@@ -34,6 +37,7 @@ such a skip is reported as a failure instead: CI must not go green while testing
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -45,6 +49,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,6 +59,7 @@ from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, d
 
 if TYPE_CHECKING:
     from hetexport.onnx.runner import OnnxRunner
+    from loopback_dns import LoopbackDns
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY_ENV = "HETSERVE_TEST_MODEL_REPOSITORY"
@@ -116,7 +122,7 @@ class GatewayProcess:
                  **settings: object) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, HETSERVE_WORKERS="1")
+        env = dict(os.environ, HETSERVE_WORKERS="1", HETSERVE_DRAIN_S="0")  # a test may drain
         env.update({f"HETSERVE_{key.upper()}": str(value) for key, value in settings.items()})
         env.update(HETSERVE_TRITON_GRPC_URL=triton_grpc_url, HETSERVE_PORT=str(self.port),
                    HETSERVE_HOST="127.0.0.1", HETSERVE_LOG_LEVEL="warning")
@@ -202,6 +208,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 @pytest.fixture(scope="session")
 def unused_port() -> Callable[[], int]:
     return free_port
+
+
+def load_bench_module(name: str) -> ModuleType:
+    """A module of ``bench/`` (shared with the benchmarks), imported from its file."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    sys.path.insert(0, str(REPO_ROOT / "bench"))  # its siblings, as when run as a script
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO_ROOT / "bench"))
+    return module
+
+
+@pytest.fixture(scope="session")
+def bench_module() -> Callable[[str], ModuleType]:
+    """``bench_module(name)``: a module of ``bench/`` shared with the benchmarks."""
+    return load_bench_module
+
+
+@pytest.fixture
+def loopback_dns() -> Iterator[LoopbackDns]:
+    with load_bench_module("loopback_dns").LoopbackDns() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

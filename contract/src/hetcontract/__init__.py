@@ -33,6 +33,13 @@ from hetcontract.api import (
     TensorInput,
     Uncertainty,
 )
+from hetcontract.errors import (
+    ERRORS,
+    RETRYABLE_STATUSES,
+    ErrorCode,
+    ErrorSpec,
+    status_meaning,
+)
 from hetcontract.model_card import InputSpec, McError, ModelCard, MonteCarloSpec
 from hetcontract.outputs import (
     HEAD_OUTPUTS,
@@ -47,6 +54,8 @@ from hetcontract.outputs import (
 
 __all__ = [
     "API_VERSION",
+    "ERRORS",
+    "RETRYABLE_STATUSES",
     "HEAD_OUTPUTS",
     "INPUT_NAME",
     "MODEL_CARD_FILENAME",
@@ -56,7 +65,9 @@ __all__ = [
     "Confusable",
     "ConfusedWith",
     "ErrorBody",
+    "ErrorCode",
     "ErrorResponse",
+    "ErrorSpec",
     "ExtraOutput",
     "ImageInput",
     "InputSpec",
@@ -77,4 +88,5 @@ __all__ = [
     "TensorSpec",
     "Uncertainty",
     "output_spec",
+    "status_meaning",
 ]

@@ -38,6 +38,7 @@ from hetgateway.protection import add_cors, add_protection
 from hetgateway.request_context import RequestContextMiddleware
 from hetgateway.routers import health, metrics, model_control, models, predict
 from hetgateway.settings import GatewaySettings, load_settings
+from hetgateway.shutdown_drain import ShutdownDrain
 from hetgateway.triton_backend import TritonBackend
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -46,9 +47,10 @@ STATIC_PATH = "/static"
 _LOG = logging.getLogger(__name__)
 
 
-ROUTERS = (predict.router, health.router, models.router, model_control.router, metrics.router)
+ROUTERS = (predict.router, health.router, models.router, model_control.router)
 """The app's routers, predict first: a request is routed by trying routes in this order, and
-nearly every request is a prediction."""
+nearly every request is a prediction. ``metrics.router`` comes last, and only when no metrics
+port of its own is set (``hetgateway.metrics_server``)."""
 FASTAPI_OPENTELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False,
                              "operation_spans": False}
 """FastAPI's own OpenTelemetry instrumentation, all of it (FastAPI 0.142 and later)."""
@@ -64,17 +66,24 @@ def triton_backend(settings: GatewaySettings, metrics: GatewayMetrics) -> Infere
         control_timeout_s=settings.control_timeout_s,
         max_reconnect_backoff_ms=settings.grpc_max_reconnect_backoff_ms,
         refresh_interval_s=settings.triton_replica_check_interval_s,
+        release_timeout_s=settings.triton_replica_release_timeout_s,
         on_replica_call=metrics.count_replica_call,
     )
 
 
 def create_app(
-    settings: GatewaySettings | None = None, *, backend_factory: BackendFactory = triton_backend
+    settings: GatewaySettings | None = None,
+    *,
+    backend_factory: BackendFactory = triton_backend,
+    drain_on_sigterm: bool = False,
 ) -> FastAPI:
     """A new gateway app; ``settings`` None reads them from the environment;
-    ``backend_factory`` builds what it calls (tests pass a fake)."""
+    ``backend_factory`` builds what it calls (tests pass a fake); ``drain_on_sigterm``: the
+    process's SIGTERM drains the app first (``hetgateway.shutdown_drain``; the server runner
+    asks for it, an app in a test client is never signalled)."""
     settings = settings if settings is not None else load_settings()
     gateway_metrics = GatewayMetrics()
+    drain = ShutdownDrain(drain_s=settings.drain_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,9 +102,12 @@ def create_app(
             _LOG.info("serving models: %s", ", ".join(sorted(catalog.entries)) or "none")
         except GatewayError as exc:
             _LOG.warning("Triton not reachable at startup (%s); models discovered later", exc)
+        if drain_on_sigterm:
+            drain.install()
         try:
             yield
         finally:
+            await drain.close()
             await plane.close()
             await backend.close()
 
@@ -107,9 +119,12 @@ def create_app(
         **fastapi_telemetry(settings),
     )
     app.state.metrics = gateway_metrics
+    app.state.drain = drain
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
     for router in ROUTERS:
         app.include_router(router)
+    if settings.metrics_port is None:  # else served on its own port (metrics_server)
+        app.include_router(metrics.router)
     _mount_web_page(app)
     app.add_middleware(
         BodySizeLimitMiddleware,
@@ -119,7 +134,7 @@ def create_app(
         linger_timeout_s=settings.linger_timeout_s,
     )
     app.state.admission = add_protection(app, settings, metrics=gateway_metrics)
-    app.add_middleware(RequestContextMiddleware, metrics=gateway_metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=gateway_metrics, drain=drain)
     app.add_middleware(  # a 429 costs no other work
         AdmissionMiddleware, gate=app.state.admission, retry_after_s=settings.retry_after_s
     )

@@ -68,7 +68,8 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._exposed = _multiprocess_registry() or self.registry
+        self.exposed_registry = multiprocess_registry() or self.registry
+        """What a scrape reads: every worker's files in multiprocess mode, else ``registry``."""
         self._models: dict[str, ModelMetrics] = {}
         self._requests: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
@@ -203,11 +204,12 @@ class GatewayMetrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format; in multiprocess mode, every worker's
         values (summed by metric and labels)."""
-        return generate_latest(self._exposed)
+        return generate_latest(self.exposed_registry)
 
 
-def _multiprocess_registry() -> CollectorRegistry | None:
-    """A registry reading every worker's files, when ``PROMETHEUS_MULTIPROC_DIR`` is set."""
+def multiprocess_registry() -> CollectorRegistry | None:
+    """A registry reading every worker's files, when ``PROMETHEUS_MULTIPROC_DIR`` is set
+    (in a worker, or in the parent that serves the metrics port)."""
     if not os.environ.get(MULTIPROCESS_DIR_ENV):
         return None
     registry = CollectorRegistry()
