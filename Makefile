@@ -11,6 +11,7 @@ SOAK_USERS ?= 50
 SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
+AUDIT_ARGS ?=
 
 .PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-demo-epochs bench-confusable bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
 
@@ -148,10 +149,10 @@ bench-fused-precision: setup
 ## bench-audit: label audit vs cleanlab's find_label_issues on the same probabilities (served
 ##   fashion_het / fashion_det, injected wrong labels at 3 rates x 5 structures, k-fold training-set
 ##   audit) and audit vs gateway throughput -> bench/results/audit-*.json; cleanlab is installed
-##   here only (bench/requirements-audit.txt)
+##   here only (bench/requirements-audit.txt); AUDIT_ARGS=--kfold-images=4000 bounds the k-fold part
 bench-audit: setup
 	$(PY) -m pip install -q -r bench/requirements-audit.txt
-	cd bench && nice -n 10 ../$(PY) audit_bench.py
+	cd bench && nice -n 10 ../$(PY) audit_bench.py $(AUDIT_ARGS)
 
 ## soak: bounded Locust soak against a running gateway (make serve), with memory before/after
 soak: setup
