@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from hetcontract.audit import DEFAULT_THRESHOLD
 
 from hetexport.data import DEFAULT_FASHION_MNIST_DIR, held_out_images
 from hetexport.data.held_out import DEFAULT_ERROR_IMAGES
@@ -225,7 +226,7 @@ def audit(
     learning_rate: Annotated[float, typer.Option()] = DEFAULT_LEARNING_RATE,
     seed: Annotated[int, typer.Option(help="folds, weights, batches and MC noise")] = 0,
     threshold: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="flag a label when P(wrong) exceeds this")] = 0.5,
+        min=0.0, max=1.0, help="flag a label when P(wrong) exceeds this")] = DEFAULT_THRESHOLD,
     threads: Threads = DEFAULT_NUM_THREADS,
     progress: Progress = True,
 ) -> None:
