@@ -14,6 +14,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from hetclient import Client
+from hetclient.audit import Answer, AnswersHeader, answers_path
+from hetclient.audit.answers import AnswersWriter
 from hetcontract.audit import read_audit_csv
 from PIL import Image
 
@@ -95,11 +98,13 @@ def test_an_interrupted_audit_resumes_where_it_stopped(gateway_url, labelled_set
     assert first.returncode == 0, first.stderr
     reference = {row.path: row for row in read_audit_csv(output)}
     answered = list(reference.values())[: IMAGES // 2]
-    partial = tmp_path / "audit.csv.partial.jsonl"
-    records = [{"model": "fashion_het", "include": ["probs", "latent_probs"]}]
-    records += [{"path": row.path, "probs": row.probs, "latent_probs": row.latent_probs}
-                for row in answered]
-    partial.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    with Client(gateway_url) as client:
+        version = client.model("fashion_het").version
+    header = AnswersHeader(model="fashion_het", version=version,
+                           include=["probs", "latent_probs"])
+    with AnswersWriter(answers_path(output), header, fresh=True) as writer:  # as if interrupted
+        writer.add([Answer(path=row.path, probs=row.probs, latent_probs=row.latent_probs)
+                    for row in answered])
     output.unlink()
     second = _audit(str(manifest), "--output", str(output), "--url", gateway_url,
                     "--model", "fashion_het")
