@@ -134,12 +134,12 @@ def test_public_names_are_exactly_all():
     assert all(hasattr(hetclient, name) for name in hetclient.__all__)
 
 
-def test_the_sdk_does_not_import_the_gateway_or_torch():
+def test_the_sdk_its_cli_and_the_audit_options_import_no_gateway_torch_numpy_or_pillow():
     import subprocess
     import sys
 
     code = (
-        "import sys, hetclient, hetclient.cli;"
+        "import sys, hetclient, hetclient.cli, hetclient.audit;"
         "heavy = {'hetgateway', 'torch', 'fastapi', 'tritonclient', 'PIL', 'numpy'};"
         "print(sorted(heavy & set(sys.modules)))"
     )
