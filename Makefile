@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-gateway soak overload lint clean
+.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-decisions bench-gateway soak overload lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, and helm for the chart's offline checks
@@ -94,6 +94,12 @@ bench-bank-fit: setup
 ## bench-confusable: per-input confusable precision of the shipped models, through the gateway
 bench-confusable: setup
 	cd bench && ../$(PY) confusable_precision.py
+
+## bench-decisions: prediction sets, abstention at a stated risk and the label-free accuracy
+##   estimate of the shipped models (HET vs plain): 100 clean calibration/test splits, the export's
+##   noisy-label calibration, shifts, the gateway's cost -> bench/results/decisions-*.json
+bench-decisions: setup
+	cd bench && nice -n 10 ../$(PY) decisions.py
 
 ## bench-gateway: gateway and Triton CPU per request (multipart, JSON, batch 16; 1 and 2 workers), gateway vs direct Triton (also pinned apart)
 bench-gateway: setup

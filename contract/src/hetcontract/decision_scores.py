@@ -7,6 +7,8 @@ Typical usage::
 
     sets = set_scores(probs, "lac") <= threshold           # [B, K] bool: the prediction sets
     accept = confidence(outputs, "max_probability") >= t   # [B] bool: accept or send to review
+    sets = set_membership(probs, card.calibration.prediction_sets.chosen(0.9))  # from a card
+    accept = accepted(outputs, card.calibration.abstention.at(0.05))
 
 Needs numpy (the ``scores`` extra of hetcontract); the rest of hetcontract does not import this
 module, so the SDK carries no numpy. Every function works on a batch (first axis) and in
@@ -25,12 +27,15 @@ TorchCP's ``BasePredictor._generate_prediction_set``):
   k_reg)``, rank counted from 1 (TorchCP's RAPS).
 
 Confidence scores (higher is more confident; an input is accepted when its score is at least
-the calibrated threshold). The first three use only ``p_bar``; the others use what a
+the calibrated threshold). The first four use only ``p_bar``; the others use what a
 heteroscedastic model knows beyond it (for a deterministic model they equal or degenerate to
 the first ones, so the exporter offers them for HET heads only):
 
 * ``max_probability``: ``max_k p_k``;
 * ``margin``: the top probability minus the runner-up's;
+* ``log_margin``: ``log p_(1) - log p_(2)``, the gap between the two largest log-probabilities
+  (for a plain softmax, the top two logits' gap over the temperature); it does not saturate
+  near 1 as the probabilities do;
 * ``negative_entropy``: ``-H[p_bar]``;
 * ``negative_expected_entropy``: minus the mean entropy of the MC samples (the noise the model
   expects in the label itself);
@@ -44,23 +49,30 @@ the first ones, so the exporter offers them for HET heads only):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import get_args
 
 import numpy as np
 
 from hetcontract.api import MIN_CONFUSABLE_SHARE
-from hetcontract.calibration import ConfidenceScoreName, SetMethod
+from hetcontract.calibration import (
+    ConfidenceScoreName,
+    RiskThreshold,
+    SetMethod,
+    SetThresholds,
+)
 from hetcontract.outputs import OutputName
 
 SET_SCORES: tuple[str, ...] = get_args(SetMethod)
 CONFIDENCE_SCORES: tuple[str, ...] = get_args(ConfidenceScoreName)
-PLAIN_CONFIDENCE_SCORES: tuple[str, ...] = ("max_probability", "margin", "negative_entropy")
+PLAIN_CONFIDENCE_SCORES: tuple[str, ...] = (
+    "max_probability", "margin", "log_margin", "negative_entropy")
 """The confidence scores that use only ``p_bar``: the candidates for a deterministic head."""
 
 CONFIDENCE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "max_probability": (OutputName.TOPK_PROBS.value,),
     "margin": (OutputName.TOPK_PROBS.value,),
+    "log_margin": (OutputName.TOPK_PROBS.value,),
     "negative_entropy": (OutputName.PREDICTIVE_ENTROPY.value,),
     "negative_expected_entropy": (OutputName.EXPECTED_ENTROPY.value,),
     "negative_mutual_information": (OutputName.MUTUAL_INFORMATION.value,),
@@ -72,6 +84,8 @@ CONFIDENCE_OUTPUTS: dict[str, tuple[str, ...]] = {
     ),
 }
 """The graph outputs each confidence score is computed from."""
+SMALLEST_PROBABILITY = 1e-30
+"""Probabilities are clipped here before a logarithm (float32 underflows below ~1e-38)."""
 
 
 def set_scores(
@@ -120,6 +134,11 @@ def confidence(outputs: Mapping[str, np.ndarray], score: str) -> np.ndarray:
         return top[:, 0]
     if score == "margin":
         return top[:, 0] - top[:, 1] if top.shape[1] > 1 else top[:, 0]
+    if score == "log_margin":
+        top = np.maximum(top, SMALLEST_PROBABILITY)
+        runner_up = top[:, 1] if top.shape[1] > 1 else np.maximum(  # k_max = 1: vs the rest
+            1.0 - top[:, 0], SMALLEST_PROBABILITY)
+        return np.log(top[:, 0]) - np.log(runner_up)
     return top[:, 0] - _confusable_mass(outputs)
 
 
@@ -137,3 +156,24 @@ def _confusable_mass(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
     m = ids.shape[1] // np.shape(outputs[OutputName.TOPK_PROBS.value])[-1]
     named = shares[:, :m] >= MIN_CONFUSABLE_SHARE
     return (np.take_along_axis(probs, ids[:, :m].astype(np.int64), axis=1) * named).sum(axis=1)
+
+
+def threshold_array(thresholds: Sequence[float | None]) -> np.ndarray:
+    """A calibration's thresholds as float64, None (infinite) as ``inf``."""
+    return np.array([np.inf if t is None else t for t in thresholds], dtype=np.float64)
+
+
+def set_membership(probs: np.ndarray, row: SetThresholds) -> np.ndarray:
+    """Bool [B, K]: class k is in input b's prediction set under ``row`` (one threshold for
+    every class, or one per class)."""
+    scores = set_scores(probs, row.method, penalty=row.penalty, k_reg=row.k_reg)
+    return scores <= threshold_array(row.thresholds)
+
+
+def accepted(outputs: Mapping[str, np.ndarray], rule: RiskThreshold) -> np.ndarray:
+    """Bool [B]: the answer is accepted under ``rule`` (its confidence score at least the
+    threshold; a rule without a threshold accepts nothing)."""
+    scores = confidence(outputs, rule.score)
+    if rule.threshold is None:
+        return np.zeros(scores.shape, dtype=bool)
+    return scores >= rule.threshold

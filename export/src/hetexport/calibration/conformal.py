@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 from hetcontract.calibration import PredictionSets, SetThresholds
-from hetcontract.decision_scores import SET_SCORES, set_scores
+from hetcontract.decision_scores import SET_SCORES, set_scores, threshold_array
 
 RAPS_PENALTIES: tuple[float, ...] = (0.001, 0.01, 0.1, 0.2, 0.5)
 """The penalties RAPS is tuned over (Angelopoulos et al. 2021, ``pick_lamda_size``)."""
@@ -109,8 +109,7 @@ class ConformalMethod(NamedTuple):
 
 def prediction_sets(scores: np.ndarray, thresholds: Sequence[float | None]) -> np.ndarray:
     """Bool [B, K]: ``scores <= threshold`` (one per class or one for all; None infinite)."""
-    bound = np.array([np.inf if t is None else t for t in thresholds], dtype=np.float64)
-    return scores <= bound
+    return scores <= threshold_array(thresholds)
 
 
 def raps_parameters(probs: np.ndarray, labels: np.ndarray, coverage: float) -> ConformalMethod:
