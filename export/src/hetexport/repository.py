@@ -304,6 +304,17 @@ class ConfigParseError(ValueError):
     """config.pbtxt text this parser does not understand."""
 
 
+def config_with_card(text: str, card_json: str) -> str:
+    """config.pbtxt ``text`` with its model card parameter replaced by ``card_json`` (added
+    when absent), everything else as it was; ConfigParseError on text it cannot read."""
+    config = parse_config(text)
+    parameters = tuple((key, card_json if key == MODEL_CARD_PARAMETER else value)
+                       for key, value in config.parameters)
+    if config.parameter(MODEL_CARD_PARAMETER) is None:
+        parameters += ((MODEL_CARD_PARAMETER, card_json),)
+    return render_config(replace(config, parameters=parameters))
+
+
 def parse_config(text: str) -> ModelConfig:
     """Read config.pbtxt text written by ``render_config`` (the subset of fields above).
 

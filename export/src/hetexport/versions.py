@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hetcontract import MODEL_CARD_FILENAME, MODEL_CARD_PARAMETER
+from hetcontract import MODEL_CARD_FILENAME
 
 from hetexport.errors import ExportError
 from hetexport.model import HetClassifier
@@ -33,7 +33,7 @@ from hetexport.onnx.export import (
     _write_model_dir,
     export_to_repository,
 )
-from hetexport.repository import CONFIG_FILENAME, ConfigParseError, parse_config, render_config
+from hetexport.repository import CONFIG_FILENAME, ConfigParseError, config_with_card
 
 
 @dataclass(frozen=True)
@@ -97,14 +97,9 @@ def export_version(
 
 def _config_with_card(config_path: Path, card_json: str) -> bytes:
     try:
-        config = parse_config(config_path.read_text(encoding="utf-8"))
+        return config_with_card(config_path.read_text(encoding="utf-8"), card_json).encode()
     except ConfigParseError as exc:  # the exporter wrote it: a bug, not the user's mistake
         raise ExportError(f"cannot re-read the exported {config_path}: {exc}") from exc
-    parameters = tuple(
-        (key, card_json if key == MODEL_CARD_PARAMETER else value)
-        for key, value in config.parameters
-    )
-    return render_config(replace(config, parameters=parameters)).encode()
 
 
 def _parent(model_dir: Path) -> Path:

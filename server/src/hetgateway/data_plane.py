@@ -25,7 +25,9 @@ from anyio import to_thread
 from hetcontract import ModelDetail, ModelList, ModelSummary
 from hetcontract.api import MAX_TOP_K_DEFAULT as DEFAULT_TOP_K
 
-from hetgateway.answer import ANSWER_OUTPUTS, answer_json, result_layouts
+from hetgateway.accuracy_monitor import AccuracyMonitor
+from hetgateway.answer import answer_json, answer_outputs, result_layouts
+from hetgateway.decisions import decision_support, resolve_levels
 from hetgateway.errors import (
     BackendError,
     Forbidden,
@@ -75,6 +77,7 @@ class DataPlane:
         self._catalog = catalog
         self._settings = settings
         self._metrics = metrics
+        self._accuracy = AccuracyMonitor(metrics, window_images=settings.accuracy_window_images)
 
     @property
     def max_inputs(self) -> int:
@@ -118,7 +121,8 @@ class DataPlane:
         entry = await self._catalog.get(name)
         ready = await self._backend.model_ready(entry.name)
         summary = _summary(entry, ready=ready)
-        return ModelDetail(**summary.model_dump(), model_card=entry.card.model_dump(mode="json"))
+        return ModelDetail(**summary.model_dump(), model_card=entry.card.model_dump(mode="json"),
+                           decisions=decision_support(entry.card))
 
     async def predict(
         self,
@@ -127,9 +131,12 @@ class DataPlane:
         model: str | None,
         top_k: int | None,
         request_id: str,
+        coverage: float | None = None,
+        risk: float | None = None,
     ) -> bytes:
         """Classify every input with ``model`` (None: the default model); ``top_k`` None means
-        ``min(DEFAULT_TOP_K, k_max)``. Returns the ``PredictResponse`` as JSON."""
+        ``min(DEFAULT_TOP_K, k_max)``; ``coverage`` and ``risk`` None mean the card's default
+        levels (``hetgateway.decisions``). Returns the ``PredictResponse`` as JSON."""
         if not inputs:
             raise InvalidInput("no inputs: send at least one image or tensor")
         if len(inputs) > self.max_inputs:
@@ -144,6 +151,7 @@ class DataPlane:
                 f"top_k must be between 1 and {entry.card.top_k} for model {entry.name!r}; "
                 f"got {top_k}"
             )
+        resolve_levels(entry.name, entry.decisions, coverage=coverage, risk=risk)
         if _cheap_to_preprocess(inputs):
             batch = self._preprocess(inputs, entry)
         else:
@@ -152,6 +160,14 @@ class DataPlane:
         outputs, version = await self._infer(entry, batch, request_id=request_id)
         entry = await self._catalog.for_version(entry, version)
         self._metrics.observe_uncertainty(entry.name, outputs)
+        levels = resolve_levels(entry.name, entry.decisions, coverage=coverage, risk=risk)
+        decided = None
+        if levels is not None and entry.decisions is not None and all(
+            name in outputs for name in entry.decisions.output_names()  # not across a switch
+        ):
+            decided = entry.decisions.decide(outputs, levels)
+            self._accuracy.observe(entry.name, decided.confident,
+                                   calibrated_accuracy=entry.decisions.calibrated_accuracy)
         card = entry.card
         served = {  # ServedModel's layout
             "name": entry.name,
@@ -161,7 +177,8 @@ class DataPlane:
             "temperature": card.temperature,
         }
         return answer_json(
-            served, result_layouts(outputs, card, top_k=top_k), request_id=request_id
+            served, result_layouts(outputs, card, top_k=top_k, decided=decided),
+            request_id=request_id,
         )
 
     def _preprocess(self, inputs: Sequence[PredictInput], entry: CatalogEntry) -> np.ndarray:
@@ -192,10 +209,11 @@ class DataPlane:
         the model version that computed them (chunks split across a version switch are sent
         again, once, so that one answer comes from one version)."""
         chunk = entry.max_batch_size if entry.max_batch_size > 0 else len(batch)
+        output_names = answer_outputs(entry.decisions)
         started = time.perf_counter()
         if len(batch) <= chunk:  # the common case: one call, awaited without a task
             answer = await self._backend.infer_versioned(
-                entry.name, batch, output_names=ANSWER_OUTPUTS, request_id=request_id
+                entry.name, batch, output_names=output_names, request_id=request_id
             )
             outputs, version = answer.outputs, answer.version
         else:
@@ -205,7 +223,7 @@ class DataPlane:
                         self._backend.infer_versioned(
                             entry.name,
                             batch[start : start + chunk],
-                            output_names=ANSWER_OUTPUTS,
+                            output_names=output_names,
                             request_id=request_id,
                         )
                         for start in range(0, len(batch), chunk)
@@ -221,7 +239,7 @@ class DataPlane:
                 )
             outputs = {
                 name: np.concatenate([part.outputs[name] for part in parts])
-                for name in ANSWER_OUTPUTS
+                for name in output_names
             }
             version = parts[0].version
         self._metrics.for_model(entry.name).triton_seconds.observe(time.perf_counter() - started)

@@ -33,6 +33,7 @@ from types import MappingProxyType
 from hetcontract import MODEL_CARD_FILENAME, MODEL_CARD_PARAMETER, ModelCard
 from pydantic import ValidationError
 
+from hetgateway.decisions import DecisionTable
 from hetgateway.errors import GatewayError, ModelNotFound
 from hetgateway.triton_backend import RepositoryEntry, TritonBackend
 
@@ -45,12 +46,14 @@ _LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CatalogEntry:
-    """One served model: Triton's name and version, its batch limit and its card."""
+    """One served model: Triton's name and version, its batch limit, its card and the card's
+    decision thresholds ready to apply (None: the card has no calibration)."""
 
     name: str
     version: str
     max_batch_size: int
     card: ModelCard
+    decisions: DecisionTable | None = None
 
 
 class ModelCatalog:
@@ -171,6 +174,7 @@ class ModelCatalog:
             version=version or card.version,
             max_batch_size=config.max_batch_size,
             card=card,
+            decisions=DecisionTable.from_card(card),
         )
 
     def _card(self, name: str, parameter: str | None) -> ModelCard | None:

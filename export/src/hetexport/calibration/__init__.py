@@ -12,22 +12,30 @@ Typical usage::
 
 Modules: ``conformal`` (set thresholds), ``selective`` (abstention thresholds), ``atc``
 (accuracy estimate), ``calibrate`` (the split into tuning and calibration parts, the choices
-and the card section). The scores themselves are the contract's
-(``hetcontract.decision_scores``), shared with the gateway.
+and the card section), ``labelled_images`` (the held-out images an export is given). The
+scores themselves are the contract's (``hetcontract.decision_scores``), shared with the
+gateway.
 """
 
 from hetexport.calibration.atc import atc_estimate, atc_threshold
 from hetexport.calibration.calibrate import (
     DEFAULT_TUNING_FRACTION,
     CalibrationConfig,
+    CalibrationSet,
     calibrate,
+    calibrate_graph,
     graph_outputs,
     tuning_split,
 )
+from hetexport.calibration.labelled_images import LabelledImages, load_labelled_images
 
 __all__ = [
     "DEFAULT_TUNING_FRACTION",
     "CalibrationConfig",
+    "CalibrationSet",
+    "LabelledImages",
+    "calibrate_graph",
+    "load_labelled_images",
     "atc_estimate",
     "atc_threshold",
     "calibrate",

@@ -23,7 +23,7 @@ to exactly the scores the gateway computes (``hetcontract.decision_scores``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,7 +189,29 @@ def _risk_threshold(rule: Rule, *, risk: float, score: str, total: int) -> RiskT
     )
 
 
-def graph_outputs(onnx_model: Path, images: np.ndarray, *,
+@dataclass(frozen=True, kw_only=True)
+class CalibrationSet:
+    """Labelled held-out images an export calibrates on: normalised float32 ``images``
+    [N, C, H, W], the model's class ids ``labels`` [N], whether those labels are noisy or
+    clean, and a line saying where they came from."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    label_source: LabelSource
+    source: str = ""
+    config: CalibrationConfig = CalibrationConfig()
+
+
+def calibrate_graph(onnx_model: bytes | Path, held_out: CalibrationSet, *,
+                    heteroscedastic: bool) -> Calibration:
+    """``calibrate`` on the outputs of the exported graph ``onnx_model`` (bytes or a path)."""
+    outputs = graph_outputs(onnx_model, np.asarray(held_out.images, dtype=np.float32))
+    return calibrate(outputs, held_out.labels, heteroscedastic=heteroscedastic,
+                     label_source=held_out.label_source, source=held_out.source,
+                     config=held_out.config)
+
+
+def graph_outputs(onnx_model: bytes | Path, images: np.ndarray, *,
                   batch_size: int = GRAPH_BATCH) -> dict[str, np.ndarray]:
     """Every output of the exported graph (ONNX Runtime, CPU) on float32 ``images``
     [N, C, H, W], already normalised, in batches."""
@@ -202,6 +224,3 @@ def graph_outputs(onnx_model: Path, images: np.ndarray, *,
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
-def level_names(levels: Sequence[float]) -> str:
-    """``0.8, 0.9`` as a reader sees them (for messages)."""
-    return ", ".join(f"{level:g}" for level in levels)

@@ -27,9 +27,11 @@ from hetgateway.data_plane import DataPlane
 from hetgateway.dependencies import DataPlaneDep, get_data_plane
 from hetgateway.request_context import current_request_id
 from hetgateway.request_parsing import (
+    COVERAGE_FIELD,
     IMAGES_FIELD,
     JSON_MEDIA_TYPE,
     MULTIPART_MEDIA_TYPE,
+    RISK_FIELD,
     TOP_K_FIELD,
     read_predict_request,
 )
@@ -74,6 +76,10 @@ PREDICT_REQUEST_BODY: dict[str, Any] = {
                             "items": {"type": "string", "format": "binary"},
                         },
                         TOP_K_FIELD: {"type": "integer", "minimum": 1},
+                        COVERAGE_FIELD: {"type": "number", "exclusiveMinimum": 0,
+                                         "exclusiveMaximum": 1},
+                        RISK_FIELD: {"type": "number", "exclusiveMinimum": 0,
+                                     "exclusiveMaximum": 1},
                     },
                 }
             },
@@ -94,7 +100,9 @@ async def predict_with_model(
     request: Request,
     plane: DataPlaneDep,
 ) -> Response:
-    """Top-k classes, entropies and class correlations from the named model."""
+    """Top-k classes, entropies, where each class's probability moves and, for a calibrated
+    model, the prediction set and the accept-or-review decision (at the model's default
+    coverage and risk, or at ``coverage`` / ``risk`` from its calibration table)."""
     return await _predict(request, plane, model=model)
 
 
@@ -116,6 +124,7 @@ async def _predict(request: Request, plane: DataPlane, *, model: str | None) -> 
     """Parse the body, ask ``model`` (None: the default model) and answer with JSON."""
     parsed = await read_predict_request(request, max_inputs=plane.max_inputs)
     answer = await plane.predict(
-        parsed.inputs, model=model, top_k=parsed.top_k, request_id=current_request_id() or ""
+        parsed.inputs, model=model, top_k=parsed.top_k, request_id=current_request_id() or "",
+        coverage=parsed.coverage, risk=parsed.risk,
     )
     return Response(content=answer, media_type=JSON_MEDIA_TYPE)
