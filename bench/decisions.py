@@ -38,6 +38,11 @@ Reproduce: ``make bench-decisions`` (``.venv/bin/python bench/decisions.py``); r
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -70,7 +75,7 @@ SHIFTS: dict[str, tuple[float, ...]] = {
     "blur": (0.5, 1.0, 1.5),
     "low_contrast": (0.6, 0.4, 0.2),
 }
-ATC_SCORES = ("log_margin", "max_probability", "negative_entropy")
+ATC_SCORES = ("top_ratio", "max_probability", "negative_entropy")
 """The served ATC score (the calibration's default) first, then Garg et al.'s ATC-MC and
 ATC-NE for comparison."""
 COVERAGE_TOLERANCE = 0.015
@@ -89,6 +94,10 @@ MEASURED = ["model_repo/fashion_het", "model_repo/fashion_det", "contract/src/he
 def main() -> int:
     args = parse_args()
     torch.set_num_threads(2)
+    if args.cost_only:  # the child process of gateway_cost, metrics in files
+        print(json.dumps(measure_gateway_cost(args.model_repo / "fashion_het",
+                                              args.cost_repeats)))
+        return 0
     test = load_fashion_mnist(FASHION_MNIST_DIR, split="test")
     labels = test.labels.numpy()
     noisy_test_labels = inject_label_noise(test.images, test.labels, num_classes=10,
@@ -108,10 +117,8 @@ def main() -> int:
         model_dir = args.model_repo / name
         card = ModelCard.model_validate_json((model_dir / "model_card.json").read_text())
         onnx = model_dir / "1" / "model.onnx"
-        run = lambda images: graph_outputs(onnx, normalize(  # noqa: E731
-            torch.from_numpy(images.astype(np.float32)), card.input).numpy())
-        clean = run(pixels)
-        shifted = {f"{kind}_{strength:g}": run(shift(pixels, kind, strength))
+        clean = model_outputs(onnx, card, pixels)
+        shifted = {f"{kind}_{strength:g}": model_outputs(onnx, card, shift(pixels, kind, strength))
                    for kind, strengths in SHIFTS.items() for strength in strengths}
         noisy_section, noisy_origin = export_calibration(card, onnx, demo, heteroscedastic)
         report["models"][name] = {
@@ -133,6 +140,12 @@ def main() -> int:
     print_report(report)
     write_result(report, "decisions", measures=MEASURED)
     return 0
+
+
+def model_outputs(onnx: Path, card: ModelCard, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """The exported graph's outputs on pixels [N, 1, H, W] in 0..255 (normalised per card)."""
+    images = normalize(torch.from_numpy(pixels.astype(np.float32)), card.input)
+    return graph_outputs(onnx, images.numpy())
 
 
 def shift(pixels: np.ndarray, kind: str, strength: float) -> np.ndarray:
@@ -295,9 +308,116 @@ def summarise(per_split: list[dict[str, Any]]) -> dict[str, Any]:
             "abstention": risks, "methods": methods, "atc_mean_absolute_error": atc}
 
 
+COST_BATCHES = (1, 16)
+COST_BLOCKS = 15
+
+
 def gateway_cost(model_dir: Path, repeats: int) -> dict[str, Any]:
-    """Section 4 of the module doc (filled in with the gateway's decisions)."""
-    return {}
+    """Section 4 of the module doc, with the metrics in memory (one worker) and in files
+    (``PROMETHEUS_MULTIPROC_DIR``, several workers: measured in a child process, since
+    prometheus_client picks its value store when it is first imported)."""
+    in_memory = measure_gateway_cost(model_dir, repeats)
+    with tempfile.TemporaryDirectory(prefix="hetserve-decisions-metrics-") as directory:
+        child = subprocess.run(
+            [sys.executable, __file__, "--cost-only", "--model-repo", str(model_dir.parent),
+             "--cost-repeats", str(repeats)],
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory}, check=True,
+            capture_output=True, text=True)
+    return {"metrics_in_memory": in_memory,
+            "metrics_in_files": json.loads(child.stdout.strip().splitlines()[-1])}
+
+
+def measure_gateway_cost(model_dir: Path, repeats: int) -> dict[str, Any]:
+    """CPU seconds per request of the answer path with and without decisions: decoding
+    Triton's response (with the extra ``probs`` output when calibrated), checking the levels,
+    deciding, updating the accuracy window and its gauges, laying out and encoding the JSON
+    answer. Medians over blocks of ``repeats`` calls (``time.process_time``)."""
+    from hetgateway.accuracy_monitor import AccuracyMonitor
+    from hetgateway.decisions import DecisionTable
+    from hetgateway.metrics import GatewayMetrics
+
+    card = ModelCard.model_validate_json((model_dir / "model_card.json").read_text())
+    table = DecisionTable.from_card(card)
+    assert table is not None, f"{model_dir} carries no calibration"
+    test = load_fashion_mnist(FASHION_MNIST_DIR, split="test")
+    outputs = model_outputs(model_dir / "1" / "model.onnx", card,
+                            test.images[:max(COST_BATCHES)].numpy())
+    monitor = AccuracyMonitor(GatewayMetrics())
+    figures = {}
+    for batch in COST_BATCHES:
+        rows = {name: value[:batch] for name, value in outputs.items()}
+        with_decisions, without_decisions = answer_paths(card, table, rows, monitor)
+        with_s = cpu_per_call(with_decisions, repeats)
+        without_s = cpu_per_call(without_decisions, repeats)
+        figures[str(batch)] = {
+            "with_decisions_ms": 1e3 * with_s, "without_ms": 1e3 * without_s,
+            "added_ms_per_request": 1e3 * (with_s - without_s),
+            "added_ms_per_image": 1e3 * (with_s - without_s) / batch,
+            "answer_bytes_with": len(with_decisions()),
+            "answer_bytes_without": len(without_decisions()),
+        }
+    return figures
+
+
+def answer_paths(card: ModelCard, table: Any, rows: Mapping[str, np.ndarray],
+                 monitor: Any) -> tuple[Callable[[], bytes], Callable[[], bytes]]:
+    """The gateway's answer path for ``rows`` (one request's graph outputs) with the card's
+    decisions and without them (the card less its calibration), as the data plane runs it."""
+    from hetgateway.answer import ANSWER_OUTPUTS, answer_json, answer_outputs, result_layouts
+    from hetgateway.decisions import resolve_levels
+    from hetgateway.triton_backend import _outputs_by_name
+
+    plain = card.model_copy(update={"calibration": None})
+    served = {"name": card.name, "version": "1", "num_classes": card.num_classes,
+              "mc_samples": card.mc_samples, "temperature": card.temperature}
+    full, bare = answer_outputs(table), ANSWER_OUTPUTS
+    with_response, without_response = triton_response(rows, full), triton_response(rows, bare)
+
+    def with_decisions() -> bytes:
+        got = _outputs_by_name(with_response, full, model=card.name)
+        resolve_levels(card.name, table, coverage=None, risk=None)  # before inference
+        levels = resolve_levels(card.name, table, coverage=None, risk=None)  # after
+        decided = table.decide(got, levels)
+        monitor.observe(card.name, decided.confident,
+                        calibrated_accuracy=table.calibrated_accuracy)
+        return answer_json(served, result_layouts(got, card, top_k=5, decided=decided),
+                           request_id="r")
+
+    def without_decisions() -> bytes:
+        got = _outputs_by_name(without_response, bare, model=plain.name)
+        resolve_levels(plain.name, None, coverage=None, risk=None)
+        resolve_levels(plain.name, None, coverage=None, risk=None)
+        return answer_json(served, result_layouts(got, plain, top_k=5), request_id="r")
+
+    return with_decisions, without_decisions
+
+
+def triton_response(outputs: Mapping[str, np.ndarray], names: tuple[str, ...]) -> Any:
+    """A ``ModelInferResponse`` holding ``outputs[names]`` as Triton sends them."""
+    from tritonclient.grpc import service_pb2
+    from tritonclient.utils import np_to_triton_dtype
+
+    response = service_pb2.ModelInferResponse(model_name="m", model_version="1")
+    for name in names:
+        value = np.ascontiguousarray(outputs[name])
+        response.outputs.add(name=name, datatype=np_to_triton_dtype(value.dtype),
+                             shape=list(value.shape))
+        response.raw_output_contents.append(value.tobytes())
+    return response
+
+
+def cpu_per_call(call: Callable[[], Any], repeats: int) -> float:
+    """Median over ``COST_BLOCKS`` blocks of the process CPU seconds per call (after a
+    warm-up block), calls alternating with nothing else."""
+    for _ in range(repeats):
+        call()
+    blocks = []
+    for _ in range(COST_BLOCKS):
+        started = time.process_time()
+        for _ in range(repeats):
+            call()
+        blocks.append((time.process_time() - started) / repeats)
+    return float(np.median(blocks))
 
 
 def targets(report: dict[str, Any]) -> dict[str, Any]:
@@ -334,6 +454,11 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         "atc_within_3_points_in_distribution": {
             "figures": {name: errors["in_distribution"] for name, errors in atc.items()},
             "met": all(e["in_distribution"] <= ATC_IN_DISTRIBUTION for e in atc.values())},
+        "gateway_cpu_at_most_0.02_ms_per_request": {
+            "figures": {mode: {batch: row["added_ms_per_request"] for batch, row in rows.items()}
+                        for mode, rows in report["gateway_cost"].items()},
+            "met": all(row["added_ms_per_request"] <= GATEWAY_BUDGET_MS
+                       for rows in report["gateway_cost"].values() for row in rows.values())},
         "atc_within_5_points_under_every_shift": {
             "figures": {name: {k: v for k, v in errors.items() if k != "in_distribution"}
                         for name, errors in atc.items()},
@@ -370,6 +495,12 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  noisy-cal card: clean test error "
               f"{100 * noisy['clean_test']['atc']['error']:+.2f}, noisy test error "
               f"{100 * noisy['noisy_test']['atc']['error']:+.2f}")
+    print("\ngateway CPU per request (ms): with decisions / without / added")
+    for mode, rows in report["gateway_cost"].items():
+        for batch, row in rows.items():
+            print(f"  {mode}, batch {batch}: {row['with_decisions_ms']:.4f} / "
+                  f"{row['without_ms']:.4f} / {row['added_ms_per_request']:+.4f} "
+                  f"({row['added_ms_per_image']:+.4f} per image)")
     print("\nTargets:")
     for name, target in report["targets"].items():
         print(f"  {name}: {'met' if target['met'] else 'MISSED'}  {target['figures']}")
@@ -381,6 +512,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calibration-images", type=int, default=5000)
     parser.add_argument("--model-repo", type=Path, default=REPO_ROOT / "model_repo")
     parser.add_argument("--cost-repeats", type=int, default=2000)
+    parser.add_argument("--cost-only", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 

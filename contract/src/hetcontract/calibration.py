@@ -35,7 +35,7 @@ SetMethod = Literal["lac", "aps", "raps"]
 ConfidenceScoreName = Literal[
     "max_probability",
     "margin",
-    "log_margin",
+    "top_ratio",
     "negative_entropy",
     "negative_expected_entropy",
     "negative_mutual_information",

@@ -33,9 +33,10 @@ the first ones, so the exporter offers them for HET heads only):
 
 * ``max_probability``: ``max_k p_k``;
 * ``margin``: the top probability minus the runner-up's;
-* ``log_margin``: ``log p_(1) - log p_(2)``, the gap between the two largest log-probabilities
-  (for a plain softmax, the top two logits' gap over the temperature); it does not saturate
-  near 1 as the probabilities do;
+* ``top_ratio``: ``p_(1) / p_(2)``, how many times likelier the top class is than the
+  runner-up (for a plain softmax, the exponential of the top two logits' gap over the
+  temperature); it does not saturate near 1 as the probabilities do. Thresholds only compare,
+  so this ranks inputs exactly as the log-probability margin would, without a logarithm;
 * ``negative_entropy``: ``-H[p_bar]``;
 * ``negative_expected_entropy``: minus the mean entropy of the MC samples (the noise the model
   expects in the label itself);
@@ -66,13 +67,13 @@ from hetcontract.outputs import OutputName
 SET_SCORES: tuple[str, ...] = get_args(SetMethod)
 CONFIDENCE_SCORES: tuple[str, ...] = get_args(ConfidenceScoreName)
 PLAIN_CONFIDENCE_SCORES: tuple[str, ...] = (
-    "max_probability", "margin", "log_margin", "negative_entropy")
+    "max_probability", "margin", "top_ratio", "negative_entropy")
 """The confidence scores that use only ``p_bar``: the candidates for a deterministic head."""
 
 CONFIDENCE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "max_probability": (OutputName.TOPK_PROBS.value,),
     "margin": (OutputName.TOPK_PROBS.value,),
-    "log_margin": (OutputName.TOPK_PROBS.value,),
+    "top_ratio": (OutputName.TOPK_PROBS.value,),
     "negative_entropy": (OutputName.PREDICTIVE_ENTROPY.value,),
     "negative_expected_entropy": (OutputName.EXPECTED_ENTROPY.value,),
     "negative_mutual_information": (OutputName.MUTUAL_INFORMATION.value,),
@@ -85,7 +86,7 @@ CONFIDENCE_OUTPUTS: dict[str, tuple[str, ...]] = {
 }
 """The graph outputs each confidence score is computed from."""
 SMALLEST_PROBABILITY = 1e-30
-"""Probabilities are clipped here before a logarithm (float32 underflows below ~1e-38)."""
+"""Probabilities are clipped here before they divide (float32 underflows below ~1e-38)."""
 
 
 def set_scores(
@@ -116,44 +117,46 @@ def label_scores(
     return scores[np.arange(scores.shape[0]), np.asarray(labels, dtype=np.int64)]
 
 
+_PROBS = OutputName.PROBS.value
+_TOPK_PROBS = OutputName.TOPK_PROBS.value
+_CONFUSABLE_IDS = OutputName.CONFUSABLE_IDS.value
+_CONFUSABLE_SHARE = OutputName.CONFUSABLE_SHARE.value
+_NEGATED = {
+    "negative_entropy": OutputName.PREDICTIVE_ENTROPY.value,
+    "negative_expected_entropy": OutputName.EXPECTED_ENTROPY.value,
+    "negative_mutual_information": OutputName.MUTUAL_INFORMATION.value,
+}
+"""The scores that are minus one graph output [B]."""
+
+
 def confidence(outputs: Mapping[str, np.ndarray], score: str) -> np.ndarray:
     """The confidence score ``score`` of each input, float64 [B], from the graph's outputs
     (batch first; only ``CONFIDENCE_OUTPUTS[score]`` are read)."""
+    negated = _NEGATED.get(score)
+    if negated is not None:
+        return -np.asarray(outputs[negated], dtype=np.float64).reshape(-1)
     if score not in CONFIDENCE_OUTPUTS:
         raise ValueError(f"unknown confidence score {score!r}; expected one of "
                          f"{CONFIDENCE_SCORES}")
-    if score == "negative_entropy":
-        return -_vector(outputs, OutputName.PREDICTIVE_ENTROPY)
-    if score == "negative_expected_entropy":
-        return -_vector(outputs, OutputName.EXPECTED_ENTROPY)
-    if score == "negative_mutual_information":
-        return -_vector(outputs, OutputName.MUTUAL_INFORMATION)
-    top = np.asarray(outputs[OutputName.TOPK_PROBS.value], dtype=np.float64)
-    top = top.reshape(top.shape[0], -1)
+    top = np.asarray(outputs[_TOPK_PROBS], dtype=np.float64)
     if score == "max_probability":
         return top[:, 0]
+    if score == "top_ratio":
+        runner_up = top[:, 1] if top.shape[1] > 1 else 1.0 - top[:, 0]  # k_max = 1: the rest
+        return top[:, 0] / np.maximum(runner_up, SMALLEST_PROBABILITY)
     if score == "margin":
         return top[:, 0] - top[:, 1] if top.shape[1] > 1 else top[:, 0]
-    if score == "log_margin":
-        top = np.maximum(top, SMALLEST_PROBABILITY)
-        runner_up = top[:, 1] if top.shape[1] > 1 else np.maximum(  # k_max = 1: vs the rest
-            1.0 - top[:, 0], SMALLEST_PROBABILITY)
-        return np.log(top[:, 0]) - np.log(runner_up)
     return top[:, 0] - _confusable_mass(outputs)
-
-
-def _vector(outputs: Mapping[str, np.ndarray], name: OutputName) -> np.ndarray:
-    return np.asarray(outputs[name.value], dtype=np.float64).reshape(-1)
 
 
 def _confusable_mass(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
     """Per input, the summed probability of the classes the top class is confused with (share
     at least ``MIN_CONFUSABLE_SHARE``)."""
-    probs = np.asarray(outputs[OutputName.PROBS.value], dtype=np.float64)
+    probs = np.asarray(outputs[_PROBS], dtype=np.float64)
     batch = probs.shape[0]
-    ids = np.asarray(outputs[OutputName.CONFUSABLE_IDS.value]).reshape(batch, -1)
-    shares = np.asarray(outputs[OutputName.CONFUSABLE_SHARE.value]).reshape(batch, -1)
-    m = ids.shape[1] // np.shape(outputs[OutputName.TOPK_PROBS.value])[-1]
+    ids = np.asarray(outputs[_CONFUSABLE_IDS]).reshape(batch, -1)
+    shares = np.asarray(outputs[_CONFUSABLE_SHARE]).reshape(batch, -1)
+    m = ids.shape[1] // np.shape(outputs[_TOPK_PROBS])[-1]
     named = shares[:, :m] >= MIN_CONFUSABLE_SHARE
     return (np.take_along_axis(probs, ids[:, :m].astype(np.int64), axis=1) * named).sum(axis=1)
 

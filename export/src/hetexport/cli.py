@@ -351,7 +351,9 @@ def calibrate(
 
     with _clean_failure():
         try:
-            card = ModelCard.model_validate_json((model_dir / "model_card.json").read_text())
+            fields = json.loads((model_dir / "model_card.json").read_text())
+            fields.pop("calibration", None)  # replaced whole
+            card = ModelCard.model_validate(fields)
         except (OSError, ValueError) as exc:
             raise HetExportError(f"{model_dir} has no readable model card: {exc}") from exc
         held_out = _calibration_set(images, card.input, card.labels, labels=labels, count=count)

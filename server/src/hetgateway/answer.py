@@ -118,11 +118,11 @@ def result_layouts(
 def _add_decisions(results: list[dict[str, Any]], decided: Decided) -> None:
     """Each result's ``prediction_set`` and ``decision`` (``PredictionSet`` and ``Decision``
     layouts), in place."""
-    coverage, rule = decided.levels.sets.coverage, decided.levels.accept
-    for result, classes, accept in zip(results, decided.classes, decided.accept, strict=True):
+    coverage = decided.levels.sets.coverage
+    for result, classes, decision in zip(results, decided.classes, decided.decisions,
+                                         strict=True):
         result["prediction_set"] = {"coverage": coverage, "classes": classes}
-        result["decision"] = {"accept": accept, "risk": rule.risk, "delta": rule.delta,
-                              "score": rule.score}
+        result["decision"] = decision
 
 
 _RESULTS = TypeAdapter(list[Result])

@@ -18,13 +18,14 @@ the batch. A table is built once per catalog entry; deciding a batch costs a few
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 from hetcontract import Calibration, DecisionSupport, ModelCard, OutputName
 from hetcontract.decision_scores import (
     CONFIDENCE_OUTPUTS,
+    SMALLEST_PROBABILITY,
     confidence,
     set_scores,
     threshold_array,
@@ -32,6 +33,20 @@ from hetcontract.decision_scores import (
 
 from hetgateway.errors import InvalidInput
 
+_PROBS = OutputName.PROBS.value
+_TOPK_IDS = OutputName.TOPK_IDS.value
+_TOPK_PROBS = OutputName.TOPK_PROBS.value
+SMALL_BATCH_VALUES = 512
+"""Batches of at most this many probabilities (B x K) under a marginal rule are decided in
+plain Python on the outputs' ``tolist()``: there numpy's per-call overhead (some fifteen calls)
+costs several times the arithmetic. Both paths compute the same IEEE double operations in the
+same order as ``hetcontract.decision_scores``, so they agree bit for bit (tests hold them to a
+per-image reference)."""
+NEGATED_OUTPUTS = {
+    "negative_entropy": OutputName.PREDICTIVE_ENTROPY.value,
+    "negative_expected_entropy": OutputName.EXPECTED_ENTROPY.value,
+    "negative_mutual_information": OutputName.MUTUAL_INFORMATION.value,
+}
 NOT_CALIBRATED = (
     "exported without labelled calibration images, so answers carry no prediction_set and "
     "no decision; calibrate it with 'hetexport calibrate <model dir> --images <labelled "
@@ -42,7 +57,13 @@ NOT_CALIBRATED = (
 @dataclass(frozen=True)
 class SetRule:
     """The served prediction set at one coverage: method, RAPS parameters, thresholds (one,
-    or one per class; infinite where the card says null)."""
+    or one per class; infinite where the card says null).
+
+    A marginal rule's set is always a run of the most probable classes: the LAC score
+    ``1 - p`` and the (R)APS score (mass ranked at or above a class, plus a penalty growing
+    with the rank) never decrease down the ranking, so one threshold keeps a prefix. Its size
+    is then counted without ranking every class (``sizes``), and the graph's own top-k ids
+    (ranked by the same probabilities) list it."""
 
     coverage: float
     method: str
@@ -50,15 +71,38 @@ class SetRule:
     k_reg: int
     thresholds: np.ndarray
 
+    @property
+    def prefix(self) -> bool:
+        return self.thresholds.size == 1
+
+    def sizes(self, probs: np.ndarray) -> np.ndarray:
+        """Set size per input [B] of a marginal rule, from float64 probabilities [B, K]:
+        the number of classes whose ``set_scores`` is at most the threshold."""
+        if self.method == "lac":
+            return (1.0 - probs <= self.thresholds).sum(axis=1)
+        mass = np.cumsum(np.sort(probs, axis=1)[:, ::-1], axis=1)  # = set_scores, ranked
+        if self.method == "raps" and self.penalty:
+            ranks = np.arange(1, probs.shape[1] + 1)
+            mass += self.penalty * np.maximum(ranks - self.k_reg, 0)
+        return (mass <= self.thresholds).sum(axis=1)
+
 
 @dataclass(frozen=True)
 class AcceptRule:
-    """Accept when ``score`` is at least ``threshold`` (infinite: accept nothing)."""
+    """Accept when ``score`` is at least ``threshold`` (infinite: accept nothing); the
+    decision layouts for both outcomes are built once."""
 
     risk: float
     delta: float
     score: str
     threshold: float
+    layouts: tuple[dict[str, Any], ...] = field(init=False, repr=False, compare=False)
+    """``Decision``'s layout for a refusal and for an acceptance (index by the bool)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layouts", tuple(
+            {"accept": accept, "risk": self.risk, "delta": self.delta, "score": self.score}
+            for accept in (False, True)))
 
 
 class Levels(NamedTuple):
@@ -70,12 +114,17 @@ class Levels(NamedTuple):
 
 class Decided(NamedTuple):
     """One batch's decisions: per input the set's classes (``SetMember`` layouts, most
-    probable first), accept or not, and whether the ATC score is at least its threshold."""
+    probable first), accept or not (``Decision`` layouts), and whether the ATC score is at
+    least its threshold."""
 
     levels: Levels
     classes: list[list[dict[str, Any]]]
-    accept: list[bool]
+    decisions: list[dict[str, Any]]
     confident: list[bool]
+
+    @property
+    def accept(self) -> list[bool]:
+        return [decision["accept"] for decision in self.decisions]
 
 
 class DecisionTable:
@@ -101,6 +150,10 @@ class DecisionTable:
         self.accuracy_score = estimate.score
         self.accuracy_threshold = np.inf if estimate.threshold is None else estimate.threshold
         self.calibrated_accuracy = estimate.accuracy
+        names = {OutputName.PROBS.value, OutputName.TOPK_IDS.value}
+        for score in {rule.score for rule in self._accept.values()} | {estimate.score}:
+            names.update(CONFIDENCE_OUTPUTS[score])
+        self._output_names = tuple(sorted(names))
 
     @classmethod
     def from_card(cls, card: ModelCard) -> DecisionTable | None:
@@ -118,8 +171,44 @@ class DecisionTable:
 
     def decide(self, outputs: Mapping[str, np.ndarray], levels: Levels) -> Decided:
         """Sets, decisions and ATC flags of one batch (batch first, as Triton returns)."""
-        rule = levels.sets
-        probs = np.asarray(outputs[OutputName.PROBS.value], dtype=np.float64)
+        rule, accept = levels.sets, levels.accept
+        if rule.prefix and outputs[_PROBS].size <= SMALL_BATCH_VALUES:
+            return self._decide_small(outputs, levels)
+        probs = np.asarray(outputs[_PROBS], dtype=np.float64)
+        member = self.set_members
+        if rule.prefix:
+            sizes = rule.sizes(probs).tolist()
+            ranked = _ranked(outputs, probs, max(sizes))
+            classes = [[member[c] for c in row[:size]]
+                       for row, size in zip(ranked, sizes, strict=True)]
+        else:
+            classes = self._class_conditional(probs, rule)
+        layouts = accept.layouts
+        decisions = [layouts[ok] for ok in (
+            confidence(outputs, accept.score) >= accept.threshold).tolist()]
+        confident = confidence(outputs, self.accuracy_score) >= self.accuracy_threshold
+        return Decided(levels, classes, decisions, confident.tolist())
+
+    def _decide_small(self, outputs: Mapping[str, np.ndarray], levels: Levels) -> Decided:
+        """``decide`` for a small batch under a marginal rule, in plain Python."""
+        rule, accept = levels.sets, levels.accept
+        member, threshold = self.set_members, float(rule.thresholds[0])
+        k_max = outputs[_TOPK_IDS].shape[1]
+        classes = []
+        for row, ranked in zip(outputs[_PROBS].tolist(), outputs[_TOPK_IDS].tolist(),
+                               strict=True):
+            size = _set_size(row, rule, threshold)
+            if size > k_max:
+                ranked = sorted(range(len(row)), key=lambda c, p=row: (-p[c], c))
+            classes.append([member[c] for c in ranked[:size]])
+        layouts, bound = accept.layouts, accept.threshold
+        decisions = [layouts[value >= bound] for value in _scores(outputs, accept.score)]
+        confident = [value >= self.accuracy_threshold
+                     for value in _scores(outputs, self.accuracy_score)]
+        return Decided(levels, classes, decisions, confident)
+
+    def _class_conditional(self, probs: np.ndarray, rule: SetRule) -> list[list[dict]]:
+        """Sets under one threshold per class: members anywhere in the ranking."""
         order = np.argsort(-probs, axis=1, kind="stable")
         inside = set_scores(probs, rule.method, penalty=rule.penalty, k_reg=rule.k_reg) <= (
             rule.thresholds)
@@ -130,18 +219,53 @@ class DecisionTable:
         for count in ranked_inside.sum(axis=1).tolist():
             classes.append(flat[start:start + count])
             start += count
-        accept = (confidence(outputs, levels.accept.score) >= levels.accept.threshold).tolist()
-        confident = confidence(outputs, self.accuracy_score) >= self.accuracy_threshold
-        return Decided(levels, classes, accept, confident.tolist())
+        return classes
 
     def output_names(self) -> tuple[str, ...]:
-        """The graph outputs decisions read: the full probabilities and whatever the card's
-        confidence scores need."""
-        scores = {rule.score for rule in self._accept.values()} | {self.accuracy_score}
-        names = {OutputName.PROBS.value}
-        for score in scores:
-            names.update(CONFIDENCE_OUTPUTS[score])
-        return tuple(sorted(names))
+        """The graph outputs decisions read: the full probabilities, the top-k ids and
+        whatever the card's confidence scores need."""
+        return self._output_names
+
+
+def _set_size(row: list[float], rule: SetRule, threshold: float) -> int:
+    """``SetRule.sizes`` of one input, in Python floats (IEEE doubles, the same operations)."""
+    if rule.method == "lac":
+        return sum(1.0 - value <= threshold for value in row)
+    size, mass = 0, 0.0
+    penalised = rule.method == "raps" and rule.penalty
+    for rank, value in enumerate(sorted(row, reverse=True), start=1):
+        mass += value
+        score = mass + rule.penalty * max(rank - rule.k_reg, 0) if penalised else mass
+        size += score <= threshold
+    return size
+
+
+def _scores(outputs: Mapping[str, np.ndarray], score: str) -> list[float]:
+    """``hetcontract.decision_scores.confidence`` as Python floats, computed in Python for the
+    scores read from the top-k probabilities or one output (the others through numpy)."""
+    negated = NEGATED_OUTPUTS.get(score)
+    if negated is not None:
+        return [-value for value in outputs[negated].reshape(-1).tolist()]
+    if score not in ("max_probability", "margin", "top_ratio"):
+        return confidence(outputs, score).tolist()
+    top = outputs[_TOPK_PROBS].tolist()
+    if score == "max_probability":
+        return [row[0] for row in top]
+    if len(top[0]) == 1:
+        return confidence(outputs, score).tolist()
+    if score == "margin":
+        return [row[0] - row[1] for row in top]
+    return [row[0] / max(row[1], SMALLEST_PROBABILITY) for row in top]
+
+
+def _ranked(outputs: Mapping[str, np.ndarray], probs: np.ndarray, count: int) -> list[list[int]]:
+    """The ``count`` most probable class ids of each input, most probable first: the graph's
+    top-k ids when ``count`` is within them (ranked by the same ``probs``), else a stable
+    argsort (ties by class id, as ``hetcontract.decision_scores`` ranks)."""
+    top = outputs[_TOPK_IDS]
+    if count <= top.shape[1]:
+        return top[:, :count].tolist()
+    return np.argsort(-probs, axis=1, kind="stable")[:, :count].tolist()
 
 
 def resolve_levels(model: str, table: DecisionTable | None, *, coverage: float | None,

@@ -99,7 +99,7 @@ OUTPUTS = {
 @pytest.mark.parametrize(("score", "expected"), [
     ("max_probability", [0.6, 0.4]),
     ("margin", [0.3, 0.05]),
-    ("log_margin", [np.log(2.0), np.log(0.4 / 0.35)]),
+    ("top_ratio", [2.0, 0.4 / 0.35]),
     ("negative_entropy", [-0.9, -1.08]),
     ("negative_expected_entropy", [-0.7, -0.6]),
     ("negative_mutual_information", [-0.2, -0.48]),

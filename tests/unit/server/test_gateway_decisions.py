@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hetcontract import MODEL_CARD_FILENAME, ModelCard, OutputName
+from hetcontract.decision_scores import CONFIDENCE_SCORES
 from hetgateway.answer import ANSWER_OUTPUTS, answer_outputs, build_results, result_layouts
 from hetgateway.decisions import (
     DecisionTable,
@@ -73,8 +74,8 @@ def reference_confidence(out: dict, b: int, score: str) -> float:
         return top[0]
     if score == "margin":
         return top[0] - top[1]
-    if score == "log_margin":
-        return math.log(top[0]) - math.log(top[1])
+    if score == "top_ratio":
+        return top[0] / top[1]
     if score == "negative_entropy":
         return -float(out[OutputName.PREDICTIVE_ENTROPY.value][b])
     if score == "negative_expected_entropy":
@@ -104,6 +105,8 @@ def with_rows(card: ModelCard, **changes) -> ModelCard:
 CARDS = {
     "shipped": SHIPPED,
     "aps": with_rows(SHIPPED, method="aps", thresholds=[0.9]),
+    "raps": with_rows(SHIPPED, method="raps", penalty=0.05, k_reg=1, thresholds=[0.97]),
+    "lac_wide": with_rows(SHIPPED, method="lac", thresholds=[0.995]),  # sets beyond top-k
     "raps_class_conditional": with_rows(
         SHIPPED, method="raps", penalty=0.1, k_reg=2, class_conditional=True,
         thresholds=[0.8, 0.95, None, 0.7, 0.9, 1.0, 0.85, 0.9, 0.6, 0.75]),
@@ -115,15 +118,18 @@ CARDS = {
 
 @pytest.mark.parametrize("name", list(CARDS))
 @pytest.mark.parametrize("risk", [0.01, 0.02, 0.05, 0.1])
-def test_sets_and_decisions_match_the_per_image_reference(name: str, risk: float) -> None:
+@pytest.mark.parametrize("batch", [1, 7, 64], ids=["1", "7", "64 (numpy path)"])
+def test_sets_and_decisions_match_the_per_image_reference(
+    name: str, risk: float, batch: int
+) -> None:
     card = CARDS[name]
     table = DecisionTable.from_card(card)
-    out = graph_outputs(card, batch=64, seed=int(risk * 100))
+    out = graph_outputs(card, batch=batch, seed=int(risk * 100) + batch)
     levels = table.levels(coverage=None, risk=risk)
     decided = table.decide(out, levels)
     row = card.calibration.prediction_sets.chosen(0.9)
     rule = card.calibration.abstention.at(risk)
-    for b in range(64):
+    for b in range(batch):
         assert [m["class_id"] for m in decided.classes[b]] == reference_set(
             out[OutputName.PROBS.value][b], row)
         expected = (rule.threshold is not None
@@ -201,3 +207,19 @@ def test_a_rule_without_threshold_accepts_nothing_and_a_null_threshold_keeps_eve
     decided = table.decide(out, table.defaults)
     assert decided.accept == [False] * 4
     assert all(len(classes) == card.num_classes for classes in decided.classes)
+
+
+@pytest.mark.parametrize("score", list(CONFIDENCE_SCORES))
+@pytest.mark.parametrize("batch", [3, 64])
+def test_every_confidence_score_decides_like_the_reference(score: str, batch: int) -> None:
+    out = graph_outputs(SHIPPED, batch=batch, seed=11)
+    values = [reference_confidence(out, b, score) for b in range(batch)]
+    data = SHIPPED.model_dump(mode="json")
+    for level in data["calibration"]["abstention"]["levels"]:
+        level["score"], level["threshold"] = score, float(np.median(values))
+    data["calibration"]["accuracy_estimate"].update(score=score,
+                                                    threshold=float(np.median(values)))
+    table = DecisionTable.from_card(ModelCard.model_validate(data))
+    decided = table.decide(out, table.defaults)
+    expected = [value >= float(np.median(values)) for value in values]
+    assert decided.accept == expected and decided.confident == expected

@@ -55,11 +55,12 @@ from hetexport.calibration.selective import (
 
 DEFAULT_TUNING_FRACTION = 0.3
 """Share of the labelled images that makes the choices (the rest computes thresholds)."""
-DEFAULT_ACCURACY_SCORE = "log_margin"
-"""ATC's confidence: the log-probability gap of the top two classes. Garg et al. use the max
-probability (ATC-MC) or the negative entropy (ATC-NE); on the demo models both fall far below
-the true accuracy under blur and low contrast, which soften the probabilities while the top
-class stays right, and the log margin tracks it better (``bench/decisions.py`` reports all
+DEFAULT_ACCURACY_SCORE = "top_ratio"
+"""ATC's confidence: how many times likelier the top class is than the runner-up (the
+log-probability margin, without the logarithm). Garg et al. use the max probability (ATC-MC)
+or the negative entropy (ATC-NE); on the demo models both fall far below the true accuracy
+under blur and low contrast, which soften the probabilities while the top class stays right,
+and the margin tracks it better (``bench/decisions.py`` reports all
 three; it is where this default was chosen, so its shift figures for it are not an
 independent test)."""
 GRAPH_BATCH = 256

@@ -14,6 +14,7 @@ Triton reloads the model.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -32,9 +33,11 @@ def recalibrate_model(model_dir: Path, held_out: CalibrationSet) -> ModelCard:
     """The model card of ``model_dir`` with a fresh calibration section, written back."""
     model_dir = Path(model_dir)
     try:
-        card = ModelCard.model_validate_json((model_dir / MODEL_CARD_FILENAME).read_text())
+        fields = json.loads((model_dir / MODEL_CARD_FILENAME).read_text(encoding="utf-8"))
+        fields.pop("calibration", None)  # replaced whole, even one an older contract wrote
+        card = ModelCard.model_validate(fields)
         config_text = (model_dir / CONFIG_FILENAME).read_text(encoding="utf-8")
-    except (OSError, ValidationError) as exc:
+    except (OSError, ValueError, ValidationError) as exc:
         raise ExportError(f"{model_dir} is not an exported model: {exc}") from exc
     onnx = newest_model(model_dir)
     section = calibrate_graph(onnx, held_out, heteroscedastic=card.head != "det")
