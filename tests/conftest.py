@@ -24,6 +24,10 @@ Triton under a running gateway); everything they start is stopped at the test's 
   (``.url``, ``.pid``, ``.signal()``, ``.wait()``), for tests that signal it or look at its
   worker processes.
 
+Session-scoped factories for module-scoped fixtures: ``start_triton([repository, ...])`` and
+``start_gateway(triton_grpc_url, **settings)`` (ready; stopped at the session's end at the
+latest).
+
 And ``unused_port()`` -> int, a TCP port free on loopback right now.
 
 Prerequisites: a test that cannot run without something the installer provides (Fashion-MNIST,
@@ -301,6 +305,30 @@ def start_triton(
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def start_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., GatewayProcess]]:
+    """``start_gateway(triton_grpc_url, **settings)``: a gateway process for module-scoped
+    fixtures, ready (``/readyz``); stopped at the end of the session if the caller did not
+    stop it first."""
+    started: list[GatewayProcess] = []
+
+    def start(triton_grpc_url: str, **settings: object) -> GatewayProcess:
+        gateway = GatewayProcess(
+            triton_grpc_url, tmp_path_factory.mktemp("gateway-module") / "gateway.log",
+            **settings)
+        started.append(gateway)
+        gateway.wait_until("/readyz")
+        return gateway
+
+    try:
+        yield start
+    finally:
+        for gateway in started:
+            gateway.stop()
 
 
 @pytest.fixture
