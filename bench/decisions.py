@@ -86,9 +86,12 @@ ATC_UNDER_SHIFT = 0.05
 GATEWAY_BUDGET_MS = 0.02
 TEST_NOISE_SEED = 1
 """Seed of the label noise put on the test labels (the training labels used seed 0)."""
-MEASURED = ["model_repo/fashion_het", "model_repo/fashion_det", "contract/src/hetcontract",
-            "export/src/hetexport/calibration", "server/src/hetgateway/answer.py",
-            "server/src/hetgateway/decisions.py", "bench/decisions.py"]
+MEASURED = ["model_repo/fashion_het", "model_repo/fashion_det",
+            "contract/src/hetcontract/decision_scores.py",
+            "contract/src/hetcontract/calibration.py", "export/src/hetexport/calibration",
+            "server/src/hetgateway/answer.py", "server/src/hetgateway/decisions.py",
+            "server/src/hetgateway/accuracy_monitor.py", "server/src/hetgateway/metrics.py",
+            "server/src/hetgateway/triton_backend.py", "bench/decisions.py"]
 
 
 def main() -> int:
