@@ -84,6 +84,11 @@ RISK_SPLIT_SHARE = 0.9
 ATC_IN_DISTRIBUTION = 0.03
 ATC_UNDER_SHIFT = 0.05
 GATEWAY_BUDGET_MS = 0.02
+NOISE_Z = 1.645
+"""A diagnostic beside the risk target: a split's realised risk is over r "beyond the test
+set's own noise" when it exceeds r by more than 1.645 binomial standard errors of r on its
+accepted test images (one-sided 95 %). The guarantee is about the risk on new images drawn
+like the calibration ones; a finite test split adds its own sampling error on top."""
 TEST_NOISE_SEED = 1
 """Seed of the label noise put on the test labels (the training labels used seed 0)."""
 MEASURED = ["model_repo/fashion_het", "model_repo/fashion_det",
@@ -205,10 +210,15 @@ def evaluate(section: Calibration, outputs: Mapping[str, np.ndarray],
     risks = {}
     for rule in section.abstention.levels:
         accept = accepted(outputs, rule)
+        realised = float(wrong[accept].mean()) if accept.any() else 0.0
+        kept = int(accept.sum())
         risks[f"{rule.risk:g}"] = {
             "score": rule.score,
             "accepted": float(accept.mean()),
-            "realised_risk": float(wrong[accept].mean()) if accept.any() else 0.0,
+            "accepted_images": kept,
+            "realised_risk": realised,
+            # the test images' own sampling error of that risk, were it exactly r
+            "test_noise": float(np.sqrt(rule.risk * (1 - rule.risk) / kept)) if kept else 0.0,
         }
     return {"accuracy": float(np.mean(~wrong)), "sets": sets, "abstention": risks,
             "atc": atc_error(section, outputs, labels)}
@@ -294,9 +304,13 @@ def summarise(per_split: list[dict[str, Any]]) -> dict[str, Any]:
         realised = values(lambda r, lv=level: r["abstention"][lv]["realised_risk"])
         accepted_share = values(lambda r, lv=level: r["abstention"][lv]["accepted"])
         scores = [r["abstention"][level]["score"] for r in per_split]
+        noise = values(lambda r, lv=level: r["abstention"][lv]["test_noise"])
         risks[level] = {"realised_risk_mean": float(realised.mean()),
                         "realised_risk_p95": float(np.percentile(realised, 95)),
                         "splits_within_risk": float(np.mean(realised <= float(level))),
+                        "splits_within_risk_up_to_test_noise": float(np.mean(
+                            realised <= float(level) + NOISE_Z * noise)),
+                        "test_noise_mean": float(noise.mean()),
                         "accepted_mean": float(accepted_share.mean()),
                         "scores_chosen": {s: scores.count(s) for s in sorted(set(scores))}}
     methods = {key: {"coverage_mean": float(values(lambda r, k=key: r["methods"][k]["coverage"])
@@ -485,11 +499,14 @@ def print_report(report: dict[str, Any]) -> None:
                   f"{row['mean_size']:.3f}  | {clean_row['coverage']:.4f}  "
                   f"{clean_row['mean_size']:.3f}  {noisy_row['coverage']:.4f}  "
                   f"{row['methods_chosen']}")
-        print("risk   realised(mean, p95)  within  accepted | noisy-cal: clean risk  accepted")
+        print("risk   realised(mean, p95)  within (up to test noise)  accepted | noisy-cal: "
+              "clean risk  accepted")
         for level, row in splits["abstention"].items():
             noisy_row = noisy["clean_test"]["abstention"][level]
             print(f"  {level:5s} {row['realised_risk_mean']:.4f} {row['realised_risk_p95']:.4f}"
-                  f"  {row['splits_within_risk']:.2f}   {row['accepted_mean']:.4f} | "
+                  f"  {row['splits_within_risk']:.2f} "
+                  f"({row['splits_within_risk_up_to_test_noise']:.2f})"
+                  f"   {row['accepted_mean']:.4f} | "
                   f"{noisy_row['realised_risk']:.4f}  {noisy_row['accepted']:.4f}  "
                   f"{row['scores_chosen']}")
         print("ATC mean |error| (points):")

@@ -190,21 +190,34 @@ class DecisionTable:
         return Decided(levels, classes, decisions, confident.tolist())
 
     def _decide_small(self, outputs: Mapping[str, np.ndarray], levels: Levels) -> Decided:
-        """``decide`` for a small batch under a marginal rule, in plain Python."""
+        """``decide`` for a small batch under a marginal rule, in plain Python: a set is a
+        run of the most probable classes, so it is counted down the graph's top-k
+        probabilities (already ranked) and only a set reaching past them ranks every class."""
         rule, accept = levels.sets, levels.accept
         member, threshold = self.set_members, float(rule.thresholds[0])
-        k_max = outputs[_TOPK_IDS].shape[1]
+        top = outputs[_TOPK_PROBS].tolist()
+        lac = rule.method == "lac"
         classes = []
-        for row, ranked in zip(outputs[_PROBS].tolist(), outputs[_TOPK_IDS].tolist(),
-                               strict=True):
-            size = _set_size(row, rule, threshold)
-            if size > k_max:
-                ranked = sorted(range(len(row)), key=lambda c, p=row: (-p[c], c))
+        for b, (top_row, ranked) in enumerate(zip(top, outputs[_TOPK_IDS].tolist(),
+                                                  strict=True)):
+            if lac:  # _set_size's LAC loop, inlined: the common case
+                size = 0
+                for value in top_row:
+                    if 1.0 - value > threshold:
+                        break
+                    size += 1
+            else:
+                size = _set_size(top_row, rule, threshold)
+            if size == len(top_row):  # it may reach past the top k: count over every class
+                row = outputs[_PROBS][b].tolist()
+                size = _set_size(sorted(row, reverse=True), rule, threshold)
+                if size > len(ranked):
+                    ranked = sorted(range(len(row)), key=lambda c, p=row: (-p[c], c))
             classes.append([member[c] for c in ranked[:size]])
         layouts, bound = accept.layouts, accept.threshold
-        decisions = [layouts[value >= bound] for value in _scores(outputs, accept.score)]
+        decisions = [layouts[value >= bound] for value in _scores(outputs, accept.score, top)]
         confident = [value >= self.accuracy_threshold
-                     for value in _scores(outputs, self.accuracy_score)]
+                     for value in _scores(outputs, self.accuracy_score, top)]
         return Decided(levels, classes, decisions, confident)
 
     def _class_conditional(self, probs: np.ndarray, rule: SetRule) -> list[list[dict]]:
@@ -227,31 +240,39 @@ class DecisionTable:
         return self._output_names
 
 
-def _set_size(row: list[float], rule: SetRule, threshold: float) -> int:
-    """``SetRule.sizes`` of one input, in Python floats (IEEE doubles, the same operations)."""
+def _set_size(ranked: list[float], rule: SetRule, threshold: float) -> int:
+    """How many of the probabilities ``ranked`` (decreasing) belong to a marginal rule's set:
+    the run whose score stays at most the threshold (``SetRule.sizes`` in Python floats, IEEE
+    doubles, the same operations in the same order)."""
     if rule.method == "lac":
-        return sum(1.0 - value <= threshold for value in row)
+        size = 0
+        for value in ranked:
+            if 1.0 - value > threshold:
+                break
+            size += 1
+        return size
     size, mass = 0, 0.0
     penalised = rule.method == "raps" and rule.penalty
-    for rank, value in enumerate(sorted(row, reverse=True), start=1):
+    for rank, value in enumerate(ranked, start=1):
         mass += value
         score = mass + rule.penalty * max(rank - rule.k_reg, 0) if penalised else mass
-        size += score <= threshold
+        if score > threshold:
+            break
+        size += 1
     return size
 
 
-def _scores(outputs: Mapping[str, np.ndarray], score: str) -> list[float]:
+def _scores(outputs: Mapping[str, np.ndarray], score: str, top: list[list[float]]
+            ) -> list[float]:
     """``hetcontract.decision_scores.confidence`` as Python floats, computed in Python for the
-    scores read from the top-k probabilities or one output (the others through numpy)."""
+    scores read from the top-k probabilities ``top`` (``tolist()``) or one output, through
+    numpy for the others."""
     negated = NEGATED_OUTPUTS.get(score)
     if negated is not None:
         return [-value for value in outputs[negated].reshape(-1).tolist()]
-    if score not in ("max_probability", "margin", "top_ratio"):
-        return confidence(outputs, score).tolist()
-    top = outputs[_TOPK_PROBS].tolist()
     if score == "max_probability":
         return [row[0] for row in top]
-    if len(top[0]) == 1:
+    if score not in ("margin", "top_ratio") or len(top[0]) == 1:
         return confidence(outputs, score).tolist()
     if score == "margin":
         return [row[0] - row[1] for row in top]
