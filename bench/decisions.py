@@ -471,11 +471,12 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         "atc_within_3_points_in_distribution": {
             "figures": {name: errors["in_distribution"] for name, errors in atc.items()},
             "met": all(e["in_distribution"] <= ATC_IN_DISTRIBUTION for e in atc.values())},
-        "gateway_cpu_at_most_0.02_ms_per_request": {
-            "figures": {mode: {batch: row["added_ms_per_request"] for batch, row in rows.items()}
+        **{f"gateway_cpu_at_most_0.02_ms_per_request_batch_{batch}": {
+            "figures": {mode: rows[batch]["added_ms_per_request"]
                         for mode, rows in report["gateway_cost"].items()},
-            "met": all(row["added_ms_per_request"] <= GATEWAY_BUDGET_MS
-                       for rows in report["gateway_cost"].values() for row in rows.values())},
+            "met": all(rows[batch]["added_ms_per_request"] <= GATEWAY_BUDGET_MS
+                       for rows in report["gateway_cost"].values())}
+           for batch in map(str, COST_BATCHES)},
         "atc_within_5_points_under_every_shift": {
             "figures": {name: {k: v for k, v in errors.items() if k != "in_distribution"}
                         for name, errors in atc.items()},
