@@ -201,11 +201,11 @@ class DecisionTable:
         for b, (top_row, ranked) in enumerate(zip(top, outputs[_TOPK_IDS].tolist(),
                                                   strict=True)):
             if lac:  # _set_size's LAC loop, inlined: the common case
-                size = 0
-                for value in top_row:
+                size = len(top_row)
+                for index, value in enumerate(top_row):
                     if 1.0 - value > threshold:
+                        size = index
                         break
-                    size += 1
             else:
                 size = _set_size(top_row, rule, threshold)
             if size == len(top_row):  # it may reach past the top k: count over every class
@@ -245,12 +245,10 @@ def _set_size(ranked: list[float], rule: SetRule, threshold: float) -> int:
     the run whose score stays at most the threshold (``SetRule.sizes`` in Python floats, IEEE
     doubles, the same operations in the same order)."""
     if rule.method == "lac":
-        size = 0
-        for value in ranked:
+        for index, value in enumerate(ranked):
             if 1.0 - value > threshold:
-                break
-            size += 1
-        return size
+                return index
+        return len(ranked)
     size, mass = 0, 0.0
     penalised = rule.method == "raps" and rule.penalty
     for rank, value in enumerate(ranked, start=1):
