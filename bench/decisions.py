@@ -57,10 +57,12 @@ from hetexport.calibration import (
     atc_estimate,
     atc_threshold,
     calibrate,
+    calibrate_graph,
     graph_outputs,
 )
 from hetexport.calibration.conformal import ConformalMethod
 from hetexport.data import load_fashion_mnist, normalize
+from hetexport.demo import demo_calibration
 from hetexport.label_noise import DEFAULT_NOISE_RATE, inject_label_noise
 from hetexport.training.experiment import prepare_fashion_mnist
 from provenance import write_result
@@ -96,7 +98,8 @@ MEASURED = ["model_repo/fashion_het", "model_repo/fashion_det",
             "contract/src/hetcontract/calibration.py", "export/src/hetexport/calibration",
             "server/src/hetgateway/answer.py", "server/src/hetgateway/decisions.py",
             "server/src/hetgateway/accuracy_monitor.py", "server/src/hetgateway/metrics.py",
-            "server/src/hetgateway/triton_backend.py", "bench/decisions.py"]
+            "server/src/hetgateway/triton_backend.py", "export/src/hetexport/demo.py",
+            "bench/decisions.py"]
 
 
 def main() -> int:
@@ -177,10 +180,9 @@ def export_calibration(card: ModelCard, onnx: Path, demo: Any,
     held-out noisy validation split when the card has none."""
     if card.calibration is not None and card.calibration.label_source == "noisy":
         return card.calibration, "model card"
-    outputs = graph_outputs(onnx, demo.val_images.numpy())
-    section = calibrate(outputs, demo.val_labels.numpy(), heteroscedastic=heteroscedastic,
-                        label_source="noisy", source="demo noisy validation split")
-    return section, "computed like the export (the card has no noisy-label calibration)"
+    held_out = demo_calibration(demo, noise_rate=DEFAULT_NOISE_RATE)
+    section = calibrate_graph(onnx, held_out, heteroscedastic=heteroscedastic)
+    return section, "computed as the demo's export does (the card has no calibration)"
 
 
 def subset(outputs: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
@@ -354,8 +356,12 @@ def measure_gateway_cost(model_dir: Path, repeats: int) -> dict[str, Any]:
     from hetgateway.metrics import GatewayMetrics
 
     card = ModelCard.model_validate_json((model_dir / "model_card.json").read_text())
+    if card.calibration is None:  # calibrate it the way the export does
+        demo = prepare_fashion_mnist(FASHION_MNIST_DIR, noise_rate=DEFAULT_NOISE_RATE)
+        section, _ = export_calibration(card, model_dir / "1" / "model.onnx", demo, True)
+        card = card.model_copy(update={"calibration": section})
     table = DecisionTable.from_card(card)
-    assert table is not None, f"{model_dir} carries no calibration"
+    assert table is not None
     test = load_fashion_mnist(FASHION_MNIST_DIR, split="test")
     outputs = model_outputs(model_dir / "1" / "model.onnx", card,
                             test.images[:max(COST_BATCHES)].numpy())

@@ -312,37 +312,48 @@ def shown_set(tab: Any) -> list[str]:
 
 
 def test_page_says_the_decision_and_the_prediction_set_in_words(
-    page: Any, gateway_url: str, shirt_example: Path
+    browser_context: Any, decisions_stack: Any, shirt_example: Path
 ) -> None:
-    """The verdict a reviewer acts on ("Accept: use ..." or "Send to review"), the classes the
-    label is among at the stated coverage, and what the guarantees rest on: each the API's
-    answer for the same image, at the model's defaults and at a coverage picked on the page."""
-    expected = api_answer(gateway_url, HET_MODEL, shirt_example)
+    """A calibrated model (the shipped HET model calibrated as the demo's export does, on its
+    own stack): the verdict a reviewer acts on ("Accept: use ..." or "Send to review"), the
+    classes the label is among at the stated coverage, and what the guarantees rest on, each
+    the API's answer for the same image, at the model's defaults and at a coverage picked on
+    the page."""
+    url, model = decisions_stack.url, "het_noisy"
+    expected = api_answer(url, model, shirt_example)
     decision, prediction_set = expected["decision"], expected["prediction_set"]
 
-    page.check(f"input[name='model'][value='{HET_MODEL}']")
-    page.set_input_files("[data-testid='file-input']", str(shirt_example))
-    wait_for_answer(page, HET_MODEL)
+    with opened_page(browser_context, f"{url}/") as tab:
+        tab.check(f"input[name='model'][value='{model}']")
+        tab.set_input_files("[data-testid='file-input']", str(shirt_example))
+        wait_for_answer(tab, model)
 
-    verdict = page.inner_text("[data-testid='decision-verdict']")
-    risk = f"{100 * decision['risk']:g} %"
-    if decision["accept"]:
-        assert verdict.startswith(f"Accept: use “{expected['predictions'][0]['label']}”")
-    else:
-        assert verdict.startswith("Send to review")
-    assert risk in verdict
-    assert shown_set(page) == [c["label"] for c in prediction_set["classes"]]
-    assert f"With {100 * prediction_set['coverage']:g} % coverage" in page.inner_text(
-        "[data-testid='prediction-set']")
-    assert "noisy-label images" in page.inner_text("[data-testid='calibration-note']")
+        verdict = tab.inner_text("[data-testid='decision-verdict']")
+        if decision["accept"]:
+            assert verdict.startswith(f"Accept: use “{expected['predictions'][0]['label']}”")
+        else:
+            assert verdict.startswith("Send to review")
+        assert f"{100 * decision['risk']:g} %" in verdict
+        assert shown_set(tab) == [c["label"] for c in prediction_set["classes"]]
+        assert f"With {100 * prediction_set['coverage']:g} % coverage" in tab.inner_text(
+            "[data-testid='prediction-set']")
+        assert "noisy-label images" in tab.inner_text("[data-testid='calibration-note']")
 
-    wider = api_answer(gateway_url, HET_MODEL, shirt_example, coverage=0.99)
-    page.select_option("[data-testid='coverage']", "0.99")
-    page.wait_for_selector("[data-testid='prediction-set'][data-coverage='0.99']")
-    wait_for_answer(page, HET_MODEL)
-    assert shown_set(page) == [c["label"] for c in wider["prediction_set"]["classes"]]
-    assert len(shown_set(page)) >= len(prediction_set["classes"])
-    save_screenshot(page, "page_decision")
+        wider = api_answer(url, model, shirt_example, coverage=0.99)
+        tab.select_option("[data-testid='coverage']", "0.99")
+        tab.wait_for_selector("[data-testid='prediction-set'][data-coverage='0.99']")
+        wait_for_answer(tab, model)
+        assert shown_set(tab) == [c["label"] for c in wider["prediction_set"]["classes"]]
+        assert len(shown_set(tab)) >= len(prediction_set["classes"])
+        save_screenshot(tab, "page_decision")
+
+        tab.check("input[name='model'][value='det_plain']")
+        wait_for_answer(tab, "det_plain")
+        assert tab.inner_text("[data-testid='decision-verdict']") == (
+            "No decision: this model was not calibrated.")
+        assert "without labelled calibration images" in tab.inner_text(
+            "[data-testid='calibration-note']")
+        assert tab.is_hidden("[data-testid='levels']")
 
 
 def test_switching_to_the_deterministic_model_shows_an_identity_heatmap(

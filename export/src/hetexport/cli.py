@@ -324,16 +324,20 @@ def export(
             checkpoint, model_repo, name, mc_samples=mc_samples, top_k=top_k,
             num_confusable=num_confusable, max_batch_size=max_batch_size, seed=seed,
             design=bank_design.value, mc_error=mc_error, error_images=images,
-            calibration=calibration,
         )
-    mc = report.card.monte_carlo
+        card = report.card
+        if calibration is not None:
+            from hetexport.calibration.recalibrate import recalibrate_model
+
+            card = recalibrate_model(report.model_dir, calibration)
+    mc = card.monte_carlo
     typer.echo(f"exported {report.model_dir} ({report.onnx_bytes} bytes of ONNX); parity "
                f"{json.dumps(report.parity.max_abs_diff)}")
     if mc is not None:
         typer.echo(f"S = {mc.samples} ({mc.design}); error vs exact: "
                    f"{json.dumps({k: v.model_dump() for k, v in mc.error.items()})}")
-    if report.card.calibration is not None:
-        typer.echo(_calibration_summary(report.card.calibration))
+    if card.calibration is not None:
+        typer.echo(_calibration_summary(card.calibration))
 
 
 @app.command()

@@ -279,13 +279,13 @@ def _export(config: DemoConfig, checkpoint: Path, name: str, metrics: dict[str, 
     the first ``config.error_images`` clean test images (held out from training), and its
     decisions are calibrated on the held-out NOISY validation split (``demo_calibration``)."""
     assert data.test_images is not None
-    export_to_repository(
+    report = export_to_repository(
         checkpoint, config.model_repo, name, mc_samples=config.export_mc_samples,
         top_k=config.top_k, num_confusable=config.num_confusable,
         max_batch_size=config.max_batch_size, metrics=metrics, seed=EXPORT_NOISE_SEED,
         design=config.export_bank_design, error_images=data.test_images[:config.error_images],
-        calibration=demo_calibration(data, noise_rate=config.noise_rate),
     )
+    recalibrate_model(report.model_dir, demo_calibration(data, noise_rate=config.noise_rate))
     return config.model_repo / name
 
 

@@ -5,7 +5,7 @@ Typical usage::
 
     outputs = graph_outputs(Path("model_repo/fashion_het/1/model.onnx"), images)
     section = calibrate(outputs, labels, heteroscedastic=True, label_source="noisy")
-    card = card.model_copy(update={"calibration": section})
+    card = card.model_copy(update={"calibration": section})  # recalibrate.py writes it
 
 The images are split at random (seeded) into a tuning part (``tuning_fraction``) and a
 calibration part. Every choice is made on the tuning part: the conformal method served at each

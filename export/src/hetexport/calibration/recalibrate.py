@@ -1,4 +1,6 @@
-"""Calibrate a model already in a Triton model repository (new labelled images, no re-export).
+"""Calibrate a model in a Triton model repository: the stage after the export (``hetexport
+export --calibration-images``, the demo) or on its own later (new labelled images, no
+re-export: ``hetexport calibrate``).
 
 Typical usage::
 

@@ -115,10 +115,9 @@ def write_gpu_ensemble(
     """Write ``repo/{name, name_backbone, head_name}`` (see module doc).
 
     ``reference``: an exported ONNX model directory (``model_repo/fashion_het``) whose noise
-    bank, top_k, num_confusable, metrics, ``monte_carlo`` and ``calibration`` card sections
-    are reused (the same bank gives the same numbers); otherwise the bank is
-    ``NoiseBank.fixed(mc_samples, R, K, seed=seed, design=DEFAULT_BANK_DESIGN)``, the
-    exporter's convention.
+    bank, top_k, num_confusable, metrics and ``monte_carlo`` card section are reused (the
+    same bank gives the same numbers); otherwise the bank is ``NoiseBank.fixed(mc_samples, R,
+    K, seed=seed, design=DEFAULT_BANK_DESIGN)``, the exporter's convention.
     """
     if not isinstance(checkpoint, HetClassifier):
         checkpoint = load_checkpoint(checkpoint).model
@@ -165,11 +164,9 @@ def _model_card(model: HetClassifier, name: str, *, reference: Path | None,
                   samples=samples, images=0)}
     if reference is not None:
         ref = ModelCard.model_validate_json((reference / MODEL_CARD_FILENAME).read_text())
-        # the same model and noise bank as the reference, so its decision thresholds apply
-        # (the fused head matches the ONNX graph to float rounding)
         fields = {"metrics": ref.metrics, "parity": {}, "top_k": ref.top_k,
                   "num_confusable": ref.num_confusable, "mc_samples": ref.mc_samples,
-                  "monte_carlo": ref.monte_carlo, "calibration": ref.calibration}
+                  "monte_carlo": ref.monte_carlo}
     labels = list(spec.labels) or [str(k) for k in range(head.num_classes)]
     return ModelCard(name=name, head=head.kind, num_classes=head.num_classes, labels=labels,
                      num_factors=head.num_factors, temperature=float(head.temperature()),

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hetcontract import MODEL_CARD_FILENAME, Calibration, InputSpec, ModelCard, MonteCarloSpec
+from hetcontract import MODEL_CARD_FILENAME, InputSpec, ModelCard, MonteCarloSpec
 from pydantic import ValidationError
 from torch import Tensor
 
-from hetexport.calibration import CalibrationSet, calibrate_graph
 from hetexport.checkpoint import load_checkpoint
 from hetexport.errors import ExportError
 from hetexport.layers import NoiseBank
@@ -162,7 +161,6 @@ def export_to_repository(
     design: str = DEFAULT_BANK_DESIGN,
     mc_error: float | None = None,
     error_images: Tensor | None = None,
-    calibration: CalibrationSet | None = None,
 ) -> ExportReport:
     """Export, validate against PyTorch, then write ``model_repo/<name>/`` (replacing it).
 
@@ -173,10 +171,8 @@ def export_to_repository(
     the served graph's error on every quantity (on the second half when S was chosen on the
     first); without, it records only the design and S. ``top_k`` defaults to
     ``default_top_k(K)``, ``num_confusable`` to ``default_num_confusable(K)``; labels, input
-    spec and the checkpoint's metrics come from the model's spec unless given. With
-    ``calibration`` (labelled held-out images) the card carries the thresholds of the served
-    decisions (``hetexport.calibration``), computed on the exported graph's own outputs.
-    Raises ExportError (and writes nothing) when the export or its parity check fails.
+    spec and the checkpoint's metrics come from the model's spec unless given. Raises
+    ExportError (and writes nothing) when the export or its parity check fails.
     """
     model, spec_metrics = _resolve_model(checkpoint_or_model)
     spec = model.spec
@@ -205,8 +201,6 @@ def export_to_repository(
         bank=plan.bank,
     )
     parity = check_parity(exported.graph, exported.onnx_model, input_shape=input_shape)
-    calibrated = None if calibration is None else calibrate_graph(
-        exported.onnx_model, calibration, heteroscedastic=head.kind != "det")
     card = _model_card(
         name,
         model,
@@ -218,7 +212,6 @@ def export_to_repository(
         metrics={**spec_metrics, **(metrics or {})},
         parity={**parity.as_card(), "noise_seed": plan.seed},
         monte_carlo=plan.card(model, exported.onnx_model),
-        calibration=calibrated,
     )
     config = model_config(
         name,
@@ -271,7 +264,6 @@ def _model_card(
     metrics: dict[str, Any],
     parity: dict[str, Any],
     monte_carlo: MonteCarloSpec,
-    calibration: Calibration | None,
 ) -> ModelCard:
     head = model.head
     try:
@@ -290,7 +282,6 @@ def _model_card(
             metrics=json.loads(json.dumps(metrics)),
             parity=parity,
             monte_carlo=monte_carlo,
-            calibration=calibration,
         )
     except (ValidationError, TypeError, ValueError) as exc:
         raise ExportError(f"cannot build the model card: {exc}") from exc
