@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-decisions bench-gateway soak overload lint clean
+.PHONY: setup system-deps models claims gpu-repo serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-decisions bench-gateway bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, helm for the chart's offline checks and promtool for the alert rules' checks
@@ -62,6 +62,18 @@ serve: setup
 test: setup
 	$(PY) -m pytest
 
+## test-floor: the gateway at its dependency floors (server/constraints-floor.txt): its unit
+##   tests in a virtualenv of its own, and a gateway from it in front of the real Triton
+FLOOR_VENV := .venv-floor
+test-floor: setup
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install -q -c server/constraints-floor.txt -e contract -e server \
+		pytest pytest-asyncio pytest-timeout psutil httpx
+	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider tests/unit/server
+	HETSERVE_FLOOR_PYTHON=$(FLOOR_VENV)/bin/python $(PY) -m pytest -p no:cacheprovider \
+		tests/integration/test_gateway_dependency_floors.py
+
 test-unit: setup
 	$(PY) -m pytest tests/unit
 
@@ -109,6 +121,11 @@ bench-decisions: setup
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
 
+## bench-fused-precision: the fused MC head vs the materialised layer, fp32/fp16/bf16 inputs
+##   (the triton interpreter without CUDA) -> bench/results/fused-precision-*.json
+bench-fused-precision: setup
+	$(PY) bench/fused_precision.py
+
 ## soak: bounded Locust soak against a running gateway (make serve), with memory before/after
 soak: setup
 	$(PY) bench/soak.py --url http://127.0.0.1:$(GATEWAY_PORT) --users $(SOAK_USERS) --duration $(SOAK_TIME)
@@ -117,8 +134,18 @@ soak: setup
 overload: setup
 	$(PY) bench/overload.py --serve model_repo --concurrency $(OVERLOAD_CONCURRENCY)
 
+## docs-screenshot: the README's docs/img/web_page.png from the live page (the browser test,
+##   real Triton + gateway + Chromium) and its provenance docs/img/web_page.json; commit both
+docs-screenshot: setup
+	HETSERVE_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/e2e/test_browser_page.py -q \
+		-k test_uploaded_image_shows_the_api_answer_as_bars_entropy_and_heatmap
+
+## figures: every figure the docs quote beside the field it comes from (docs/figures.md)
+figures: setup
+	$(PY) bench/figures.py check
+
 lint: setup
 	$(VENV)/bin/ruff check contract export server client tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache build
+	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache build

@@ -388,7 +388,7 @@ def answer_paths(card: ModelCard, table: Any, rows: Mapping[str, np.ndarray],
     decisions and without them (the card less its calibration), as the data plane runs it."""
     from hetgateway.answer import ANSWER_OUTPUTS, answer_json, answer_outputs, result_layouts
     from hetgateway.decisions import resolve_levels
-    from hetgateway.triton_backend import _outputs_by_name
+    from hetgateway.triton_backend import outputs_by_name
 
     plain = card.model_copy(update={"calibration": None})
     served = {"name": card.name, "version": "1", "num_classes": card.num_classes,
@@ -397,7 +397,7 @@ def answer_paths(card: ModelCard, table: Any, rows: Mapping[str, np.ndarray],
     with_response, without_response = triton_response(rows, full), triton_response(rows, bare)
 
     def with_decisions() -> bytes:
-        got = _outputs_by_name(with_response, full, model=card.name)
+        got = outputs_by_name(with_response, full, model=card.name)
         resolve_levels(card.name, table, coverage=None, risk=None)  # before inference
         levels = resolve_levels(card.name, table, coverage=None, risk=None)  # after
         decided = table.decide(got, levels)
@@ -407,7 +407,7 @@ def answer_paths(card: ModelCard, table: Any, rows: Mapping[str, np.ndarray],
                            request_id="r")
 
     def without_decisions() -> bytes:
-        got = _outputs_by_name(without_response, bare, model=plain.name)
+        got = outputs_by_name(without_response, bare, model=plain.name)
         resolve_levels(plain.name, None, coverage=None, risk=None)
         resolve_levels(plain.name, None, coverage=None, risk=None)
         return answer_json(served, result_layouts(got, plain, top_k=5), request_id="r")

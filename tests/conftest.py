@@ -20,9 +20,10 @@ Triton under a running gateway); everything they start is stopped at the test's 
   the same ports).
 - ``launch_gateway(triton_grpc_url, **settings)`` -> str URL of a new gateway process;
   keyword arguments become ``HETSERVE_<NAME>`` environment variables.
-- ``launch_gateway_process(triton_grpc_url, **settings)`` -> the ``GatewayProcess`` itself
-  (``.url``, ``.pid``, ``.signal()``, ``.wait()``), for tests that signal it or look at its
-  worker processes.
+- ``launch_gateway_process(triton_grpc_url, python=..., **settings)`` -> the
+  ``GatewayProcess`` itself (``.url``, ``.pid``, ``.signal()``, ``.wait()``), for tests that
+  signal it or look at its worker processes; ``python`` runs it with another interpreter
+  (another virtualenv).
 
 Session-scoped factories for module-scoped fixtures: ``start_triton([repository, ...])`` and
 ``start_gateway(triton_grpc_url, **settings)`` (ready; stopped at the session's end at the
@@ -118,7 +119,8 @@ class GatewayProcess:
     """``hetgateway gateway`` in a subprocess (its own session and process group), in front of
     a given Triton; one worker unless ``workers=`` says otherwise."""
 
-    def __init__(self, triton_grpc_url: str, log_path: Path, **settings: object) -> None:
+    def __init__(self, triton_grpc_url: str, log_path: Path, *, python: str = sys.executable,
+                 **settings: object) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, HETSERVE_WORKERS="1")
@@ -127,7 +129,7 @@ class GatewayProcess:
                    HETSERVE_HOST="127.0.0.1", HETSERVE_LOG_LEVEL="warning")
         self._log = open(log_path, "ab")  # noqa: SIM115
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "hetgateway.cli", "gateway"],
+            [python, "-m", "hetgateway.cli", "gateway"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self._log_path = log_path
@@ -414,10 +416,12 @@ def launch_gateway_process(
     started: list[GatewayProcess] = []
 
     def launch(
-        triton_grpc_url: str, *, wait_for: str = "/healthz", **settings: object
+        triton_grpc_url: str, *, wait_for: str = "/healthz", python: str = sys.executable,
+        **settings: object
     ) -> GatewayProcess:
         gateway = GatewayProcess(
-            triton_grpc_url, tmp_path_factory.mktemp("gateway-own") / "gateway.log", **settings
+            triton_grpc_url, tmp_path_factory.mktemp("gateway-own") / "gateway.log",
+            python=python, **settings
         )
         started.append(gateway)
         gateway.wait_until(wait_for)

@@ -13,10 +13,12 @@ become answers in ``http_errors``; middleware adds request ids, metrics and the 
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
@@ -24,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 
 from hetgateway import __version__
 from hetgateway.admission import AdmissionMiddleware
+from hetgateway.backend import InferenceBackend
 from hetgateway.body_limit import BodySizeLimitMiddleware
 from hetgateway.data_plane import DataPlane
 from hetgateway.errors import GatewayError
@@ -43,28 +46,46 @@ STATIC_PATH = "/static"
 _LOG = logging.getLogger(__name__)
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
-    """A new gateway app; ``settings`` None reads them from the environment."""
+ROUTERS = (predict.router, health.router, models.router, model_control.router, metrics.router)
+"""The app's routers, predict first: a request is routed by trying routes in this order, and
+nearly every request is a prediction."""
+FASTAPI_OPENTELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False,
+                             "operation_spans": False}
+"""FastAPI's own OpenTelemetry instrumentation, all of it (FastAPI 0.142 and later)."""
+
+BackendFactory = Callable[[GatewaySettings, GatewayMetrics], InferenceBackend]
+"""Builds the app's backend in its lifespan, from the settings and the app's metrics."""
+
+
+def triton_backend(settings: GatewaySettings, metrics: GatewayMetrics) -> InferenceBackend:
+    """The production backend: Triton at ``settings.triton_grpc_url``."""
+    return TritonBackend(
+        settings.triton_grpc_url,
+        control_timeout_s=settings.control_timeout_s,
+        max_reconnect_backoff_ms=settings.grpc_max_reconnect_backoff_ms,
+        refresh_interval_s=settings.triton_replica_check_interval_s,
+        on_replica_call=metrics.count_replica_call,
+    )
+
+
+def create_app(
+    settings: GatewaySettings | None = None, *, backend_factory: BackendFactory = triton_backend
+) -> FastAPI:
+    """A new gateway app; ``settings`` None reads them from the environment;
+    ``backend_factory`` builds what it calls (tests pass a fake)."""
     settings = settings if settings is not None else load_settings()
     gateway_metrics = GatewayMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backend = TritonBackend(
-            settings.triton_grpc_url,
-            infer_timeout_s=settings.infer_timeout_s,
-            control_timeout_s=settings.control_timeout_s,
-            max_reconnect_backoff_ms=settings.grpc_max_reconnect_backoff_ms,
-            refresh_interval_s=settings.triton_replica_check_interval_s,
-            on_replica_call=gateway_metrics.count_replica_call,
-        )
+        backend = backend_factory(settings, gateway_metrics)
         catalog = ModelCatalog(
             backend,
             repositories=settings.model_repositories,
             default_model=settings.default_model,
         )
         app.state.catalog = catalog  # read by request_metrics for the model label
-        app.state.data_plane = DataPlane(
+        plane = app.state.data_plane = DataPlane(
             backend, catalog, settings=settings, metrics=gateway_metrics
         )
         try:
@@ -75,6 +96,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await plane.close()
             await backend.close()
 
     app = FastAPI(
@@ -82,11 +104,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         version=__version__,
         description="Image classification with heteroscedastic uncertainty, served by Triton.",
         lifespan=lifespan,
+        **fastapi_telemetry(settings),
     )
     app.state.metrics = gateway_metrics
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
-    for router in (health.router, models.router, model_control.router, predict.router,
-                   metrics.router):
+    for router in ROUTERS:
         app.include_router(router)
     _mount_web_page(app)
     app.add_middleware(
@@ -104,6 +126,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     add_cors(app, settings)  # outermost: every answer, a 429 included, carries CORS headers
     install_openapi(app)
     return app
+
+
+def fastapi_telemetry(settings: GatewaySettings) -> dict[str, Any]:
+    """FastAPI's keyword for its built-in OpenTelemetry instrumentation: off unless
+    ``settings.opentelemetry`` (the gateway's own metrics are Prometheus, its logs JSON; the
+    instrumentation asks for the global providers on every request, even when none is
+    configured). Empty for a FastAPI without it (before 0.142), which has none to turn off."""
+    if settings.opentelemetry or "telemetry" not in inspect.signature(FastAPI).parameters:
+        return {}
+    return {"telemetry": FASTAPI_OPENTELEMETRY_OFF}
 
 
 def _mount_web_page(app: FastAPI) -> None:

@@ -16,8 +16,7 @@ Typical usage::
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +25,9 @@ from hetcontract import ModelDetail, ModelList, ModelSummary
 from hetcontract.api import MAX_TOP_K_DEFAULT as DEFAULT_TOP_K
 
 from hetgateway.accuracy_monitor import AccuracyMonitor
-from hetgateway.answer import answer_json, answer_outputs, result_layouts
+from hetgateway.answer import ANSWER_OUTPUTS, answer_json, answer_outputs, result_layouts
+from hetgateway.backend import InferenceBackend, VersionedOutputs
+from hetgateway.coalescing import Coalescer
 from hetgateway.decisions import decision_support, resolve_levels
 from hetgateway.errors import (
     BackendError,
@@ -40,7 +41,6 @@ from hetgateway.metrics import GatewayMetrics
 from hetgateway.model_catalog import CatalogEntry, ModelCatalog
 from hetgateway.preprocessing import image_tensor, tensor_from_nested
 from hetgateway.settings import GatewaySettings
-from hetgateway.triton_backend import TritonBackend
 
 __all__ = ["DataPlane", "Readiness"]
 
@@ -67,7 +67,7 @@ class DataPlane:
 
     def __init__(
         self,
-        backend: TritonBackend,
+        backend: InferenceBackend,
         catalog: ModelCatalog,
         *,
         settings: GatewaySettings,
@@ -78,6 +78,17 @@ class DataPlane:
         self._settings = settings
         self._metrics = metrics
         self._accuracy = AccuracyMonitor(metrics, window_images=settings.accuracy_window_images)
+        self._coalescer = Coalescer(
+            backend,
+            output_names=ANSWER_OUTPUTS,
+            calls_per_replica=settings.triton_calls_per_replica,
+            enabled=settings.coalesce,
+            on_call=metrics.observe_triton_call,
+        )
+
+    async def close(self) -> None:
+        """Let the calls in flight end (the lifespan's shutdown)."""
+        await self._coalescer.close()
 
     @property
     def max_inputs(self) -> int:
@@ -116,7 +127,8 @@ class DataPlane:
         )
 
     async def model_detail(self, name: str) -> ModelDetail:
-        """One model's summary and its whole model card."""
+        """One model's summary, the decisions its answers carry (or why none) and its whole
+        model card."""
         await self._catalog.refresh_if_stale()
         entry = await self._catalog.get(name)
         ready = await self._backend.model_ready(entry.name)
@@ -205,45 +217,42 @@ class DataPlane:
     async def _infer(
         self, entry: CatalogEntry, batch: np.ndarray, *, request_id: str
     ) -> tuple[dict[str, np.ndarray], str]:
-        """Send ``batch`` in chunks of the model's max batch size; outputs concatenated, and
-        the model version that computed them (chunks split across a version switch are sent
-        again, once, so that one answer comes from one version)."""
-        chunk = entry.max_batch_size if entry.max_batch_size > 0 else len(batch)
-        output_names = answer_outputs(entry.decisions)
-        started = time.perf_counter()
-        if len(batch) <= chunk:  # the common case: one call, awaited without a task
-            answer = await self._backend.infer_versioned(
-                entry.name, batch, output_names=output_names, request_id=request_id
-            )
-            outputs, version = answer.outputs, answer.version
+        """Send ``batch`` through the coalescer in chunks of the model's max batch size;
+        outputs concatenated, and the model version that computed them (chunks split across
+        a version switch are sent again, once, so that one answer comes from one version)."""
+        limit = entry.max_batch_size if entry.max_batch_size > 0 else len(batch)
+        if len(batch) <= limit:  # the common case: one chunk, awaited without a task
+            answer = await self._send(entry, batch, request_id=request_id)
+            return answer.outputs, answer.version
+        for _ in range(2):
+            parts = await asyncio.gather(*(
+                self._send(entry, batch[start : start + limit], request_id=request_id)
+                for start in range(0, len(batch), limit)
+            ))
+            versions = {part.version for part in parts}
+            if len(versions) == 1:
+                break
         else:
-            for _ in range(2):
-                parts = await asyncio.gather(
-                    *(
-                        self._backend.infer_versioned(
-                            entry.name,
-                            batch[start : start + chunk],
-                            output_names=output_names,
-                            request_id=request_id,
-                        )
-                        for start in range(0, len(batch), chunk)
-                    )
-                )
-                versions = {part.version for part in parts}
-                if len(versions) == 1:
-                    break
-            else:
-                raise BackendError(
-                    f"model {entry.name!r} answered from versions {sorted(versions)} while "
-                    "switching versions; send the request again"
-                )
-            outputs = {
-                name: np.concatenate([part.outputs[name] for part in parts])
-                for name in output_names
-            }
-            version = parts[0].version
-        self._metrics.for_model(entry.name).triton_seconds.observe(time.perf_counter() - started)
-        return outputs, version
+            raise BackendError(
+                f"model {entry.name!r} answered from versions {sorted(versions)} while "
+                "switching versions; send the request again"
+            )
+        outputs = {
+            name: np.concatenate([part.outputs[name] for part in parts])
+            for name in answer_outputs(entry.decisions)
+        }
+        return outputs, parts[0].version
+
+    def _send(self, entry: CatalogEntry, rows: np.ndarray, *, request_id: str
+              ) -> Awaitable[VersionedOutputs]:
+        return self._coalescer.infer(
+            entry.name,
+            rows,
+            max_batch_size=entry.max_batch_size,
+            request_id=request_id,
+            timeout_s=self._settings.infer_timeout_s,
+            output_names=answer_outputs(entry.decisions),
+        )
 
     def _check_model_control(self) -> None:
         """Loading and unloading change what everyone is served: allowed only when API keys

@@ -33,9 +33,9 @@ from types import MappingProxyType
 from hetcontract import MODEL_CARD_FILENAME, MODEL_CARD_PARAMETER, ModelCard
 from pydantic import ValidationError
 
+from hetgateway.backend import InferenceBackend, RepositoryEntry
 from hetgateway.decisions import DecisionTable
 from hetgateway.errors import GatewayError, ModelNotFound
-from hetgateway.triton_backend import RepositoryEntry, TritonBackend
 
 REFRESH_INTERVAL_S = 1.0
 """Least time between two lazy re-discoveries triggered by unknown model names."""
@@ -61,7 +61,7 @@ class ModelCatalog:
 
     def __init__(
         self,
-        backend: TritonBackend,
+        backend: InferenceBackend,
         *,
         repositories: Sequence[Path] = (),
         default_model: str | None = None,

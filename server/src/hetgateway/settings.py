@@ -28,6 +28,7 @@ DEFAULT_LISTEN_BACKLOG = 2048
 DEFAULT_LINGER_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_LINGER_TIMEOUT_S = 10.0
 DEFAULT_ACCURACY_WINDOW_IMAGES = 1000
+DEFAULT_TRITON_CALLS_PER_REPLICA = 2
 
 
 class GatewaySettings(BaseSettings):
@@ -77,6 +78,21 @@ class GatewaySettings(BaseSettings):
         ge=1,
         description="largest decoded image, width x height (decompression-bomb guard)",
     )
+    coalesce: bool = Field(
+        default=True,
+        description=(
+            "merge requests for a model that arrive while its Triton calls are in flight into "
+            "one batched call when a call slot frees (no timer; answers are unchanged)"
+        ),
+    )
+    triton_calls_per_replica: int = Field(
+        default=DEFAULT_TRITON_CALLS_PER_REPLICA,
+        ge=1,
+        description=(
+            "Triton calls in flight per model and replica up; further requests wait and go "
+            "out merged (with coalesce on)"
+        ),
+    )
     infer_timeout_s: float = Field(
         default=10.0, gt=0, description="client-side timeout of one Triton inference"
     )
@@ -90,6 +106,13 @@ class GatewaySettings(BaseSettings):
         default=500, ge=100, description="cap on gRPC's reconnect backoff once Triton is back"
     )
     log_level: str = Field(default="info", description="uvicorn log level")
+    opentelemetry: bool = Field(
+        default=False,
+        description=(
+            "FastAPI's built-in OpenTelemetry spans, metrics and logs for every request, sent "
+            "to the globally configured providers (off: Prometheus metrics and JSON logs only)"
+        ),
+    )
     max_in_flight: int = Field(
         default=DEFAULT_MAX_IN_FLIGHT,
         ge=1,

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hetgateway.cli import EXIT_STARTUP_FAILED, build_parser, main
 from hetgateway.embedded import TritonPorts, TritonProcess
+
+
+def needs_embedded_extra() -> None:
+    """The Triton binary comes with ``hetgateway[embedded]`` (not in ``make test-floor``)."""
+    pytest.importorskip("pytriton", reason="the embedded extra (not in make test-floor's venv)")
 
 
 def test_the_triton_command_takes_an_address_and_three_ports() -> None:
@@ -25,6 +31,7 @@ def test_by_default_a_replica_binds_loopback_on_tritons_ports() -> None:
 
 
 def test_triton_binds_every_endpoint_to_the_replica_address(tmp_path: Path) -> None:
+    needs_embedded_extra()
     triton = TritonProcess([tmp_path], ports=TritonPorts(18000, 18001, 18002),
                            backend_dir=tmp_path, address="127.0.0.3")
     command = triton.command()
@@ -35,6 +42,7 @@ def test_triton_binds_every_endpoint_to_the_replica_address(tmp_path: Path) -> N
 
 
 def test_a_missing_repository_ends_the_command_with_a_message(tmp_path: Path, capsys) -> None:
+    needs_embedded_extra()
     missing = tmp_path / "nowhere"
     assert main(["triton", "--model-repository", str(missing)]) == EXIT_STARTUP_FAILED
     assert "nowhere is not a directory" in capsys.readouterr().err
@@ -47,6 +55,7 @@ def test_a_replica_watches_its_repository_like_serve_does() -> None:
 
 
 def test_a_replica_runs_explicit_model_control_on_its_own_address(tmp_path: Path) -> None:
+    needs_embedded_extra()
     """A replica's Triton takes both: models loadable while it runs (readiness per model) and
     every endpoint on the replica's own address."""
     triton = TritonProcess([tmp_path], ports=TritonPorts(18000, 18001, 18002),

@@ -1,15 +1,15 @@
 """Triton replicas: the gRPC targets the gateway takes, round-robin over the replicas that are
 up, a replica out of the rotation when it fails and back when a probe finds it ready, DNS
-targets resolved to every address, and which failures send a call to another replica."""
+targets resolved to every address (which failures send a call elsewhere:
+``test_triton_backend``)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 
-import numpy as np
 import pytest
-from hetgateway.triton_backend import TritonBackend, replica_gone
+from hetgateway.triton_backend import TritonBackend
 from hetgateway.triton_replicas import (
     ReplicaPool,
     ReplicaTarget,
@@ -17,7 +17,6 @@ from hetgateway.triton_replicas import (
     join_host_port,
     parse_target,
 )
-from tritonclient.utils import InferenceServerException
 
 
 @pytest.mark.parametrize(
@@ -51,7 +50,7 @@ def test_a_target_without_a_usable_host_and_port_is_refused(target: str) -> None
 
 def test_the_backend_refuses_a_bad_address_when_built() -> None:
     with pytest.raises(ValueError, match="names no port"):
-        TritonBackend("ipv4:127.0.0.2", infer_timeout_s=1, control_timeout_s=1)
+        TritonBackend("ipv4:127.0.0.2", control_timeout_s=1)
 
 
 def test_ipv6_hosts_are_bracketed() -> None:
@@ -162,46 +161,3 @@ def test_the_background_loop_brings_a_replica_back_by_itself() -> None:
         await pool.close()
 
     asyncio.run(scenario())
-
-
-@pytest.mark.parametrize(
-    ("status", "message", "gone"),
-    [
-        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", True),
-        ("StatusCode.UNAVAILABLE", "Socket closed", True),
-        ("StatusCode.UNKNOWN", "Connection reset by peer", True),
-        ("StatusCode.INTERNAL", "recvmsg:Connection reset by peer", True),
-        # Triton's own UNAVAILABLE for a model: the replica is there, another would say the same
-        ("StatusCode.UNAVAILABLE", "Request for unknown model: 'm' is not found", False),
-        ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", False),
-        ("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'images'", False),
-        ("StatusCode.INTERNAL", "ONNX Runtime failed", False),
-    ],
-)
-def test_only_a_replica_that_is_gone_sends_the_call_elsewhere(
-    status: str, message: str, gone: bool
-) -> None:
-    assert replica_gone(InferenceServerException(message, status=status)) is gone
-
-
-def test_a_call_whose_replicas_are_all_gone_tries_two_and_answers_unavailable(
-    unused_port,
-) -> None:
-    """Real gRPC channels to two loopback ports nobody listens on."""
-    from hetgateway.errors import BackendUnavailable
-
-    first, second = f"127.0.0.1:{unused_port()}", f"127.0.0.1:{unused_port()}"
-    attempts: list[tuple[str, str]] = []
-
-    async def scenario() -> tuple[int, int]:
-        backend = TritonBackend(f"ipv4:{first},{second}", infer_timeout_s=5,
-                                control_timeout_s=1, on_replica_call=lambda *a: attempts.append(a))
-        try:
-            with pytest.raises(BackendUnavailable):
-                await backend.infer("m", np.zeros((1, 1, 2, 2), np.float32), output_names=["x"])
-            return await backend.replicas_ready()
-        finally:
-            await backend.close()
-
-    assert asyncio.run(scenario()) == (0, 2)
-    assert sorted(attempts) == sorted([(first, "replica_gone"), (second, "replica_gone")])
