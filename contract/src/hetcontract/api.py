@@ -6,9 +6,15 @@ models, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 MAX_TOP_K_DEFAULT = 5
 
@@ -44,15 +50,26 @@ class TensorInput(_Frozen):
     tensor: list[Any] = Field(description="nested list of floats, [C, H, W] or [H, W]")
 
 
+ExtraOutput = Literal["probs", "latent_probs"]
+"""A per-class vector a request may ask for beyond the default answer (``include``):
+``probs`` the full MC-averaged p_bar over all K classes, ``latent_probs`` the noise-free
+``link(mu / tau)`` of the latent mean (``hetcontract.outputs.OPTIONAL_HEAD_OUTPUTS``; only
+models exported with it have it)."""
+
+
 class PredictRequest(_Frozen):
-    """``{"inputs": [{"image": ...} | {"tensor": ...}], "top_k": 5, "coverage": 0.95,
-    "risk": 0.02}``; ``coverage`` and ``risk`` (optional) pick a prediction-set coverage and an
-    abstention risk from the model's calibration table (``ModelDetail.decisions``) instead of
-    its defaults."""
+    """``{"inputs": [{"image": ...} | {"tensor": ...}], "top_k": 5, "include": ["probs"],
+    "coverage": 0.95, "risk": 0.02}``.
+
+    ``include`` (default none) adds the named per-class vectors to every result (see
+    ``ExtraOutput``); the default answer stays as it is. ``coverage`` and ``risk`` (optional)
+    pick a prediction-set coverage and an abstention risk from the model's calibration table
+    (``ModelDetail.decisions``) instead of its defaults."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     inputs: list[ImageInput | TensorInput] = Field(min_length=1)
     top_k: int = Field(default=MAX_TOP_K_DEFAULT, ge=1)
+    include: list[ExtraOutput] = Field(default_factory=list, max_length=2)
     coverage: float | None = Field(
         default=None, gt=0, lt=1, description="prediction-set coverage, one the model offers"
     )
@@ -151,12 +168,30 @@ class Decision(_Frozen):
 
 
 class Result(_Frozen):
-    """One input's answer; ``prediction_set`` and ``decision`` only from a calibrated model."""
+    """One input's answer; ``probs`` / ``latent_probs`` (K floats, class id order) only when
+    the request's ``include`` asked for them; ``prediction_set`` and ``decision`` only from a
+    calibrated model."""
 
     predictions: list[Prediction]
     uncertainty: Uncertainty
+    probs: list[float] | None = None
+    latent_probs: list[float] | None = None
     prediction_set: PredictionSet | None = None
     decision: Decision | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An answer without ``probs`` / ``latent_probs`` (not asked for) or without
+        ``prediction_set`` / ``decision`` (an uncalibrated model) has no such keys (not
+        ``null``): the default answer's JSON is the same as before they existed."""
+        data = handler(self)
+        for name in _OPTIONAL_FIELDS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
+
+_OPTIONAL_FIELDS = ("probs", "latent_probs", "prediction_set", "decision")
 
 
 class ServedModel(_Frozen):
@@ -176,12 +211,16 @@ class PredictResponse(_Frozen):
 
 
 class ModelSummary(_Frozen):
+    """A served model; ``extra_outputs`` the per-class vectors a request may ``include`` from
+    it (``probs`` always; ``latent_probs`` where the model was exported with it)."""
+
     name: str
     version: str
     ready: bool
     head: str
     num_classes: int
     labels: list[str]
+    extra_outputs: list[ExtraOutput] = Field(default_factory=list)
 
 
 class ModelList(_Frozen):

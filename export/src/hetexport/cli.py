@@ -18,6 +18,7 @@ Typical usage::
     hetexport mc-error runs/het.pt --model-dir model_repo/fashion_het  # served vs exact
     hetexport export-version runs/het_v2.pt --model-repo model_repo --name fashion_het   # v2
     hetexport demo --model-repo model_repo --report-dir reports        # what `make models` runs
+    hetexport audit --image-folder photos/ --output audit.csv   # wrong labels, 4-fold models
     hetexport gpu-repo model_repo model_repo_cuda                      # for docker-compose
 
 Expected failures (missing data, bad checkpoint, invalid options) print ``error: <reason>`` on
@@ -265,6 +266,55 @@ def train(
         metrics.parent.mkdir(parents=True, exist_ok=True)
         metrics.write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
     typer.echo(f"checkpoint: {checkpoint}\nmetrics: {metrics}\n{json.dumps(figures)}")
+
+
+@app.command()
+def audit(
+    image_folder: Annotated[Path, typer.Option(
+        help="the training set to audit: DIR/<class>/<image>")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="the audit CSV; OUT.summary.json and OUT.html beside it")
+    ] = Path("audit.csv"),
+    folds: Annotated[int, typer.Option(min=2, help="k of the k-fold models")] = 4,
+    image_size: Annotated[int, typer.Option(help="resize to SIZE x SIZE")] = 28,
+    channels: Annotated[Channels, typer.Option(help="L or RGB")] = Channels.L,
+    backbone: Annotated[str, typer.Option(help="as for `hetexport train`")] = "small_cnn",
+    backbone_kwargs: Annotated[str | None, typer.Option(
+        help="JSON object of keyword arguments for the backbone factory")] = None,
+    head: Annotated[HeadKind, typer.Option(help="output layer")] = HeadKind.het,
+    num_factors: NumFactors = DEFAULT_NUM_FACTORS,
+    temperature: Annotated[float, typer.Option(help="tau")] = 0.5,
+    epochs: Annotated[int, typer.Option(min=1)] = DEFAULT_EPOCHS,
+    batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_BATCH_SIZE,
+    learning_rate: Annotated[float, typer.Option()] = DEFAULT_LEARNING_RATE,
+    seed: Annotated[int, typer.Option(help="folds, weights, batches and MC noise")] = 0,
+    threshold: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="flag a label when P(wrong) exceeds this")] = 0.5,
+    threads: Threads = DEFAULT_NUM_THREADS,
+    progress: Progress = True,
+) -> None:
+    """Find the wrong labels of a training set: out-of-sample probabilities from k-fold
+    models, scored like `hetclient audit` (same CSV)."""
+    from hetcontract.audit_report import summary_text
+
+    from hetexport.audit.training_set import FoldModel, audit_image_folder
+    from hetexport.training import TrainConfig
+
+    with _clean_failure():
+        count = 1 if channels is Channels.L else 3
+        model = FoldModel(
+            head=head.value, num_factors=num_factors, temperature=temperature,
+            backbone=backbone, image_size=image_size, channels=channels.value,
+            backbone_kwargs=_backbone_kwargs(backbone, backbone_kwargs,
+                                             input_shape=(count, image_size, image_size)),
+        )
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                             seed=seed, num_threads=threads, progress=progress)
+        summary, files, seconds = audit_image_folder(
+            image_folder, output, model=model, config=config, folds=folds,
+            threshold=threshold, seed=seed)
+    typer.echo(f"{summary_text(summary)}\n{folds} fold models in {seconds:.0f} s; wrote "
+               f"{files.csv}, {files.summary_json}, {files.page}")
 
 
 BankDesign = StrEnum("BankDesign", {name: name for name in (AUTO_DESIGN, *BANK_DESIGNS,

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hetcontract import HEAD_OUTPUTS, INPUT_NAME, MODEL_CARD_PARAMETER
+from hetcontract import HEAD_OUTPUTS, INPUT_NAME, MODEL_CARD_PARAMETER, OPTIONAL_HEAD_OUTPUTS
 
 CONFIG_FILENAME = "config.pbtxt"
 PLATFORM = "onnxruntime_onnx"
@@ -123,15 +123,17 @@ class ModelConfig:
 
 
 def head_output_configs(
-    *, num_classes: int, top_k: int, num_confusable: int
+    *, num_classes: int, top_k: int, num_confusable: int, optional: bool = False
 ) -> tuple[TensorConfig, ...]:
-    """``hetcontract.HEAD_OUTPUTS`` as Triton outputs.
+    """``hetcontract.HEAD_OUTPUTS`` as Triton outputs, and ``OPTIONAL_HEAD_OUTPUTS`` after
+    them when ``optional`` (the exported ONNX graph has them; the GPU ensemble's Python head
+    does not).
 
     Per-example scalars ([B] in the graph) are ``dims: [1]`` with ``reshape { shape: [] }``.
     """
     sizes = {"k_max": top_k, "m": num_confusable, "K": num_classes}
     configs = []
-    for spec in HEAD_OUTPUTS:
+    for spec in (*HEAD_OUTPUTS, *(OPTIONAL_HEAD_OUTPUTS if optional else ())):
         dims = tuple(sizes[s] for s in spec.shape[1:])
         if dims:
             configs.append(TensorConfig(spec.name.value, spec.triton_dtype, dims))
@@ -161,7 +163,7 @@ def model_config(
         max_batch_size=max_batch_size,
         inputs=(TensorConfig(INPUT_NAME, "TYPE_FP32", tuple(input_shape)),),
         outputs=head_output_configs(
-            num_classes=num_classes, top_k=top_k, num_confusable=num_confusable
+            num_classes=num_classes, top_k=top_k, num_confusable=num_confusable, optional=True
         ),
         dynamic_batching=dynamic_batching,
         instance_groups=(InstanceGroup(count=instance_count),),

@@ -48,10 +48,11 @@ def answer_outputs(decisions: DecisionTable | None) -> tuple[str, ...]:
 
 def build_results(
     outputs: Mapping[str, np.ndarray], card: ModelCard, *, top_k: int,
-    decided: Decided | None = None,
+    include: Sequence[str] = (), decided: Decided | None = None,
 ) -> list[Result]:
     """One validated ``Result`` per input: ``result_layouts`` through pydantic in one call."""
-    return _RESULTS.validate_python(result_layouts(outputs, card, top_k=top_k, decided=decided))
+    return _RESULTS.validate_python(
+        result_layouts(outputs, card, top_k=top_k, include=include, decided=decided))
 
 
 def answer_json(
@@ -64,12 +65,14 @@ def answer_json(
 
 def result_layouts(
     outputs: Mapping[str, np.ndarray], card: ModelCard, *, top_k: int,
-    decided: Decided | None = None,
+    include: Sequence[str] = (), decided: Decided | None = None,
 ) -> list[dict[str, Any]]:
     """One ``Result`` per input, laid out as plain dicts, from the graph's outputs (batch
     first, as Triton returns). The outputs are sliced to ``top_k`` and turned into Python
-    numbers once per batch (``tolist``). ``decided`` (``DecisionTable.decide`` on the same
-    outputs) adds each input's prediction set and decision."""
+    numbers once per batch (``tolist``); each name in ``include`` (``probs``,
+    ``latent_probs``) adds that output's K values to every result; ``decided``
+    (``DecisionTable.decide`` on the same outputs) adds each input's prediction set and
+    decision."""
     batch = outputs[OutputName.TOPK_IDS.value].shape[0]
     per_input = {name: np.asarray(outputs[name]).reshape(batch, -1) for name in ANSWER_OUTPUTS}
     k_max = per_input[OutputName.TOPK_IDS.value].shape[1]
@@ -110,6 +113,10 @@ def result_layouts(
             )
         )
     ]
+    for name in include:
+        vectors = np.asarray(outputs[name]).reshape(batch, -1).astype(float).tolist()
+        for result, vector in zip(results, vectors, strict=True):
+            result[name] = vector
     if decided is not None:
         _add_decisions(results, decided)
     return results

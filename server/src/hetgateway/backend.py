@@ -44,12 +44,15 @@ class VersionedOutputs:
 @dataclass(frozen=True)
 class ModelConfigView:
     """The parts of a model's Triton config the gateway reads: Triton's batch limit (the most
-    rows one call may carry; 0: the model takes no batch dimension) and the string
-    parameters (the model card among them)."""
+    rows one call may carry; 0: the model takes no batch dimension), the string parameters
+    (the model card among them) and the output names."""
 
     name: str
     max_batch_size: int
     parameters: dict[str, str] = field(default_factory=dict)
+    outputs: frozenset[str] = frozenset()
+    """The names of the model's outputs (an optional one such as ``latent_probs`` is asked
+    for only where the model has it)."""
 
 
 class InferenceBackend(Protocol):

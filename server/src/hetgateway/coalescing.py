@@ -17,9 +17,9 @@ replica). Coalescing off (``enabled=False``): every request is its own call.
 
 Typical usage::
 
-    coalescer = Coalescer(backend, output_names=ANSWER_OUTPUTS, calls_per_replica=2)
-    answer = await coalescer.infer("fashion_het", rows, max_batch_size=64,
-                                   request_id="abc", timeout_s=10.0)
+    coalescer = Coalescer(backend, calls_per_replica=2)
+    answer = await coalescer.infer("fashion_het", rows, output_names=ANSWER_OUTPUTS,
+                                   max_batch_size=64, request_id="abc", timeout_s=10.0)
     await coalescer.close()
 """
 
@@ -48,6 +48,7 @@ class _Waiting:
     handler awaits."""
 
     rows: np.ndarray
+    output_names: tuple[str, ...]
     request_id: str
     deadline: float
     answer: asyncio.Future[VersionedOutputs]
@@ -55,12 +56,10 @@ class _Waiting:
 
 @dataclass(eq=False)
 class _ModelLine:
-    """One model's queue, the number of its calls in flight, and the outputs its calls ask
-    for (the latest request's: a model's requests ask for the same ones)."""
+    """One model's queue and the number of its calls in flight."""
 
     waiting: deque[_Waiting] = field(default_factory=deque)
     in_flight: int = 0
-    output_names: tuple[str, ...] = ()
 
 
 class Coalescer:
@@ -70,7 +69,6 @@ class Coalescer:
         self,
         backend: InferenceBackend,
         *,
-        output_names: Sequence[str],
         calls_per_replica: int,
         enabled: bool = True,
         on_call: CallObserver | None = None,
@@ -78,7 +76,6 @@ class Coalescer:
         if calls_per_replica < 1:
             raise ValueError("calls_per_replica must be at least 1")
         self._backend = backend
-        self._output_names = tuple(output_names)
         self._calls_per_replica = calls_per_replica
         self._enabled = enabled
         self._on_call = on_call
@@ -90,26 +87,26 @@ class Coalescer:
         model: str,
         rows: np.ndarray,
         *,
+        output_names: Sequence[str],
         max_batch_size: int,
         request_id: str,
         timeout_s: float,
-        output_names: Sequence[str] | None = None,
     ) -> VersionedOutputs:
         """``rows`` (float32 [n, C, H, W], n <= ``max_batch_size``) through ``model``: this
-        request's outputs and the version that computed them. ``max_batch_size`` is Triton's
-        batch limit for the model (0: it takes no batch, so nothing is merged).
-        ``output_names`` (default: the coalescer's) are the outputs the model's calls ask for
-        from now on (a calibrated model's answers need its full probabilities too)."""
+        request's ``output_names`` and the version that computed them. ``max_batch_size`` is
+        Triton's batch limit for the model (0: it takes no batch, so nothing is merged). A
+        merged call asks for every output any of its requests wants; each gets its own."""
+        output_names = tuple(output_names)
         line = self._lines.get(model)
         if line is None:
             line = self._lines[model] = _ModelLine()
-        line.output_names = self._output_names if output_names is None else tuple(output_names)
         if not self._enabled or max_batch_size <= 0 or (
             not line.waiting and line.in_flight < self._slots()
         ):
-            return await self._alone(model, line, rows, request_id=request_id,
-                                     timeout_s=timeout_s, max_batch_size=max_batch_size)
-        waiting = _Waiting(rows, request_id, time.monotonic() + timeout_s,
+            return await self._alone(model, line, rows, output_names=output_names,
+                                     request_id=request_id, timeout_s=timeout_s,
+                                     max_batch_size=max_batch_size)
+        waiting = _Waiting(rows, output_names, request_id, time.monotonic() + timeout_s,
                            asyncio.get_running_loop().create_future())
         line.waiting.append(waiting)
         try:
@@ -131,12 +128,13 @@ class Coalescer:
         return self._calls_per_replica * max(1, self._backend.replicas_up)
 
     async def _alone(self, model: str, line: _ModelLine, rows: np.ndarray, *,
-                     request_id: str, timeout_s: float, max_batch_size: int) -> VersionedOutputs:
+                     output_names: tuple[str, ...], request_id: str, timeout_s: float,
+                     max_batch_size: int) -> VersionedOutputs:
         """One request, one call, awaited in the request's own task (no future, no task)."""
         line.in_flight += 1
         started = time.perf_counter()
         try:
-            return await self._backend.infer(model, rows, output_names=line.output_names,
+            return await self._backend.infer(model, rows, output_names=output_names,
                                              request_id=request_id, timeout_s=timeout_s)
         finally:
             line.in_flight -= 1
@@ -166,7 +164,7 @@ class Coalescer:
             answer = await self._backend.infer(
                 model,
                 rows,
-                output_names=line.output_names,
+                output_names=tuple(dict.fromkeys(n for w in batch for n in w.output_names)),
                 request_id=REQUEST_IDS_SEPARATOR.join(w.request_id for w in batch),
                 timeout_s=max(w.deadline for w in batch) - time.monotonic(),
             )
@@ -186,7 +184,7 @@ class Coalescer:
             for waiting in batch:
                 stop = start + len(waiting.rows)
                 _settle(waiting, answer=VersionedOutputs(
-                    {name: array[start:stop] for name, array in answer.outputs.items()},
+                    {name: answer.outputs[name][start:stop] for name in waiting.output_names},
                     answer.version,
                 ))
                 start = stop

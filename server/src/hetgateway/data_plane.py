@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 from anyio import to_thread
-from hetcontract import ModelDetail, ModelList, ModelSummary
+from hetcontract import ExtraOutput, ModelDetail, ModelList, ModelSummary
 from hetcontract.api import MAX_TOP_K_DEFAULT as DEFAULT_TOP_K
 
 from hetgateway.accuracy_monitor import AccuracyMonitor
@@ -43,6 +44,9 @@ from hetgateway.preprocessing import image_tensor, tensor_from_nested
 from hetgateway.settings import GatewaySettings
 
 __all__ = ["DataPlane", "Readiness"]
+
+EXTRA_OUTPUTS: tuple[str, ...] = get_args(ExtraOutput)
+"""The per-class vectors a request may include, where the model outputs them."""
 
 INLINE_PREPROCESS_BYTES = 64 * 1024
 """Requests of images totalling at most this many encoded bytes are preprocessed on the event
@@ -80,7 +84,6 @@ class DataPlane:
         self._accuracy = AccuracyMonitor(metrics, window_images=settings.accuracy_window_images)
         self._coalescer = Coalescer(
             backend,
-            output_names=ANSWER_OUTPUTS,
             calls_per_replica=settings.triton_calls_per_replica,
             enabled=settings.coalesce,
             on_call=metrics.observe_triton_call,
@@ -143,12 +146,15 @@ class DataPlane:
         model: str | None,
         top_k: int | None,
         request_id: str,
+        include: Sequence[str] = (),
         coverage: float | None = None,
         risk: float | None = None,
     ) -> bytes:
         """Classify every input with ``model`` (None: the default model); ``top_k`` None means
-        ``min(DEFAULT_TOP_K, k_max)``; ``coverage`` and ``risk`` None mean the card's default
-        levels (``hetgateway.decisions``). Returns the ``PredictResponse`` as JSON."""
+        ``min(DEFAULT_TOP_K, k_max)``; ``include`` names per-class vectors to add to every
+        result (``hetcontract.ExtraOutput``; Triton is asked for them only then); ``coverage``
+        and ``risk`` None mean the card's default levels of a calibrated model's decisions
+        (``hetgateway.decisions``). Returns the ``PredictResponse`` as JSON."""
         if not inputs:
             raise InvalidInput("no inputs: send at least one image or tensor")
         if len(inputs) > self.max_inputs:
@@ -163,13 +169,22 @@ class DataPlane:
                 f"top_k must be between 1 and {entry.card.top_k} for model {entry.name!r}; "
                 f"got {top_k}"
             )
+        missing = [name for name in include if name not in entry.outputs]
+        if missing:
+            raise InvalidInput(
+                f"model {entry.name!r} does not output {', '.join(missing)} (exported before "
+                "it existed: export it again to serve it)"
+            )
         resolve_levels(entry.name, entry.decisions, coverage=coverage, risk=risk)
+        output_names = tuple(dict.fromkeys((*answer_outputs(entry.decisions), *include)))
         if _cheap_to_preprocess(inputs):
             batch = self._preprocess(inputs, entry)
         else:
             batch = await to_thread.run_sync(self._preprocess, inputs, entry)
         self._metrics.for_model(entry.name).batch_size.observe(len(inputs))
-        outputs, version = await self._infer(entry, batch, request_id=request_id)
+        outputs, version = await self._infer(
+            entry, batch, request_id=request_id, output_names=output_names
+        )
         entry = await self._catalog.for_version(entry, version)
         self._metrics.observe_uncertainty(entry.name, outputs)
         levels = resolve_levels(entry.name, entry.decisions, coverage=coverage, risk=risk)
@@ -189,7 +204,8 @@ class DataPlane:
             "temperature": card.temperature,
         }
         return answer_json(
-            served, result_layouts(outputs, card, top_k=top_k, decided=decided),
+            served,
+            result_layouts(outputs, card, top_k=top_k, include=include, decided=decided),
             request_id=request_id,
         )
 
@@ -215,18 +231,25 @@ class DataPlane:
         return tensor_from_nested(item.values, spec)
 
     async def _infer(
-        self, entry: CatalogEntry, batch: np.ndarray, *, request_id: str
+        self,
+        entry: CatalogEntry,
+        batch: np.ndarray,
+        *,
+        request_id: str,
+        output_names: tuple[str, ...] = ANSWER_OUTPUTS,
     ) -> tuple[dict[str, np.ndarray], str]:
         """Send ``batch`` through the coalescer in chunks of the model's max batch size;
         outputs concatenated, and the model version that computed them (chunks split across
         a version switch are sent again, once, so that one answer comes from one version)."""
         limit = entry.max_batch_size if entry.max_batch_size > 0 else len(batch)
         if len(batch) <= limit:  # the common case: one chunk, awaited without a task
-            answer = await self._send(entry, batch, request_id=request_id)
+            answer = await self._send(entry, batch, request_id=request_id,
+                                      output_names=output_names)
             return answer.outputs, answer.version
         for _ in range(2):
             parts = await asyncio.gather(*(
-                self._send(entry, batch[start : start + limit], request_id=request_id)
+                self._send(entry, batch[start : start + limit], request_id=request_id,
+                           output_names=output_names)
                 for start in range(0, len(batch), limit)
             ))
             versions = {part.version for part in parts}
@@ -238,20 +261,19 @@ class DataPlane:
                 "switching versions; send the request again"
             )
         outputs = {
-            name: np.concatenate([part.outputs[name] for part in parts])
-            for name in answer_outputs(entry.decisions)
+            name: np.concatenate([part.outputs[name] for part in parts]) for name in output_names
         }
         return outputs, parts[0].version
 
-    def _send(self, entry: CatalogEntry, rows: np.ndarray, *, request_id: str
-              ) -> Awaitable[VersionedOutputs]:
+    def _send(self, entry: CatalogEntry, rows: np.ndarray, *, request_id: str,
+              output_names: tuple[str, ...]) -> Awaitable[VersionedOutputs]:
         return self._coalescer.infer(
             entry.name,
             rows,
+            output_names=output_names,
             max_batch_size=entry.max_batch_size,
             request_id=request_id,
             timeout_s=self._settings.infer_timeout_s,
-            output_names=answer_outputs(entry.decisions),
         )
 
     def _check_model_control(self) -> None:
@@ -296,6 +318,7 @@ def _summary(entry: CatalogEntry, *, ready: bool) -> ModelSummary:
         head=entry.card.head,
         num_classes=entry.card.num_classes,
         labels=list(entry.card.labels),
+        extra_outputs=[name for name in EXTRA_OUTPUTS if name in entry.outputs],
     )
 
 

@@ -53,6 +53,8 @@ class CatalogEntry:
     version: str
     max_batch_size: int
     card: ModelCard
+    outputs: frozenset[str] = frozenset()
+    """The model's output names, from its Triton config."""
     decisions: DecisionTable | None = None
 
 
@@ -174,6 +176,7 @@ class ModelCatalog:
             version=version or card.version,
             max_batch_size=config.max_batch_size,
             card=card,
+            outputs=config.outputs,
             decisions=DecisionTable.from_card(card),
         )
 

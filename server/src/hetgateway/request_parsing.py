@@ -1,18 +1,19 @@
 """Read a predict request's body, JSON or multipart, into plain ``PredictInput`` items.
 
 JSON: ``hetcontract.PredictRequest`` (``{"inputs": [{"image": b64} | {"tensor": [...]}],
-"top_k": 5, "coverage": 0.95, "risk": 0.02}``). Multipart: one or more ``images`` file parts
-and optional ``top_k``, ``coverage`` and ``risk`` fields, parsed in memory
-(``hetgateway.multipart_form``). Whether a coverage or risk is one the model offers is the
-data plane's question (it knows the model's card).
+"top_k": 5, "include": ["probs"], "coverage": 0.95, "risk": 0.02}``). Multipart: one or more
+``images`` file parts and optional ``top_k``, ``include`` (comma-separated), ``coverage`` and
+``risk`` fields, parsed in memory (``hetgateway.multipart_form``). Whether a coverage or risk is
+one the model offers is the data plane's question (it knows the model's card).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 from fastapi import Request
-from hetcontract import ImageInput, PredictRequest
+from hetcontract import ExtraOutput, ImageInput, PredictRequest
 from pydantic import ValidationError
 
 from hetgateway.errors import (
@@ -26,14 +27,17 @@ from hetgateway.inputs import EncodedImage, PredictInput, RawTensor
 from hetgateway.multipart_form import parse_multipart
 from hetgateway.preprocessing import decode_base64
 
+EXTRA_OUTPUTS: tuple[str, ...] = get_args(ExtraOutput)
 JSON_MEDIA_TYPE = "application/json"
 MULTIPART_MEDIA_TYPE = "multipart/form-data"
 IMAGES_FIELD = "images"
 TOP_K_FIELD = "top_k"
+INCLUDE_FIELD = "include"
 COVERAGE_FIELD = "coverage"
 RISK_FIELD = "risk"
 MAX_FORM_FIELDS = 16
-"""Non-file multipart fields accepted (``top_k``, ``coverage`` and ``risk`` are used)."""
+"""Non-file multipart fields accepted (``top_k``, ``include``, ``coverage`` and ``risk`` are
+the ones used)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class ParsedPredict:
 
     inputs: list[PredictInput]
     top_k: int | None
+    include: tuple[str, ...] = ()
+    """Per-class vectors asked for beyond the default answer (``hetcontract.ExtraOutput``)."""
     coverage: float | None = None
     risk: float | None = None
 
@@ -84,8 +90,8 @@ def _parse_json(body: bytes) -> ParsedPredict:
         else:
             inputs.append(RawTensor(list(item.tensor), origin=origin))
     top_k = parsed.top_k if "top_k" in parsed.model_fields_set else None
-    return ParsedPredict(inputs=inputs, top_k=top_k, coverage=parsed.coverage,
-                         risk=parsed.risk)
+    return ParsedPredict(inputs=inputs, top_k=top_k, include=tuple(dict.fromkeys(parsed.include)),
+                         coverage=parsed.coverage, risk=parsed.risk)
 
 
 def _parse_multipart(body: bytes, content_type: str, *, max_inputs: int) -> ParsedPredict:
@@ -98,9 +104,26 @@ def _parse_multipart(body: bytes, content_type: str, *, max_inputs: int) -> Pars
     ]
     if not inputs:
         raise InvalidInput(f"multipart body holds no '{IMAGES_FIELD}' files")
-    return ParsedPredict(inputs=inputs, top_k=_form_top_k(form.fields.get(TOP_K_FIELD)),
-                         coverage=_form_level(form.fields.get(COVERAGE_FIELD), COVERAGE_FIELD),
-                         risk=_form_level(form.fields.get(RISK_FIELD), RISK_FIELD))
+    return ParsedPredict(
+        inputs=inputs,
+        top_k=_form_top_k(form.fields.get(TOP_K_FIELD)),
+        include=_form_include(form.fields.get(INCLUDE_FIELD)),
+        coverage=_form_level(form.fields.get(COVERAGE_FIELD), COVERAGE_FIELD),
+        risk=_form_level(form.fields.get(RISK_FIELD), RISK_FIELD),
+    )
+
+
+def _form_include(value: object) -> tuple[str, ...]:
+    """``include`` as a multipart field: names separated by commas (``probs,latent_probs``)."""
+    if value is None:
+        return ()
+    names = [name.strip() for name in str(value).split(",") if name.strip()]
+    unknown = [name for name in names if name not in EXTRA_OUTPUTS]
+    if unknown:
+        raise InvalidInput(
+            f"include accepts {', '.join(EXTRA_OUTPUTS)}; got {', '.join(unknown)[:64]!r}"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def _form_top_k(value: object) -> int | None:

@@ -140,7 +140,8 @@ class TritonBackend:
         ]
 
     async def model_config(self, name: str) -> ModelConfigView:
-        """The model's batch limit and string parameters (the model card among them)."""
+        """The model's batch limit, string parameters (the model card among them) and output
+        names."""
         request = service_pb2.ModelConfigRequest(name=name)
         answer = await self._call(
             lambda stub, timeout_s: stub.ModelConfig(request, timeout=timeout_s),
@@ -152,6 +153,7 @@ class TritonBackend:
             name=name,
             max_batch_size=int(config.max_batch_size),
             parameters={key: value.string_value for key, value in config.parameters.items()},
+            outputs=frozenset(output.name for output in config.output),
         )
 
     async def infer(

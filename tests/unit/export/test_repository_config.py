@@ -6,7 +6,7 @@ import json
 
 import pytest
 from google.protobuf import text_format
-from hetcontract import HEAD_OUTPUTS, MODEL_CARD_PARAMETER
+from hetcontract import HEAD_OUTPUTS, MODEL_CARD_PARAMETER, OPTIONAL_HEAD_OUTPUTS
 from hetexport.repository import (
     ConfigParseError,
     DynamicBatching,
@@ -73,7 +73,9 @@ def test_tritons_protobuf_reads_what_we_write():
         and pb.backend == "onnxruntime"
         and pb.max_batch_size == 64
     )
-    assert [o.name for o in pb.output] == [spec.name.value for spec in HEAD_OUTPUTS]
+    assert [o.name for o in pb.output] == [
+        spec.name.value for spec in (*HEAD_OUTPUTS, *OPTIONAL_HEAD_OUTPUTS)
+    ]
     assert pb.input[0].name == "images" and list(pb.input[0].dims) == [1, 28, 28]
     assert list(pb.dynamic_batching.preferred_batch_size) == [8, 16, 32]
     # no queue policy by default: Triton 2.51 stalls queued requests 0.5 s with one (QueuePolicy)

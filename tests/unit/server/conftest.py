@@ -98,7 +98,8 @@ class FakeBackend:
 
     async def model_config(self, name: str) -> ModelConfigView:
         return ModelConfigView(name, self.max_batch_size,
-                               {MODEL_CARD_PARAMETER: self.cards[name].model_dump_json()})
+                               {MODEL_CARD_PARAMETER: self.cards[name].model_dump_json()},
+                               outputs=frozenset(OutputName))
 
     async def load_model(self, name: str, *, timeout_s: float) -> None:
         return None

@@ -18,19 +18,20 @@ TIMEOUT_S = 5.0
 
 
 def coalescer(backend, *, calls_per_replica: int = 1, enabled: bool = True, observed=None):
-    return Coalescer(backend, output_names=ANSWER_OUTPUTS, calls_per_replica=calls_per_replica,
-                     enabled=enabled, on_call=None if observed is None else
-                     (lambda *call: observed.append(call)))
+    return Coalescer(backend, calls_per_replica=calls_per_replica, enabled=enabled,
+                     on_call=None if observed is None else (lambda *call: observed.append(call)))
 
 
 async def infer(merger: Coalescer, rows: np.ndarray, request_id: str = "r", *,
-                model: str = MODEL, timeout_s: float = TIMEOUT_S):
-    return await merger.infer(model, rows, max_batch_size=LIMIT, request_id=request_id,
-                              timeout_s=timeout_s)
+                model: str = MODEL, timeout_s: float = TIMEOUT_S,
+                output_names: tuple[str, ...] = ANSWER_OUTPUTS):
+    return await merger.infer(model, rows, output_names=output_names, max_batch_size=LIMIT,
+                              request_id=request_id, timeout_s=timeout_s)
 
 
-async def alone(backend, rows: np.ndarray, model: str = MODEL):
-    return await backend.infer(model, rows, output_names=ANSWER_OUTPUTS, request_id="alone",
+async def alone(backend, rows: np.ndarray, model: str = MODEL,
+                output_names: tuple[str, ...] = ANSWER_OUTPUTS):
+    return await backend.infer(model, rows, output_names=output_names, request_id="alone",
                                timeout_s=TIMEOUT_S)
 
 
@@ -255,3 +256,28 @@ def test_every_call_is_observed_with_its_rows_and_requests(fake_backend, make_ro
     assert [(model, rows, requests) for model, rows, requests, _ in observed] == [
         (MODEL, 2, 1), (MODEL, 6, 3)]
     assert all(seconds >= 0 for *_, seconds in observed)
+
+
+def test_requests_asking_for_different_outputs_merge_and_each_gets_only_its_own(
+    fake_backend, make_rows
+):
+    with_probs = (*ANSWER_OUTPUTS, "probs")
+
+    async def scenario():
+        merger = coalescer(fake_backend)
+        fake_backend.gate = asyncio.Event()
+        first = asyncio.create_task(infer(merger, make_rows(1)))
+        await settle()
+        plain = asyncio.create_task(infer(merger, make_rows(2, seed=1)))
+        extra = asyncio.create_task(infer(merger, make_rows(1, seed=2), output_names=with_probs))
+        await settle()
+        fake_backend.gate.set()
+        await first
+        answers = await asyncio.gather(plain, extra)
+        assert [c.rows for c in fake_backend.calls] == [1, 3]
+        fake_backend.gate = None
+        assert_same_bits(answers[0], await alone(fake_backend, make_rows(2, seed=1)))
+        assert_same_bits(answers[1], await alone(fake_backend, make_rows(1, seed=2),
+                                                 output_names=with_probs))
+
+    asyncio.run(scenario())

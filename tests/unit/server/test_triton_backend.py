@@ -217,13 +217,14 @@ def test_a_coalesced_batch_whose_replica_goes_away_is_answered_whole_by_another(
     leaving, staying = Script(infer=grpc.StatusCode.NOT_FOUND, delay_s=0.05), Script()
 
     async def scenario(backend):
-        merger = Coalescer(backend, output_names=[OUTPUT], calls_per_replica=1)
+        merger = Coalescer(backend, calls_per_replica=1)
         sizes = [1, 2, 3, 1]
         starts = np.cumsum([0, *sizes])[:-1]
         batches = [np.full((n, 1, 2, 2), float(start), np.float32)
                    for n, start in zip(sizes, starts, strict=True)]
         answers = await asyncio.gather(*(
-            merger.infer(MODEL, rows, max_batch_size=8, request_id=f"r{i}", timeout_s=5)
+            merger.infer(MODEL, rows, output_names=[OUTPUT], max_batch_size=8,
+                         request_id=f"r{i}", timeout_s=5)
             for i, rows in enumerate(batches)))
         for rows, answer in zip(batches, answers, strict=True):
             np.testing.assert_array_equal(answer.outputs[OUTPUT][:, 0],

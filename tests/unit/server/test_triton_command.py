@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,19 @@ def test_triton_binds_every_endpoint_to_the_replica_address(tmp_path: Path) -> N
         "127.0.0.3:18000", "127.0.0.3:18001", "127.0.0.3:18002")
 
 
-def test_a_missing_repository_ends_the_command_with_a_message(tmp_path: Path, capsys) -> None:
+@pytest.fixture
+def root_logging_restored():
+    """``main`` points the root logger at this test's (captured, soon closed) stderr: put the
+    handlers back afterwards, so that later tests do not log into a closed stream."""
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
+
+
+def test_a_missing_repository_ends_the_command_with_a_message(
+    tmp_path: Path, capsys, root_logging_restored
+) -> None:
     needs_embedded_extra()
     missing = tmp_path / "nowhere"
     assert main(["triton", "--model-repository", str(missing)]) == EXIT_STARTUP_FAILED

@@ -34,7 +34,7 @@ from hetexport.fused.chunked import chunked_probability_covariance
 from hetexport.fused.errors import UnsupportedHead
 from hetexport.fused.mc_head import Impl, mc_head
 from hetexport.layers import LatentGaussian, NoiseBank
-from hetexport.onnx.head import ServingOutputs
+from hetexport.onnx.head import ServingOutputs, latent_link
 
 HEAD_CONSTANTS_FILENAME = "head_constants.npz"
 LATENT_MEAN = "latent_mean"
@@ -134,6 +134,7 @@ class ServedHead:
             confusable_ids=conf_ids,
             confusable_share=conf_share,
             probs=result.probs,
+            latent_probs=latent_link(latent.mean, c.temperature, link="softmax"),
         )
 
 

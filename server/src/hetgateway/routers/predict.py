@@ -26,6 +26,7 @@ from hetgateway.request_context import current_request_id
 from hetgateway.request_parsing import (
     COVERAGE_FIELD,
     IMAGES_FIELD,
+    INCLUDE_FIELD,
     JSON_MEDIA_TYPE,
     MULTIPART_MEDIA_TYPE,
     RISK_FIELD,
@@ -51,6 +52,10 @@ PREDICT_REQUEST_BODY: dict[str, Any] = {
                             "items": {"type": "string", "format": "binary"},
                         },
                         TOP_K_FIELD: {"type": "integer", "minimum": 1},
+                        INCLUDE_FIELD: {
+                            "type": "string",
+                            "description": "comma-separated: probs, latent_probs",
+                        },
                         COVERAGE_FIELD: {"type": "number", "exclusiveMinimum": 0,
                                          "exclusiveMaximum": 1},
                         RISK_FIELD: {"type": "number", "exclusiveMinimum": 0,
@@ -98,7 +103,12 @@ async def _predict(request: Request, *, model: str | None) -> Response:
     plane = data_plane_of(request)
     parsed = await read_predict_request(request, max_inputs=plane.max_inputs)
     answer = await plane.predict(
-        parsed.inputs, model=model, top_k=parsed.top_k, request_id=current_request_id() or "",
-        coverage=parsed.coverage, risk=parsed.risk,
+        parsed.inputs,
+        model=model,
+        top_k=parsed.top_k,
+        request_id=current_request_id() or "",
+        include=parsed.include,
+        coverage=parsed.coverage,
+        risk=parsed.risk,
     )
     return Response(content=answer, media_type=JSON_MEDIA_TYPE)
