@@ -398,7 +398,9 @@ function renderDecision(result, modelName) {
   const set = $("prediction-set");
   const note = $("calibration-note");
   const support = state.decisions.get(modelName);
-  if (!result.decision || !result.prediction_set) {
+  const decided = Boolean(result.decision && result.prediction_set);
+  section.classList.toggle("undecided", !decided);
+  if (!decided) {
     section.dataset.accept = "";
     verdict.textContent = "No decision: this model was not calibrated.";
     set.textContent = "";
