@@ -46,6 +46,13 @@ from hetcontract.calibration import (
     RiskThreshold,
     SetThresholds,
 )
+from hetcontract.errors import (
+    ERRORS,
+    RETRYABLE_STATUSES,
+    ErrorCode,
+    ErrorSpec,
+    status_meaning,
+)
 from hetcontract.model_card import InputSpec, McError, ModelCard, MonteCarloSpec
 from hetcontract.outputs import (
     HEAD_OUTPUTS,
@@ -66,6 +73,8 @@ __all__ = [
     "PredictionSets",
     "RiskThreshold",
     "SetThresholds",
+    "ERRORS",
+    "RETRYABLE_STATUSES",
     "HEAD_OUTPUTS",
     "INPUT_NAME",
     "MODEL_CARD_FILENAME",
@@ -77,7 +86,9 @@ __all__ = [
     "Decision",
     "DecisionSupport",
     "ErrorBody",
+    "ErrorCode",
     "ErrorResponse",
+    "ErrorSpec",
     "ExtraOutput",
     "ImageInput",
     "InputSpec",
@@ -100,4 +111,5 @@ __all__ = [
     "TensorSpec",
     "Uncertainty",
     "output_spec",
+    "status_meaning",
 ]

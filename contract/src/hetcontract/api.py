@@ -257,7 +257,8 @@ class ModelDetail(ModelSummary):
 
 
 class ErrorBody(_Frozen):
-    code: str = Field(description="machine-readable, e.g. 'model_not_found', 'invalid_image'")
+    code: str = Field(description="machine-readable: an ``ErrorCode`` (``hetcontract.errors``), "
+                                  "e.g. 'model_not_found', 'invalid_image'")
     message: str
 
 

@@ -150,7 +150,7 @@ def _gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="gateway bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="gateway port (default 8080)")
     parser.add_argument("--default-model", help="model behind POST /v1/predict")
-    parser.add_argument("--max-batch-size", type=int, help="most inputs per request")
+    parser.add_argument("--max-inputs-per-request", type=int, help="most inputs per request")
     parser.add_argument("--log-level", help="debug, info, warning, error")
     parser.add_argument("--max-in-flight", type=int,
                         help="API requests served at once; beyond it 429 (default 256)")
@@ -177,7 +177,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         "host": args.host,
         "port": args.port,
         "default_model": args.default_model,
-        "max_batch_size": args.max_batch_size,
+        "max_inputs_per_request": args.max_inputs_per_request,
         "log_level": args.log_level,
         "max_in_flight": args.max_in_flight,
         "listen_backlog": args.listen_backlog,

@@ -95,8 +95,8 @@ class DataPlane:
 
     @property
     def max_inputs(self) -> int:
-        """Most inputs one predict request may carry (``max_batch_size`` setting)."""
-        return self._settings.max_batch_size
+        """Most inputs one predict request may carry (``max_inputs_per_request`` setting)."""
+        return self._settings.max_inputs_per_request
 
     async def readiness(self) -> Readiness:
         """At least one Triton replica ready and every served model ready (no model known

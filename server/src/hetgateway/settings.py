@@ -3,7 +3,7 @@
 Typical usage::
 
     settings = load_settings()                      # HETSERVE_TRITON_GRPC_URL=... etc.
-    settings = load_settings(max_batch_size=8)      # explicit values win over the environment
+    settings = load_settings(max_inputs_per_request=8)   # explicit values win
     app = create_app(settings)
 """
 
@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "HETSERVE_"
 DEFAULT_GATEWAY_PORT = 8080
 DEFAULT_TRITON_GRPC_URL = "127.0.0.1:8001"
-DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_INPUTS_PER_REQUEST = 64
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 16_000_000
 DEFAULT_MAX_IMAGE_BYTES = 8 * 1024 * 1024
@@ -64,8 +64,13 @@ class GatewaySettings(BaseSettings):
         default_factory=list,
         description="repositories to read model_card.json from when Triton's config lacks it",
     )
-    max_batch_size: int = Field(
-        default=DEFAULT_MAX_BATCH_SIZE, ge=1, description="most inputs in one request"
+    max_inputs_per_request: int = Field(
+        default=DEFAULT_MAX_INPUTS_PER_REQUEST,
+        ge=1,
+        description=(
+            "most inputs (images or tensors) in one predict request; a request beyond a "
+            "model's Triton batch limit goes out in several calls"
+        ),
     )
     max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES, ge=1, description="largest request body, bytes"
