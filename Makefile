@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-decisions bench-gateway bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-decisions bench-gateway bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, helm for the chart's offline checks and promtool for the alert rules' checks
@@ -54,6 +54,19 @@ gpu-repo: setup
 	rm -rf model_repo_cuda
 	$(VENV)/bin/hetexport gpu-repo model_repo model_repo_cuda
 
+## images: hetserve's container images (docker/images.list): the gateway, the CPU Triton, the model
+##   repository images hetserve/models and hetserve/models-cuda, and the GPU Triton where its base
+##   image can be had; with podman (or docker), on the official base images or, where no registry
+##   is reachable, a local Debian base (scripts/images.sh: BASE, GPU_IMAGES, ENGINE)
+images: gpu-repo
+	bash scripts/images.sh build
+
+## push: the built images to a registry: make push REGISTRY=host:port[/path] (TLS_VERIFY=false for
+##   a plain-HTTP one); digests in build/images/digests.txt, for the chart's image.digest values
+push:
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host:port" >&2; exit 2; }
+	bash scripts/images.sh push $(REGISTRY)
+
 ## serve: real Triton (embedded, CPU) + the gateway on http://127.0.0.1:$(GATEWAY_PORT); Ctrl-C stops both
 serve: setup
 	$(VENV)/bin/hetgateway serve --model-repository model_repo --port $(GATEWAY_PORT)
@@ -81,10 +94,12 @@ test-integration: setup
 	$(PY) -m pytest tests/integration tests/e2e
 
 ## test-containers: build the images with podman on a local Debian base and run the CPU compose
-## stack for real (tests/containers; installs podman, runc, debootstrap as root; bounded)
+## stack for real; push them to Debian's docker-registry on loopback, pull them back by digest and
+## run the CPU stack from the pulled images (tests/containers; installs podman, runc, debootstrap
+## as root and unpacks docker-registry into the virtualenv; bounded)
 CONTAINER_TESTS_TIMEOUT_S ?= 2700
 test-containers: setup
-	bash scripts/container-deps.sh
+	bash scripts/container-deps.sh $(VENV)
 	HETSERVE_CONTAINER_TESTS=1 timeout --signal=INT --kill-after=120 $(CONTAINER_TESTS_TIMEOUT_S) \
 		$(PY) -m pytest tests/containers -rA --durations=0
 

@@ -46,9 +46,10 @@ STATIC_PATH = "/static"
 _LOG = logging.getLogger(__name__)
 
 
-ROUTERS = (predict.router, health.router, models.router, model_control.router, metrics.router)
+ROUTERS = (predict.router, health.router, models.router, model_control.router)
 """The app's routers, predict first: a request is routed by trying routes in this order, and
-nearly every request is a prediction."""
+nearly every request is a prediction. ``metrics.router`` comes last, and only when no metrics
+port of its own is set (``hetgateway.metrics_server``)."""
 FASTAPI_OPENTELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False,
                              "operation_spans": False}
 """FastAPI's own OpenTelemetry instrumentation, all of it (FastAPI 0.142 and later)."""
@@ -110,6 +111,8 @@ def create_app(
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
     for router in ROUTERS:
         app.include_router(router)
+    if settings.metrics_port is None:  # else served on its own port (metrics_server)
+        app.include_router(metrics.router)
     _mount_web_page(app)
     app.add_middleware(
         BodySizeLimitMiddleware,

@@ -149,6 +149,9 @@ def _embedded_arguments(parser: argparse.ArgumentParser) -> None:
 def _gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="gateway bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="gateway port (default 8080)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="serve /metrics on this port of its own, not on --port "
+                             "(HETSERVE_METRICS_PORT; default: on --port)")
     parser.add_argument("--default-model", help="model behind POST /v1/predict")
     parser.add_argument("--max-inputs-per-request", type=int, help="most inputs per request")
     parser.add_argument("--log-level", help="debug, info, warning, error")
@@ -176,6 +179,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     overrides: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
+        "metrics_port": args.metrics_port,
         "default_model": args.default_model,
         "max_inputs_per_request": args.max_inputs_per_request,
         "log_level": args.log_level,

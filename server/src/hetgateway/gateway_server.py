@@ -14,6 +14,10 @@ metrics are summed over the workers (``PROMETHEUS_MULTIPROC_DIR``, a temporary d
 parent makes and removes; see ``hetgateway.metrics``). The parent restarts a worker that dies;
 on SIGINT or SIGTERM it sends SIGTERM to every worker, waits for them (each drains its
 requests for up to ``GRACEFUL_SHUTDOWN_S``) and returns.
+
+Metrics port (``settings.metrics_port``): served by the parent from every worker's files, or
+by the only process from its app's registry (``hetgateway.metrics_server``), for as long as
+the gateway runs.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from uvicorn.supervisors import Multiprocess
 
 from hetgateway.app import create_app
 from hetgateway.logging_config import configure_logging
-from hetgateway.metrics import MULTIPROCESS_DIR_ENV
+from hetgateway.metrics import MULTIPROCESS_DIR_ENV, multiprocess_registry
+from hetgateway.metrics_server import serving_metrics
 from hetgateway.settings import GatewaySettings
 
 GRACEFUL_SHUTDOWN_S = 5
@@ -64,9 +69,11 @@ def run_gateway(settings: GatewaySettings) -> None:
     """Serve until interrupted (uvicorn handles SIGINT/SIGTERM); ``settings.workers`` above 1
     serves from that many worker processes (see the module docstring)."""
     if (settings.workers or 1) == 1:
-        uvicorn.Server(uvicorn_config(settings)).run()
+        config = uvicorn_config(settings)
+        with serving_metrics(settings, config.app.state.metrics.exposed_registry):
+            uvicorn.Server(config).run()
         return
-    with _multiprocess_metrics():
+    with _multiprocess_metrics(), serving_metrics(settings, multiprocess_registry()):
         config = uvicorn_config(settings, app_factory=functools.partial(worker_app, settings))
         Multiprocess(config, sockets=[config.bind_socket()]).run()
 

@@ -91,8 +91,8 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        multiprocess = _multiprocess_registry()
-        self._exposed = multiprocess or self.registry
+        self.exposed_registry = multiprocess_registry() or self.registry
+        """What a scrape reads: every worker's files in multiprocess mode, else ``registry``."""
         self._models: dict[str, ModelMetrics] = {}
         self._accuracy: dict[str, AccuracySeries] = {}
         self._requests: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
@@ -196,10 +196,9 @@ class GatewayMetrics:
             registry=self.registry,
             multiprocess_mode="livemostrecent",
         )
-        source = (MultiProcessCollector(None).collect if multiprocess is not None
-                  else lambda: chain(self.window_images.collect(),
-                                     self.window_confident.collect()))
-        self._exposed.register(EstimatedAccuracyCollector(source))
+        if self.exposed_registry is self.registry:  # one process: from its own gauges
+            self.registry.register(EstimatedAccuracyCollector(
+                lambda: chain(self.window_images.collect(), self.window_confident.collect())))
 
     def for_model(self, model: str) -> ModelMetrics:
         """The per-model series of ``model``."""
@@ -267,7 +266,7 @@ class GatewayMetrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format; in multiprocess mode, every worker's
         values (summed by metric and labels)."""
-        return generate_latest(self._exposed)
+        return generate_latest(self.exposed_registry)
 
 
 class EstimatedAccuracyCollector:
@@ -307,10 +306,13 @@ class EstimatedAccuracyCollector:
         )
 
 
-def _multiprocess_registry() -> CollectorRegistry | None:
-    """A registry reading every worker's files, when ``PROMETHEUS_MULTIPROC_DIR`` is set."""
+def multiprocess_registry() -> CollectorRegistry | None:
+    """A registry reading every worker's files, when ``PROMETHEUS_MULTIPROC_DIR`` is set
+    (in a worker, or in the parent that serves the metrics port), with the accuracy estimate
+    computed from the workers' pooled windows."""
     if not os.environ.get(MULTIPROCESS_DIR_ENV):
         return None
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
+    registry.register(EstimatedAccuracyCollector(MultiProcessCollector(None).collect))
     return registry

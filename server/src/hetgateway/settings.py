@@ -54,6 +54,15 @@ class GatewaySettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="address the gateway binds")
     port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=0, le=65535, description="gateway port")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "serve /metrics on this port of its own (same address as the gateway, no API key), "
+            "and not on the gateway's port; unset: /metrics on the gateway's port"
+        ),
+    )
     default_model: str | None = Field(
         default=None,
         description=(
