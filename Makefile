@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-decisions bench-gateway bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-demo-epochs bench-confusable bench-decisions bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, helm for the chart's offline checks and promtool for the alert rules' checks
@@ -122,6 +122,11 @@ bench-bank-fit: setup
 	cd bench && nice -n 10 ../$(PY) bank_fit.py --export-images 400
 	cd bench && nice -n 10 ../$(PY) bank_fit.py --export-images 1000
 
+## bench-demo-epochs: the demo's main runs (seed 0, both heads) under 5 fixed epochs, the demo's
+##   budget with patience and a 30-epoch budget: validation NLL per epoch, epoch kept, test figures
+bench-demo-epochs: setup
+	nice -n 10 $(PY) bench/demo_epochs.py
+
 ## bench-confusable: per-input confusable precision of the shipped models, through the gateway
 bench-confusable: setup
 	cd bench && ../$(PY) confusable_precision.py
@@ -136,6 +141,14 @@ bench-decisions: setup
 ##   images per request, 1/8/32 clients; throughput, p50/p99, CPU per request
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
+
+## bench-rolling: what a Triton answers while it shuts down (-> triton-shutdown-*.json), and failed
+##   requests while a replica leaves a DNS-discovered pool of two under load (8 clients), out of DNS
+##   then SIGTERM and SIGTERM then out of DNS: main when issue 27 measured it, main before this
+##   work, this tree (replicas without and with their drain) -> rolling-replacement-*.json
+bench-rolling: setup
+	$(PY) bench/triton_shutdown.py
+	$(PY) bench/rolling_replacement.py
 
 ## bench-fused-precision: the fused MC head vs the materialised layer, fp32/fp16/bf16 inputs
 ##   (the triton interpreter without CUDA) -> bench/results/fused-precision-*.json

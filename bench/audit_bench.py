@@ -278,8 +278,8 @@ def kfold_audit(args: argparse.Namespace) -> dict:
     import torch
     from hetexport.audit.kfold import out_of_sample_probs
     from hetexport.data import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist, normalize
-    from hetexport.demo import DEFAULT_BACKBONE_KWARGS
     from hetexport.model import ModelSpec
+    from hetexport.studies.demo import DEMO_BACKBONE_KWARGS
     from hetexport.training import TrainConfig
     from hetexport.training.experiment import FASHION_MNIST_INPUT
 
@@ -295,7 +295,7 @@ def kfold_audit(args: argparse.Namespace) -> dict:
         given, wrong = inject(labels, distances, 0.12, 0, structure)
         oos = {}
         for head in ("het", "det"):
-            spec = ModelSpec(num_classes=K, head=head, backbone_kwargs=DEFAULT_BACKBONE_KWARGS,
+            spec = ModelSpec(num_classes=K, head=head, backbone_kwargs=DEMO_BACKBONE_KWARGS,
                              num_factors=6 if head == "het" else 0,
                              temperature=0.5 if head == "het" else 1.0, train_mc_samples=100,
                              eval_mc_samples=128, labels=train.class_names,

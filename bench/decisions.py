@@ -62,8 +62,8 @@ from hetexport.calibration import (
 )
 from hetexport.calibration.conformal import ConformalMethod
 from hetexport.data import load_fashion_mnist, normalize
-from hetexport.demo import demo_calibration
 from hetexport.label_noise import DEFAULT_NOISE_RATE, inject_label_noise
+from hetexport.studies.demo import demo_calibration
 from hetexport.training.experiment import prepare_fashion_mnist
 from provenance import write_result
 from scipy.ndimage import gaussian_filter
@@ -98,7 +98,7 @@ MEASURED = ["model_repo/fashion_het", "model_repo/fashion_det",
             "contract/src/hetcontract/calibration.py", "export/src/hetexport/calibration",
             "server/src/hetgateway/answer.py", "server/src/hetgateway/decisions.py",
             "server/src/hetgateway/accuracy_monitor.py", "server/src/hetgateway/metrics.py",
-            "server/src/hetgateway/triton_backend.py", "export/src/hetexport/demo.py",
+            "server/src/hetgateway/triton_backend.py", "export/src/hetexport/studies/demo.py",
             "bench/decisions.py"]
 
 

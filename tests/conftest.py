@@ -30,7 +30,10 @@ Session-scoped factories for module-scoped fixtures: ``start_triton([repository,
 latest). ``decisions_stack`` -> ``DecisionsStack``: calibrated copies of the shipped models on a
 stack of their own (the decisions' end-to-end and browser tests).
 
-And ``unused_port()`` -> int, a TCP port free on loopback right now.
+And ``unused_port()`` -> int, a TCP port free on loopback right now; ``loopback_dns`` ->
+``LoopbackDns`` (``bench/loopback_dns.py``), a DNS server on loopback whose records the test
+sets (``.set(name, addresses)``, ``.address`` for a ``dns://ADDRESS/name:port`` target);
+``bench_module(name)`` -> a module of ``bench/`` that tests share with the benchmarks.
 
 Prerequisites: a test that cannot run without something the installer provides (Fashion-MNIST,
 Chromium, Playwright) skips with a reason starting ``prerequisite missing:``. Under ``CI=true``
@@ -39,6 +42,8 @@ such a skip is reported as a failure instead: CI must not go green while testing
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -52,15 +57,17 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from hetcontract import MODEL_CARD_FILENAME, ModelCard
+from hetcontract import MODEL_CARD_FILENAME, MODEL_CARD_PARAMETER, ModelCard
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 
 if TYPE_CHECKING:
     from hetexport.onnx.runner import OnnxRunner
+    from loopback_dns import LoopbackDns
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY_ENV = "HETSERVE_TEST_MODEL_REPOSITORY"
@@ -123,7 +130,7 @@ class GatewayProcess:
                  **settings: object) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, HETSERVE_WORKERS="1")
+        env = dict(os.environ, HETSERVE_WORKERS="1", HETSERVE_DRAIN_S="0")  # a test may drain
         env.update({f"HETSERVE_{key.upper()}": str(value) for key, value in settings.items()})
         env.update(HETSERVE_TRITON_GRPC_URL=triton_grpc_url, HETSERVE_PORT=str(self.port),
                    HETSERVE_HOST="127.0.0.1", HETSERVE_LOG_LEVEL="warning")
@@ -209,6 +216,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 @pytest.fixture(scope="session")
 def unused_port() -> Callable[[], int]:
     return free_port
+
+
+def load_bench_module(name: str) -> ModuleType:
+    """A module of ``bench/`` (shared with the benchmarks), imported from its file."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    sys.path.insert(0, str(REPO_ROOT / "bench"))  # its siblings, as when run as a script
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO_ROOT / "bench"))
+    return module
+
+
+@pytest.fixture(scope="session")
+def bench_module() -> Callable[[str], ModuleType]:
+    """``bench_module(name)``: a module of ``bench/`` shared with the benchmarks."""
+    return load_bench_module
+
+
+@pytest.fixture
+def loopback_dns() -> Iterator[LoopbackDns]:
+    with load_bench_module("loopback_dns").LoopbackDns() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -369,9 +404,9 @@ def decisions_stack(
     from hetexport.calibration import CalibrationSet
     from hetexport.calibration.recalibrate import recalibrate_model
     from hetexport.data import DEFAULT_FASHION_MNIST_DIR
-    from hetexport.demo import demo_calibration
     from hetexport.label_noise import DEFAULT_NOISE_RATE
-    from hetexport.repository import config_with_card
+    from hetexport.repo.pbtxt import parse_config, render_config
+    from hetexport.studies.demo import demo_calibration
     from hetexport.training.experiment import prepare_fashion_mnist
 
     root = tmp_path_factory.mktemp("decisions") / "repo"
@@ -384,9 +419,10 @@ def decisions_stack(
         card.pop("calibration", None)
         card["name"] = name
         (target / MODEL_CARD_FILENAME).write_text(json.dumps(card, indent=2))
-        config = (target / "config.pbtxt").read_text().replace(
-            f'name: "{source}"', f'name: "{name}"')
-        (target / "config.pbtxt").write_text(config_with_card(config, json.dumps(card)))
+        config = dataclasses.replace(parse_config((target / "config.pbtxt").read_text()),
+                                     name=name)
+        (target / "config.pbtxt").write_text(render_config(
+            config.with_parameter(MODEL_CARD_PARAMETER, json.dumps(card))))
     spec = ModelCard.model_validate_json((root / "het_clean" / MODEL_CARD_FILENAME).read_text()
                                          ).input
     count = DECISIONS_CALIBRATION_IMAGES

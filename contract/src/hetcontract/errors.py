@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     BACKEND_ERROR = "backend_error"
     MODEL_NOT_READY = "model_not_ready"
     BACKEND_UNAVAILABLE = "backend_unavailable"
+    SHUTTING_DOWN = "shutting_down"
     BACKEND_TIMEOUT = "backend_timeout"
     HTTP_ERROR = "http_error"
 
@@ -80,6 +81,8 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.MODEL_NOT_READY: ErrorSpec(503, "the model is not ready in Triton (Retry-After)"),
     ErrorCode.BACKEND_UNAVAILABLE: ErrorSpec(503, "Triton is unreachable or overloaded "
                                                   "(Retry-After)"),
+    ErrorCode.SHUTTING_DOWN: ErrorSpec(503, "the gateway got SIGTERM: /readyz says not "
+                                            "ready while it still answers (Retry-After)"),
     ErrorCode.BACKEND_TIMEOUT: ErrorSpec(504, "Triton did not answer in time"),
     ErrorCode.HTTP_ERROR: ErrorSpec(400, "any other HTTP error of the server framework, with "
                                          "its own status"),

@@ -38,6 +38,7 @@ from hetgateway.protection import add_cors, add_protection
 from hetgateway.request_context import RequestContextMiddleware
 from hetgateway.routers import health, metrics, model_control, models, predict
 from hetgateway.settings import GatewaySettings, load_settings
+from hetgateway.shutdown_drain import ShutdownDrain
 from hetgateway.triton_backend import TritonBackend
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -65,17 +66,24 @@ def triton_backend(settings: GatewaySettings, metrics: GatewayMetrics) -> Infere
         control_timeout_s=settings.control_timeout_s,
         max_reconnect_backoff_ms=settings.grpc_max_reconnect_backoff_ms,
         refresh_interval_s=settings.triton_replica_check_interval_s,
+        release_timeout_s=settings.triton_replica_release_timeout_s,
         on_replica_call=metrics.count_replica_call,
     )
 
 
 def create_app(
-    settings: GatewaySettings | None = None, *, backend_factory: BackendFactory = triton_backend
+    settings: GatewaySettings | None = None,
+    *,
+    backend_factory: BackendFactory = triton_backend,
+    drain_on_sigterm: bool = False,
 ) -> FastAPI:
     """A new gateway app; ``settings`` None reads them from the environment;
-    ``backend_factory`` builds what it calls (tests pass a fake)."""
+    ``backend_factory`` builds what it calls (tests pass a fake); ``drain_on_sigterm``: the
+    process's SIGTERM drains the app first (``hetgateway.shutdown_drain``; the server runner
+    asks for it, an app in a test client is never signalled)."""
     settings = settings if settings is not None else load_settings()
     gateway_metrics = GatewayMetrics()
+    drain = ShutdownDrain(drain_s=settings.drain_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,9 +102,12 @@ def create_app(
             _LOG.info("serving models: %s", ", ".join(sorted(catalog.entries)) or "none")
         except GatewayError as exc:
             _LOG.warning("Triton not reachable at startup (%s); models discovered later", exc)
+        if drain_on_sigterm:
+            drain.install()
         try:
             yield
         finally:
+            await drain.close()
             await plane.close()
             await backend.close()
 
@@ -108,6 +119,7 @@ def create_app(
         **fastapi_telemetry(settings),
     )
     app.state.metrics = gateway_metrics
+    app.state.drain = drain
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
     for router in ROUTERS:
         app.include_router(router)
@@ -122,7 +134,7 @@ def create_app(
         linger_timeout_s=settings.linger_timeout_s,
     )
     app.state.admission = add_protection(app, settings, metrics=gateway_metrics)
-    app.add_middleware(RequestContextMiddleware, metrics=gateway_metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=gateway_metrics, drain=drain)
     app.add_middleware(  # a 429 costs no other work
         AdmissionMiddleware, gate=app.state.admission, retry_after_s=settings.retry_after_s
     )

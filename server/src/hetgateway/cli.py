@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--grpc-port", type=int, default=8001)
     triton.add_argument("--metrics-port", type=int, default=8002)
     triton.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    triton.add_argument("--drain", type=float, metavar="SECONDS", dest="drain_s",
+                        help="on SIGTERM, seconds Triton serves on before it stops "
+                             "(HETSERVE_TRITON_DRAIN_S, default 5)")
     return parser
 
 
@@ -106,6 +109,7 @@ def _triton(args: argparse.Namespace) -> int:
     from hetgateway.embedded.triton_process import TritonPorts
 
     ports = TritonPorts(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port)
+    drain_s = args.drain_s if args.drain_s is not None else load_settings().triton_drain_s
     return _exit_status(
         lambda: serve_triton(
             args.repositories or [Path("model_repo")],
@@ -114,6 +118,7 @@ def _triton(args: argparse.Namespace) -> int:
             ready_timeout_s=args.ready_timeout,
             ort_threads=args.ort_threads,
             poll_interval_s=args.repository_poll,
+            drain_s=drain_s,
         )
     )
 

@@ -12,8 +12,12 @@ the kernel spreads connections over them. Each worker builds its own app from th
 settings (``worker_app``): its own Triton channel, catalog, admission gate and JSON logs. The
 metrics are summed over the workers (``PROMETHEUS_MULTIPROC_DIR``, a temporary directory the
 parent makes and removes; see ``hetgateway.metrics``). The parent restarts a worker that dies;
-on SIGINT or SIGTERM it sends SIGTERM to every worker, waits for them (each drains its
-requests for up to ``GRACEFUL_SHUTDOWN_S``) and returns.
+on SIGINT or SIGTERM it sends SIGTERM to every worker, waits for them and returns.
+
+Shutdown, in one process or in each worker: SIGTERM drains first (``/readyz`` 503, answers
+close their connections, requests still served for ``settings.drain_s``; see
+``hetgateway.shutdown_drain``), then uvicorn stops accepting and waits up to
+``settings.shutdown_timeout_s`` for the requests in flight. SIGINT skips the drain.
 
 Metrics port (``settings.metrics_port``): served by the parent from every worker's files, or
 by the only process from its app's registry (``hetgateway.metrics_server``), for as long as
@@ -38,8 +42,6 @@ from hetgateway.metrics import MULTIPROCESS_DIR_ENV, multiprocess_registry
 from hetgateway.metrics_server import serving_metrics
 from hetgateway.settings import GatewaySettings
 
-GRACEFUL_SHUTDOWN_S = 5
-
 
 def uvicorn_config(
     settings: GatewaySettings, *, app_factory: Callable[[], FastAPI] | None = None
@@ -48,7 +50,7 @@ def uvicorn_config(
     ``app_factory``, uvicorn builds the app by calling it (in each worker) instead of
     receiving one built here."""
     return uvicorn.Config(
-        app_factory if app_factory is not None else create_app(settings),
+        app_factory if app_factory is not None else create_app(settings, drain_on_sigterm=True),
         factory=app_factory is not None,
         workers=settings.workers or 1,
         host=settings.host,
@@ -59,7 +61,7 @@ def uvicorn_config(
         http="httptools",
         access_log=False,  # the app writes its own structured access log (request_context)
         log_config=None,  # uvicorn's loggers keep the JSON handler of configure_logging
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
         backlog=settings.listen_backlog,
         limit_concurrency=settings.limit_concurrency,
     )
@@ -82,7 +84,7 @@ def worker_app(settings: GatewaySettings) -> FastAPI:
     """A worker's app (called in the worker process, which starts with a fresh interpreter):
     the JSON logs configured as the parent's, then ``create_app``."""
     configure_logging(level=settings.log_level.upper())
-    return create_app(settings)
+    return create_app(settings, drain_on_sigterm=True)
 
 
 @contextmanager

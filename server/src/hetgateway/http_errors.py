@@ -41,6 +41,7 @@ from hetgateway.errors import (
     PayloadTooLarge,
     RequestTimeout,
     RouteNotFound,
+    ShuttingDown,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -78,6 +79,7 @@ ERROR_CODES: dict[type[GatewayError], ErrorCode] = {
     BackendError: ErrorCode.BACKEND_ERROR,
     ModelNotReady: ErrorCode.MODEL_NOT_READY,
     BackendUnavailable: ErrorCode.BACKEND_UNAVAILABLE,
+    ShuttingDown: ErrorCode.SHUTTING_DOWN,
     BackendTimeout: ErrorCode.BACKEND_TIMEOUT,
 }
 """Each domain error class's code; its status is the contract's."""

@@ -29,6 +29,9 @@ DEFAULT_LINGER_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_LINGER_TIMEOUT_S = 10.0
 DEFAULT_ACCURACY_WINDOW_IMAGES = 1000
 DEFAULT_TRITON_CALLS_PER_REPLICA = 2
+DEFAULT_DRAIN_S = 5.0
+DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
+DEFAULT_REPLICA_RELEASE_TIMEOUT_S = 10.0
 
 
 class GatewaySettings(BaseSettings):
@@ -196,6 +199,41 @@ class GatewaySettings(BaseSettings):
         description=(
             "answered images per model (per worker) the label-free accuracy estimate "
             "(hetserve_estimated_accuracy, ATC) is taken over"
+        ),
+    )
+    drain_s: float = Field(
+        default=DEFAULT_DRAIN_S,
+        ge=0,
+        description=(
+            "on SIGTERM, seconds the gateway keeps serving with /readyz answering 503 (so "
+            "that load balancers and Kubernetes' endpoints stop sending to it) and every "
+            "answer saying Connection: close, before it stops accepting; 0: no drain. A "
+            "second SIGTERM, or SIGINT, ends the drain at once"
+        ),
+    )
+    shutdown_timeout_s: float = Field(
+        default=DEFAULT_SHUTDOWN_TIMEOUT_S,
+        gt=0,
+        description=(
+            "after the drain (or on SIGINT), longest wait for the requests in flight to be "
+            "answered before they are cancelled"
+        ),
+    )
+    triton_replica_release_timeout_s: float = Field(
+        default=DEFAULT_REPLICA_RELEASE_TIMEOUT_S,
+        gt=0,
+        description=(
+            "a Triton replica that left a dns: target's answer gets no new calls but keeps "
+            "its channel until its calls in flight end, at most this long (calls still "
+            "running then are cancelled, and retried on another replica if time is left)"
+        ),
+    )
+    triton_drain_s: float = Field(
+        default=DEFAULT_DRAIN_S,
+        ge=0,
+        description=(
+            "`hetgateway triton`: on SIGTERM, seconds Triton keeps serving before it is "
+            "stopped (time for DNS and the gateways to drop the replica); 0: stop at once"
         ),
     )
 

@@ -22,6 +22,7 @@ Typical usage::
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ from hetgateway.triton_errors import (
 )
 from hetgateway.triton_replicas import (
     DEFAULT_REFRESH_INTERVAL_S,
+    DEFAULT_RELEASE_TIMEOUT_S,
     Replica,
     ReplicaPool,
     TargetError,
@@ -78,6 +80,7 @@ class TritonBackend:
         control_timeout_s: float,
         max_reconnect_backoff_ms: int = 500,
         refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
+        release_timeout_s: float = DEFAULT_RELEASE_TIMEOUT_S,
         on_replica_call: ReplicaCallObserver | None = None,
     ) -> None:
         self.url = url
@@ -96,6 +99,7 @@ class TritonBackend:
             probe=self._probe,
             disconnect=_close_channel,
             refresh_interval_s=refresh_interval_s,
+            release_timeout_s=release_timeout_s,
         )
 
     @property
@@ -223,7 +227,7 @@ class TritonBackend:
         if not replicas:
             raise BackendUnavailable(f"no Triton replica to call at {self.url!r}")
         outcomes = await asyncio.gather(
-            *(call(replica.client.stub) for replica in replicas), return_exceptions=True
+            *(self._leased(replica, call) for replica in replicas), return_exceptions=True
         )
         failures = [
             (replica, outcome)
@@ -266,7 +270,7 @@ class TritonBackend:
                 break
             tried.append(replica)
             try:
-                answer = await call(replica.client.stub, remaining_s)
+                answer = await self._leased(replica, functools.partial(call, timeout_s=remaining_s))
             except grpc.aio.AioRpcError as exc:
                 if await self._gone(replica, exc):
                     self._pool.mark_down(replica)
@@ -284,6 +288,23 @@ class TritonBackend:
             raise BackendUnavailable(f"no Triton replica to call at {self.url!r}")
         raise domain_error(failure.code(), failure.details(), model=model) from failure
 
+    async def _leased(
+        self, replica: Replica[TritonChannel], call: Callable[[_Stub], Awaitable[T]]
+    ) -> T:
+        """``call(stub)`` on ``replica``, holding its channel open while it runs. A call that
+        its channel's closing cancelled (the replica left and outlasted the pool's release
+        bound: gRPC cancels the call locally, which reaches here as ``CancelledError``) fails
+        with ``CANCELLED`` like any call cut from its replica; a cancellation of the caller's
+        own task goes on as it is."""
+        with self._pool.lease(replica) as channel:
+            try:
+                return await call(channel.stub)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                raise _closed_under_call(replica.address) from None
+
     async def _probe(self, channel: TritonChannel) -> bool:
         answer = await channel.stub.ServerReady(
             service_pb2.ServerReadyRequest(), timeout=self._control_timeout_s
@@ -298,13 +319,15 @@ class TritonBackend:
         return exc.code() in MAYBE_GONE_CODES and not await self._live(replica)
 
     async def _live(self, replica: Replica[TritonChannel]) -> bool:
-        """Whether ``replica`` answers a liveness probe now."""
-        try:
-            await replica.client.stub.ServerLive(
-                service_pb2.ServerLiveRequest(), timeout=self._control_timeout_s
-            )
-        except grpc.aio.AioRpcError:
-            return False
+        """Whether ``replica`` answers a liveness probe now (a Triton shutting down answers
+        ``UNAVAILABLE`` "Server exiting": not live)."""
+        with self._pool.lease(replica) as channel:
+            try:
+                await channel.stub.ServerLive(
+                    service_pb2.ServerLiveRequest(), timeout=self._control_timeout_s
+                )
+            except grpc.aio.AioRpcError:
+                return False
         return True
 
 
@@ -330,6 +353,14 @@ def _refusal(exc: grpc.aio.AioRpcError, *, name: str, action: str) -> ModelLoadR
     lines = (exc.details() or "").strip().splitlines()
     reason = lines[0] if lines else exc.code().name
     return ModelLoadRefused(f"Triton refused to {action} model {name!r}: {reason}")
+
+
+def _closed_under_call(address: str) -> grpc.aio.AioRpcError:
+    """The error of a call whose channel to ``address`` was closed while it ran."""
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+        details=f"the channel to {address} closed under the call",
+    )
 
 
 def _observe(observe: ReplicaCallObserver | None, replica: Replica[Any], outcome: str) -> None:

@@ -12,7 +12,7 @@ from hetcontract import MODEL_CARD_PARAMETER, ModelCard
 from hetexport.calibration import calibrate, graph_outputs, load_labelled_images
 from hetexport.cli import app
 from hetexport.data import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_LABELS, read_idx
-from hetexport.repository import parse_config
+from hetexport.repo.pbtxt import parse_config
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -13,11 +13,12 @@ from hetexport.checkpoint import save_checkpoint
 from hetexport.class_correlation import PROBABILITY_VARIANCE_FLOOR
 from hetexport.errors import ExportError, InputError
 from hetexport.layers import NoiseBank, bernoulli_entropy, categorical_entropy
+from hetexport.layers.noise_bank import DEFAULT_BANK_DESIGN
 from hetexport.model import HetClassifier, ModelSpec, build_model
-from hetexport.onnx.export import DEFAULT_BANK_DESIGN, export_to_repository
+from hetexport.onnx.export import export_to_repository
 from hetexport.onnx.parity import ENTROPY_TOLERANCE, PARITY_SEED, PROB_TOLERANCE
 from hetexport.onnx.runner import OnnxRunner
-from hetexport.repository import parse_config
+from hetexport.repo.pbtxt import parse_config
 from onnx import numpy_helper
 
 K, S, TOP_K, M = 6, 64, 3, 2

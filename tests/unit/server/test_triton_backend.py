@@ -235,3 +235,86 @@ def test_a_coalesced_batch_whose_replica_goes_away_is_answered_whole_by_another(
     # go out together when r1 is answered, to the leaving replica (its turn), and are refused
     assert leaving.ids == ["r0", "r2,r3"]
     assert sorted(staying.ids) == ["r0", "r1", "r2,r3"]
+
+
+def test_a_call_in_flight_on_a_replica_that_leaves_dns_is_answered_not_cancelled(
+    loopback_dns, unused_port
+):
+    """A DNS target: the replica answering slowly leaves the name's records while a call runs
+    on it; the call's answer still arrives from it, and its channel closes afterwards."""
+    slow, other = Script(delay_s=0.6), Script()
+    name = "replicas.hetserve.test"
+    observed: list[tuple[str, str]] = []
+
+    async def main() -> None:
+        port = unused_port()
+        servers = []
+        for i, script in enumerate((slow, other)):
+            server = grpc.aio.server()
+            service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Replica(script), server)
+            assert server.add_insecure_port(f"127.0.27.{1 + i}:{port}") == port
+            await server.start()
+            servers.append(server)
+        loopback_dns.set(name, ["127.0.27.1", "127.0.27.2"])
+        backend = TritonBackend(f"dns://{loopback_dns.address}/{name}:{port}",
+                                control_timeout_s=2, refresh_interval_s=PROBE_EVERY_S,
+                                on_replica_call=lambda *call: observed.append(call))
+        try:
+            assert await backend.replicas_ready() == (2, 2)
+            call = asyncio.create_task(infer(backend))  # round-robin: to 127.0.27.1 first
+            await asyncio.sleep(0.2)
+            loopback_dns.set(name, ["127.0.27.2"])
+            assert await backend.replicas_ready() == (1, 1)
+            answer = await call
+            np.testing.assert_array_equal(answer.outputs[OUTPUT], [[6.0], [22.0]])
+            await asyncio.sleep(0.05)
+            assert backend._pool.leaving == ()  # closed once its call ended
+            for _ in range(3):
+                await infer(backend)
+        finally:
+            await backend.close()
+            for server in servers:
+                await server.stop(None)
+
+    asyncio.run(main())
+    assert [(address.split(":")[0], outcome) for address, outcome in observed] == [
+        ("127.0.27.1", OUTCOME_OK)] + [("127.0.27.2", OUTCOME_OK)] * 3
+    assert slow.calls == 1 and other.calls == 3
+
+
+def test_a_call_outlasting_the_release_bound_of_a_leaving_replica_goes_to_another(
+    loopback_dns, unused_port
+):
+    """Past ``release_timeout_s`` the leaving replica's channel closes under the call
+    (``CANCELLED``): the call is sent to the replica that stays, within its timeout."""
+    stuck, other = Script(delay_s=3.0), Script()
+    name = "replicas.hetserve.test"
+
+    async def main() -> None:
+        port = unused_port()
+        servers = []
+        for i, script in enumerate((stuck, other)):
+            server = grpc.aio.server()
+            service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Replica(script), server)
+            assert server.add_insecure_port(f"127.0.27.{1 + i}:{port}") == port
+            await server.start()
+            servers.append(server)
+        loopback_dns.set(name, ["127.0.27.1", "127.0.27.2"])
+        backend = TritonBackend(f"dns://{loopback_dns.address}/{name}:{port}",
+                                control_timeout_s=2, refresh_interval_s=PROBE_EVERY_S,
+                                release_timeout_s=0.2)
+        try:
+            await backend.replicas_ready()
+            call = asyncio.create_task(infer(backend, timeout_s=5.0))
+            await asyncio.sleep(0.2)
+            loopback_dns.set(name, ["127.0.27.2"])
+            await backend.replicas_ready()
+            answer = await call
+            np.testing.assert_array_equal(answer.outputs[OUTPUT], [[6.0], [22.0]])
+        finally:
+            await backend.close()
+            for server in servers:
+                await server.stop(None)
+
+    asyncio.run(main())
+    assert stuck.calls == 1 and other.calls == 1

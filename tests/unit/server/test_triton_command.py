@@ -77,3 +77,24 @@ def test_a_replica_runs_explicit_model_control_on_its_own_address(tmp_path: Path
     command = triton.command()
     assert "--model-control-mode=explicit" in command and "--strict-readiness=false" in command
     assert "--grpc-address=127.0.0.3" in command
+
+
+@pytest.mark.parametrize(
+    ("argv", "environment", "drain_s"),
+    [([], {}, 5.0), ([], {"HETSERVE_TRITON_DRAIN_S": "7"}, 7.0),
+     (["--drain", "2"], {"HETSERVE_TRITON_DRAIN_S": "7"}, 2.0), (["--drain", "0"], {}, 0.0)],
+)
+def test_a_replica_drains_for_the_flag_else_the_setting_else_five_seconds(
+    argv, environment, drain_s, monkeypatch, root_logging_restored
+) -> None:
+    """How long ``hetgateway triton`` keeps Triton serving after SIGTERM (``--drain`` wins over
+    ``HETSERVE_TRITON_DRAIN_S``)."""
+    from hetgateway.embedded import launcher
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    started: list[dict] = []
+    monkeypatch.setattr(launcher, "serve_triton",
+                        lambda repositories, **options: started.append(options))
+    assert main(["triton", *argv]) == 0
+    assert started[0]["drain_s"] == drain_s

@@ -24,7 +24,7 @@ import torch
 
 from hetexport.backbones import eval_mode
 from hetexport.model import ModelSpec
-from hetexport.onnx.head import latent_link
+from hetexport.serving.head import latent_link
 from hetexport.training import TrainConfig
 from hetexport.training.evaluation import EVAL_NOISE_SEED
 from hetexport.training.experiment import PreparedData, fit

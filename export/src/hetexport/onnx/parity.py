@@ -28,8 +28,8 @@ import torch
 
 from hetexport.class_correlation import probability_shares
 from hetexport.errors import ExportError
-from hetexport.onnx.head import ServingGraph
 from hetexport.onnx.runner import OnnxRunner
+from hetexport.serving.head import ServingGraph
 
 PROB_TOLERANCE = 1e-5
 CORRELATION_TOLERANCE = 1e-5
