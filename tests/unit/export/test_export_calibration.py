@@ -4,6 +4,7 @@ config.pbtxt parameter) carries thresholds computed on the exported graph's own 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,42 @@ def test_class_ids_name_folders_too(exported: Path, tmp_path: Path) -> None:
     expected = read_idx(DEFAULT_FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz")[-60:]
     assert sorted(held_out.labels.tolist()) == sorted(expected.tolist())
     assert not held_out.clean_labels and np.isfinite(held_out.images.numpy()).all()
+
+
+def test_the_card_is_rewritten_through_the_repository_and_nothing_else_changes(
+    exported: Path, tmp_path: Path
+) -> None:
+    from hetexport.repo.layout import read_files, replace_card
+
+    model_dir = tmp_path / "repo" / "tiny"
+    shutil.copytree(exported, model_dir)
+    before = read_files(model_dir)
+    card = _card(model_dir).model_copy(update={"calibration": None})
+    replace_card(model_dir, card)
+    after = read_files(model_dir)
+    changed = {path for path in before.keys() | after.keys()
+               if before.get(path) != after.get(path)}
+    assert changed == {"config.pbtxt", "model_card.json"}
+    assert _card(model_dir) == card
+    config = parse_config(after["config.pbtxt"].decode())
+    assert ModelCard.model_validate(config.model_card()) == card
+    assert sorted(p.name for p in model_dir.parent.iterdir()) == ["tiny"]  # no staging left
+
+
+def test_a_new_version_is_exported_and_calibrated_beside_the_old_one(
+    exported: Path, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(exported, repo / "tiny")
+    result = CliRunner().invoke(app, [
+        "export", str(exported.parent.parent / "het.pt"), "--model-repo", str(repo),
+        "--name", "tiny", "--mc-samples", "16", "--version", "next",
+        "--calibration-images", str(DEFAULT_FASHION_MNIST_DIR), "--calibration-count", "300",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "version 2" in result.output
+    assert (repo / "tiny" / "1" / "model.onnx").is_file()
+    card = _card(repo / "tiny")
+    assert card.version == "2" and card.calibration.images == 300
+    config = parse_config((repo / "tiny" / "config.pbtxt").read_text())
+    assert ModelCard.model_validate(config.model_card()) == card
