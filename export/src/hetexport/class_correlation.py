@@ -122,14 +122,13 @@ def shares_from_covariance(cov_rows: Tensor, topk_ids: Tensor, *, rule: Correlat
     ``Var(p_i) <= PROBABILITY_VARIANCE_FLOOR`` or no class moves against (softmax) / with
     (sigmoid) class i."""
     own = torch.gather(cov_rows, 2, topk_ids.unsqueeze(-1))  # Var(p_i) [B, k, 1]
-    classes = torch.arange(cov_rows.shape[-1], device=cov_rows.device)
-    is_self = topk_ids.unsqueeze(-1) == classes  # [B, k, K]
+    is_self = _is_self(topk_ids, cov_rows.shape[-1])  # [B, k, K]
     signed = -cov_rows if rule.most_negative else cov_rows
-    flows = torch.where(is_self, torch.zeros_like(signed), torch.clamp(signed, min=0.0))
+    flows = torch.where(is_self, 0.0, torch.clamp(signed, min=0.0))
     total = batch_invariant.sum(flows, -1).unsqueeze(-1)  # [B, k, 1]
     moving = (own > PROBABILITY_VARIANCE_FLOOR) & (total > 0)
-    safe = torch.where(moving, total, torch.ones_like(total))
-    return torch.where(moving, flows / safe, torch.zeros_like(flows))
+    safe = torch.where(moving, total, 1.0)
+    return torch.where(moving, flows / safe, 0.0)
 
 
 def probability_shares(sample_probs: Tensor, topk_ids: Tensor, *, rule: CorrelationRule) -> Tensor:
@@ -148,9 +147,7 @@ def confusable_from_shares(shares: Tensor, topk_ids: Tensor, num_confusable: int
     Runtime alike: exported, ONNX ``TopK`` puts the lower index first among equal values;
     eager (the PyTorch reference, the fused GPU head), a stable descending sort does the same,
     where ``torch.topk`` promises no order (the sort does not export to ONNX)."""
-    classes = torch.arange(shares.shape[-1], device=shares.device)
-    is_self = topk_ids.unsqueeze(-1) == classes  # [B, k, K]
-    scores = torch.where(is_self, torch.full_like(shares, float("-inf")), shares)
+    scores = torch.where(_is_self(topk_ids, shares.shape[-1]), float("-inf"), shares)
     if torch.onnx.is_in_onnx_export():
         ids = torch.topk(scores, num_confusable, dim=-1).indices
     else:
@@ -163,8 +160,14 @@ def topk_correlation(latent: LatentGaussian, topk_ids: Tensor, *, rule: Correlat
                      ) -> Tensor:
     """The latent correlation among the top classes [B, k, k] (module doc, item 1)."""
     rows = latent.correlation_rows(topk_ids, centered=rule.centered)  # [B, k, K]
-    k = topk_ids.shape[1]
-    return torch.gather(rows, 2, topk_ids.unsqueeze(1).expand(-1, k, -1))
+    columns = _is_self(topk_ids, rows.shape[-1]).to(rows.dtype)  # [B, k, K]
+    return torch.matmul(rows, columns.transpose(1, 2))  # the top columns, picked exactly
+
+
+def _is_self(ids: Tensor, classes: int) -> Tensor:
+    """``[B, k, K]``, True at each row's own class ``ids[b, i]`` (a comparison with a constant
+    range: no gather, no shape computation in the traced graph)."""
+    return ids.unsqueeze(-1) == torch.arange(int(classes), device=ids.device)
 
 
 def correlation_outputs(
