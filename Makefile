@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-gateway soak overload lint clean
+.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-confusable bench-gateway bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, and helm for the chart's offline checks
@@ -99,6 +99,11 @@ bench-confusable: setup
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
 
+## bench-fused-precision: the fused MC head vs the materialised layer, fp32/fp16/bf16 inputs
+##   (the triton interpreter without CUDA) -> bench/results/fused-precision-*.json
+bench-fused-precision: setup
+	$(PY) bench/fused_precision.py
+
 ## soak: bounded Locust soak against a running gateway (make serve), with memory before/after
 soak: setup
 	$(PY) bench/soak.py --url http://127.0.0.1:$(GATEWAY_PORT) --users $(SOAK_USERS) --duration $(SOAK_TIME)
@@ -106,6 +111,16 @@ soak: setup
 ## overload: 2x and 4x the sustainable rate; admitted requests keep their latency, the rest get 429
 overload: setup
 	$(PY) bench/overload.py --serve model_repo --concurrency $(OVERLOAD_CONCURRENCY)
+
+## docs-screenshot: the README's docs/img/web_page.png from the live page (the browser test,
+##   real Triton + gateway + Chromium) and its provenance docs/img/web_page.json; commit both
+docs-screenshot: setup
+	HETSERVE_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/e2e/test_browser_page.py -q \
+		-k test_uploaded_image_shows_the_api_answer_as_bars_entropy_and_heatmap
+
+## figures: every figure the docs quote beside the field it comes from (docs/figures.md)
+figures: setup
+	$(PY) bench/figures.py check
 
 lint: setup
 	$(VENV)/bin/ruff check contract export server client tests bench

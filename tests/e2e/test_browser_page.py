@@ -9,7 +9,11 @@ widths against their tracks, and the heatmap cells' colours (blue for negative, 
 positive, deeper for stronger); each compared with the API's own answer for the same image,
 formatted here, not with anything the page stores. The upload and the switch save
 screenshots, ``artifacts/browser/page_fashion_het.png``
-and ``page_fashion_det.png`` (git-ignored), and print their paths (``pytest -s``).
+and ``page_fashion_det.png`` (git-ignored), and print their paths (``pytest -s``). With
+``HETSERVE_UPDATE_SCREENSHOT=1`` (``make docs-screenshot``) the upload's screenshot also
+becomes the README's ``docs/img/web_page.png``, with its provenance in
+``docs/img/web_page.json`` (``bench/provenance.py``: the commit, and the page, contract and
+models it shows, so that the docs test finds it stale when they change).
 
 Runs Debian's Chromium (``/usr/bin/chromium``) through Playwright; without Chromium it skips
 (``CI=true``: fails).
@@ -18,10 +22,13 @@ Runs Debian's Chromium (``/usr/bin/chromium``) through Playwright; without Chrom
 from __future__ import annotations
 
 import base64
+import importlib.util
 import itertools
 import json
 import math
+import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +55,11 @@ VIEWPORT = {"width": 1280, "height": 900}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "server" / "src" / "hetgateway" / "static" / "examples"
 SCREENSHOT_DIR = REPO_ROOT / "artifacts" / "browser"
+DOCS_SCREENSHOT = REPO_ROOT / "docs" / "img" / "web_page.png"
+DOCS_SCREENSHOT_SHOWS = ("server/src/hetgateway/static", "contract/src/hetcontract/api.py",
+                         "model_repo/fashion_het", "model_repo/fashion_det")
+"""What the README's screenshot shows: the page, the API contract, the shipped models."""
+UPDATE_SCREENSHOT = "HETSERVE_UPDATE_SCREENSHOT"
 HET_MODEL = "fashion_het"
 DET_MODEL = "fashion_det"
 TOP_K = 5
@@ -205,6 +217,24 @@ def save_screenshot(tab: Any, name: str) -> Path:
     return path
 
 
+def publish_screenshot(screenshot: Path) -> None:
+    """With ``HETSERVE_UPDATE_SCREENSHOT=1``: ``screenshot`` becomes the README's
+    docs/img/web_page.png, and docs/img/web_page.json records its provenance."""
+    if os.environ.get(UPDATE_SCREENSHOT) != "1":
+        return
+    spec = importlib.util.spec_from_file_location(
+        "hetserve_provenance", REPO_ROOT / "bench" / "provenance.py")
+    recorder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recorder)
+    shutil.copyfile(screenshot, DOCS_SCREENSHOT)
+    record = recorder.provenance(DOCS_SCREENSHOT_SHOWS, command="make docs-screenshot",
+                                 loaded=False)
+    DOCS_SCREENSHOT.with_suffix(".json").write_text(json.dumps(
+        {"provenance": record, "screenshot": str(DOCS_SCREENSHOT.relative_to(REPO_ROOT))},
+        indent=2) + "\n")
+    print(f"wrote {DOCS_SCREENSHOT} and its provenance")
+
+
 def assert_page_shows(tab: Any, expected: dict[str, Any]) -> None:
     """What the user sees (texts, bar widths, heatmap cells) is the API's answer."""
     predictions = expected["predictions"]
@@ -262,7 +292,7 @@ def test_uploaded_image_shows_the_api_answer_as_bars_entropy_and_heatmap(
     max_entropy = float(page.get_attribute("[data-testid='entropy-value']", "data-max-entropy"))
     assert max_entropy == pytest.approx(math.log(10))
     assert page.get_attribute("[data-testid='preview-image']", "alt").endswith(shirt_example.name)
-    save_screenshot(page, "page_fashion_het")
+    publish_screenshot(save_screenshot(page, "page_fashion_het"))
 
 
 def test_page_says_where_each_top_class_probability_moves_for_het_softmax(
