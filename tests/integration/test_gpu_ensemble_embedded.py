@@ -20,7 +20,7 @@ from hetexport.layers import NoiseBank
 from hetexport.model import ModelSpec, build_model
 from hetexport.onnx.export import DEFAULT_BANK_DESIGN
 from hetexport.onnx.graph import export_graph
-from hetexport.onnx.head import ServingGraph
+from hetexport.serving.head import ServingGraph
 from hetexport.onnx.runner import OnnxRunner
 
 pytestmark = pytest.mark.integration

@@ -31,7 +31,7 @@ from hetexport.fused.served_head import (
 from hetexport.layers import NoiseBank
 from hetexport.model import ModelSpec, build_model
 from hetexport.onnx.graph import export_graph
-from hetexport.onnx.head import ServingGraph
+from hetexport.serving.head import ServingGraph
 from hetexport.onnx.runner import OnnxRunner
 from hetexport.onnx.sampling_plan import DEFAULT_EXPORT_MC_SAMPLES
 

@@ -32,7 +32,7 @@ from hetexport.exact.integral import (
 )
 from hetexport.layers import LatentGaussian, NoiseBank
 from hetexport.model import HetClassifier
-from hetexport.onnx.head import ServingGraph
+from hetexport.serving.head import ServingGraph
 
 SAMPLE_COUNTS: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 """Sample counts ``--mc-error`` tries, in order (powers of 2 keep Sobol nets balanced)."""

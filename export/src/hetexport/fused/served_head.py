@@ -5,7 +5,7 @@ Gaussian: ``latent_mean`` mu [B, K], ``latent_scale`` d [B, K] and either ``late
 V [B, K, R] (dense) or ``latent_factor_scale`` v [B, K] (parameter-efficient; J [K, R] is
 input-independent and lives here with the noise bank). This module turns those into exactly
 ``hetcontract.HEAD_OUTPUTS``, with the same noise bank, numerics and correlation outputs as the
-ONNX head (``hetexport.onnx.head.ServingGraph``), so the two answers agree.
+ONNX head (``hetexport.serving.head.ServingGraph``), so the two answers agree.
 
 Typical usage::
 
@@ -34,7 +34,7 @@ from hetexport.fused.chunked import chunked_probability_covariance
 from hetexport.fused.errors import UnsupportedHead
 from hetexport.fused.mc_head import Impl, mc_head
 from hetexport.layers import LatentGaussian, NoiseBank
-from hetexport.onnx.head import ServingOutputs
+from hetexport.serving.head import ServingOutputs
 
 HEAD_CONSTANTS_FILENAME = "head_constants.npz"
 LATENT_MEAN = "latent_mean"

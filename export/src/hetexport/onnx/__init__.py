@@ -1,6 +1,6 @@
-"""Everything between a trained ``HetClassifier`` and an ONNX file in a Triton repository.
+"""Everything between a trained ``HetClassifier`` and an ONNX file in a Triton repository
+(the module it traces, ``ServingGraph``, is ``hetexport.serving.head``).
 
-* ``head``: ``ServingGraph``, the module traced to ONNX (images -> ``hetcontract.HEAD_OUTPUTS``);
 * ``graph``: tracing to one batched graph whose answers do not depend on the batch;
 * ``runner``: ``OnnxRunner``, ONNX Runtime over an exported file;
 * ``parity``: the exported graph against PyTorch;

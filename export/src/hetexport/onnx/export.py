@@ -34,7 +34,7 @@ from hetexport.layers import NoiseBank
 from hetexport.layers.noise_bank import AUTO_DESIGN
 from hetexport.model import HetClassifier
 from hetexport.onnx.graph import export_graph
-from hetexport.onnx.head import ServingGraph
+from hetexport.serving.head import ServingGraph
 from hetexport.onnx.parity import ParityReport, check_parity
 from hetexport.onnx.sampling_plan import plan_sampling
 from hetexport.repository import (

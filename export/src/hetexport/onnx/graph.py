@@ -27,7 +27,7 @@ import torch
 from hetcontract import INPUT_NAME
 
 from hetexport.errors import ExportError
-from hetexport.onnx.head import OUTPUT_NAMES, ServingGraph
+from hetexport.serving.head import OUTPUT_NAMES, ServingGraph
 
 OPSET = 17
 _BATCH = "B"

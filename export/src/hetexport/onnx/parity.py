@@ -28,7 +28,7 @@ import torch
 
 from hetexport.class_correlation import probability_shares
 from hetexport.errors import ExportError
-from hetexport.onnx.head import ServingGraph
+from hetexport.serving.head import ServingGraph
 from hetexport.onnx.runner import OnnxRunner
 
 PROB_TOLERANCE = 1e-5
