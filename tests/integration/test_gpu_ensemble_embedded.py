@@ -20,8 +20,8 @@ from hetexport.layers import NoiseBank
 from hetexport.model import ModelSpec, build_model
 from hetexport.onnx.export import DEFAULT_BANK_DESIGN
 from hetexport.onnx.graph import export_graph
-from hetexport.serving.head import ServingGraph
 from hetexport.onnx.runner import OnnxRunner
+from hetexport.serving.head import ServingGraph
 
 pytestmark = pytest.mark.integration
 

@@ -31,9 +31,9 @@ from hetexport.fused.served_head import (
 from hetexport.layers import NoiseBank
 from hetexport.model import ModelSpec, build_model
 from hetexport.onnx.graph import export_graph
-from hetexport.serving.head import ServingGraph
 from hetexport.onnx.runner import OnnxRunner
 from hetexport.onnx.sampling_plan import DEFAULT_EXPORT_MC_SAMPLES
+from hetexport.serving.head import ServingGraph
 
 PROB_ATOL = 1e-5
 ENTROPY_ATOL = 1e-4

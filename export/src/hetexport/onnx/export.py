@@ -34,7 +34,6 @@ from hetexport.layers import NoiseBank
 from hetexport.layers.noise_bank import AUTO_DESIGN
 from hetexport.model import HetClassifier
 from hetexport.onnx.graph import export_graph
-from hetexport.serving.head import ServingGraph
 from hetexport.onnx.parity import ParityReport, check_parity
 from hetexport.onnx.sampling_plan import plan_sampling
 from hetexport.repository import (
@@ -44,6 +43,7 @@ from hetexport.repository import (
     model_config,
     render_config,
 )
+from hetexport.serving.head import ServingGraph
 
 DEFAULT_TOP_K = 5
 DEFAULT_NUM_CONFUSABLE = 3
