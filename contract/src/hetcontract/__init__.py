@@ -38,6 +38,7 @@ from hetcontract.outputs import (
     INPUT_NAME,
     MODEL_CARD_FILENAME,
     MODEL_CARD_PARAMETER,
+    WITHHELD_SHARE,
     OutputName,
     TensorSpec,
     output_spec,
@@ -72,5 +73,6 @@ __all__ = [
     "TensorInput",
     "TensorSpec",
     "Uncertainty",
+    "WITHHELD_SHARE",
     "output_spec",
 ]

@@ -69,12 +69,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from hetcontract import WITHHELD_SHARE
 from torch import Tensor
 
 from hetexport.layers import LatentGaussian, batch_invariant
 
-WITHHELD_SHARE = -1.0
-"""The served share of every confusable class of a top class whose shares are withheld."""
 MOVEMENT_RELATIVE_ERROR_MAX = 0.30
 """Largest relative standard error of ``Var_s(p_i)`` at which class i's shares are served
 (about 10 samples or more carry its movement; module doc)."""

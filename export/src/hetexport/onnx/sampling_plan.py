@@ -93,6 +93,7 @@ class SamplingPlan:
             reference_error=report.largest_reference_error(),
             requested_p99=self.requested_p99,
             error={name: McError(**values) for name, values in report.summary().items()},
+            shares_withheld=report.shares_withheld,
         )
 
 
@@ -130,8 +131,8 @@ def plan_sampling(
     select, select_reference = images[:half], reference.subset(slice(0, half))
     seeds = range(seed, seed + max(1, search_seeds))
     candidates = [mc_samples or DEFAULT_EXPORT_MC_SAMPLES] if mc_error is None else SAMPLE_COUNTS
-    if fitted and mc_error is not None:  # S/2 > R + N: the bank is whitened
-        candidates = [s for s in candidates if s // 2 > head.num_factors + head.diag_noise_dim]
+    if fitted and mc_error is not None:  # S/2 > R: the bank is whitened (by blocks if need be)
+        candidates = [s for s in candidates if s // 2 > head.num_factors]
     baseline = baseline_errors(model, select, select_reference)
     tried: dict[int, float] = {}
     for samples in candidates:
