@@ -85,6 +85,16 @@ def test_whitening_holds_for_any_free_points():
     assert (z.T @ z / 40 - torch.eye(6, dtype=F64)).abs().max() < 1e-12
 
 
+def test_with_fewer_pairs_than_dimensions_whitening_goes_block_by_block():
+    half = torch.randn(5, 9, dtype=F64, generator=torch.Generator().manual_seed(1)) * 3 + 1
+    z = whitened_antithetic(half, factors=2)
+    second = z.T @ z / 10
+    assert z.mean(0).abs().max() < 1e-12
+    assert (second[:2, :2] - torch.eye(2, dtype=F64)).abs().max() < 1e-12
+    assert second[:2, 2:].abs().max() < 1e-12
+    assert (second.diagonal()[2:] - 1).abs().max() < 1e-12
+
+
 def test_fitted_bank_integrates_better_than_the_bank_it_started_from(fit_reference, fitted):
     start = NoiseBank.fixed(S, R, K, seed=0, design="moment_matched_sobol")
     assert fitted.final_loss < fitted.initial_loss
@@ -98,7 +108,7 @@ def test_fit_refuses_an_odd_or_too_small_sample_count(fit_reference):
     with pytest.raises(ValueError, match="even"):
         fit_bank(fit_reference, samples=33, seed=0, steps=1)
     with pytest.raises(ValueError, match="S/2 > R"):
-        fit_bank(fit_reference, samples=16, seed=0, steps=1)  # 8 pairs, 8 dimensions
+        fit_bank(fit_reference, samples=6, seed=0, steps=1)  # 3 pairs, 3 factors
 
 
 def test_noise_bank_fixed_cannot_draw_a_fitted_bank():

@@ -37,7 +37,7 @@ from hetexport.exact.integral import ExactAnswer
 from hetexport.exact.measure import Reference
 from hetexport.layers import LatentGaussian, NoiseBank, mc_sigmoid, mc_softmax
 from hetexport.layers.entropy import bernoulli_entropy, categorical_entropy
-from hetexport.layers.noise_bank import moment_matched_sobol_design
+from hetexport.layers.noise_bank import moment_matched_sobol_design, whiten_blocks
 
 FIT_STEPS = 400
 """Adam iterations (fixed: the fit is deterministic)."""
@@ -56,9 +56,14 @@ class BankFit:
     final_loss: float
 
 
-def whitened_antithetic(half: Tensor) -> Tensor:
+def whitened_antithetic(half: Tensor, factors: int = 0) -> Tensor:
     """``[Y; -Y] L^{-T}`` with ``L L^T = Y^T Y / (S/2)``: mean 0, second moment exactly I
-    (module doc); differentiable in ``Y`` [S/2, d]; needs S/2 > d (Y of full column rank)."""
+    (module doc); differentiable in ``Y`` [S/2, d]. With S/2 <= d (Y cannot have full column
+    rank) whitened block by block instead (``noise_bank.whiten_blocks``: the ``factors``
+    first columns exactly, each other column orthogonal to them with second moment 1)."""
+    if half.shape[0] <= half.shape[1]:
+        white = whiten_blocks(half, factors)
+        return torch.cat([white, -white])
     second = half.T @ half / half.shape[0]
     lower = torch.linalg.cholesky(second)
     white = torch.linalg.solve_triangular(lower, half.T, upper=False).T  # Y L^{-T}
@@ -102,7 +107,7 @@ def fit_bank(
 ) -> BankFit:
     """A bank of ``samples`` points fitted to the integrals of ``reference``'s latents
     (module doc: the FIT images), started from ``moment_matched_sobol`` with ``seed``.
-    ValueError unless S is even with S/2 > R + N."""
+    ValueError unless S is even with S/2 > R."""
     latent, exact = reference.latent, reference.exact
     temperature, link = reference.temperature, reference.link
     factors, width = latent.num_factors, latent.diag_noise_dim
@@ -114,7 +119,7 @@ def fit_bank(
     optimiser = torch.optim.Adam([half], lr=learning_rate)
 
     def loss() -> Tensor:
-        return bank_loss(whitened_antithetic(half), wide, exact, temperature, link=link,
+        return bank_loss(whitened_antithetic(half, factors), wide, exact, temperature, link=link,
                          factors=factors)
 
     with torch.no_grad():
@@ -125,7 +130,7 @@ def fit_bank(
         value.backward()
         optimiser.step()
     with torch.no_grad():
-        points = whitened_antithetic(half)
+        points = whitened_antithetic(half, factors)
         final = float(loss())
     bank = NoiseBank(points[:, :factors].float().contiguous(),
                      points[:, factors:].float().contiguous())
