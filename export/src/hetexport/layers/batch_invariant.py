@@ -3,10 +3,12 @@ the same bits in any batch.
 
 ONNX Runtime's CPU kernels are not batch-invariant in general:
 
-* transcendental element-wise ops (``Softplus``, ``Log``, ``Exp``) run a vectorised loop over
-  the flat tensor and a scalar loop over its tail (with several intra-op threads, over the
-  tail of every thread's block); the two paths round differently, so a value's last bit
-  depends on where it lands in the batch;
+* transcendental element-wise ops written with Eigen (``Softplus``, ``Log``) run a vectorised
+  loop over the flat tensor and a scalar loop over its tail (with several intra-op threads,
+  over the tail of every thread's block); the two paths round differently, so a value's last
+  bit depends on where it lands in the batch. ``Exp`` is MLAS's (``MlasComputeExp``), whose
+  tail goes through the same vector code on a masked or broadcast load: every element is
+  rounded alike, and the served head uses it;
 * reductions (``ReduceMean``, ``ReduceSum``) pick their loop by shape: a batch of one is
   reduced as a flat vector, a larger batch row by row, with a different summation order.
 
@@ -23,9 +25,6 @@ usual ones rewritten on those kernels (each equals its textbook form to float32 
   probabilities from their logs, with no ``Log`` of the average itself;
 * ``log_unit(q)``, the natural log of numbers in (0, 1] from ``Sqrt``, ``Div``, ``Mul`` and
   ``Add`` alone (``q^(1/64)`` by six square roots, then the ``atanh`` series).
-
-ONNX Runtime's ``Exp`` (MLAS: the tail of a buffer goes through the same vector code, masked)
-rounds every element alike too; ``Log`` and ``Softplus`` (Eigen: a scalar tail) do not.
 
 A reduced axis's length (``sum``, ``mean``) is read as a Python int, so in a traced graph it is
 a constant, not a ``Shape`` computation: reduce only axes whose length is fixed (samples,

@@ -6,12 +6,16 @@ and ``p_s = softmax(x_s)``:
 
 * ``p_bar = (1/S) sum_s p_s``: the mean of the two halves' means ``[2, S] @ [B, S, K]`` (one
   product; the halves serve the shares' error below);
-* ``H_s = -sum_k p_sk log p_sk = LSE(x_s) - sum_k p_sk x_sk`` with ``LSE(x_s) = max_k x_sk -
-  log max_k p_sk`` (the softmax's largest entry is ``e^0 / Z_s``). The expected entropy so needs
-  the samples' softmax, two row maxima, one row product and the logarithm of S numbers per
-  example: no log-softmax of the samples, no transposed copy of them;
-* ``H[p_bar] = -sum_k p_bar_k log p_bar_k``: the logarithm of K numbers per example. Both
-  logarithms are ``batch_invariant.log_unit`` (exactly rounded operations only);
+* one ``LogSoftmax`` of the samples gives ``log p_s`` (its row-wise kernel rounds every row
+  alike), an element-wise ``Exp`` gives ``p_s`` (ONNX Runtime's MLAS kernel computes the tail
+  of a buffer with the same masked vector code as its body, so an element's bits do not depend
+  on its place: ``batch_invariant``), and ``H_s = -sum_k p_sk log p_sk`` is one row product.
+  This is cheaper than a ``Softmax`` with ``H_s = LSE_s - sum_k p_sk x_sk``, which needs two
+  more row maxima and a logarithm per sample (measured: the log-softmax kernel stores no
+  exponentials and costs less than the softmax's), and needs no second softmax or
+  log-softmax pass and no transposed copy of the samples;
+* ``H[p_bar] = -sum_k p_bar_k log p_bar_k``: the logarithm of K numbers per example,
+  ``batch_invariant.log_unit`` (exactly rounded operations only);
 * ``Cov_s(p_i, p_j)`` for the k top classes i only: ``(1/S) sum_s (p_si - p_bar_i) p_sj`` (one
   factor centred is enough: ``sum_s (p_si - p_bar_i) = 0``), one product of the centred top
   columns ``[B, k, S]`` with the samples ``[B, S, K]``; the top columns are picked from the
@@ -25,7 +29,7 @@ top class's ``Var_s(p_i)``, ``sqrt(S sum_s d^4 / (sum_s d^2)^2 - 1) / sqrt(S)`` 
 that withholds the unreliable ones are ``hetexport.class_correlation``.
 
 The logits are shifted by each example's largest mean logit first (a softmax ignores a common
-shift; the row sums of ``p x`` then stay near 0 in float32).
+shift; nothing then grows with the logits' scale in float32).
 
 Typical usage::
 
@@ -122,15 +126,12 @@ def bank_halves(noise: NoiseBank) -> Tensor:
 def softmax_statistics(scaled: Tensor, *, top_k: int, halves: Tensor) -> SampleStatistics:
     """p_bar, the entropies and the top classes' ``Movement`` from samples ``x_s`` [B, S, K]
     (module doc); ``halves`` [2, S] from ``bank_halves``."""
-    samples = int(scaled.shape[1])
-    probs_s = torch.softmax(scaled, -1)
+    log_probs_s = torch.log_softmax(scaled, -1)
+    probs_s = torch.exp(log_probs_s)  # ONNX Runtime's Exp rounds every element alike (MLAS)
     half_means = torch.matmul(halves.to(probs_s.dtype), probs_s)  # [B, 2, K]
     probs = (half_means[:, 0] + half_means[:, 1]) * 0.5
-    logs = batch_invariant.log_unit(torch.cat([probs_s.amax(-1), probs], -1))  # [B, S + K]
-    log_normaliser, log_probs = logs[:, :samples], logs[:, samples:]
-    weighted = batch_invariant.sum(probs_s * scaled, -1)  # sum_k p_sk x_sk [B, S]
-    expected = batch_invariant.mean(scaled.amax(-1) - log_normaliser - weighted, -1)
-    predictive = -batch_invariant.sum(probs * log_probs, -1)
+    expected = -batch_invariant.mean(batch_invariant.sum(probs_s * log_probs_s, -1), -1)
+    predictive = -batch_invariant.sum(probs * batch_invariant.log_unit(probs), -1)
     topk_probs, topk_ids = torch.topk(probs, top_k, dim=-1)
     move = movement(probs_s, half_means, topk_ids, topk_probs, halves)
     return SampleStatistics(probs, expected, predictive, topk_ids, topk_probs, move)
