@@ -109,13 +109,15 @@ def served_error(
         "topk_correlation": np.abs(served["topk_correlation"]
                                    - exact_correlation.numpy()).reshape(len(top_ids), -1).max(1),
     }
-    errors["confusable_share"], moving, withheld = _share_error(served, exact, rule)
+    moving = withheld = 0
+    if exact.probability_covariance is not None:
+        errors["confusable_share"], moving, withheld = _share_error(served, exact, rule)
     reference = {
         name: exact.standard_error[name].numpy()
         for name in ("probs", "predictive_entropy", "expected_entropy", "mutual_information")
     }
-    return ErrorReport({k: errors[k].astype(np.float64) for k in ERROR_QUANTITIES}, reference,
-                       shares_moving=moving, shares_withheld_count=withheld)
+    return ErrorReport({k: errors[k].astype(np.float64) for k in ERROR_QUANTITIES if k in errors},
+                       reference, shares_moving=moving, shares_withheld_count=withheld)
 
 
 def _share_error(served: Mapping[str, np.ndarray], exact: ExactAnswer,

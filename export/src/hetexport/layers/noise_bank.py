@@ -39,9 +39,10 @@ first: they carry the correlated, usually larger, part of the noise):
   ``hetexport.exact.bank_fit.fit_bank``; ``NoiseBank.fixed`` cannot make it.
 * ``"auto"`` (the export default, ``resolve_design``): ``moment_matched_sobol`` where S allows
   it (S even with S/2 > R), else ``sobol`` up to Sobol's largest dimension (21201), else
-  ``normal``. Measured against the exact integral in ``bench/uncertainty_cost.py`` and, on a
-  model-free family of latents at K = 10 and 1000, in ``bench/default_samples.py``
-  (``hetexport.exact``).
+  ``normal``; with held-out images an export takes ``"auto"`` to mean ``"optimized"``
+  (``hetexport.onnx.sampling_plan``). Measured against the exact integral in
+  ``bench/uncertainty_cost.py`` and, on a model-free family of latents at K = 10 and 1000, in
+  ``bench/default_samples.py`` (``hetexport.exact``).
 
 Typical usage::
 

@@ -5,7 +5,8 @@ whose 99th-percentile p_bar error (max over classes, against the exact integral 
 ``hetexport.exact``) on the first half of the held-out images is at most the target; else
 ``DEFAULT_EXPORT_MC_SAMPLES``. With held-out images the bank's scrambling seed is chosen too
 (``hetexport.exact.bank_search``: the best of ``search_seeds`` seeds on the same first half).
-The ``"optimized"`` design (``FITTED_DESIGN``) needs held-out images: its bank is the
+With held-out images ``"auto"`` (the default design) means the fitted bank, at any K: the
+``"optimized"`` design (``FITTED_DESIGN``) needs held-out images: its bank is the
 ``moment_matched_sobol`` bank of the searched seed, then fitted to the first half's latents
 (``hetexport.exact.bank_fit``); with ``mc_error`` its p_bar error is measured on that same
 first half (optimistic: the fit saw those images), the card's on the second.
@@ -43,7 +44,7 @@ from hetexport.exact.measure import (
     reference_for,
 )
 from hetexport.layers import NoiseBank
-from hetexport.layers.noise_bank import FITTED_DESIGN, resolve_design
+from hetexport.layers.noise_bank import AUTO_DESIGN, FITTED_DESIGN, resolve_design
 from hetexport.model import HetClassifier
 from hetexport.onnx.runner import OnnxRunner
 
@@ -116,6 +117,8 @@ def plan_sampling(
     if mc_error is not None and (images is None or len(images) < 2):
         raise ExportError("--mc-error needs held-out images to measure the error on")
     head = model.head
+    if design == AUTO_DESIGN and images is not None and len(images) >= 2:
+        design = FITTED_DESIGN  # held-out images: the bank is fitted to the model, at any K
     fitted = design == FITTED_DESIGN
     def named(samples: int) -> str:  # the design "auto" resolves to at this S
         return resolve_design(design, samples, head.num_factors, head.diag_noise_dim)
