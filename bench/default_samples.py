@@ -21,8 +21,9 @@ the mean logits 3.7 to 7.6), each cell ``DRAWS`` random latents:
 Each latent's exact integrals come from ``hetexport.exact.integral.exact_answer`` (the
 eigenbasis at K = 10, the noise's own coordinates at K = 1000, with their standard errors);
 plain Monte Carlo's error is the mean over ``BASELINE_SEEDS`` banks. Reproduce:
-``.venv/bin/python bench/default_samples.py`` (``make bench-default-samples``; about an hour
-at K = 1000 on two shared cores); results in ``bench/results/default-samples-<machine>.json``.
+``.venv/bin/python bench/default_samples.py`` (``make bench-default-samples``; about 40
+minutes on two shared cores, most of it the K = 1000 reference); results in
+``bench/results/default-samples-<machine>.json``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ CLASSES = (10, 1000)
 MEAN_SCALES = (2.0, 5.0)
 FACTOR_SCALES = (0.5, 1.5, 3.0)
 DIAGONAL_SCALES = (0.1, 0.3, 1.0)
-DRAWS = 3
+DRAWS = 2
 CANDIDATES = (64, 128, 256, 512)
 BASELINE = ("normal", 1000)
 BASELINE_SEEDS = 4

@@ -51,10 +51,9 @@ DEFAULT_NUM_CONFUSABLE = 3
 and ``default_num_confusable(K)``, which never ask for more classes than it has."""
 DEFAULT_NOISE_SEED = 0
 DEFAULT_BANK_DESIGN = AUTO_DESIGN
-"""The baked bank's design (``hetexport.layers.noise_bank.resolve_design``): moment-matched
-Sobol where S allows it; with S = 256 (the default) every served quantity of the demo model is
-then about as exact as with plain Monte Carlo at S = 1000 (README, measured by
-``bench/uncertainty_cost.py``)."""
+"""The baked bank's design (``hetexport.layers.noise_bank.resolve_design``): the fitted bank
+with held-out images, else moment-matched Sobol where S allows it, at the S a model-free
+criterion chose (``hetexport.onnx.sampling_plan.DEFAULT_EXPORT_MC_SAMPLES``)."""
 
 MODEL_VERSION = "1"
 MODEL_FILENAME = "model.onnx"

@@ -48,13 +48,16 @@ from hetexport.layers.noise_bank import AUTO_DESIGN, FITTED_DESIGN, resolve_desi
 from hetexport.model import HetClassifier
 from hetexport.onnx.runner import OnnxRunner
 
-DEFAULT_EXPORT_MC_SAMPLES = 256
-"""S baked into a HET graph unless ``mc_samples`` or ``mc_error`` decide it. With the
-model-free default design the demo model's every served integral is then about as exact as
-plain Monte Carlo with S = 1000 (README); at S = 128 the expected entropy's and the mutual
-information's 99th-percentile errors are ~1.8x that. The fitted design (``FITTED_DESIGN``,
-which needs held-out images) reaches S = 1000's accuracy with 128 points, and the demo ships
-it."""
+DEFAULT_EXPORT_MC_SAMPLES = 512
+"""S baked into a HET graph unless ``mc_samples`` or ``mc_error`` decide it, chosen by a
+model-free criterion (``bench/default_samples.py``, ``make bench-default-samples``): the
+smallest power of two at which the model-free design (``moment_matched_sobol``) integrates
+every served integral (p_bar, both entropies, the mutual information; mean and 99th percentile)
+at least as exactly as plain Monte Carlo with S = 1000 on a family of latents that spans the
+demo model's scales, at K = 10 and at K = 1000. S = 256 misses it at both (the expected
+entropy's and the mutual information's 99th percentiles). The fitted design (``FITTED_DESIGN``,
+the default with held-out images) reaches S = 1000's accuracy on the demo with 128 points, and
+the demo ships it."""
 DETERMINISTIC_DESIGN = "none"
 FITTED_START_DESIGN = "moment_matched_sobol"
 """The design a fitted bank starts from (its seed searched first)."""
