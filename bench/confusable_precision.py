@@ -4,7 +4,7 @@ says a top-1's probability moves to lie in the input's noisy group?
 Starts ``hetgateway serve`` on ``model_repo/`` (loopback, free ports), sends the first
 ``--images`` Fashion-MNIST test images as PNGs (JSON, ``--batch`` per request) to
 ``fashion_het`` and, for comparison in the same run, to ``fashion_det``, and counts with
-``hetexport.confusable_precision``: among images whose true class and top-1 lie in the same
+``hetexport.studies.confusable_precision``: among images whose true class and top-1 lie in the same
 noisy group ({T-shirt/top, Pullover, Coat, Shirt} or {Sandal, Sneaker, Ankle boot}), the
 fraction whose first ``confusable[0].confused_with`` class lies in that group (an empty list,
 i.e. no claim, counts as a miss), with a Wilson 95 % interval. The baseline is the runner-up
@@ -25,9 +25,9 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from hetexport.confusable_precision import NO_CLASS, group_confusable_precision
 from hetexport.data import FASHION_MNIST_LABELS, load_fashion_mnist
 from hetexport.label_noise import FASHION_MNIST_NOISY_GROUPS
+from hetexport.studies.confusable_precision import NO_CLASS, group_confusable_precision
 from loopback_target import FASHION_MNIST_DIR, png, served_stack
 from provenance import RESULTS_DIR, provenance
 
@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("fashion_het", "fashion_det")
 MEASURED = ["model_repo/fashion_het", "model_repo/fashion_det",
             "export/src/hetexport/class_correlation.py", "server/src/hetgateway/answer.py",
-            "export/src/hetexport/confusable_precision.py", "bench/confusable_precision.py"]
+            "export/src/hetexport/studies/confusable_precision.py", "bench/confusable_precision.py"]
 
 
 def main() -> int:

@@ -1,44 +1,38 @@
-"""Gateway CPU per request and gateway vs direct Triton: the same load through the gateway and
-straight at Triton.
+"""The gateway against calling Triton directly: throughput, latency and CPU per request, with
+request coalescing on and off, in one run.
 
 Starts the embedded Triton on free loopback ports (repository derived from ``model_repo/``),
-then, for each gateway worker count (``--workers``, 1 and 2 by default), the gateway
-(``hetgateway gateway --workers N``) in its own process, and for each operating point runs
-alternating rounds at a fixed concurrency:
+and two gateways in front of it (``hetgateway gateway``, one worker each, as ``make serve``
+runs on two cores): one coalescing concurrent requests (the default), one sending every
+request alone (``HETSERVE_COALESCE=false``). Then, for each operating point (images per
+request, concurrent clients), it runs time-boxed rounds of each path in turn, the order
+rotating from round to round:
 
-- gateway: ``POST /v1/models/<model>/predict`` with B real Fashion-MNIST test images, as
-  multipart ``images`` files or as base64 PNGs in JSON (decoded, preprocessed and shaped into
-  the answer by the gateway);
-- direct: ``tritonclient.grpc.aio`` ``infer`` of the same B images, already preprocessed by
-  this script exactly as the model card says, as one [B, C, H, W] tensor, asking for the same
-  outputs.
+- ``gateway`` / ``gateway_alone``: ``POST /v1/models/<model>/predict`` with B real
+  Fashion-MNIST test images as base64 PNGs in JSON (or multipart files), decoded,
+  preprocessed and shaped into the answer by the gateway;
+- ``direct_grpc``: KServe ``ModelInfer`` of the same B images, already preprocessed by this
+  script as the model card says, as one [B, C, H, W] tensor, through the generated gRPC stub
+  (the leanest Python client there is), asking for the same outputs;
+- ``direct_http``: the same call over Triton's HTTP endpoint with the binary tensor extension,
+  through the same HTTP client as the gateway's requests (aiohttp).
 
-Operating points (``--points``): batch-1 multipart, batch-1 JSON, batch-16 JSON. Per point it
-prints throughput, p50 and p99 latency and the CPU milliseconds per request of the gateway
-(parent and workers), of Triton (with its Python-backend stubs: its process group) and of this
-load generator, read from ``/proc`` around each round, so they count whatever else runs on
-the machine. Targets: gateway CPU per batch-1 request <= 0.5 ms, and gateway/direct
-throughput >= 0.8 where the gateway has cores of its own.
+Per path and point: throughput, p50 and p99 latency, and the CPU milliseconds per request of
+the gateway that served it (its process and workers), of Triton (its process group, with the
+Python-backend stubs) and of this load generator, read from ``/proc`` around each round, so
+they count whatever else the machine runs. Figures are medians over rounds; ratios are medians
+of the paired round ratios (round i of one path against round i of the other), robust to a
+round slowed by other work on a shared machine.
 
-That last condition cannot hold on a 2-core machine where Triton, the gateway and the load
-generator share both cores, so it is shown two ways. By CPU arithmetic:
-``gateway_cores_to_keep_up`` = direct throughput x gateway CPU per request, the cores a gateway
-needs to pass on everything Triton answers (ratio 1 with that many cores of its own, ratio
-cores / that with fewer). Measured, with ``--pin``: one worker alone on half of the usable CPUs
-(on 2 cores: one core), Triton and this load generator on the other half, batch-1 points again
-(``pinned``: true in the results).
+Targets (issue 21): through the gateway at least as many requests per second as calling
+Triton directly with one image per call, for 1-image requests at 8 concurrent clients, and at
+least 0.6 of direct Triton's rate for 8-image requests; gateway CPU per 1-image request at
+most 0.5 ms; with one client, the coalescing gateway's p50 within 0.3 ms of the uncoalesced
+one (a lone request never waits).
 
-Reproduce: ``.venv/bin/python bench/gateway_bench.py`` (``make bench-gateway``); options:
-``--concurrency 16 --requests 600 --requests-batched 150 --rounds 5 --workers 1 2 --pin``.
-Figures are medians over rounds; the ratio is the median of the paired round ratios. The
-results go to ``bench/results/gateway-<machine>.json`` with their provenance.
-
-Two ratios are reported because two regimes exist. Measured: the throughputs of this run,
-whatever limits them. CPU-bound: when the cores are the limit, throughput is cores / CPU per
-request, so the ratio tends to (direct server + client CPU per request) / (gateway + Triton +
-client CPU per request), reported as ``cpu_bound_ratio``. (Models with a Triton queue policy
-made the direct path wait for 0.5 s stalls and inflated the measured ratio: see
-``bench/queue_policy_stall.py``.)
+Reproduce: ``make bench-gateway`` (``.venv/bin/python bench/gateway_bench.py``); options:
+``--round-s 3 --rounds 3 --concurrency 1 8 32 --images 1 8 --multipart``. The result goes to
+``bench/results/gateway-<machine>.json`` with its provenance.
 """
 
 from __future__ import annotations
@@ -46,9 +40,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -59,68 +53,59 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
+import grpc
 import numpy as np
 import psutil
-import tritonclient.grpc.aio as grpcaio
 from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
 from hetgateway.answer import ANSWER_OUTPUTS
-from hetgateway.preprocessing import normalise
 from loopback_target import (
     embedded_triton,
     fashion_images,
     free_port,
+    load_for,
     percentiles_ms,
     png,
+    preprocess,
     process_cpu_s,
+    process_group_cpu_s,
 )
-from provenance import provenance
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from provenance import write_result
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
-MEASURED_PATHS = ("server/src", "bench/gateway_bench.py")
-TARGET_RATIO = 0.8
+TARGET_RATIO_ONE_IMAGE = 1.0
+TARGET_RATIO_EIGHT_IMAGES = 0.6
 TARGET_GATEWAY_CPU_MS = 0.5
-"""Gateway CPU per batch-1 request, multipart and JSON."""
+TARGET_P50_DELTA_MS = 0.3
 NUM_IMAGES = 256
-WARMUP_REQUESTS = 50
-POINTS = ("multipart:1", "json:1", "json:16")
-"""Default operating points, payload:images per request."""
-PAYLOADS = ("multipart", "json")
-BATCH_SIZES = (1, 16)
+WARMUP_S = 1.0
 TOP_K = 3
-CLIENT_TIMEOUT_S = 60
-CLIENT_KEEPALIVE_S = 2.0
 STOP_TIMEOUT_S = 30
-MIN_CPU_MS = 1e-9
-"""Guards a ratio against a round too short for the CPU clock's tick."""
+READY_TIMEOUT_S = 60
+CLIENT_KEEPALIVE_S = 2.0
 BOUNDARY = "hetserve-bench-boundary"
+GATEWAY_PATHS = ("gateway", "gateway_alone")
+DIRECT_PATHS = ("direct_grpc", "direct_http")
 
 
 @dataclass(frozen=True)
 class Point:
-    """An operating point: how the images travel to the gateway, and how many per request."""
+    """An operating point: how images travel to the gateway, how many per request, and how
+    many clients send at once."""
 
     payload: str
-    batch: int
-
-    @classmethod
-    def parse(cls, text: str) -> Point:
-        payload, batch = text.split(":")
-        if payload not in PAYLOADS:
-            raise argparse.ArgumentTypeError(f"payload must be one of {PAYLOADS}: {text!r}")
-        return cls(payload, int(batch))
+    images: int
+    concurrency: int
 
 
 @dataclass(frozen=True)
 class RoundResult:
-    """One round: which path at which point, throughput, latency and CPU per request."""
+    """One round of one path at one point."""
 
     path: str
     payload: str
-    batch: int
-    workers: int
-    pinned: bool
+    images: int
+    concurrency: int
     requests: int
     seconds: float
     throughput_rps: float
@@ -133,110 +118,67 @@ class RoundResult:
 
 def main() -> int:
     args = parse_args()
-    model_repository = Path(args.model_repository)
-    card = ModelCard.model_validate_json(
-        (model_repository / args.model / MODEL_CARD_FILENAME).read_text()
-    )
+    repository = Path(args.model_repository)
+    card = ModelCard.model_validate_json((repository / args.model / MODEL_CARD_FILENAME)
+                                         .read_text())
     images = fashion_images(limit=NUM_IMAGES)
-    workload = Workload(pngs=[png(image) for image in images], tensors=preprocess(images, card))
-    rounds: list[RoundResult] = []
+    workload = Workload([png(image) for image in images], preprocess(images, card))
     with (tempfile.TemporaryDirectory(prefix="hetserve-bench-") as tmp,
-          embedded_triton(model_repository, Path(tmp)) as triton):
-        runs = [(workers, False, args.points) for workers in args.workers]
-        if args.pin:
-            runs.append((1, True, [p for p in args.points if p.batch == 1]))
-        for workers, pinned, points in runs:
-            gateway, gateway_url = start_gateway(triton.grpc_url, args.concurrency, workers)
-            try:
-                meter = CpuMeter(gateway.pid, triton_group=triton.pid)
-                with pinned_apart(meter, enabled=pinned):
-                    rounds += asyncio.run(run_rounds(
-                        args, gateway_url, triton.grpc_url, workload, meter,
-                        points=points, workers=workers, pinned=pinned,
-                    ))
-            finally:
-                stop_gateway(gateway)
+          embedded_triton(repository, Path(tmp)) as triton):
+        gateways = {"gateway": start_gateway(triton.grpc_url, coalesce=True),
+                    "gateway_alone": start_gateway(triton.grpc_url, coalesce=False)}
+        try:
+            rounds = asyncio.run(run_points(args, workload, gateways, triton))
+        finally:
+            for process, _ in gateways.values():
+                stop_gateway(process)
     report = summarise(args, rounds)
     print_report(report)
-    write_report(report, "gateway", args.machine)
+    write_result(report, "gateway", measures=[f"model_repo/{args.model}"])
     return 0
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_load_arguments(parser, rounds=5)
-    parser.set_defaults(requests=600)
-    parser.add_argument("--requests-batched", type=int, default=150,
-                        help="requests per round at points of more than one image")
-    parser.add_argument("--points", type=Point.parse, nargs="+",
-                        default=[Point.parse(p) for p in POINTS],
-                        help="operating points, payload:images (multipart:1 json:1 json:16)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
-                        help="gateway worker counts to measure")
-    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
-                        help="also measure batch-1 points with one worker pinned apart")
+    parser.add_argument("--model-repository", default=str(REPO_ROOT / "model_repo"))
+    parser.add_argument("--model", default="fashion_het")
+    parser.add_argument("--images", type=int, nargs="+", default=[1, 8],
+                        help="images per request")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32],
+                        help="concurrent clients")
+    parser.add_argument("--multipart", action=argparse.BooleanOptionalAction, default=True,
+                        help="also 1-image multipart requests at 8 clients (CPU per request)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per path and point")
+    parser.add_argument("--round-s", type=float, default=3.0, help="seconds per round")
     return parser.parse_args()
 
 
-def add_load_arguments(parser: argparse.ArgumentParser, *, rounds: int) -> None:
-    """The options of the load benchmarks against Triton here (this one, queue_policy_stall)."""
-    parser.add_argument("--model-repository", default=str(REPO_ROOT / "model_repo"))
-    parser.add_argument("--model", default="fashion_het")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=1000, help="requests per round")
-    parser.add_argument("--rounds", type=int, default=rounds,
-                        help="rounds per compared path, alternating")
-    parser.add_argument("--machine", default=f"{platform.machine()}-{os.cpu_count()}cpu",
-                        help="name of this machine in the results file name")
+def points(args: argparse.Namespace) -> list[Point]:
+    grid = [Point("json", images, clients)
+            for images, clients in itertools.product(args.images, args.concurrency)]
+    return grid + ([Point("multipart", 1, 8)] if args.multipart else [])
 
 
-def write_report(report: dict, benchmark: str, machine: str) -> Path:
-    """Write ``report`` to ``bench/results/<benchmark>-<machine>.json``; returns the path."""
-    output = RESULTS_DIR / f"{benchmark}-{machine}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output.relative_to(REPO_ROOT)}")
-    return output
-
-
-def preprocess(images: np.ndarray, card: ModelCard) -> np.ndarray:
-    """float32 [N, C, H, W] = (pixel / scale - mean) / std, per the model card: the gateway's
-    own ``normalise``, over the whole batch at once."""
-    pixels = np.repeat(images[:, None].astype(np.float32), card.input.shape[0], axis=1)
-    return normalise(pixels, card.input)
-
-
-def start_gateway(
-    triton_grpc_url: str, concurrency: int, workers: int
-) -> tuple[subprocess.Popen, str]:
-    """``hetgateway gateway --workers N`` in its own process group; waits for /readyz and for
-    every worker."""
+def start_gateway(triton_grpc_url: str, *, coalesce: bool) -> tuple[subprocess.Popen, str]:
+    """``hetgateway gateway`` (one worker) in its own process group, ready."""
     port = free_port()
     env = dict(os.environ, HETSERVE_TRITON_GRPC_URL=triton_grpc_url, HETSERVE_PORT=str(port),
-               HETSERVE_LOG_LEVEL="warning", HETSERVE_MAX_IN_FLIGHT=str(max(64, concurrency)),
-               HETSERVE_WORKERS=str(workers))
+               HETSERVE_LOG_LEVEL="warning", HETSERVE_MAX_IN_FLIGHT="1024",
+               HETSERVE_WORKERS="1", HETSERVE_COALESCE=str(coalesce).lower())
     process = subprocess.Popen([sys.executable, "-m", "hetgateway.cli", "gateway"], env=env,
                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
-                if answer.status == 200 and len(gateway_workers(process.pid)) >= workers:
-                    time.sleep(1.0 if workers > 1 else 0)  # the last worker's startup
+                if answer.status == 200:
                     return process, url
         except OSError:
             pass
         time.sleep(0.2)
     stop_gateway(process)
     raise RuntimeError("gateway did not become ready")
-
-
-def gateway_workers(pid: int) -> list[int]:
-    """The gateway's serving processes: the workers under its parent, or itself alone."""
-    children = [c for c in psutil.Process(pid).children()
-                if any("spawn_main" in part for part in c.cmdline())]
-    return [c.pid for c in children] or [pid]
 
 
 def stop_gateway(process: subprocess.Popen) -> None:
@@ -248,64 +190,18 @@ def stop_gateway(process: subprocess.Popen) -> None:
         process.wait()
 
 
-class CpuMeter:
-    """CPU seconds (user + system) used so far by the gateway (its parent and workers), by
-    Triton (its process group: the server and its Python-backend stubs) and by this load
-    generator: the cost of a request, whatever else runs on the machine."""
-
-    def __init__(self, gateway_pid: int, *, triton_group: int) -> None:
-        self._gateway = [gateway_pid, *(c.pid for c in psutil.Process(gateway_pid).children())]
-        self._triton_group = triton_group
-
-    def gateway_pids(self) -> list[int]:
-        return list(self._gateway)
-
-    def triton_pids(self) -> list[int]:
-        found = subprocess.run(["pgrep", "-g", str(self._triton_group)], capture_output=True,
-                               text=True, check=False)
-        return [int(pid) for pid in found.stdout.split()]
-
-    def gateway_seconds(self) -> float:
-        return sum(process_cpu_s(pid) for pid in self._gateway)
-
-    def triton_seconds(self) -> float:
-        return sum(process_cpu_s(pid) for pid in self.triton_pids())
-
-    @staticmethod
-    def client_seconds() -> float:
-        own = os.times()
-        return own.user + own.system
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and every process under it."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0.0
+    return process_cpu_s(pid) + sum(process_cpu_s(child.pid) for child in children)
 
 
-class pinned_apart:  # noqa: N801  (a context manager, used like a function)
-    """While entered (and ``enabled``): the gateway on the upper half of the usable CPUs,
-    Triton and this load generator on the lower half (every thread: ``taskset -a``); all back
-    on every usable CPU afterwards."""
-
-    def __init__(self, meter: CpuMeter, *, enabled: bool) -> None:
-        self._meter = meter
-        cpus = sorted(os.sched_getaffinity(0))
-        self._enabled = enabled and len(cpus) >= 2
-        self._all = cpus
-        self._gateway_cpus = cpus[len(cpus) // 2:]
-        self._other_cpus = cpus[: len(cpus) // 2]
-
-    def __enter__(self) -> pinned_apart:
-        if self._enabled:
-            self._pin(self._meter.gateway_pids(), self._gateway_cpus)
-            self._pin([*self._meter.triton_pids(), os.getpid()], self._other_cpus)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._enabled:
-            self._pin([*self._meter.triton_pids(), os.getpid()], self._all)
-
-    @staticmethod
-    def _pin(pids: list[int], cpus: list[int]) -> None:
-        listed = ",".join(str(cpu) for cpu in cpus)
-        for pid in pids:
-            subprocess.run(["taskset", "-a", "-cp", listed, str(pid)], capture_output=True,
-                           check=False)
+def client_cpu_s() -> float:
+    own = os.times()
+    return own.user + own.system
 
 
 @dataclass(frozen=True)
@@ -316,26 +212,26 @@ class Workload:
     pngs: list[bytes]
     tensors: np.ndarray
 
-    def gateway_payloads(self, point: Point, *, top_k: int) -> tuple[list[bytes], str]:
-        """Bodies of ``point.batch`` images each (request i starts at image i), and their
+    def gateway_bodies(self, point: Point) -> tuple[list[bytes], str]:
+        """Bodies of ``point.images`` images each (body i starts at image i), and their
         Content-Type."""
-        count = len(self.pngs)
-        groups = [[self.pngs[(i + j) % count] for j in range(point.batch)]
-                  for i in range(count)]
+        groups = [[self.pngs[(i + j) % len(self.pngs)] for j in range(point.images)]
+                  for i in range(len(self.pngs))]
         if point.payload == "multipart":
-            return ([multipart_body(group, top_k=top_k) for group in groups],
+            return ([multipart_body(group) for group in groups],
                     f"multipart/form-data; boundary={BOUNDARY}")
         return ([json.dumps({"inputs": [{"image": base64.b64encode(data).decode()}
-                                        for data in group], "top_k": top_k}).encode()
+                                        for data in group], "top_k": TOP_K}).encode()
                  for group in groups], "application/json")
 
-    def direct_batches(self, batch: int) -> list[np.ndarray]:
-        """[batch, C, H, W] tensors holding the same images as ``gateway_payloads``."""
+    def batches(self, images: int) -> list[np.ndarray]:
+        """[images, C, H, W] tensors holding the same images as ``gateway_bodies``."""
         count = len(self.tensors)
-        return [self.tensors[[(i + j) % count for j in range(batch)]] for i in range(count)]
+        return [np.ascontiguousarray(self.tensors[[(i + j) % count for j in range(images)]])
+                for i in range(count)]
 
 
-def multipart_body(pngs: list[bytes], *, top_k: int) -> bytes:
+def multipart_body(pngs: list[bytes]) -> bytes:
     """A multipart/form-data body (``BOUNDARY``) of ``images`` files and a ``top_k`` field."""
     parts = [
         (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="images"; '
@@ -343,206 +239,227 @@ def multipart_body(pngs: list[bytes], *, top_k: int) -> bytes:
         for i, data in enumerate(pngs)
     ]
     parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="top_k"\r\n\r\n'
-                 f"{top_k}\r\n--{BOUNDARY}--\r\n".encode())
+                 f"{TOP_K}\r\n--{BOUNDARY}--\r\n".encode())
     return b"".join(parts)
 
 
-async def run_rounds(args, gateway_url, grpc_url, workload: Workload, meter: CpuMeter, *,
-                     points: list[Point], workers: int, pinned: bool) -> list[RoundResult]:
-    """Every operating point in turn: warm-up, then gateway and direct rounds alternating."""
-    url = f"{gateway_url}/v1/models/{args.model}/predict"
-    # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) closes them, so a
-    # gateway round after a long direct round never writes into a connection being closed.
-    connector = aiohttp.TCPConnector(limit=args.concurrency,
-                                     keepalive_timeout=CLIENT_KEEPALIVE_S)
-    outputs = [InferRequestedOutput(name) for name in ANSWER_OUTPUTS]
+def grpc_request(model: str, batch: np.ndarray) -> service_pb2.ModelInferRequest:
+    """The ``ModelInferRequest`` the gateway itself sends for ``batch``."""
+    requested = service_pb2.ModelInferRequest.InferRequestedOutputTensor
+    return service_pb2.ModelInferRequest(
+        model_name=model,
+        inputs=[service_pb2.ModelInferRequest.InferInputTensor(
+            name=INPUT_NAME, datatype="FP32", shape=batch.shape)],
+        outputs=[requested(name=name) for name in ANSWER_OUTPUTS],
+        raw_input_contents=[batch.tobytes()],
+    )
+
+
+def http_request(batch: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """A Triton HTTP inference body with the binary tensor extension, and its headers."""
+    header = json.dumps({
+        "inputs": [{"name": INPUT_NAME, "shape": list(batch.shape), "datatype": "FP32",
+                    "parameters": {"binary_data_size": batch.nbytes}}],
+        "outputs": [{"name": name, "parameters": {"binary_data": True}}
+                    for name in ANSWER_OUTPUTS],
+    }).encode()
+    return header + batch.tobytes(), {"Content-Type": "application/octet-stream",
+                                      "Inference-Header-Content-Length": str(len(header))}
+
+
+async def run_points(args, workload: Workload, gateways: dict, triton) -> list[RoundResult]:
+    """Every point in turn: a warm-up of each path, then rounds of every path, rotating."""
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=CLIENT_KEEPALIVE_S)
+    channel = grpc.aio.insecure_channel(triton.grpc_url)
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    triton_http = f"http://{triton.http_url}/v2/models/{args.model}/infer"
     rounds: list[RoundResult] = []
-    # aiohttp rather than httpx: about a third of httpx's client CPU per request, which on a
-    # small machine would otherwise be counted against the gateway.
     async with aiohttp.ClientSession(connector=connector) as http:
-        triton = grpcaio.InferenceServerClient(grpc_url)
         try:
-            for point in points:
-                payloads, content_type = workload.gateway_payloads(point, top_k=TOP_K)
-                headers = {"content-type": content_type}
-                tensors = workload.direct_batches(point.batch)
-                requests = args.requests if point.batch == 1 else args.requests_batched
-
-                async def via_gateway(i: int, payloads=payloads, headers=headers) -> None:
-                    async with http.post(url, data=payloads[i % len(payloads)],
-                                         headers=headers) as answer:
-                        await answer.read()
-                        answer.raise_for_status()
-
-                async def direct(i: int, tensors=tensors) -> None:
-                    tensor = tensors[i % len(tensors)]
-                    infer_input = InferInput(INPUT_NAME, list(tensor.shape), "FP32")
-                    infer_input.set_data_from_numpy(tensor)
-                    await triton.infer(args.model, [infer_input], outputs=outputs,
-                                       client_timeout=CLIENT_TIMEOUT_S)
-
-                await load(via_gateway, WARMUP_REQUESTS, args.concurrency)
-                await load(direct, WARMUP_REQUESTS, args.concurrency)
-                for _ in range(args.rounds):
-                    for name, send in (("gateway", via_gateway), ("direct", direct)):
-                        before = (meter.gateway_seconds(), meter.triton_seconds(),
-                                  meter.client_seconds())
-                        seconds, latencies = await load(send, requests, args.concurrency)
-                        after = (meter.gateway_seconds(), meter.triton_seconds(),
-                                 meter.client_seconds())
-                        rounds.append(result(
-                            name, point, workers, pinned, seconds, latencies,
-                            cpu_s=[b - a for a, b in zip(before, after, strict=True)],
-                        ))
-                        print(f"  {workers} worker(s){' pinned' if pinned else ''} "
-                              f"{point.payload:9s} batch {point.batch:3d} {name:8s} "
-                              f"{rounds[-1].throughput_rps:8.1f} req/s  gateway CPU "
-                              f"{rounds[-1].gateway_cpu_ms_per_request:.3f} ms/req",
-                              flush=True)
-            return rounds
+            for point in points(args):
+                senders = path_senders(args, point, workload, gateways, http, stub,
+                                       triton_http)
+                for send in senders.values():
+                    await load_for(send, WARMUP_S, point.concurrency)
+                for i in range(args.rounds):
+                    names = list(senders)
+                    for name in names[i % len(names):] + names[: i % len(names)]:
+                        rounds.append(await measure(name, point, senders[name], args.round_s,
+                                                    gateway_pid=gateway_pid(gateways, name),
+                                                    triton_pid=triton.pid))
+                        print_round(rounds[-1])
         finally:
-            await triton.close()
+            await channel.close()
+    return rounds
 
 
-async def load(send, requests: int, concurrency: int) -> tuple[float, list[float]]:
-    """``requests`` calls by ``concurrency`` workers; wall time and per-call latencies."""
-    latencies: list[float] = []
-    counter = iter(range(requests))
-
-    async def worker() -> None:
-        for i in counter:
-            started = time.perf_counter()
-            await send(i)
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - started, latencies
+def gateway_pid(gateways: dict, path: str) -> int | None:
+    """The process whose CPU a round of ``path`` is charged to: its gateway (None: direct)."""
+    return gateways[path][0].pid if path in gateways else None
 
 
-def result(path: str, point: Point, workers: int, pinned: bool, seconds: float,
-           latencies: list[float], *, cpu_s: list[float]) -> RoundResult:
-    percentiles = percentiles_ms(latencies)
+def path_senders(args, point: Point, workload: Workload, gateways: dict, http, stub,
+                 triton_http: str) -> dict:
+    """The paths measured at ``point``: one coroutine function per path, sending request i."""
+    bodies, content_type = workload.gateway_bodies(point)
+    headers = {"content-type": content_type}
+    url_of = {name: f"{url}/v1/models/{args.model}/predict"
+              for name, (_, url) in gateways.items()}
+
+    def via_gateway(name: str):
+        async def send(i: int) -> None:
+            async with http.post(url_of[name], data=bodies[i % len(bodies)],
+                                 headers=headers) as answer:
+                await answer.read()
+                answer.raise_for_status()
+        return send
+
+    senders = {name: via_gateway(name) for name in GATEWAY_PATHS}
+    if point.payload != "json":  # the direct paths take no payload; measured at the JSON points
+        return senders
+    batches = workload.batches(point.images)
+    grpc_requests = [grpc_request(args.model, batch) for batch in batches]
+    http_requests = [http_request(batch) for batch in batches]
+
+    async def direct_grpc(i: int) -> None:
+        await stub.ModelInfer(grpc_requests[i % len(grpc_requests)], timeout=60)
+
+    async def direct_http(i: int) -> None:
+        body, http_headers = http_requests[i % len(http_requests)]
+        async with http.post(triton_http, data=body, headers=http_headers) as answer:
+            await answer.read()
+            answer.raise_for_status()
+
+    return {**senders, "direct_grpc": direct_grpc, "direct_http": direct_http}
+
+
+async def measure(name: str, point: Point, send, seconds: float, *, gateway_pid: int | None,
+                  triton_pid: int) -> RoundResult:
+    """One round of one path, with the CPU each process spent on it."""
+    def cpu() -> tuple[float, float, float]:
+        gateway = process_tree_cpu_s(gateway_pid) if gateway_pid is not None else 0.0
+        return gateway, process_group_cpu_s(triton_pid), client_cpu_s()
+
+    before = cpu()
+    wall, latencies = await load_for(send, seconds, point.concurrency)
+    gateway_s, triton_s, client_s = (b - a for a, b in zip(before, cpu(), strict=True))
     count = len(latencies)
-    gateway_s, triton_s, client_s = cpu_s
-    return RoundResult(path=path, payload=point.payload, batch=point.batch, workers=workers,
-                       pinned=pinned, requests=count, seconds=seconds,
-                       throughput_rps=count / seconds,
-                       p50_ms=percentiles.p50, p99_ms=percentiles.p99,
-                       gateway_cpu_ms_per_request=1000 * gateway_s / count,
-                       triton_cpu_ms_per_request=1000 * triton_s / count,
-                       client_cpu_ms_per_request=1000 * client_s / count)
+    percentiles = percentiles_ms(latencies)
+    return RoundResult(
+        path=name, payload=point.payload, images=point.images, concurrency=point.concurrency,
+        requests=count, seconds=wall, throughput_rps=count / wall,
+        p50_ms=percentiles.p50, p99_ms=percentiles.p99,
+        gateway_cpu_ms_per_request=1000 * gateway_s / count,
+        triton_cpu_ms_per_request=1000 * triton_s / count,
+        client_cpu_ms_per_request=1000 * client_s / count)
+
+
+def print_round(r: RoundResult) -> None:
+    print(f"  {r.payload:9s} {r.images} img x {r.concurrency:2d} clients {r.path:13s} "
+          f"{r.throughput_rps:8.1f} req/s  p50 {r.p50_ms:6.2f} ms  gateway CPU "
+          f"{r.gateway_cpu_ms_per_request:.3f} ms/req", flush=True)
 
 
 def summarise(args: argparse.Namespace, rounds: list[RoundResult]) -> dict:
-    """Per operating point and worker count: medians over rounds (robust to a round slowed by
-    other work on the machine), and the ratio as the median of the paired ratios gateway round
-    i / direct round i."""
-    keys = list(dict.fromkeys((r.workers, r.pinned, r.payload, r.batch) for r in rounds))
-    points = [operating_point(key, [r for r in rounds
-                                    if (r.workers, r.pinned, r.payload, r.batch) == key])
-              for key in keys]
+    """Per point: each path's medians over rounds, the paired ratios, and the targets."""
+    keys = list(dict.fromkeys((r.payload, r.images, r.concurrency) for r in rounds))
+    table = [point_summary(key, [r for r in rounds
+                                 if (r.payload, r.images, r.concurrency) == key])
+             for key in keys]
     return {
-        "provenance": provenance(list(MEASURED_PATHS)),
-        "benchmark": "gateway CPU per request; gateway vs direct Triton, same images, "
-                     "same concurrency",
+        "benchmark": "gateway (coalescing on and off) vs direct Triton (gRPC and HTTP), "
+                     "same images, same concurrency",
         "cpu_count": len(os.sched_getaffinity(0)),
-        "load_average_1m": os.getloadavg()[0],
         "model": args.model,
-        "concurrency": args.concurrency,
-        "requests_per_round": args.requests,
-        "requests_per_round_batched": args.requests_batched,
+        "round_s": args.round_s,
         "rounds_per_path": args.rounds,
         "top_k": TOP_K,
-        "target_ratio": TARGET_RATIO,
-        "target_gateway_cpu_ms_batch_1": TARGET_GATEWAY_CPU_MS,
-        "operating_points": points,
+        "gateway_workers": 1,
+        "points": table,
+        "targets": targets(table),
         "rounds": [asdict(r) for r in rounds],
     }
 
 
-def operating_point(key: tuple[int, bool, str, int], rounds: list[RoundResult]) -> dict:
-    """Medians of one point's rounds (alternating gateway, direct), the ratios and targets."""
-    workers, pinned, payload, batch = key
-
-    def total(path: str) -> dict:
+def point_summary(key: tuple[str, int, int], rounds: list[RoundResult]) -> dict:
+    payload, images, concurrency = key
+    paths = list(dict.fromkeys(r.path for r in rounds))
+    summary: dict = {"payload": payload, "images": images, "concurrency": concurrency,
+                     "name": f"{payload}:{images}x{concurrency}"}
+    for path in paths:
         mine = [r for r in rounds if r.path == path]
-        throughput = float(np.median([r.throughput_rps for r in mine]))
-        row = {"throughput_rps": throughput, "images_per_s": throughput * batch}
-        for name in ("p50_ms", "p99_ms", "gateway_cpu_ms_per_request",
-                     "triton_cpu_ms_per_request", "client_cpu_ms_per_request"):
-            row[name] = float(np.median([getattr(r, name) for r in mine]))
-        return row
-
-    gateway, direct = total("gateway"), total("direct")
-    paired = [g.throughput_rps / d.throughput_rps
-              for g, d in zip(rounds[0::2], rounds[1::2], strict=True)]
-    ratio = float(np.median(paired))
-    cpu_bound_ratio = cpu_ms_per_request(direct) / max(cpu_ms_per_request(gateway), MIN_CPU_MS)
-    cores_to_keep_up = direct["throughput_rps"] * gateway["gateway_cpu_ms_per_request"] / 1000
-    point = {
-        "workers": workers,
-        "pinned": pinned,
-        "payload": payload,
-        "batch": batch,
-        "gateway": gateway,
-        "direct": direct,
-        "throughput_ratio": ratio,
-        "paired_ratios": paired,
-        "cpu_bound_ratio": cpu_bound_ratio,
-        "gateway_cores_to_keep_up": cores_to_keep_up,
-        "ratio_with_one_core_of_its_own": min(1.0, 1.0 / max(cores_to_keep_up, MIN_CPU_MS)),
-        "meets_target": ratio >= TARGET_RATIO,
-        "meets_target_cpu_bound": cpu_bound_ratio >= TARGET_RATIO,
-    }
-    if batch == 1:
-        point["meets_gateway_cpu_target"] = (
-            gateway["gateway_cpu_ms_per_request"] <= TARGET_GATEWAY_CPU_MS
-        )
-    return point
+        summary[path] = {field: float(np.median([getattr(r, field) for r in mine]))
+                         for field in ("throughput_rps", "p50_ms", "p99_ms",
+                                       "gateway_cpu_ms_per_request",
+                                       "triton_cpu_ms_per_request",
+                                       "client_cpu_ms_per_request")}
+        summary[path]["images_per_s"] = summary[path]["throughput_rps"] * images
+    by_path = {path: [r.throughput_rps for r in rounds if r.path == path] for path in paths}
+    if all(path in by_path for path in DIRECT_PATHS):
+        best_direct = [max(g, h) for g, h in zip(by_path["direct_grpc"], by_path["direct_http"],
+                                                 strict=True)]
+        for path in GATEWAY_PATHS:
+            summary[f"{path}_vs_direct"] = float(np.median(
+                [mine / best for mine, best in zip(by_path[path], best_direct, strict=True)]))
+    summary["coalesced_vs_alone"] = float(np.median(
+        [a / b for a, b in zip(by_path["gateway"], by_path["gateway_alone"], strict=True)]))
+    return summary
 
 
-def cpu_ms_per_request(row: dict) -> float:
-    """Gateway, Triton and load-generator CPU milliseconds one request costs on this machine."""
-    return (row["gateway_cpu_ms_per_request"] + row["triton_cpu_ms_per_request"]
-            + row["client_cpu_ms_per_request"])
+def targets(table: list[dict]) -> dict:
+    """Each target's figure, its bound and whether it is met."""
+    def point(payload: str, images: int, concurrency: int) -> dict | None:
+        return next((p for p in table if (p["payload"], p["images"], p["concurrency"])
+                     == (payload, images, concurrency)), None)
 
-
-def verdict(meets: bool) -> str:
-    """How the report words a figure against its target."""
-    return "meets" if meets else "MISSES"
+    found: dict = {}
+    one, eight, lone = point("json", 1, 8), point("json", 8, 8), point("json", 1, 1)
+    if one is not None:
+        found["ratio_one_image_8_clients"] = {
+            "figure": one["gateway_vs_direct"], "target": TARGET_RATIO_ONE_IMAGE,
+            "met": one["gateway_vs_direct"] >= TARGET_RATIO_ONE_IMAGE}
+        found["gateway_cpu_ms_json_one_image"] = {
+            "figure": one["gateway"]["gateway_cpu_ms_per_request"],
+            "target": TARGET_GATEWAY_CPU_MS,
+            "met": one["gateway"]["gateway_cpu_ms_per_request"] <= TARGET_GATEWAY_CPU_MS}
+    if eight is not None:
+        found["ratio_eight_images_8_clients"] = {
+            "figure": eight["gateway_vs_direct"], "target": TARGET_RATIO_EIGHT_IMAGES,
+            "met": eight["gateway_vs_direct"] >= TARGET_RATIO_EIGHT_IMAGES}
+    multipart = point("multipart", 1, 8)
+    if multipart is not None:
+        cpu = multipart["gateway"]["gateway_cpu_ms_per_request"]
+        found["gateway_cpu_ms_multipart_one_image"] = {
+            "figure": cpu, "target": TARGET_GATEWAY_CPU_MS, "met": cpu <= TARGET_GATEWAY_CPU_MS}
+    if lone is not None:
+        delta = lone["gateway"]["p50_ms"] - lone["gateway_alone"]["p50_ms"]
+        found["p50_one_client_coalesced_minus_alone_ms"] = {
+            "figure": delta, "target": TARGET_P50_DELTA_MS, "met": delta <= TARGET_P50_DELTA_MS}
+    return found
 
 
 def print_report(report: dict) -> None:
-    print(f"model {report['model']}, concurrency {report['concurrency']}, "
-          f"{report['rounds_per_path']} rounds per path and point; load average (1 min) "
-          f"{report['load_average_1m']:.1f} on {report['cpu_count']} CPUs")
-    print(f"{'workers':>7s} {'pinned':>6s} {'payload':9s} {'batch':>5s} {'path':8s} "
-          f"{'req/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} {'gateway CPU':>11s} "
-          f"{'Triton CPU':>10s} {'client CPU':>10s}  (ms per request)")
-    for point in report["operating_points"]:
-        for name in ("gateway", "direct"):
-            row = point[name]
-            print(f"{point['workers']:7d} {str(point['pinned']):>6s} {point['payload']:9s} "
-                  f"{point['batch']:5d} {name:8s} {row['throughput_rps']:8.1f} "
+    print(f"model {report['model']}, {report['rounds_per_path']} rounds of "
+          f"{report['round_s']} s per path and point, {report['cpu_count']} CPUs")
+    print(f"{'point':18s} {'path':13s} {'req/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} "
+          f"{'gateway':>8s} {'Triton':>7s} {'client':>7s}  (CPU ms per request)")
+    for p in report["points"]:
+        for path in (*GATEWAY_PATHS, *DIRECT_PATHS):
+            if path not in p:
+                continue
+            row = p[path]
+            print(f"{p['name']:18s} {path:13s} {row['throughput_rps']:8.1f} "
                   f"{row['p50_ms']:7.2f} {row['p99_ms']:7.2f} "
-                  f"{row['gateway_cpu_ms_per_request']:11.3f} "
-                  f"{row['triton_cpu_ms_per_request']:10.3f} "
-                  f"{row['client_cpu_ms_per_request']:10.3f}")
-    target, cpu_target = report["target_ratio"], report["target_gateway_cpu_ms_batch_1"]
-    for point in report["operating_points"]:
-        where = (f"{point['workers']} worker(s){', pinned apart' if point['pinned'] else ''}, "
-                 f"{point['payload']} batch {point['batch']}")
-        gateway_cpu = point["gateway"]["gateway_cpu_ms_per_request"]
-        line = f"{where}: gateway CPU {gateway_cpu:.3f} ms/request"
-        if "meets_gateway_cpu_target" in point:
-            line += f" ({verdict(point['meets_gateway_cpu_target'])} <= {cpu_target} ms)"
-        print(line + f"; throughput ratio gateway/direct {point['throughput_ratio']:.2f} "
-              f"({verdict(point['meets_target'])} >= {target}); CPU-bound ratio "
-              f"{point['cpu_bound_ratio']:.2f}; cores the gateway needs to keep up with "
-              f"direct Triton {point['gateway_cores_to_keep_up']:.2f} (ratio with one core "
-              f"of its own {point['ratio_with_one_core_of_its_own']:.2f})")
-    print(f"command: {report['provenance']['command']}")
+                  f"{row['gateway_cpu_ms_per_request']:8.3f} "
+                  f"{row['triton_cpu_ms_per_request']:7.3f} "
+                  f"{row['client_cpu_ms_per_request']:7.3f}")
+        ratios = ", ".join(f"{k} {p[k]:.2f}" for k in ("gateway_vs_direct",
+                                                       "gateway_alone_vs_direct",
+                                                       "coalesced_vs_alone") if k in p)
+        print(f"{'':18s} ratios: {ratios}")
+    for name, target in report["targets"].items():
+        verdict = "meets" if target["met"] else "MISSES"
+        print(f"{name}: {target['figure']:.3f} ({verdict} target {target['target']})")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ Typical usage::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import io
+import itertools
 import os
 import signal
 import socket
@@ -26,13 +28,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import numpy as np
+from hetcontract import ModelCard
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
+from hetgateway.preprocessing import normalise
 from PIL import Image
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -100,6 +104,50 @@ class ServedStack(NamedTuple):
     url: str
     triton_grpc_port: int
     process: subprocess.Popen
+
+
+async def load(send: Callable[[int], Awaitable[None]], requests: int, concurrency: int
+               ) -> tuple[float, list[float]]:
+    """``requests`` calls of ``send(i)`` by ``concurrency`` clients; wall time and every
+    call's latency."""
+    latencies: list[float] = []
+    counter = iter(range(requests))
+
+    async def client() -> None:
+        for i in counter:
+            started = time.perf_counter()
+            await send(i)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies
+
+
+async def load_for(send: Callable[[int], Awaitable[None]], seconds: float, concurrency: int
+                   ) -> tuple[float, list[float]]:
+    """``concurrency`` clients calling ``send(i)`` back to back for ``seconds``; wall time and
+    every call's latency."""
+    latencies: list[float] = []
+    counter = itertools.count()
+    stop_at = time.perf_counter() + seconds
+
+    async def client() -> None:
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            await send(next(counter))
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies
+
+
+def preprocess(images: np.ndarray, card: ModelCard) -> np.ndarray:
+    """uint8 [N, H, W] -> float32 [N, C, H, W] = (pixel / scale - mean) / std, per the model
+    card: the gateway's own ``normalise``, over the whole batch at once."""
+    pixels = np.repeat(images[:, None].astype(np.float32), card.input.shape[0], axis=1)
+    return normalise(pixels, card.input)
 
 
 def free_port() -> int:

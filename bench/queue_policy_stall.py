@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import platform
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -31,20 +32,15 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
-from gateway_bench import (
-    NUM_IMAGES,
-    add_load_arguments,
-    load,
-    preprocess,
-)
 from google.protobuf import text_format
 from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
 from hetgateway.answer import ANSWER_OUTPUTS
 from hetgateway.embedded.repository import read_config
-from loopback_target import embedded_triton, fashion_images
+from loopback_target import embedded_triton, fashion_images, load, preprocess
 from provenance import write_result
 from tritonclient.grpc import InferInput, InferRequestedOutput, model_config_pb2
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STALL_MS = 250.0
 """A call slower than this counts as stalled (the batcher's idle wake-up is 500 ms)."""
 POLICY = model_config_pb2.ModelQueuePolicy(
@@ -55,10 +51,11 @@ POLICY = model_config_pb2.ModelQueuePolicy(
 )
 VARIANTS = ("no_policy", "with_policy")
 MEASURES = ["server/src/hetgateway/embedded", "model_repo/fashion_het",
-            "bench/queue_policy_stall.py", "bench/gateway_bench.py"]
+            "bench/queue_policy_stall.py"]
 """What the figures measure (the result's provenance): the embedded Triton, the model, the
 load generator."""
 WARMUP_REQUESTS = 100
+NUM_IMAGES = 256
 
 
 def main() -> int:
@@ -83,7 +80,14 @@ def main() -> int:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_load_arguments(parser, rounds=5)
+    parser.add_argument("--model-repository", default=str(REPO_ROOT / "model_repo"))
+    parser.add_argument("--model", default="fashion_het")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=1000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds per compared path, alternating")
+    parser.add_argument("--machine", default=f"{platform.machine()}-{os.cpu_count()}cpu",
+                        help="name of this machine in the results file name")
     return parser.parse_args()
 
 

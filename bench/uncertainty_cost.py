@@ -48,7 +48,6 @@ import numpy as np
 import onnxruntime
 import torch
 import tritonclient.grpc.aio as grpcaio
-from gateway_bench import load, preprocess
 from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, InputSpec, ModelCard
 from hetexport.checkpoint import load_checkpoint
 from hetexport.exact.measure import head_error, reference_for
@@ -57,7 +56,14 @@ from hetexport.model import ModelSpec, build_model
 from hetexport.onnx.export import export_to_repository
 from hetexport.onnx.runner import OnnxRunner
 from hetgateway.answer import ANSWER_OUTPUTS
-from loopback_target import embedded_triton, fashion_images, percentiles_ms, process_group_cpu_s
+from loopback_target import (
+    embedded_triton,
+    fashion_images,
+    load,
+    percentiles_ms,
+    preprocess,
+    process_group_cpu_s,
+)
 from provenance import RESULTS_DIR, provenance
 from tritonclient.grpc import InferInput, InferRequestedOutput
 

@@ -20,11 +20,15 @@ Triton under a running gateway); everything they start is stopped at the test's 
   the same ports).
 - ``launch_gateway(triton_grpc_url, **settings)`` -> str URL of a new gateway process;
   keyword arguments become ``HETSERVE_<NAME>`` environment variables.
-- ``launch_gateway_process(triton_grpc_url, **settings)`` -> the ``GatewayProcess`` itself
-  (``.url``, ``.pid``, ``.signal()``, ``.wait()``), for tests that signal it or look at its
-  worker processes.
+- ``launch_gateway_process(triton_grpc_url, python=..., **settings)`` -> the
+  ``GatewayProcess`` itself (``.url``, ``.pid``, ``.signal()``, ``.wait()``), for tests that
+  signal it or look at its worker processes; ``python`` runs it with another interpreter
+  (another virtualenv).
 
-And ``unused_port()`` -> int, a TCP port free on loopback right now.
+And ``unused_port()`` -> int, a TCP port free on loopback right now; ``loopback_dns`` ->
+``LoopbackDns`` (``bench/loopback_dns.py``), a DNS server on loopback whose records the test
+sets (``.set(name, addresses)``, ``.address`` for a ``dns://ADDRESS/name:port`` target);
+``bench_module(name)`` -> a module of ``bench/`` that tests share with the benchmarks.
 
 Prerequisites: a test that cannot run without something the installer provides (Fashion-MNIST,
 Chromium, Playwright) skips with a reason starting ``prerequisite missing:``. Under ``CI=true``
@@ -33,6 +37,7 @@ such a skip is reported as a failure instead: CI must not go green while testing
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -44,6 +49,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -53,6 +59,7 @@ from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, d
 
 if TYPE_CHECKING:
     from hetexport.onnx.runner import OnnxRunner
+    from loopback_dns import LoopbackDns
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY_ENV = "HETSERVE_TEST_MODEL_REPOSITORY"
@@ -111,16 +118,17 @@ class GatewayProcess:
     """``hetgateway gateway`` in a subprocess (its own session and process group), in front of
     a given Triton; one worker unless ``workers=`` says otherwise."""
 
-    def __init__(self, triton_grpc_url: str, log_path: Path, **settings: object) -> None:
+    def __init__(self, triton_grpc_url: str, log_path: Path, *, python: str = sys.executable,
+                 **settings: object) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, HETSERVE_WORKERS="1")
+        env = dict(os.environ, HETSERVE_WORKERS="1", HETSERVE_DRAIN_S="0")  # a test may drain
         env.update({f"HETSERVE_{key.upper()}": str(value) for key, value in settings.items()})
         env.update(HETSERVE_TRITON_GRPC_URL=triton_grpc_url, HETSERVE_PORT=str(self.port),
                    HETSERVE_HOST="127.0.0.1", HETSERVE_LOG_LEVEL="warning")
         self._log = open(log_path, "ab")  # noqa: SIM115
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "hetgateway.cli", "gateway"],
+            [python, "-m", "hetgateway.cli", "gateway"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self._log_path = log_path
@@ -200,6 +208,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 @pytest.fixture(scope="session")
 def unused_port() -> Callable[[], int]:
     return free_port
+
+
+def load_bench_module(name: str) -> ModuleType:
+    """A module of ``bench/`` (shared with the benchmarks), imported from its file."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    sys.path.insert(0, str(REPO_ROOT / "bench"))  # its siblings, as when run as a script
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO_ROOT / "bench"))
+    return module
+
+
+@pytest.fixture(scope="session")
+def bench_module() -> Callable[[str], ModuleType]:
+    """``bench_module(name)``: a module of ``bench/`` shared with the benchmarks."""
+    return load_bench_module
+
+
+@pytest.fixture
+def loopback_dns() -> Iterator[LoopbackDns]:
+    with load_bench_module("loopback_dns").LoopbackDns() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -310,10 +346,12 @@ def launch_gateway_process(
     started: list[GatewayProcess] = []
 
     def launch(
-        triton_grpc_url: str, *, wait_for: str = "/healthz", **settings: object
+        triton_grpc_url: str, *, wait_for: str = "/healthz", python: str = sys.executable,
+        **settings: object
     ) -> GatewayProcess:
         gateway = GatewayProcess(
-            triton_grpc_url, tmp_path_factory.mktemp("gateway-own") / "gateway.log", **settings
+            triton_grpc_url, tmp_path_factory.mktemp("gateway-own") / "gateway.log",
+            python=python, **settings
         )
         started.append(gateway)
         gateway.wait_until(wait_for)

@@ -31,7 +31,8 @@ LOCUST_BASE = "localhost/hetserve/locust-base:2.32.4"
 PROMETHEUS_STAND_IN = "localhost/hetserve/prometheus:debian-bookworm"
 # Build arguments naming a base image -> the local stand-in given to every Dockerfile that
 # declares them.
-BASE_ARGS = {"PYTHON_IMAGE": PYTHON_BASE, "DEBIAN_IMAGE": PYTHON_BASE, "LOCUST_IMAGE": LOCUST_BASE}
+BASE_ARGS = {"PYTHON_IMAGE": PYTHON_BASE, "DEBIAN_IMAGE": PYTHON_BASE, "LOCUST_IMAGE": LOCUST_BASE,
+             "BUSYBOX_IMAGE": PYTHON_BASE}
 STAND_IN_BUILDS = (  # (image, Dockerfile), built before the services' images
     (LOCUST_BASE, ROOT / "docker/base/Dockerfile.locust"),
     (PROMETHEUS_STAND_IN, ROOT / "docker/base/Dockerfile.prometheus"),

@@ -123,6 +123,8 @@ class PodmanStack:
     ready_timeout_s: float = 300.0
     network: HostNetwork | None = None
     started: list[str] = field(default_factory=list)
+    podman: tuple[str, ...] = PODMAN
+    """The podman command: ``PODMAN``, or with ``--root``/``--runroot`` for another image store."""
 
     def __post_init__(self) -> None:
         if self.network is None:
@@ -149,7 +151,7 @@ class PodmanStack:
         unknown = set(spec) - TRANSLATED_KEYS - HANDLED_ELSEWHERE
         if unknown:
             raise ComposeError(f"{service}: no podman translation for {sorted(unknown)}")
-        args = [*PODMAN, "run", "--detach" if detach else "--rm", "--network=host",
+        args = [*self.podman, "run", "--detach" if detach else "--rm", "--network=host",
                 "--name", self.container(service), "--label", f"{LABEL}={self.project}"]
         args += [f"--add-host={name}:{LOOPBACK}" for name in self.services]
         args += [f"--ulimit={limit}" for limit in (*BASE_ULIMITS, *_ulimits(spec))]
@@ -198,15 +200,16 @@ class PodmanStack:
     def _start(self, service: str) -> None:
         self._wait_dependencies(service)
         self._create_volumes(service)
-        _podman(self.run_arguments(service)[len(PODMAN):])
+        self._podman(self.run_arguments(service)[len(self.podman):])
         self.started.append(service)
 
     def _create_volumes(self, service: str) -> None:
         """The service's named volumes, labelled so that ``down`` removes them."""
         for volume in self.services[service].get("volumes", []):
             name = self._volume_name(volume) if volume["type"] == "volume" else None
-            if name and not _podman(["volume", "ls", "--quiet", "--filter", f"name=^{name}$"]):
-                _podman(["volume", "create", "--label", f"{LABEL}={self.project}", name])
+            if name and not self._podman(["volume", "ls", "--quiet", "--filter",
+                                          f"name=^{name}$"]):
+                self._podman(["volume", "create", "--label", f"{LABEL}={self.project}", name])
 
     def _volume_name(self, volume: Mapping[str, Any]) -> str:
         return f"{self.project}_{volume['source']}"
@@ -228,7 +231,7 @@ class PodmanStack:
         command = self.health_command(service)
         timeout_s = _seconds(self.services[service]["healthcheck"].get("timeout", "30s"))
         try:
-            result = subprocess.run([*PODMAN, "exec", self.container(service), *command],
+            result = subprocess.run([*self.podman, "exec", self.container(service), *command],
                                     capture_output=True, timeout=timeout_s + 5, check=False)
         except subprocess.TimeoutExpired:
             return False
@@ -248,32 +251,33 @@ class PodmanStack:
         raise StackError(f"{service} not healthy after {timeout_s:.0f} s\n{self.logs(service)}")
 
     def state(self, service: str) -> str:
-        result = subprocess.run([*PODMAN, "inspect", "--format", "{{.State.Status}}",
+        result = subprocess.run([*self.podman, "inspect", "--format", "{{.State.Status}}",
                                  self.container(service)], capture_output=True, text=True,
                                 check=False)
         return result.stdout.strip() or "absent"
 
     def exec(self, service: str, *command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*PODMAN, "exec", self.container(service), *command],
+        return subprocess.run([*self.podman, "exec", self.container(service), *command],
                               capture_output=True, text=True, timeout=60, check=False)
 
     def inspect(self, service: str) -> dict[str, Any]:
-        return json.loads(_podman(["inspect", self.container(service)]))[0]
+        return json.loads(self._podman(["inspect", self.container(service)]))[0]
 
     def logs(self, service: str, tail: int = 60) -> str:
-        result = subprocess.run([*PODMAN, "logs", "--tail", str(tail), self.container(service)],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [*self.podman, "logs", "--tail", str(tail), self.container(service)],
+            capture_output=True, text=True, check=False)
         return result.stdout + result.stderr
 
     def down(self) -> None:
         """Stop and remove every container and named volume of the project (idempotent)."""
         for service in reversed(self.started):
-            subprocess.run([*PODMAN, "stop", "--time", str(STOP_TIMEOUT_S),
+            subprocess.run([*self.podman, "stop", "--time", str(STOP_TIMEOUT_S),
                             self.container(service)], capture_output=True, check=False)
         if containers := self._labelled(["ps", "--all"]):
-            _podman(["rm", "--force", *containers])
+            self._podman(["rm", "--force", *containers])
         if volumes := self._labelled(["volume", "ls"]):
-            _podman(["volume", "rm", "--force", *volumes])
+            self._podman(["volume", "rm", "--force", *volumes])
         self.started.clear()
 
     def leftovers(self) -> list[str]:
@@ -281,7 +285,11 @@ class PodmanStack:
         return self._labelled(["ps", "--all"]) + self._labelled(["volume", "ls"])
 
     def _labelled(self, listing: list[str]) -> list[str]:
-        return _podman([*listing, "--quiet", "--filter", f"label={LABEL}={self.project}"]).split()
+        return self._podman(
+            [*listing, "--quiet", "--filter", f"label={LABEL}={self.project}"]).split()
+
+    def _podman(self, args: Sequence[str]) -> str:
+        return _podman(args, podman=self.podman)
 
     def _volumes(self, service: str, spec: Mapping[str, Any]) -> list[str]:
         volumes = []
@@ -310,8 +318,8 @@ class PodmanStack:
         return source
 
 
-def _podman(args: Sequence[str]) -> str:
-    result = subprocess.run([*PODMAN, *args], capture_output=True, text=True, check=False)
+def _podman(args: Sequence[str], *, podman: Sequence[str] = PODMAN) -> str:
+    result = subprocess.run([*podman, *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise StackError(f"podman {' '.join(args[:3])}... failed: {result.stderr.strip()}")
     return result.stdout

@@ -5,69 +5,18 @@ root filesystems where the compose files say so, and stopping it leaves nothing 
 
 from __future__ import annotations
 
-import base64
 import csv
-import io
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 
 import httpx
-import numpy as np
 import pytest
+from answers import assert_same_answers, png_base64
 from local_images import ROOT
-from PIL import Image
 
 MODELS = ("fashion_het", "fashion_det")
 IMAGES_PER_REQUEST = 8
-ATOL = 1e-5
-"""Both sides run the same ONNX graph with ONNX Runtime on the CPU; the installed ONNX Runtime
-versions may differ (each resolves `onnxruntime>=1.18` from PyPI), hence float tolerance."""
-SERVE_READY_TIMEOUT_S = 240
 SCRAPE_TIMEOUT_S = 60
 LOAD_TIMEOUT_S = 180
-
-
-def png_base64(image: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "hetgateway serve exited"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail("hetgateway serve never became ready")
-
-
-@pytest.fixture(scope="module")
-def make_serve_url(cpu_stack, unused_port, tmp_path_factory) -> Iterator[str]:
-    """What `make serve` runs (`hetgateway serve --model-repository model_repo`), on free ports."""
-    port = unused_port()
-    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hetgateway.cli", "serve", "--model-repository",
-         str(ROOT / "model_repo"), "--port", str(port), "--triton-http-port", str(unused_port()),
-         "--triton-grpc-port", str(unused_port()), "--triton-metrics-port", str(unused_port()),
-         "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", process, SERVE_READY_TIMEOUT_S)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -103,31 +52,7 @@ def test_the_gateway_is_ready_with_both_models_served_by_the_cpu_triton(gateway)
 def test_the_container_gateway_answers_what_make_serve_answers(
     gateway, make_serve_url, fashion_mnist, model
 ):
-    body = {"inputs": [{"image": png_base64(image)}
-                       for image in fashion_mnist.images[:IMAGES_PER_REQUEST]], "top_k": 3}
-    answers = []
-    for url in (gateway, make_serve_url):
-        answer = httpx.post(f"{url}/v1/models/{model}/predict", json=body, timeout=60)
-        assert answer.status_code == 200, answer.text
-        answers.append(answer.json())
-    served, reference = answers
-    assert served["model"] == reference["model"]
-    assert len(served["results"]) == IMAGES_PER_REQUEST
-    for ours, theirs in zip(served["results"], reference["results"], strict=True):
-        assert [p["class_id"] for p in ours["predictions"]] == \
-            [p["class_id"] for p in theirs["predictions"]]
-        assert [p["label"] for p in ours["predictions"]] == \
-            [p["label"] for p in theirs["predictions"]]
-        np.testing.assert_allclose([p["probability"] for p in ours["predictions"]],
-                                   [p["probability"] for p in theirs["predictions"]], atol=ATOL)
-        for key in ("predictive_entropy", "expected_entropy", "mutual_information"):
-            assert ours["uncertainty"][key] == pytest.approx(theirs["uncertainty"][key], abs=ATOL)
-        np.testing.assert_allclose(ours["uncertainty"]["latent_correlation"]["matrix"],
-                                   theirs["uncertainty"]["latent_correlation"]["matrix"], atol=ATOL)
-        for mine, other in zip(ours["uncertainty"]["confusable"],
-                               theirs["uncertainty"]["confusable"], strict=True):
-            assert [c["class_id"] for c in mine["confused_with"]] == \
-                [c["class_id"] for c in other["confused_with"]]
+    assert_same_answers(gateway, make_serve_url, fashion_mnist.images[:IMAGES_PER_REQUEST], model)
 
 
 def test_metrics_of_the_gateway_and_of_triton_count_the_predictions(
@@ -136,7 +61,8 @@ def test_metrics_of_the_gateway_and_of_triton_count_the_predictions(
     body = {"inputs": [{"image": png_base64(fashion_mnist.images[0])}]}
     assert httpx.post(f"{gateway}/v1/models/fashion_het/predict", json=body,
                       timeout=60).status_code == 200
-    gateway_metrics = httpx.get(f"{gateway}/metrics", timeout=5).text
+    assert httpx.get(f"{gateway}/metrics", timeout=5).status_code == 404  # not the API port
+    gateway_metrics = httpx.get(f"{cpu_stack.url('gateway', 8082)}/metrics", timeout=5).text
     predictions = [line for line in gateway_metrics.splitlines()
                    if line.startswith("hetserve_http_requests_total{")
                    and 'model="fashion_het"' in line and 'status="200"' in line]

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from local_images import PYTHON_BASE, ROOT
 from podman_stack import PODMAN
 
@@ -83,3 +86,29 @@ def test_the_locust_image_carries_the_locustfile_and_pillow(local_images, compos
          "pathlib.Path('/home/locust/locustfile.py').is_file())"],
         capture_output=True, text=True, timeout=120, check=False)
     assert answer.stdout.split() == ["2.32.4", "True"], answer.stderr
+
+
+def test_the_charts_alert_rules_and_the_compose_prometheus_config_pass_promtool(
+    local_images, tmp_path
+):
+    """promtool (Debian's Prometheus, in the Prometheus stand-in) parses the chart's
+    PrometheusRule groups, PromQL included, and the compose stack's Prometheus config."""
+    from local_images import PROMETHEUS_STAND_IN
+
+    helm = Path(sys.executable).with_name("helm")
+    rendered = subprocess.run(
+        [str(helm), "template", "hs", str(ROOT / "deploy/helm/hetserve"), "--api-versions",
+         "monitoring.coreos.com/v1", "--show-only", "templates/prometheusrule.yaml"],
+        capture_output=True, text=True, check=True).stdout
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": yaml.safe_load(rendered)["spec"]["groups"]}))
+    rules.chmod(0o644)
+    config = ROOT / "docker/prometheus/prometheus.yml"
+    for check, path in (("rules", rules), ("config", config)):
+        answer = subprocess.run(
+            [*PODMAN, "run", "--rm", "--network=none", "--ulimit=nofile=1024:1024",
+             "--ulimit=nproc=1024:1024", "--entrypoint=promtool",
+             f"--volume={path}:/check/{path.name}:ro", PROMETHEUS_STAND_IN, "check", check,
+             f"/check/{path.name}"], capture_output=True, text=True, timeout=120, check=False)
+        assert answer.returncode == 0, (check, answer.stdout + answer.stderr)
+        assert "SUCCESS" in answer.stdout + answer.stderr

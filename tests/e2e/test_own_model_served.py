@@ -33,7 +33,7 @@ from hetclient.errors import APIStatusError
 from hetcontract import InputSpec
 from hetexport.model import ModelSpec, build_model
 from hetexport.onnx.export import export_to_repository
-from hetexport.versions import export_version
+from hetexport.repo.layout import next_version
 from PIL import Image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -240,8 +240,9 @@ def test_a_new_version_is_served_under_load_with_no_failed_request(served: Serve
         thread.start()
     try:
         time.sleep(2.0)
-        export_version(tiny_model(labels=("cat", "dog", "fox"), channels=3, seed=1),
-                       served.repository, THREE)
+        export_to_repository(tiny_model(labels=("cat", "dog", "fox"), channels=3, seed=1),
+                             served.repository, THREE,
+                             version=next_version(served.repository, THREE))
         deadline = time.monotonic() + SWITCH_TIMEOUT_S
         while not any(a.version == "2" for a in answers) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -25,7 +25,7 @@ READY_TIMEOUT_S = 240
 async def discover(grpc_url: str, repositories: list[Path], *, ask_for: str | None = None
                    ) -> ModelCatalog:
     """A catalog refreshed from Triton; ``ask_for``: also look that model up."""
-    backend = TritonBackend(grpc_url, infer_timeout_s=10, control_timeout_s=2)
+    backend = TritonBackend(grpc_url, control_timeout_s=2)
     catalog = ModelCatalog(backend, repositories=repositories)
     try:
         await catalog.refresh()

@@ -1,12 +1,15 @@
 """``hetgateway gateway --workers 2`` (``HETSERVE_WORKERS=2``) against the real embedded Triton:
 two worker processes answer on one port, each with its own gRPC channel to Triton; a counter
 read from ``/metrics`` is the number of requests sent, whichever worker answered them and
-whichever answers the scrape; SIGTERM or Ctrl-C (SIGINT) stops the parent and every worker."""
+whichever answers the scrape; SIGTERM or Ctrl-C (SIGINT) stops the parent and every worker;
+with a drain, SIGTERM first makes every worker answer /readyz 503 while predictions are still
+served (each closing its connection), then everything stops."""
 
 from __future__ import annotations
 
 import signal
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -149,6 +152,47 @@ def test_a_signal_stops_the_parent_and_every_worker(two_workers, stop_signal):
     while time.monotonic() < deadline and any(_running(p) for p in processes):
         time.sleep(0.1)
     assert [p.pid for p in processes if _running(p)] == []
+
+
+def test_sigterm_drains_every_worker_before_the_gateway_stops(
+    triton_server, model_repository, launch_gateway_process, model_cards
+):
+    drain_s = 3.0
+    gateway = launch_gateway_process(
+        triton_server.grpc_url, wait_for="/readyz", workers=WORKERS, drain_s=drain_s,
+        model_repositories=f'["{model_repository}"]',
+    )
+    deadline = time.monotonic() + 60
+    while len(workers_of(gateway.pid)) < WORKERS and time.monotonic() < deadline:
+        time.sleep(0.2)
+    processes = [psutil.Process(gateway.pid), *workers_of(gateway.pid)]
+    model = sorted(model_cards)[0]
+    image = (EXAMPLE / sorted(p.name for p in EXAMPLE.iterdir())[0]).read_bytes()
+
+    gateway.signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    time.sleep(0.5)  # the parent passes SIGTERM on to each worker
+    readiness, answers = [], []
+    while time.monotonic() - signalled < drain_s - 0.5:
+        readiness.append(_status(f"{gateway.url}/readyz"))  # a new connection each time
+        answers.append(predict(gateway.url, model, image))
+    assert set(readiness) == {(503, "close")}, readiness  # whichever worker answered
+    assert set(answers) == {200}
+    assert gateway.wait(timeout_s=STOP_TIMEOUT_S) == 0
+    assert time.monotonic() - signalled >= drain_s
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and any(_running(p) for p in processes):
+        time.sleep(0.1)
+    assert [p.pid for p in processes if _running(p)] == []
+
+
+def _status(url: str) -> tuple[int, str | None]:
+    """Status and Connection header of a GET (a new connection)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.headers.get("connection")
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("connection")
 
 
 def _running(process: psutil.Process) -> bool:

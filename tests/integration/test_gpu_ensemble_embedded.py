@@ -17,8 +17,8 @@ import tritonclient.http as tritonclient_http
 from hetcontract import HEAD_OUTPUTS
 from hetexport.fused.ensemble import HEAD_MODEL_NAME, write_gpu_ensemble
 from hetexport.layers import NoiseBank
+from hetexport.layers.noise_bank import DEFAULT_BANK_DESIGN
 from hetexport.model import ModelSpec, build_model
-from hetexport.onnx.export import DEFAULT_BANK_DESIGN
 from hetexport.onnx.graph import export_graph
 from hetexport.onnx.runner import OnnxRunner
 from hetexport.serving.head import ServingGraph

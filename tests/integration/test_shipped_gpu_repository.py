@@ -19,6 +19,7 @@ import pytest
 import tritonclient.http as tritonclient_http
 from hetcontract import HEAD_OUTPUTS, INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
 from hetexport.onnx.runner import OnnxRunner
+from hetexport.repo.pbtxt import parse_config, render_config
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_GPU = REPO_ROOT / "model_repo_gpu"
 SHIPPED_ONNX = REPO_ROOT / "model_repo" / "fashion_het"
 ENSEMBLE, HEAD = "fashion_het_gpu", "het_mc_head"
-AUTO_ENGINE = 'parameters { key: "mc_impl" value { string_value: "auto" } }'
-KERNEL_ENGINE = 'parameters { key: "mc_impl" value { string_value: "triton" } }'
+MC_IMPL = "mc_impl"
 PROB_ATOL = 1e-5
 ENTROPY_ATOL = 1e-4
 NUM_IMAGES = 8
@@ -40,9 +40,9 @@ def gpu_client(tmp_path_factory, start_triton):
     copy = root / "model_repo_gpu"
     shutil.copytree(SHIPPED_GPU, copy)
     head_config = copy / HEAD / "config.pbtxt"
-    text = head_config.read_text()
-    assert text.count(AUTO_ENGINE) == 1, "the shipped head picks its engine itself"
-    head_config.write_text(text.replace(AUTO_ENGINE, KERNEL_ENGINE))
+    config = parse_config(head_config.read_text())
+    assert config.parameter(MC_IMPL) == "auto", "the shipped head picks its engine itself"
+    head_config.write_text(render_config(config.with_parameter(MC_IMPL, "triton")))
     triton = start_triton([copy])
     client = tritonclient_http.InferenceServerClient(triton.http_url)
     try:

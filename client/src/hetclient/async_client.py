@@ -65,12 +65,15 @@ class AsyncClient(BaseClient):
         *,
         model: str | None = None,
         top_k: int | None = None,
+        include: Sequence[str] = (),
     ) -> PredictResponse:
         """Top-k classes and uncertainty for one input or a list of them (see
         ``hetclient.inputs`` for what each input type is sent as); ``model=None`` asks the
         gateway's default model; ``top_k=None`` sends none and gets the gateway's default,
-        ``min(DEFAULT_TOP_K, the model's k_max)``."""
-        request = self._build_predict_request(images, model=model, top_k=top_k)
+        ``min(DEFAULT_TOP_K, the model's k_max)``; ``include`` asks for per-class vectors
+        beyond the default answer (``"probs"``, ``"latent_probs"``: each result's ``.probs``,
+        ``.latent_probs``)."""
+        request = self._build_predict_request(images, model=model, top_k=top_k, include=include)
         return self._parse_predict(await self._send(request))
 
     async def models(self) -> ModelList:

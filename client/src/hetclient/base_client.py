@@ -96,13 +96,21 @@ class BaseClient:
         return httpx.Request(method, self.base_url + path, headers=headers, content=body)
 
     def _build_predict_request(
-        self, images: ImageLike | Sequence[ImageLike], *, model: str | None, top_k: int | None
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        model: str | None,
+        top_k: int | None,
+        include: Sequence[str] = (),
     ) -> httpx.Request:
         """``POST /v1/predict`` (default model) or ``/v1/models/{model}/predict`` with
-        ``{"inputs": [...], "top_k": k}``; without ``"top_k"`` when ``top_k`` is None (the
-        gateway's default for the model then applies)."""
+        ``{"inputs": [...], "top_k": k, "include": [...]}``; without ``"top_k"`` when
+        ``top_k`` is None (the gateway's default for the model then applies), without
+        ``"include"`` when it is empty."""
         inputs = [encode_input(item) for item in as_input_list(images)]
-        chosen = {} if top_k is None else {"top_k": top_k}
+        chosen: dict[str, object] = {} if top_k is None else {"top_k": top_k}
+        if include:
+            chosen["include"] = list(include)
         try:
             payload = PredictRequest(inputs=inputs, **chosen)
         except ValidationError as exc:

@@ -5,6 +5,8 @@ Typical usage::
     hetclient predict shirt.png boot.png --model fashion_het --top-k 3
     hetclient predict shirt.png --json | jq '.results[0].uncertainty'
     hetclient models
+    hetclient audit manifest.csv --model fashion_het --output audit.csv   # find wrong labels
+    hetclient audit photos/ --output audit.csv        # photos/<label>/<image>
 
 The gateway URL comes from ``--url``, else ``$HETSERVE_URL``, else ``http://127.0.0.1:8080``;
 an API key from ``$HETSERVE_API_KEY``. Errors print one line on stderr (never a traceback) and
@@ -14,13 +16,25 @@ exit with a code from ``ExitCode``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
 from enum import IntEnum
+from pathlib import Path
 
 from hetcontract import ModelList
+from hetcontract.audit import DEFAULT_THRESHOLD
+from hetcontract.audit_report import summary_text
 
+from hetclient.audit import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONCURRENCY,
+    AuditOptions,
+    audit,
+    progress_stream,
+    read_labelled_images,
+)
 from hetclient.base_client import DEFAULT_TIMEOUT_S, DEFAULT_TOP_K
 from hetclient.client import Client
 from hetclient.errors import APIConnectionError, APIError, APIStatusError, InvalidInputError
@@ -75,6 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("models", parents=[connection], help="list the served models")
+
+    audit = commands.add_parser(
+        "audit", parents=[connection],
+        help="find the wrong labels of a labelled image set (manifest.csv or DIR/<label>/)",
+    )
+    audit.add_argument("source", metavar="MANIFEST.csv|DIR",
+                       help="a CSV of path,label (id or class name) or a folder per class")
+    audit.add_argument("--model", default=None, help="model name (default: the gateway's)")
+    audit.add_argument("--output", "-o", type=Path, required=True, metavar="OUT.csv",
+                       help="the audit CSV; OUT.summary.json and OUT.html are written beside")
+    audit.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                       help=f"images per request (default {DEFAULT_BATCH_SIZE})")
+    audit.add_argument("--concurrency", type=_positive_int, default=DEFAULT_CONCURRENCY,
+                       help=f"requests in flight (default {DEFAULT_CONCURRENCY})")
+    audit.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                       help=f"flag when P(wrong) exceeds this (default {DEFAULT_THRESHOLD})")
+    audit.add_argument("--restart", action="store_true",
+                       help="discard the answers an interrupted run left, start over")
+    audit.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -93,6 +126,8 @@ def run(args: argparse.Namespace) -> str:
         max_retries=args.max_retries,
         api_key=os.environ.get(API_KEY_ENV) or None,
     ) as client:
+        if args.command == "audit":
+            return _audit(args)
         if args.command == "predict":
             answer = client.predict(args.images, model=args.model, top_k=args.top_k)
             if args.json:
@@ -102,6 +137,27 @@ def run(args: argparse.Namespace) -> str:
         if args.json:
             return listing.model_dump_json(indent=2)
         return _format_models(listing)
+
+
+def _audit(args: argparse.Namespace) -> str:
+    images = read_labelled_images(args.source)
+    options = AuditOptions(
+        url=args.url, output=args.output, model=args.model, batch_size=args.batch_size,
+        concurrency=args.concurrency, threshold=args.threshold, restart=args.restart,
+        timeout_s=args.timeout, max_retries=args.max_retries,
+        api_key=os.environ.get(API_KEY_ENV) or None,
+        progress=None if args.no_progress else progress_stream(),
+    )
+    result = asyncio.run(audit(images, options))
+    if args.json:
+        return result.summary.model_dump_json(indent=2)
+    lines = [summary_text(result.summary)]
+    if result.resumed:
+        lines.append(f"({result.resumed} answers reused from an interrupted run)")
+    lines += [f"refused by the gateway, not audited: {path}: {reason}"
+              for path, reason in result.failed]
+    lines.append(f"wrote {result.files.csv}, {result.files.summary_json}, {result.files.page}")
+    return "\n".join(lines)
 
 
 def _format_models(listing: ModelList) -> str:

@@ -20,14 +20,23 @@ Hierarchy::
         └── APIStatusError                          any non-2xx answer
             ├── BadRequestError                     400
             ├── AuthenticationError                 401
+            ├── PermissionDeniedError               403
             ├── NotFoundError                       404
+            ├── MethodNotAllowedError               405
+            ├── RequestTimeoutError                 408
+            ├── ConflictError                       409
             ├── PayloadTooLargeError                413
             ├── UnsupportedMediaTypeError           415
             ├── UnprocessableEntityError            422
             ├── RateLimitError                      429
             ├── InternalServerError                 500 and any other 5xx
+            │   └── BadGatewayError                 502
             ├── ServiceUnavailableError             503
             └── GatewayTimeoutError                 504
+
+The statuses are the contract's (``hetcontract.errors``: every status the gateway answers an
+error with has a class here, and a test holds the two together); ``code`` is the gateway's
+``ErrorCode`` for the answer.
 """
 
 from __future__ import annotations
@@ -114,8 +123,24 @@ class AuthenticationError(APIStatusError):
     """401: an API key is required and was missing or wrong."""
 
 
+class PermissionDeniedError(APIStatusError):
+    """403: not allowed here (model control on a gateway without API keys)."""
+
+
 class NotFoundError(APIStatusError):
     """404: unknown model or path."""
+
+
+class MethodNotAllowedError(APIStatusError):
+    """405: the path exists, the method does not."""
+
+
+class RequestTimeoutError(APIStatusError):
+    """408: the gateway stopped waiting for the request's body."""
+
+
+class ConflictError(APIStatusError):
+    """409: Triton refused to load or unload a model (what served still serves)."""
 
 
 class PayloadTooLargeError(APIStatusError):
@@ -138,6 +163,10 @@ class InternalServerError(APIStatusError):
     """500 or any 5xx without a class of its own."""
 
 
+class BadGatewayError(InternalServerError):
+    """502: Triton answered with an error that is not the caller's."""
+
+
 class ServiceUnavailableError(APIStatusError):
     """503: Triton unreachable or the model not ready; retried after ``Retry-After``."""
 
@@ -146,18 +175,24 @@ class GatewayTimeoutError(APIStatusError):
     """504: Triton did not answer within the gateway's timeout."""
 
 
-_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
+    403: PermissionDeniedError,
     404: NotFoundError,
+    405: MethodNotAllowedError,
+    408: RequestTimeoutError,
+    409: ConflictError,
     413: PayloadTooLargeError,
     415: UnsupportedMediaTypeError,
     422: UnprocessableEntityError,
     429: RateLimitError,
     500: InternalServerError,
+    502: BadGatewayError,
     503: ServiceUnavailableError,
     504: GatewayTimeoutError,
 }
+"""The class of every status the gateway answers errors with (``hetcontract.errors``)."""
 
 _FIRST_SERVER_ERROR = 500
 
@@ -165,8 +200,8 @@ _FIRST_SERVER_ERROR = 500
 def error_class_for_status(status_code: int) -> type[APIStatusError]:
     """The exception class for a non-2xx status: its own class, InternalServerError for any
     other 5xx, APIStatusError for any other status."""
-    if status_code in _STATUS_ERRORS:
-        return _STATUS_ERRORS[status_code]
+    if status_code in STATUS_ERRORS:
+        return STATUS_ERRORS[status_code]
     if status_code >= _FIRST_SERVER_ERROR:
         return InternalServerError
     return APIStatusError

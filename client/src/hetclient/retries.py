@@ -13,13 +13,16 @@ import email.utils
 import random
 from datetime import UTC, datetime
 
+from hetcontract import RETRYABLE_STATUSES
+
 DEFAULT_MAX_RETRIES = 2
 INITIAL_RETRY_DELAY_S = 0.5
 MAX_RETRY_DELAY_S = 8.0
 MAX_RETRY_AFTER_S = 60.0
 JITTER_FRACTION = 0.25
-RETRYABLE_STATUS_CODES = frozenset({429, 503})
-"""Too Many Requests and Service Unavailable: the gateway says "later", not "never"."""
+RETRYABLE_STATUS_CODES = RETRYABLE_STATUSES
+"""Too Many Requests and Service Unavailable: the gateway says "later", not "never" (the
+contract's ``RETRYABLE_STATUSES``)."""
 
 
 def backoff_delay_s(retry_index: int, *, rng: random.Random | None = None) -> float:

@@ -19,6 +19,7 @@ from hetcontract.api import (
     ConfusedWith,
     ErrorBody,
     ErrorResponse,
+    ExtraOutput,
     ImageInput,
     LatentCorrelation,
     ModelDetail,
@@ -32,12 +33,20 @@ from hetcontract.api import (
     TensorInput,
     Uncertainty,
 )
+from hetcontract.errors import (
+    ERRORS,
+    RETRYABLE_STATUSES,
+    ErrorCode,
+    ErrorSpec,
+    status_meaning,
+)
 from hetcontract.model_card import InputSpec, McError, ModelCard, MonteCarloSpec
 from hetcontract.outputs import (
     HEAD_OUTPUTS,
     INPUT_NAME,
     MODEL_CARD_FILENAME,
     MODEL_CARD_PARAMETER,
+    OPTIONAL_HEAD_OUTPUTS,
     WITHHELD_SHARE,
     OutputName,
     TensorSpec,
@@ -46,15 +55,21 @@ from hetcontract.outputs import (
 
 __all__ = [
     "API_VERSION",
+    "ERRORS",
+    "RETRYABLE_STATUSES",
     "HEAD_OUTPUTS",
     "INPUT_NAME",
     "MODEL_CARD_FILENAME",
     "MIN_CONFUSABLE_SHARE",
     "MODEL_CARD_PARAMETER",
+    "OPTIONAL_HEAD_OUTPUTS",
     "Confusable",
     "ConfusedWith",
     "ErrorBody",
+    "ErrorCode",
     "ErrorResponse",
+    "ErrorSpec",
+    "ExtraOutput",
     "ImageInput",
     "InputSpec",
     "LatentCorrelation",
@@ -75,4 +90,5 @@ __all__ = [
     "Uncertainty",
     "WITHHELD_SHARE",
     "output_spec",
+    "status_meaning",
 ]

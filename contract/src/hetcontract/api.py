@@ -6,9 +6,15 @@ models, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 MAX_TOP_K_DEFAULT = 5
 
@@ -42,12 +48,23 @@ class TensorInput(_Frozen):
     tensor: list[Any] = Field(description="nested list of floats, [C, H, W] or [H, W]")
 
 
+ExtraOutput = Literal["probs", "latent_probs"]
+"""A per-class vector a request may ask for beyond the default answer (``include``):
+``probs`` the full MC-averaged p_bar over all K classes, ``latent_probs`` the noise-free
+``link(mu / tau)`` of the latent mean (``hetcontract.outputs.OPTIONAL_HEAD_OUTPUTS``; only
+models exported with it have it)."""
+
+
 class PredictRequest(_Frozen):
-    """``{"inputs": [{"image": ...} | {"tensor": ...}], "top_k": 5}``."""
+    """``{"inputs": [{"image": ...} | {"tensor": ...}], "top_k": 5, "include": ["probs"]}``.
+
+    ``include`` (default none) adds the named per-class vectors to every result (see
+    ``ExtraOutput``); the default answer stays as it is."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     inputs: list[ImageInput | TensorInput] = Field(min_length=1)
     top_k: int = Field(default=MAX_TOP_K_DEFAULT, ge=1)
+    include: list[ExtraOutput] = Field(default_factory=list, max_length=2)
 
 
 # ---- answers --------------------------------------------------------------------------------
@@ -115,8 +132,26 @@ class Uncertainty(_Frozen):
 
 
 class Result(_Frozen):
+    """One input's answer; ``probs`` / ``latent_probs`` (K floats, class id order) only when
+    the request's ``include`` asked for them."""
+
     predictions: list[Prediction]
     uncertainty: Uncertainty
+    probs: list[float] | None = None
+    latent_probs: list[float] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_vectors(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An answer that did not ask for ``probs`` / ``latent_probs`` has no such keys (not
+        ``null``): the default answer's JSON is the same as before they existed."""
+        data = handler(self)
+        for name in _EXTRA_VECTORS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
+
+_EXTRA_VECTORS = ("probs", "latent_probs")
 
 
 class ServedModel(_Frozen):
@@ -136,12 +171,16 @@ class PredictResponse(_Frozen):
 
 
 class ModelSummary(_Frozen):
+    """A served model; ``extra_outputs`` the per-class vectors a request may ``include`` from
+    it (``probs`` always; ``latent_probs`` where the model was exported with it)."""
+
     name: str
     version: str
     ready: bool
     head: str
     num_classes: int
     labels: list[str]
+    extra_outputs: list[ExtraOutput] = Field(default_factory=list)
 
 
 class ModelList(_Frozen):
@@ -159,7 +198,8 @@ class ModelDetail(ModelSummary):
 
 
 class ErrorBody(_Frozen):
-    code: str = Field(description="machine-readable, e.g. 'model_not_found', 'invalid_image'")
+    code: str = Field(description="machine-readable: an ``ErrorCode`` (``hetcontract.errors``), "
+                                  "e.g. 'model_not_found', 'invalid_image'")
     message: str
 
 

@@ -61,6 +61,7 @@ class OutputName(StrEnum):
     CONFUSABLE_IDS = "confusable_ids"
     CONFUSABLE_SHARE = "confusable_share"
     PROBS = "probs"
+    LATENT_PROBS = "latent_probs"
 
 
 class TensorSpec(NamedTuple):
@@ -100,9 +101,25 @@ HEAD_OUTPUTS: tuple[TensorSpec, ...] = (
 )
 
 
+OPTIONAL_HEAD_OUTPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec(OutputName.LATENT_PROBS, "TYPE_FP32", "float32", ("B", "K"),
+               "the noise-free class distribution link(mu / tau) of the latent mean (softmax "
+               "heads: softmax(mu / tau); sigmoid head: sigmoid(mu / tau); deterministic head: "
+               "its probabilities)"),
+)
+"""Outputs an exported ONNX graph may have beyond ``HEAD_OUTPUTS``. A model without them is
+served as before; the gateway asks Triton for one only when a request includes it
+(``PredictRequest.include``), so the default answer and its cost do not change.
+
+``latent_probs`` is what the model believes with its learned label noise taken out: p_bar
+averages ``link(u_s / tau)`` over ``u ~ N(mu, Sigma)``, and Sigma is where a HET model puts
+the label noise it was trained on, so ``link(mu / tau)`` is the class distribution of the
+noise-free part (the label audit's clean-class posterior, ``hetcontract.audit_scoring``)."""
+
+
 def output_spec(name: OutputName | str) -> TensorSpec:
-    """The spec of one output, by name."""
-    for spec in HEAD_OUTPUTS:
+    """The spec of one output (required or optional), by name."""
+    for spec in (*HEAD_OUTPUTS, *OPTIONAL_HEAD_OUTPUTS):
         if spec.name == name:
             return spec
     raise KeyError(f"no head output named {name!r}")

@@ -80,6 +80,17 @@ _TORCHVISION_OPS = {  # ops torchvision 0.28 registers fake kernels for whether 
 }
 
 
+def default_backbone_kwargs(name: str, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The keyword arguments a backbone needs for images of ``input_shape`` [C, H, W]: the
+    built-in CNN's input channels and size, a torchvision architecture's channel count,
+    nothing for a user's factory."""
+    if name in BUILTIN_BACKBONES:
+        return {"in_channels": input_shape[0], "input_size": list(input_shape[1:])}
+    if name.startswith(TORCHVISION_PREFIX):
+        return {"in_channels": input_shape[0]}
+    return {}
+
+
 def build_backbone(name: str, **kwargs: Any) -> nn.Module:
     """A backbone by name: a built-in (``"small_cnn"``), a torchvision architecture
     (``"torchvision:resnet18"``, see ``torchvision_backbone``) or ``"package.module:factory"``.

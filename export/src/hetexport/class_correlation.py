@@ -52,7 +52,7 @@ Why not the latent correlation for (2): per input, a strongly negative centred c
 says that two logits move against each other, but not that the other class has any
 probability to gain. On the demo model the most negative centred correlation named a class of
 the same noisy group for 80 % of group images, the runner-up of p_bar for 99.3 %, and the
-covariance of the sampled probabilities for 99.7 % (``hetexport.claims`` measures both).
+covariance of the sampled probabilities for 99.7 % (``hetexport.studies.claims`` measures both).
 
 Everything works on rows [B, k, K], never on [B, K, K].
 
@@ -260,7 +260,8 @@ def latent_confusable_ids(
 ) -> Tensor:
     """The confusable classes as served before the probability shares: the m others with the
     most negative (softmax, centred) or most positive (sigmoid, raw) LATENT correlation
-    [B, k, m]. Kept to measure the old definition against the new one (``hetexport.claims``)."""
+    [B, k, m]. Kept to measure the old definition against the new one
+    (``hetexport.studies.claims``)."""
     rows = latent.correlation_rows(topk_ids, centered=rule.centered)
     scores = -rows if rule.most_negative else rows
     ids, _ = confusable_from_shares(scores, topk_ids, num_confusable)

@@ -13,8 +13,9 @@ Typical usage::
     hetexport export runs/het.pt --name fashion_het --mc-samples 128 --bank-design optimized \
         --error-images /usr/share/datasets/fashion-mnist --error-image-count 1000  # fitted bank
     hetexport mc-error runs/het.pt --model-dir model_repo/fashion_het  # served vs exact
-    hetexport export-version runs/het_v2.pt --model-repo model_repo --name fashion_het   # v2
+    hetexport export runs/het_v2.pt --model-repo model_repo --name fashion_het --version next
     hetexport demo --model-repo model_repo --report-dir reports        # what `make models` runs
+    hetexport audit --image-folder photos/ --output audit.csv   # wrong labels, 4-fold models
     hetexport gpu-repo model_repo model_repo_cuda                      # for docker-compose
 
 Expected failures (missing data, bad checkpoint, invalid options) print ``error: <reason>`` on
@@ -31,27 +32,28 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from hetcontract import InputSpec
 
-from hetexport.data import DEFAULT_FASHION_MNIST_DIR, held_out_images, load_image_folder
+from hetexport.data import DEFAULT_FASHION_MNIST_DIR, held_out_images
 from hetexport.data.held_out import DEFAULT_ERROR_IMAGES
 from hetexport.errors import HetExportError
 from hetexport.label_noise import DEFAULT_NOISE_RATE
 from hetexport.layers.heads import DEFAULT_MC_SAMPLES as DEFAULT_EVAL_MC_SAMPLES
 from hetexport.layers.heads import DEFAULT_NUM_FACTORS
-from hetexport.layers.noise_bank import AUTO_DESIGN, BANK_DESIGNS, FITTED_DESIGN
-from hetexport.onnx.export import (
+from hetexport.layers.noise_bank import (
+    AUTO_DESIGN,
+    BANK_DESIGNS,
     DEFAULT_BANK_DESIGN,
-    DEFAULT_NOISE_SEED,
+    FITTED_DESIGN,
 )
+from hetexport.onnx.export import DEFAULT_NOISE_SEED
 from hetexport.onnx.sampling_plan import DEFAULT_EXPORT_MC_SAMPLES
-from hetexport.report import to_jsonable
-from hetexport.repository import DEFAULT_MAX_BATCH_SIZE
+from hetexport.repo.config import DEFAULT_MAX_BATCH_SIZE
 from hetexport.training.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_LEARNING_RATE,
     DEFAULT_NUM_THREADS,
+    DEFAULT_TRAIN_MC_SAMPLES,
 )
 
 app = typer.Typer(
@@ -61,7 +63,6 @@ app = typer.Typer(
     help="Train HET classifiers under label noise and export them for Triton.",
 )
 
-DEFAULT_TRAIN_MC_SAMPLES = 100
 DEFAULT_CHECKPOINT = Path("runs/model.pt")
 DEFAULT_METRICS = Path("runs/metrics.json")
 EXIT_FAILURE = 1
@@ -96,41 +97,12 @@ def _clean_failure() -> Iterator[None]:
         raise typer.Exit(EXIT_FAILURE) from None
 
 
-def _prepare(data_dir: Path, image_folder: Path | None, *, image_size: int, channels: Channels,
-             noise_rate: float, noise_seed: int, train_limit: int | None,
-             test_limit: int | None, val_folder: Path | None = None,
-             val_fraction: float = 0.1, split_seed: int = 0,
-             normalization: str = "folder") -> Any:
-    from hetexport.training.experiment import prepare_fashion_mnist, prepare_image_folder
-
-    if image_folder is None:
-        if val_folder is not None:
-            raise ValueError("--val-folder needs --image-folder")
-        return prepare_fashion_mnist(data_dir, noise_rate=noise_rate, noise_seed=noise_seed,
-                                     train_limit=train_limit, test_limit=test_limit)
-    count = 1 if channels is Channels.L else 3
-    probe = InputSpec(shape=(count, image_size, image_size), mean=(0.0,) * count,
-                      std=(1.0,) * count, channel_order=channels.value)
-    validation = None if val_folder is None else load_image_folder(val_folder, input_spec=probe)
-    return prepare_image_folder(load_image_folder(image_folder, input_spec=probe),
-                                channel_order=channels.value, validation=validation,
-                                validation_fraction=val_fraction, split_seed=split_seed,
-                                normalization=normalization)
-
-
 def _backbone_kwargs(backbone: str, user_json: str | None, *, input_shape: tuple[int, ...]
                      ) -> dict[str, Any]:
-    """The built-in CNN's demo widths sized to the input, a torchvision architecture's channel
-    count, nothing for a user's factory; ``--backbone-kwargs`` JSON on top."""
-    from hetexport.backbones import BUILTIN_BACKBONES, TORCHVISION_PREFIX
-    from hetexport.demo import DEFAULT_BACKBONE_KWARGS
+    """``default_backbone_kwargs`` with the ``--backbone-kwargs`` JSON object on top."""
+    from hetexport.backbones import default_backbone_kwargs
 
-    kwargs: dict[str, Any] = {}
-    if backbone in BUILTIN_BACKBONES:
-        kwargs = {**DEFAULT_BACKBONE_KWARGS, "in_channels": input_shape[0],
-                  "input_size": list(input_shape[1:])}
-    elif backbone.startswith(TORCHVISION_PREFIX):
-        kwargs = {"in_channels": input_shape[0]}
+    kwargs = default_backbone_kwargs(backbone, input_shape)
     if user_json:
         extra = json.loads(user_json)
         if not isinstance(extra, dict):
@@ -186,7 +158,10 @@ def train(
     num_factors: NumFactors = DEFAULT_NUM_FACTORS,
     temperature: Annotated[float, typer.Option(help="tau (initial value if learned)")] = 1.0,
     learn_temperature: Annotated[bool, typer.Option(help="learn tau within bounds")] = False,
-    epochs: Annotated[int, typer.Option(min=1)] = DEFAULT_EPOCHS,
+    epochs: Annotated[int, typer.Option(min=1, help="epochs (with --patience: at most)")] = (
+        DEFAULT_EPOCHS),
+    patience: Annotated[int | None, typer.Option(
+        min=1, help="stop once the validation NLL has not improved for N epochs")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_BATCH_SIZE,
     learning_rate: Annotated[float, typer.Option()] = DEFAULT_LEARNING_RATE,
     seed: Annotated[int, typer.Option(help="weights, batches and MC noise")] = 0,
@@ -200,21 +175,19 @@ def train(
     progress: Progress = True,
 ) -> None:
     """Train on noisy labels (choices on a noisy validation split), save checkpoint + metrics."""
-    from hetexport.backbones import TORCHVISION_PREFIX
-    from hetexport.checkpoint import save_checkpoint
     from hetexport.model import ModelSpec
     from hetexport.training import TrainConfig
-    from hetexport.training.experiment import fit, fitted_metrics
+    from hetexport.training.experiment import default_normalization, prepare_training_data
+    from hetexport.training.run import train_and_save
 
     with _clean_failure():
-        if normalization is Normalization.auto:
-            normalization = (Normalization.imagenet if backbone.startswith(TORCHVISION_PREFIX)
-                             else Normalization.folder)
-        data = _prepare(data_dir, image_folder, image_size=image_size, channels=channels,
-                        noise_rate=noise_rate, noise_seed=noise_seed,
-                        train_limit=train_limit, test_limit=test_limit, val_folder=val_folder,
-                        val_fraction=val_fraction, split_seed=split_seed,
-                        normalization=normalization.value)
+        data = prepare_training_data(
+            data_dir, image_folder, image_size=image_size, channel_order=channels.value,
+            noise_rate=noise_rate, noise_seed=noise_seed, train_limit=train_limit,
+            test_limit=test_limit, val_folder=val_folder, val_fraction=val_fraction,
+            split_seed=split_seed,
+            normalization=(default_normalization(backbone)
+                           if normalization is Normalization.auto else normalization.value))
         spec = ModelSpec(
             num_classes=len(data.class_names), head=head.value, backbone=backbone,
             backbone_kwargs=_backbone_kwargs(backbone, backbone_kwargs,
@@ -223,27 +196,61 @@ def train(
             learn_temperature=learn_temperature, train_mc_samples=train_mc_samples,
             eval_mc_samples=eval_mc_samples, labels=data.class_names, input=data.input_spec,
         )
+        config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size,
+                             learning_rate=learning_rate, seed=seed, num_threads=threads,
+                             progress=progress, freeze_backbone=freeze_backbone)
+        record = train_and_save(spec, data, config, checkpoint=checkpoint, record_path=metrics,
+                                init_weights=init_weights, noise_rate=noise_rate)
+    typer.echo(f"checkpoint: {checkpoint}\nmetrics: {metrics}\n{json.dumps(record['metrics'])}")
+
+
+@app.command()
+def audit(
+    image_folder: Annotated[Path, typer.Option(
+        help="the training set to audit: DIR/<class>/<image>")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="the audit CSV; OUT.summary.json and OUT.html beside it")
+    ] = Path("audit.csv"),
+    folds: Annotated[int, typer.Option(min=2, help="k of the k-fold models")] = 4,
+    image_size: Annotated[int, typer.Option(help="resize to SIZE x SIZE")] = 28,
+    channels: Annotated[Channels, typer.Option(help="L or RGB")] = Channels.L,
+    backbone: Annotated[str, typer.Option(help="as for `hetexport train`")] = "small_cnn",
+    backbone_kwargs: Annotated[str | None, typer.Option(
+        help="JSON object of keyword arguments for the backbone factory")] = None,
+    head: Annotated[HeadKind, typer.Option(help="output layer")] = HeadKind.het,
+    num_factors: NumFactors = DEFAULT_NUM_FACTORS,
+    temperature: Annotated[float, typer.Option(help="tau")] = 0.5,
+    epochs: Annotated[int, typer.Option(min=1)] = DEFAULT_EPOCHS,
+    batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_BATCH_SIZE,
+    learning_rate: Annotated[float, typer.Option()] = DEFAULT_LEARNING_RATE,
+    seed: Annotated[int, typer.Option(help="folds, weights, batches and MC noise")] = 0,
+    threshold: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="flag a label when P(wrong) exceeds this")] = 0.5,
+    threads: Threads = DEFAULT_NUM_THREADS,
+    progress: Progress = True,
+) -> None:
+    """Find the wrong labels of a training set: out-of-sample probabilities from k-fold
+    models, scored like `hetclient audit` (same CSV)."""
+    from hetcontract.audit_report import summary_text
+
+    from hetexport.audit.training_set import FoldModel, audit_image_folder
+    from hetexport.training import TrainConfig
+
+    with _clean_failure():
+        count = 1 if channels is Channels.L else 3
+        model = FoldModel(
+            head=head.value, num_factors=num_factors, temperature=temperature,
+            backbone=backbone, image_size=image_size, channels=channels.value,
+            backbone_kwargs=_backbone_kwargs(backbone, backbone_kwargs,
+                                             input_shape=(count, image_size, image_size)),
+        )
         config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                             seed=seed, num_threads=threads, progress=progress,
-                             freeze_backbone=freeze_backbone)
-        fitted = fit(spec, data, config=config, init_weights=init_weights)
-        figures = fitted_metrics(fitted)
-        save_checkpoint(checkpoint, fitted.model, metrics=figures)
-        record = {
-            "spec": spec.to_dict(), "train_config": config.to_dict(), "metrics": figures,
-            "history": fitted.training.history, "seconds": fitted.training.seconds,
-            "data": {"train": int(data.train_labels.shape[0]),
-                     "validation": int(data.val_labels.shape[0]),
-                     "test": None if data.test_labels is None else int(data.test_labels.shape[0]),
-                     "noise_rate": None if data.noise is None else noise_rate,
-                     "realised_noise_rate": None if data.noise is None
-                     else data.noise.realised_rate},
-            "checkpoint": checkpoint,
-            "init_weights": init_weights,
-        }
-        metrics.parent.mkdir(parents=True, exist_ok=True)
-        metrics.write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
-    typer.echo(f"checkpoint: {checkpoint}\nmetrics: {metrics}\n{json.dumps(figures)}")
+                             seed=seed, num_threads=threads, progress=progress)
+        summary, files, seconds = audit_image_folder(
+            image_folder, output, model=model, config=config, folds=folds,
+            threshold=threshold, seed=seed)
+    typer.echo(f"{summary_text(summary)}\n{folds} fold models in {seconds:.0f} s; wrote "
+               f"{files.csv}, {files.summary_json}, {files.page}")
 
 
 BankDesign = StrEnum("BankDesign", {name: name for name in (AUTO_DESIGN, *BANK_DESIGNS,
@@ -251,6 +258,29 @@ BankDesign = StrEnum("BankDesign", {name: name for name in (AUTO_DESIGN, *BANK_D
 DEFAULT_DESIGN = BankDesign(DEFAULT_BANK_DESIGN)
 MC_ERROR_REPORT_IMAGES = 400
 """Held-out images ``hetexport mc-error`` reports an exported model's error on by default."""
+
+
+NEXT_VERSION = "next"
+
+
+def _version_number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise typer.BadParameter(f"a version is a number >= 1 or {NEXT_VERSION!r}, got {text!r}",
+                                 param_hint="--version")
+    return int(text)
+
+
+def _check_export_options(*, mc_samples: int | None, mc_error: float | None,
+                          error_images: Path | None, bank_design: BankDesign) -> None:
+    """The option combinations an export cannot do, in the options' own names."""
+    if mc_samples is not None and mc_error is not None:
+        raise ValueError("give either --mc-samples (S) or --mc-error (S chosen), not both")
+    if error_images is None and mc_error is not None:
+        raise ValueError("--mc-error needs held-out images to measure the error on: give "
+                         "--error-images")
+    if error_images is None and bank_design.value == FITTED_DESIGN:
+        raise ValueError(f"--bank-design {FITTED_DESIGN} is fitted on held-out images: give "
+                         "--error-images")
 
 
 @app.command()
@@ -281,12 +311,25 @@ def export(
         min=0, help="confusable classes per top class (default: min(3, K - 1))")] = None,
     max_batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_MAX_BATCH_SIZE,
     seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = DEFAULT_NOISE_SEED,
+    version: Annotated[str | None, typer.Option(
+        help="N or 'next': add version N (next: the newest existing + 1) beside the existing "
+             "ones, which stay for a roll-back; a running `hetgateway serve` loads it without "
+             "a restart [default: replace the model by version 1]")] = None,
 ) -> None:
-    """Checkpoint -> model_repo/<name>/{config.pbtxt, 1/model.onnx, model_card.json, labels.txt}."""
+    """Checkpoint -> model_repo/<name>/{config.pbtxt, <N>/model.onnx, model_card.json,
+    labels.txt}."""
     from hetexport.checkpoint import load_checkpoint
     from hetexport.onnx.export import export_to_repository
+    from hetexport.repo.layout import next_version
 
     with _clean_failure():
+        _check_export_options(mc_samples=mc_samples, mc_error=mc_error,
+                              error_images=error_images, bank_design=bank_design)
+        number = None
+        if version == NEXT_VERSION:
+            number = next_version(model_repo, name)
+        elif version is not None:
+            number = _version_number(version)
         images = None
         if error_images is not None:
             spec = load_checkpoint(checkpoint).model.spec
@@ -296,10 +339,11 @@ def export(
         report = export_to_repository(
             checkpoint, model_repo, name, mc_samples=mc_samples, top_k=top_k,
             num_confusable=num_confusable, max_batch_size=max_batch_size, seed=seed,
-            design=bank_design.value, mc_error=mc_error, error_images=images,
+            design=bank_design.value, mc_error=mc_error, error_images=images, version=number,
         )
     mc = report.card.monte_carlo
-    typer.echo(f"exported {report.model_dir} ({report.onnx_bytes} bytes of ONNX); parity "
+    typer.echo(f"exported {report.model_dir} version {report.version} ({report.onnx_bytes} "
+               "bytes of ONNX); parity "
                f"{json.dumps(report.parity.max_abs_diff)}")
     if mc is not None:
         typer.echo(f"S = {mc.samples} ({mc.design}); error vs exact: "
@@ -351,7 +395,7 @@ def gpu_repo(
     target: Annotated[Path, typer.Argument(help="a new directory, e.g. model_repo_cuda")],
 ) -> None:
     """Copy a model repository with its ONNX models on KIND_GPU (CUDA EP + TensorRT)."""
-    from hetexport.gpu_repository import write_gpu_repository
+    from hetexport.repo.gpu import write_gpu_repository
 
     with _clean_failure():
         on_gpu = write_gpu_repository(source, target)
@@ -367,7 +411,11 @@ def demo(
     data_dir: DataDir = DEFAULT_FASHION_MNIST_DIR,
     work_dir: Annotated[Path, typer.Option(help="checkpoints (git-ignored)")] = Path("runs/demo"),
     seeds: Annotated[int, typer.Option(min=1, help="seeds 0..N-1 per head")] = 3,
-    epochs: Annotated[int | None, typer.Option(min=1, help="epochs of the main runs")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        min=1, help="at most this many epochs for the main runs [default: the demo's]")] = None,
+    patience: Annotated[int | None, typer.Option(
+        min=1, help="main runs stop once the noisy-validation NLL has not improved for N "
+                    "epochs [default: the demo's]")] = None,
     grid_epochs: Annotated[int | None, typer.Option(min=1)] = None,
     sweep_epochs: Annotated[int | None, typer.Option(min=1)] = None,
     train_limit: TrainLimit = None,
@@ -387,55 +435,28 @@ def demo(
                     "measures it on (second half) [default: the demo's, 1000]")] = None,
 ) -> None:
     """The Fashion-MNIST label-noise demo: choose, train, compare, plot, report, export."""
-    from hetexport.demo import DemoConfig, run_demo
+    from hetexport.studies.demo import DemoConfig, reevaluate_demo, run_demo
+    from hetexport.studies.demo_report import write_demo_report
+    from hetexport.studies.report import REPORT_JSON
 
     with _clean_failure():
         overrides = {key: value for key, value in
-                     {"epochs": epochs, "grid_epochs": grid_epochs,
+                     {"epochs": epochs, "patience": patience, "grid_epochs": grid_epochs,
                       "sweep_epochs": sweep_epochs, "export_mc_samples": export_mc_samples,
                       "export_bank_design": bank_design and bank_design.value,
                       "error_images": error_image_count}.items() if value is not None}
         config = DemoConfig(
-            model_repo=model_repo, report_dir=report_dir, data_dir=data_dir, work_dir=work_dir,
+            model_repo=model_repo, data_dir=data_dir, work_dir=work_dir,
             seeds=tuple(range(seeds)), train_limit=train_limit, test_limit=test_limit,
-            num_threads=threads, progress=progress, reuse_checkpoints=reuse_checkpoints,
-            **overrides,
+            num_threads=threads, progress=progress, **overrides,
         )
-        result = run_demo(config)
-    typer.echo(f"report: {result.report_markdown}\nmodels: "
-               f"{', '.join(str(path) for path in result.exported.values())}\n"
-               f"took {result.seconds / 60:.1f} min")
-
-
-@app.command("export-version")
-def export_version_command(
-    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint from `hetexport train`")],
-    model_repo: Annotated[Path, typer.Option(help="Triton model repository")] = Path("model_repo"),
-    name: Annotated[str, typer.Option(help="model directory under the repository")] = "model",
-    version: Annotated[int | None, typer.Option(
-        min=1, help="version number (default: the newest existing + 1)")] = None,
-    mc_samples: Annotated[
-        int | None, typer.Option(min=1, help="S baked into the graph (default 256)")
-    ] = None,
-    top_k: Annotated[int | None, typer.Option(min=1, help="default: min(5, K)")] = None,
-    num_confusable: Annotated[
-        int | None, typer.Option(min=0, help="default: min(3, K - 1)")
-    ] = None,
-    max_batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_MAX_BATCH_SIZE,
-    seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = DEFAULT_NOISE_SEED,
-) -> None:
-    """Checkpoint -> a new version model_repo/<name>/<N>/ beside the existing ones; a running
-    `hetgateway serve` loads it without a restart."""
-    from hetexport.versions import export_version
-
-    with _clean_failure():
-        report = export_version(
-            checkpoint, model_repo, name, version=version, mc_samples=mc_samples, top_k=top_k,
-            num_confusable=num_confusable, max_batch_size=max_batch_size, seed=seed,
-        )
-    typer.echo(f"exported {report.model_dir} version {report.version} "
-               f"({report.export.onnx_bytes} bytes of ONNX); parity "
-               f"{json.dumps(report.export.parity.max_abs_diff)}")
+        run = (reevaluate_demo(config, report_dir / REPORT_JSON) if reuse_checkpoints
+               else run_demo(config))
+        written = write_demo_report(run, report_dir)
+    seconds = run.seconds if run.reevaluation is None else run.reevaluation.seconds
+    typer.echo(f"report: {written.report_markdown}\nmodels: "
+               f"{', '.join(str(path) for path in run.exported.values())}\n"
+               f"took {seconds / 60:.1f} min")
 
 
 @app.command()
@@ -478,8 +499,9 @@ def claims(
                                         "only, listing the missing ones")] = True,
 ) -> None:
     """The paper's claims with 95 % intervals: HET vs det paired by seed, across noise rates,
-    and the per-input confusable precision (see hetexport.claims)."""
-    from hetexport.claims import ClaimsConfig, run_claims
+    and the per-input confusable precision (see hetexport.studies.claims)."""
+    from hetexport.studies.claims import ClaimsConfig, run_claims
+    from hetexport.studies.claims_report import write_claims_report
 
     with _clean_failure():
         given = {
@@ -495,10 +517,11 @@ def claims(
         overrides = {key: value for key, value in given.items() if value is not None}
         if full_train:
             overrides["train_limit"] = None
-        config = ClaimsConfig(report_dir=report_dir, data_dir=data_dir, work_dir=work_dir,
-                              demo_report=demo_report, progress=progress, resume=resume,
-                              train_missing=train, **overrides)
-        result = run_claims(config)
-    typer.echo(f"report: {result.report_markdown}\nplots: "
-               f"{', '.join(str(path) for path in result.plots.values())}\n"
-               f"took {result.seconds / 60:.1f} min")
+        config = ClaimsConfig(data_dir=data_dir, work_dir=work_dir, demo_report=demo_report,
+                              progress=progress, resume=resume, train_missing=train,
+                              **overrides)
+        run = run_claims(config)
+        written = write_claims_report(run, report_dir)
+    typer.echo(f"report: {written.report_markdown}\nplots: "
+               f"{', '.join(str(path) for path in written.plots.values())}\n"
+               f"took {run.seconds / 60:.1f} min")

@@ -13,6 +13,10 @@ class ExportError(HetExportError):
     """ONNX export or its validation against PyTorch failed; nothing was written."""
 
 
+class RepositoryError(ExportError):
+    """A model repository cannot be written (name, version, disk); nothing was changed."""
+
+
 class InputError(HetExportError, ValueError):
     """Images handed to a model have the wrong shape or type, or are not finite."""
 

@@ -41,10 +41,11 @@ back)."""
 
 
 def build_results(
-    outputs: Mapping[str, np.ndarray], card: ModelCard, *, top_k: int
+    outputs: Mapping[str, np.ndarray], card: ModelCard, *, top_k: int,
+    include: Sequence[str] = (),
 ) -> list[Result]:
     """One validated ``Result`` per input: ``result_layouts`` through pydantic in one call."""
-    return _RESULTS.validate_python(result_layouts(outputs, card, top_k=top_k))
+    return _RESULTS.validate_python(result_layouts(outputs, card, top_k=top_k, include=include))
 
 
 def answer_json(
@@ -56,11 +57,13 @@ def answer_json(
 
 
 def result_layouts(
-    outputs: Mapping[str, np.ndarray], card: ModelCard, *, top_k: int
+    outputs: Mapping[str, np.ndarray], card: ModelCard, *, top_k: int,
+    include: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """One ``Result`` per input, laid out as plain dicts, from the graph's outputs (batch
     first, as Triton returns). The outputs are sliced to ``top_k`` and turned into Python
-    numbers once per batch (``tolist``)."""
+    numbers once per batch (``tolist``); each name in ``include`` (``probs``,
+    ``latent_probs``) adds that output's K values to every result."""
     batch = outputs[OutputName.TOPK_IDS.value].shape[0]
     per_input = {name: np.asarray(outputs[name]).reshape(batch, -1) for name in ANSWER_OUTPUTS}
     k_max = per_input[OutputName.TOPK_IDS.value].shape[1]
@@ -79,7 +82,7 @@ def result_layouts(
     confusable_share = per_input[OutputName.CONFUSABLE_SHARE.value].reshape(batch, k_max, -1)
     log_k = math.log(card.num_classes)
     labels = card.labels
-    return [
+    results = [
         _result(
             labels,
             log_k=log_k,
@@ -101,6 +104,11 @@ def result_layouts(
             )
         )
     ]
+    for name in include:
+        vectors = np.asarray(outputs[name]).reshape(batch, -1).astype(float).tolist()
+        for result, vector in zip(results, vectors, strict=True):
+            result[name] = vector
+    return results
 
 
 _RESULTS = TypeAdapter(list[Result])

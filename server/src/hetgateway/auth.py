@@ -13,7 +13,9 @@ Keys come from a comma-separated string and/or a file (one key per line, ``#`` c
 Only SHA-256 digests of the keys are kept, and a presented key is hashed and compared with
 every digest by ``hmac.compare_digest``, so the comparison time reveals neither a key's
 characters nor its length. Health and readiness, the metrics scrape, the web page and the API
-docs stay open. Keys are never logged, and the 401 answer does not echo what was sent.
+docs stay open; a deployment that sets ``HETSERVE_METRICS_PORT`` serves the metrics on that port
+only (``hetgateway.metrics_server``), which a network policy opens to Prometheus alone. Keys
+are never logged, and the 401 answer does not echo what was sent.
 """
 
 from __future__ import annotations

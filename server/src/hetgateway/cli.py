@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--grpc-port", type=int, default=8001)
     triton.add_argument("--metrics-port", type=int, default=8002)
     triton.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    triton.add_argument("--drain", type=float, metavar="SECONDS", dest="drain_s",
+                        help="on SIGTERM, seconds Triton serves on before it stops "
+                             "(HETSERVE_TRITON_DRAIN_S, default 5)")
     return parser
 
 
@@ -106,6 +109,7 @@ def _triton(args: argparse.Namespace) -> int:
     from hetgateway.embedded.triton_process import TritonPorts
 
     ports = TritonPorts(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port)
+    drain_s = args.drain_s if args.drain_s is not None else load_settings().triton_drain_s
     return _exit_status(
         lambda: serve_triton(
             args.repositories or [Path("model_repo")],
@@ -114,6 +118,7 @@ def _triton(args: argparse.Namespace) -> int:
             ready_timeout_s=args.ready_timeout,
             ort_threads=args.ort_threads,
             poll_interval_s=args.repository_poll,
+            drain_s=drain_s,
         )
     )
 
@@ -149,8 +154,11 @@ def _embedded_arguments(parser: argparse.ArgumentParser) -> None:
 def _gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="gateway bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="gateway port (default 8080)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="serve /metrics on this port of its own, not on --port "
+                             "(HETSERVE_METRICS_PORT; default: on --port)")
     parser.add_argument("--default-model", help="model behind POST /v1/predict")
-    parser.add_argument("--max-batch-size", type=int, help="most inputs per request")
+    parser.add_argument("--max-inputs-per-request", type=int, help="most inputs per request")
     parser.add_argument("--log-level", help="debug, info, warning, error")
     parser.add_argument("--max-in-flight", type=int,
                         help="API requests served at once; beyond it 429 (default 256)")
@@ -176,8 +184,9 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     overrides: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
+        "metrics_port": args.metrics_port,
         "default_model": args.default_model,
-        "max_batch_size": args.max_batch_size,
+        "max_inputs_per_request": args.max_inputs_per_request,
         "log_level": args.log_level,
         "max_in_flight": args.max_in_flight,
         "listen_backlog": args.listen_backlog,

@@ -16,16 +16,18 @@ Typical usage::
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 from anyio import to_thread
-from hetcontract import ModelDetail, ModelList, ModelSummary
+from hetcontract import ExtraOutput, ModelDetail, ModelList, ModelSummary
 from hetcontract.api import MAX_TOP_K_DEFAULT as DEFAULT_TOP_K
 
 from hetgateway.answer import ANSWER_OUTPUTS, answer_json, result_layouts
+from hetgateway.backend import InferenceBackend, VersionedOutputs
+from hetgateway.coalescing import Coalescer
 from hetgateway.errors import (
     BackendError,
     Forbidden,
@@ -38,9 +40,11 @@ from hetgateway.metrics import GatewayMetrics
 from hetgateway.model_catalog import CatalogEntry, ModelCatalog
 from hetgateway.preprocessing import image_tensor, tensor_from_nested
 from hetgateway.settings import GatewaySettings
-from hetgateway.triton_backend import TritonBackend
 
 __all__ = ["DataPlane", "Readiness"]
+
+EXTRA_OUTPUTS: tuple[str, ...] = get_args(ExtraOutput)
+"""The per-class vectors a request may include, where the model outputs them."""
 
 INLINE_PREPROCESS_BYTES = 64 * 1024
 """Requests of images totalling at most this many encoded bytes are preprocessed on the event
@@ -65,7 +69,7 @@ class DataPlane:
 
     def __init__(
         self,
-        backend: TritonBackend,
+        backend: InferenceBackend,
         catalog: ModelCatalog,
         *,
         settings: GatewaySettings,
@@ -75,11 +79,21 @@ class DataPlane:
         self._catalog = catalog
         self._settings = settings
         self._metrics = metrics
+        self._coalescer = Coalescer(
+            backend,
+            calls_per_replica=settings.triton_calls_per_replica,
+            enabled=settings.coalesce,
+            on_call=metrics.observe_triton_call,
+        )
+
+    async def close(self) -> None:
+        """Let the calls in flight end (the lifespan's shutdown)."""
+        await self._coalescer.close()
 
     @property
     def max_inputs(self) -> int:
-        """Most inputs one predict request may carry (``max_batch_size`` setting)."""
-        return self._settings.max_batch_size
+        """Most inputs one predict request may carry (``max_inputs_per_request`` setting)."""
+        return self._settings.max_inputs_per_request
 
     async def readiness(self) -> Readiness:
         """At least one Triton replica ready and every served model ready (no model known
@@ -127,9 +141,12 @@ class DataPlane:
         model: str | None,
         top_k: int | None,
         request_id: str,
+        include: Sequence[str] = (),
     ) -> bytes:
         """Classify every input with ``model`` (None: the default model); ``top_k`` None means
-        ``min(DEFAULT_TOP_K, k_max)``. Returns the ``PredictResponse`` as JSON."""
+        ``min(DEFAULT_TOP_K, k_max)``; ``include`` names per-class vectors to add to every
+        result (``hetcontract.ExtraOutput``; Triton is asked for them only then). Returns the
+        ``PredictResponse`` as JSON."""
         if not inputs:
             raise InvalidInput("no inputs: send at least one image or tensor")
         if len(inputs) > self.max_inputs:
@@ -144,12 +161,21 @@ class DataPlane:
                 f"top_k must be between 1 and {entry.card.top_k} for model {entry.name!r}; "
                 f"got {top_k}"
             )
+        missing = [name for name in include if name not in entry.outputs]
+        if missing:
+            raise InvalidInput(
+                f"model {entry.name!r} does not output {', '.join(missing)} (exported before "
+                "it existed: export it again to serve it)"
+            )
+        output_names = ANSWER_OUTPUTS + tuple(include)
         if _cheap_to_preprocess(inputs):
             batch = self._preprocess(inputs, entry)
         else:
             batch = await to_thread.run_sync(self._preprocess, inputs, entry)
         self._metrics.for_model(entry.name).batch_size.observe(len(inputs))
-        outputs, version = await self._infer(entry, batch, request_id=request_id)
+        outputs, version = await self._infer(
+            entry, batch, request_id=request_id, output_names=output_names
+        )
         entry = await self._catalog.for_version(entry, version)
         self._metrics.observe_uncertainty(entry.name, outputs)
         card = entry.card
@@ -161,7 +187,9 @@ class DataPlane:
             "temperature": card.temperature,
         }
         return answer_json(
-            served, result_layouts(outputs, card, top_k=top_k), request_id=request_id
+            served,
+            result_layouts(outputs, card, top_k=top_k, include=include),
+            request_id=request_id,
         )
 
     def _preprocess(self, inputs: Sequence[PredictInput], entry: CatalogEntry) -> np.ndarray:
@@ -186,46 +214,50 @@ class DataPlane:
         return tensor_from_nested(item.values, spec)
 
     async def _infer(
-        self, entry: CatalogEntry, batch: np.ndarray, *, request_id: str
+        self,
+        entry: CatalogEntry,
+        batch: np.ndarray,
+        *,
+        request_id: str,
+        output_names: tuple[str, ...] = ANSWER_OUTPUTS,
     ) -> tuple[dict[str, np.ndarray], str]:
-        """Send ``batch`` in chunks of the model's max batch size; outputs concatenated, and
-        the model version that computed them (chunks split across a version switch are sent
-        again, once, so that one answer comes from one version)."""
-        chunk = entry.max_batch_size if entry.max_batch_size > 0 else len(batch)
-        started = time.perf_counter()
-        if len(batch) <= chunk:  # the common case: one call, awaited without a task
-            answer = await self._backend.infer_versioned(
-                entry.name, batch, output_names=ANSWER_OUTPUTS, request_id=request_id
-            )
-            outputs, version = answer.outputs, answer.version
+        """Send ``batch`` through the coalescer in chunks of the model's max batch size;
+        outputs concatenated, and the model version that computed them (chunks split across
+        a version switch are sent again, once, so that one answer comes from one version)."""
+        limit = entry.max_batch_size if entry.max_batch_size > 0 else len(batch)
+        if len(batch) <= limit:  # the common case: one chunk, awaited without a task
+            answer = await self._send(entry, batch, request_id=request_id,
+                                      output_names=output_names)
+            return answer.outputs, answer.version
+        for _ in range(2):
+            parts = await asyncio.gather(*(
+                self._send(entry, batch[start : start + limit], request_id=request_id,
+                           output_names=output_names)
+                for start in range(0, len(batch), limit)
+            ))
+            versions = {part.version for part in parts}
+            if len(versions) == 1:
+                break
         else:
-            for _ in range(2):
-                parts = await asyncio.gather(
-                    *(
-                        self._backend.infer_versioned(
-                            entry.name,
-                            batch[start : start + chunk],
-                            output_names=ANSWER_OUTPUTS,
-                            request_id=request_id,
-                        )
-                        for start in range(0, len(batch), chunk)
-                    )
-                )
-                versions = {part.version for part in parts}
-                if len(versions) == 1:
-                    break
-            else:
-                raise BackendError(
-                    f"model {entry.name!r} answered from versions {sorted(versions)} while "
-                    "switching versions; send the request again"
-                )
-            outputs = {
-                name: np.concatenate([part.outputs[name] for part in parts])
-                for name in ANSWER_OUTPUTS
-            }
-            version = parts[0].version
-        self._metrics.for_model(entry.name).triton_seconds.observe(time.perf_counter() - started)
-        return outputs, version
+            raise BackendError(
+                f"model {entry.name!r} answered from versions {sorted(versions)} while "
+                "switching versions; send the request again"
+            )
+        outputs = {
+            name: np.concatenate([part.outputs[name] for part in parts]) for name in output_names
+        }
+        return outputs, parts[0].version
+
+    def _send(self, entry: CatalogEntry, rows: np.ndarray, *, request_id: str,
+              output_names: tuple[str, ...]) -> Awaitable[VersionedOutputs]:
+        return self._coalescer.infer(
+            entry.name,
+            rows,
+            output_names=output_names,
+            max_batch_size=entry.max_batch_size,
+            request_id=request_id,
+            timeout_s=self._settings.infer_timeout_s,
+        )
 
     def _check_model_control(self) -> None:
         """Loading and unloading change what everyone is served: allowed only when API keys
@@ -269,6 +301,7 @@ def _summary(entry: CatalogEntry, *, ready: bool) -> ModelSummary:
         head=entry.card.head,
         num_classes=entry.card.num_classes,
         labels=list(entry.card.labels),
+        extra_outputs=[name for name in EXTRA_OUTPUTS if name in entry.outputs],
     )
 
 

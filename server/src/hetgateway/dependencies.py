@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 
 from hetgateway.data_plane import DataPlane
 from hetgateway.metrics import GatewayMetrics
+from hetgateway.shutdown_drain import ShutdownDrain
 
 
 async def get_data_plane(request: Request) -> DataPlane:
@@ -31,5 +32,11 @@ async def get_metrics(request: Request) -> GatewayMetrics:
     return request.app.state.metrics
 
 
+async def get_drain(request: Request) -> ShutdownDrain:
+    """The app's shutdown drain (whether SIGTERM arrived)."""
+    return request.app.state.drain
+
+
 DataPlaneDep = Annotated[DataPlane, Depends(get_data_plane)]
+DrainDep = Annotated[ShutdownDrain, Depends(get_drain)]
 MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]

@@ -86,5 +86,9 @@ class BackendTimeout(ServerSideError):
     """Triton did not answer within the client-side timeout."""
 
 
+class ShuttingDown(ServerSideError):
+    """The gateway got SIGTERM: it still answers, but is no longer ready for new traffic."""
+
+
 class BackendError(ServerSideError):
     """Triton answered with an error that is not the caller's fault."""

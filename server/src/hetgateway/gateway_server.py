@@ -12,8 +12,16 @@ the kernel spreads connections over them. Each worker builds its own app from th
 settings (``worker_app``): its own Triton channel, catalog, admission gate and JSON logs. The
 metrics are summed over the workers (``PROMETHEUS_MULTIPROC_DIR``, a temporary directory the
 parent makes and removes; see ``hetgateway.metrics``). The parent restarts a worker that dies;
-on SIGINT or SIGTERM it sends SIGTERM to every worker, waits for them (each drains its
-requests for up to ``GRACEFUL_SHUTDOWN_S``) and returns.
+on SIGINT or SIGTERM it sends SIGTERM to every worker, waits for them and returns.
+
+Shutdown, in one process or in each worker: SIGTERM drains first (``/readyz`` 503, answers
+close their connections, requests still served for ``settings.drain_s``; see
+``hetgateway.shutdown_drain``), then uvicorn stops accepting and waits up to
+``settings.shutdown_timeout_s`` for the requests in flight. SIGINT skips the drain.
+
+Metrics port (``settings.metrics_port``): served by the parent from every worker's files, or
+by the only process from its app's registry (``hetgateway.metrics_server``), for as long as
+the gateway runs.
 """
 
 from __future__ import annotations
@@ -30,10 +38,9 @@ from uvicorn.supervisors import Multiprocess
 
 from hetgateway.app import create_app
 from hetgateway.logging_config import configure_logging
-from hetgateway.metrics import MULTIPROCESS_DIR_ENV
+from hetgateway.metrics import MULTIPROCESS_DIR_ENV, multiprocess_registry
+from hetgateway.metrics_server import serving_metrics
 from hetgateway.settings import GatewaySettings
-
-GRACEFUL_SHUTDOWN_S = 5
 
 
 def uvicorn_config(
@@ -43,7 +50,7 @@ def uvicorn_config(
     ``app_factory``, uvicorn builds the app by calling it (in each worker) instead of
     receiving one built here."""
     return uvicorn.Config(
-        app_factory if app_factory is not None else create_app(settings),
+        app_factory if app_factory is not None else create_app(settings, drain_on_sigterm=True),
         factory=app_factory is not None,
         workers=settings.workers or 1,
         host=settings.host,
@@ -54,7 +61,7 @@ def uvicorn_config(
         http="httptools",
         access_log=False,  # the app writes its own structured access log (request_context)
         log_config=None,  # uvicorn's loggers keep the JSON handler of configure_logging
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
         backlog=settings.listen_backlog,
         limit_concurrency=settings.limit_concurrency,
     )
@@ -64,9 +71,11 @@ def run_gateway(settings: GatewaySettings) -> None:
     """Serve until interrupted (uvicorn handles SIGINT/SIGTERM); ``settings.workers`` above 1
     serves from that many worker processes (see the module docstring)."""
     if (settings.workers or 1) == 1:
-        uvicorn.Server(uvicorn_config(settings)).run()
+        config = uvicorn_config(settings)
+        with serving_metrics(settings, config.app.state.metrics.exposed_registry):
+            uvicorn.Server(config).run()
         return
-    with _multiprocess_metrics():
+    with _multiprocess_metrics(), serving_metrics(settings, multiprocess_registry()):
         config = uvicorn_config(settings, app_factory=functools.partial(worker_app, settings))
         Multiprocess(config, sockets=[config.bind_socket()]).run()
 
@@ -75,7 +84,7 @@ def worker_app(settings: GatewaySettings) -> FastAPI:
     """A worker's app (called in the worker process, which starts with a fresh interpreter):
     the JSON logs configured as the parent's, then ``create_app``."""
     configure_logging(level=settings.log_level.upper())
-    return create_app(settings)
+    return create_app(settings, drain_on_sigterm=True)
 
 
 @contextmanager

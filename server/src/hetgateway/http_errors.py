@@ -1,6 +1,7 @@
 """The one place where errors become HTTP answers: ``{"error": {"code", "message"}}``.
 
-Domain errors (``hetgateway.errors``) map by class to a status and a machine-readable code;
+Domain errors (``hetgateway.errors``) map by class to a machine-readable code, whose status the
+contract owns (``hetcontract.errors``);
 FastAPI's validation errors and Starlette's HTTP errors (unknown route, wrong method) are
 answered in the same shape; anything unexpected becomes a 500 without a traceback. 503
 answers carry ``Retry-After``.
@@ -19,7 +20,7 @@ from typing import NamedTuple
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from hetcontract import ErrorBody, ErrorResponse
+from hetcontract import ERRORS, RETRYABLE_STATUSES, ErrorBody, ErrorCode, ErrorResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hetgateway.errors import (
@@ -40,6 +41,7 @@ from hetgateway.errors import (
     PayloadTooLarge,
     RequestTimeout,
     RouteNotFound,
+    ShuttingDown,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -48,34 +50,43 @@ _LOG = logging.getLogger(__name__)
 
 
 class HttpError(NamedTuple):
-    """How one domain error is answered."""
+    """How one domain error is answered: its status and code (``hetcontract.ERRORS``)."""
 
     status: int
-    code: str
+    code: ErrorCode
+
+    @classmethod
+    def of(cls, code: ErrorCode) -> HttpError:
+        """The answer the contract gives ``code``."""
+        return cls(ERRORS[code].status, code)
 
 
-ERROR_TABLE: dict[type[GatewayError], HttpError] = {
-    ClientError: HttpError(400, "bad_request"),
-    MalformedRequest: HttpError(400, "malformed_request"),
-    Unauthorized: HttpError(401, "unauthorized"),
-    Forbidden: HttpError(403, "forbidden"),
-    ModelNotFound: HttpError(404, "model_not_found"),
-    RouteNotFound: HttpError(404, "not_found"),
-    MethodNotAllowed: HttpError(405, "method_not_allowed"),
-    RequestTimeout: HttpError(408, "request_timeout"),
-    ModelLoadRefused: HttpError(409, "model_load_refused"),
-    PayloadTooLarge: HttpError(413, "payload_too_large"),
-    InvalidImage: HttpError(415, "invalid_image"),
-    UnsupportedMediaType: HttpError(415, "unsupported_media_type"),
-    InvalidInput: HttpError(422, "invalid_input"),
-    Overloaded: HttpError(429, "overloaded"),
-    BackendError: HttpError(502, "backend_error"),
-    ModelNotReady: HttpError(503, "model_not_ready"),
-    BackendUnavailable: HttpError(503, "backend_unavailable"),
-    BackendTimeout: HttpError(504, "backend_timeout"),
+ERROR_CODES: dict[type[GatewayError], ErrorCode] = {
+    ClientError: ErrorCode.BAD_REQUEST,
+    MalformedRequest: ErrorCode.MALFORMED_REQUEST,
+    Unauthorized: ErrorCode.UNAUTHORIZED,
+    Forbidden: ErrorCode.FORBIDDEN,
+    ModelNotFound: ErrorCode.MODEL_NOT_FOUND,
+    RouteNotFound: ErrorCode.NOT_FOUND,
+    MethodNotAllowed: ErrorCode.METHOD_NOT_ALLOWED,
+    RequestTimeout: ErrorCode.REQUEST_TIMEOUT,
+    ModelLoadRefused: ErrorCode.MODEL_LOAD_REFUSED,
+    PayloadTooLarge: ErrorCode.PAYLOAD_TOO_LARGE,
+    InvalidImage: ErrorCode.INVALID_IMAGE,
+    UnsupportedMediaType: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    InvalidInput: ErrorCode.INVALID_INPUT,
+    Overloaded: ErrorCode.OVERLOADED,
+    BackendError: ErrorCode.BACKEND_ERROR,
+    ModelNotReady: ErrorCode.MODEL_NOT_READY,
+    BackendUnavailable: ErrorCode.BACKEND_UNAVAILABLE,
+    ShuttingDown: ErrorCode.SHUTTING_DOWN,
+    BackendTimeout: ErrorCode.BACKEND_TIMEOUT,
 }
-INTERNAL_ERROR = HttpError(500, "internal_error")
-RETRY_AFTER_STATUSES = frozenset({429, 503})
+"""Each domain error class's code; its status is the contract's."""
+ERROR_TABLE: dict[type[GatewayError], HttpError] = {
+    error: HttpError.of(code) for error, code in ERROR_CODES.items()
+}
+INTERNAL_ERROR = HttpError.of(ErrorCode.INTERNAL_ERROR)
 
 _STARLETTE_STATUS_ERRORS: dict[int, type[GatewayError]] = {
     400: MalformedRequest,
@@ -117,7 +128,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
         assert isinstance(exc, StarletteHTTPException)
         error_class = _STARLETTE_STATUS_ERRORS.get(exc.status_code)
         if error_class is None:
-            mapped = HttpError(exc.status_code, "http_error")
+            mapped = HttpError(exc.status_code, ErrorCode.HTTP_ERROR)
             return _answer(mapped, str(exc.detail), retry_after_s=retry_after_s)
         message = str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
@@ -146,5 +157,5 @@ def describe_validation(errors: object) -> str:
 
 def _answer(mapped: HttpError, message: str, *, retry_after_s: int) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(code=mapped.code, message=message))
-    headers = {"Retry-After": str(retry_after_s)} if mapped.status in RETRY_AFTER_STATUSES else None
+    headers = {"Retry-After": str(retry_after_s)} if mapped.status in RETRYABLE_STATUSES else None
     return JSONResponse(body.model_dump(), status_code=mapped.status, headers=headers)

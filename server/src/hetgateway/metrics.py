@@ -51,6 +51,8 @@ class ModelMetrics(NamedTuple):
 
     batch_size: Any
     triton_seconds: Any
+    triton_call_rows: Any
+    triton_call_requests: Any
     predictive_entropy: Any
     top1_probability: Any
 
@@ -66,7 +68,8 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._exposed = _multiprocess_registry() or self.registry
+        self.exposed_registry = multiprocess_registry() or self.registry
+        """What a scrape reads: every worker's files in multiprocess mode, else ``registry``."""
         self._models: dict[str, ModelMetrics] = {}
         self._requests: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
@@ -84,9 +87,25 @@ class GatewayMetrics:
         )
         self.triton_seconds = Histogram(
             "hetserve_triton_request_duration_seconds",
-            "Round trip of one inference call to Triton, by model",
+            "Round trip of one inference call to Triton (which may carry several coalesced "
+            "requests), by model",
             ["model"],
             buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.triton_call_rows = Histogram(
+            "hetserve_triton_call_batch_size",
+            "Images per inference call to Triton, by model (above a request's own inputs "
+            "when concurrent requests were coalesced)",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.triton_call_requests = Histogram(
+            "hetserve_triton_call_requests",
+            "Predict requests answered by each inference call to Triton, by model",
+            ["model"],
+            buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.replica_requests = Counter(
@@ -137,6 +156,8 @@ class GatewayMetrics:
             series = self._models[model] = ModelMetrics(
                 batch_size=self.batch_size.labels(model=model),
                 triton_seconds=self.triton_seconds.labels(model=model),
+                triton_call_rows=self.triton_call_rows.labels(model=model),
+                triton_call_requests=self.triton_call_requests.labels(model=model),
                 predictive_entropy=self.predictive_entropy.labels(model=model),
                 top1_probability=self.top1_probability.labels(model=model),
             )
@@ -155,6 +176,14 @@ class GatewayMetrics:
             )
         series[0].inc()
         series[1].observe(seconds)
+
+    def observe_triton_call(self, model: str, rows: int, requests: int, seconds: float) -> None:
+        """One inference call to Triton: its round trip, its images and the requests it
+        answered (a ``Coalescer`` call observer)."""
+        series = self.for_model(model)
+        series.triton_seconds.observe(seconds)
+        series.triton_call_rows.observe(rows)
+        series.triton_call_requests.observe(requests)
 
     def count_replica_call(self, replica: str, outcome: str) -> None:
         """One inference attempt on ``replica`` (a ``TritonBackend`` call observer)."""
@@ -175,11 +204,12 @@ class GatewayMetrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format; in multiprocess mode, every worker's
         values (summed by metric and labels)."""
-        return generate_latest(self._exposed)
+        return generate_latest(self.exposed_registry)
 
 
-def _multiprocess_registry() -> CollectorRegistry | None:
-    """A registry reading every worker's files, when ``PROMETHEUS_MULTIPROC_DIR`` is set."""
+def multiprocess_registry() -> CollectorRegistry | None:
+    """A registry reading every worker's files, when ``PROMETHEUS_MULTIPROC_DIR`` is set
+    (in a worker, or in the parent that serves the metrics port)."""
     if not os.environ.get(MULTIPROCESS_DIR_ENV):
         return None
     registry = CollectorRegistry()

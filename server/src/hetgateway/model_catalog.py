@@ -33,8 +33,8 @@ from types import MappingProxyType
 from hetcontract import MODEL_CARD_FILENAME, MODEL_CARD_PARAMETER, ModelCard
 from pydantic import ValidationError
 
+from hetgateway.backend import InferenceBackend, RepositoryEntry
 from hetgateway.errors import GatewayError, ModelNotFound
-from hetgateway.triton_backend import RepositoryEntry, TritonBackend
 
 REFRESH_INTERVAL_S = 1.0
 """Least time between two lazy re-discoveries triggered by unknown model names."""
@@ -51,6 +51,8 @@ class CatalogEntry:
     version: str
     max_batch_size: int
     card: ModelCard
+    outputs: frozenset[str] = frozenset()
+    """The model's output names, from its Triton config."""
 
 
 class ModelCatalog:
@@ -58,7 +60,7 @@ class ModelCatalog:
 
     def __init__(
         self,
-        backend: TritonBackend,
+        backend: InferenceBackend,
         *,
         repositories: Sequence[Path] = (),
         default_model: str | None = None,
@@ -171,6 +173,7 @@ class ModelCatalog:
             version=version or card.version,
             max_batch_size=config.max_batch_size,
             card=card,
+            outputs=config.outputs,
         )
 
     def _card(self, name: str, parameter: str | None) -> ModelCard | None:

@@ -12,7 +12,9 @@ The id is accepted from an ``X-Request-ID`` header when it is 1 to 128 character
 ``[A-Za-z0-9._:-]`` (so it can go into logs, headers and Triton's request id unescaped);
 otherwise a new one (32 hex digits) is made. Every answer carries it back in ``X-Request-ID``,
 and one JSON access-log line per request records method, route template, status and duration,
-never the body, the query string or any header.
+never the body, the query string or any header. While the gateway drains before shutting down
+(``hetgateway.shutdown_drain``), every answer also says ``Connection: close``, so that clients
+on keep-alive connections move to another gateway before this one stops accepting.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hetgateway.metrics import GatewayMetrics
 from hetgateway.request_metrics import UNMATCHED_ROUTE as UNMATCHED_METRIC_ROUTE
 from hetgateway.request_metrics import record_request
+from hetgateway.shutdown_drain import ShutdownDrain
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.encode()  # ASGI header names are lower-case bytes
+_CONNECTION_CLOSE = (b"connection", b"close")
 MAX_REQUEST_ID_LENGTH = 128
 _SANE_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 UNMATCHED_ROUTE = "<unmatched>"
@@ -70,11 +74,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class RequestContextMiddleware:
     """Pure ASGI middleware: sets the request id for the request's task, stores it as
     ``request.state.request_id``, adds ``X-Request-ID`` to the answer, writes the access log
-    and, given ``metrics``, counts and times the request (``request_metrics``)."""
+    and, given ``metrics``, counts and times the request (``request_metrics``); given
+    ``drain``, answers sent while it drains close their connection."""
 
-    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics | None = None,
+                 drain: ShutdownDrain | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,6 +99,8 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = [h for h in message.get("headers", []) if h[0].lower() != _REQUEST_ID_KEY]
                 headers.append((_REQUEST_ID_KEY, request_id.encode()))
+                if self.drain is not None and self.drain.draining:
+                    headers.append(_CONNECTION_CLOSE)
                 message = {**message, "headers": headers}
             await send(message)
 

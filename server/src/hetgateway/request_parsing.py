@@ -1,16 +1,18 @@
 """Read a predict request's body, JSON or multipart, into plain ``PredictInput`` items.
 
 JSON: ``hetcontract.PredictRequest`` (``{"inputs": [{"image": b64} | {"tensor": [...]}],
-"top_k": 5}``). Multipart: one or more ``images`` file parts and an optional ``top_k`` field,
-parsed in memory (``hetgateway.multipart_form``).
+"top_k": 5, "include": ["probs"]}``). Multipart: one or more ``images`` file parts and optional
+``top_k`` and ``include`` (comma-separated) fields, parsed in memory
+(``hetgateway.multipart_form``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 from fastapi import Request
-from hetcontract import ImageInput, PredictRequest
+from hetcontract import ExtraOutput, ImageInput, PredictRequest
 from pydantic import ValidationError
 
 from hetgateway.errors import (
@@ -24,12 +26,14 @@ from hetgateway.inputs import EncodedImage, PredictInput, RawTensor
 from hetgateway.multipart_form import parse_multipart
 from hetgateway.preprocessing import decode_base64
 
+EXTRA_OUTPUTS: tuple[str, ...] = get_args(ExtraOutput)
 JSON_MEDIA_TYPE = "application/json"
 MULTIPART_MEDIA_TYPE = "multipart/form-data"
 IMAGES_FIELD = "images"
 TOP_K_FIELD = "top_k"
+INCLUDE_FIELD = "include"
 MAX_FORM_FIELDS = 16
-"""Non-file multipart fields accepted (``top_k`` is the only one used)."""
+"""Non-file multipart fields accepted (``top_k`` and ``include`` are the ones used)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class ParsedPredict:
 
     inputs: list[PredictInput]
     top_k: int | None
+    include: tuple[str, ...] = ()
+    """Per-class vectors asked for beyond the default answer (``hetcontract.ExtraOutput``)."""
 
 
 async def read_predict_request(request: Request, *, max_inputs: int) -> ParsedPredict:
@@ -77,7 +83,7 @@ def _parse_json(body: bytes) -> ParsedPredict:
         else:
             inputs.append(RawTensor(list(item.tensor), origin=origin))
     top_k = parsed.top_k if "top_k" in parsed.model_fields_set else None
-    return ParsedPredict(inputs=inputs, top_k=top_k)
+    return ParsedPredict(inputs=inputs, top_k=top_k, include=tuple(dict.fromkeys(parsed.include)))
 
 
 def _parse_multipart(body: bytes, content_type: str, *, max_inputs: int) -> ParsedPredict:
@@ -90,7 +96,24 @@ def _parse_multipart(body: bytes, content_type: str, *, max_inputs: int) -> Pars
     ]
     if not inputs:
         raise InvalidInput(f"multipart body holds no '{IMAGES_FIELD}' files")
-    return ParsedPredict(inputs=inputs, top_k=_form_top_k(form.fields.get(TOP_K_FIELD)))
+    return ParsedPredict(
+        inputs=inputs,
+        top_k=_form_top_k(form.fields.get(TOP_K_FIELD)),
+        include=_form_include(form.fields.get(INCLUDE_FIELD)),
+    )
+
+
+def _form_include(value: object) -> tuple[str, ...]:
+    """``include`` as a multipart field: names separated by commas (``probs,latent_probs``)."""
+    if value is None:
+        return ()
+    names = [name.strip() for name in str(value).split(",") if name.strip()]
+    unknown = [name for name in names if name not in EXTRA_OUTPUTS]
+    if unknown:
+        raise InvalidInput(
+            f"include accepts {', '.join(EXTRA_OUTPUTS)}; got {', '.join(unknown)[:64]!r}"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def _form_top_k(value: object) -> int | None:

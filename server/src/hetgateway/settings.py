@@ -3,7 +3,7 @@
 Typical usage::
 
     settings = load_settings()                      # HETSERVE_TRITON_GRPC_URL=... etc.
-    settings = load_settings(max_batch_size=8)      # explicit values win over the environment
+    settings = load_settings(max_inputs_per_request=8)   # explicit values win
     app = create_app(settings)
 """
 
@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "HETSERVE_"
 DEFAULT_GATEWAY_PORT = 8080
 DEFAULT_TRITON_GRPC_URL = "127.0.0.1:8001"
-DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_INPUTS_PER_REQUEST = 64
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 16_000_000
 DEFAULT_MAX_IMAGE_BYTES = 8 * 1024 * 1024
@@ -27,6 +27,10 @@ DEFAULT_BODY_READ_TIMEOUT_S = 30.0
 DEFAULT_LISTEN_BACKLOG = 2048
 DEFAULT_LINGER_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_LINGER_TIMEOUT_S = 10.0
+DEFAULT_TRITON_CALLS_PER_REPLICA = 2
+DEFAULT_DRAIN_S = 5.0
+DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
+DEFAULT_REPLICA_RELEASE_TIMEOUT_S = 10.0
 
 
 class GatewaySettings(BaseSettings):
@@ -52,6 +56,15 @@ class GatewaySettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="address the gateway binds")
     port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=0, le=65535, description="gateway port")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "serve /metrics on this port of its own (same address as the gateway, no API key), "
+            "and not on the gateway's port; unset: /metrics on the gateway's port"
+        ),
+    )
     default_model: str | None = Field(
         default=None,
         description=(
@@ -62,8 +75,13 @@ class GatewaySettings(BaseSettings):
         default_factory=list,
         description="repositories to read model_card.json from when Triton's config lacks it",
     )
-    max_batch_size: int = Field(
-        default=DEFAULT_MAX_BATCH_SIZE, ge=1, description="most inputs in one request"
+    max_inputs_per_request: int = Field(
+        default=DEFAULT_MAX_INPUTS_PER_REQUEST,
+        ge=1,
+        description=(
+            "most inputs (images or tensors) in one predict request; a request beyond a "
+            "model's Triton batch limit goes out in several calls"
+        ),
     )
     max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES, ge=1, description="largest request body, bytes"
@@ -75,6 +93,21 @@ class GatewaySettings(BaseSettings):
         default=DEFAULT_MAX_IMAGE_PIXELS,
         ge=1,
         description="largest decoded image, width x height (decompression-bomb guard)",
+    )
+    coalesce: bool = Field(
+        default=True,
+        description=(
+            "merge requests for a model that arrive while its Triton calls are in flight into "
+            "one batched call when a call slot frees (no timer; answers are unchanged)"
+        ),
+    )
+    triton_calls_per_replica: int = Field(
+        default=DEFAULT_TRITON_CALLS_PER_REPLICA,
+        ge=1,
+        description=(
+            "Triton calls in flight per model and replica up; further requests wait and go "
+            "out merged (with coalesce on)"
+        ),
     )
     infer_timeout_s: float = Field(
         default=10.0, gt=0, description="client-side timeout of one Triton inference"
@@ -89,6 +122,13 @@ class GatewaySettings(BaseSettings):
         default=500, ge=100, description="cap on gRPC's reconnect backoff once Triton is back"
     )
     log_level: str = Field(default="info", description="uvicorn log level")
+    opentelemetry: bool = Field(
+        default=False,
+        description=(
+            "FastAPI's built-in OpenTelemetry spans, metrics and logs for every request, sent "
+            "to the globally configured providers (off: Prometheus metrics and JSON logs only)"
+        ),
+    )
     max_in_flight: int = Field(
         default=DEFAULT_MAX_IN_FLIGHT,
         ge=1,
@@ -151,6 +191,41 @@ class GatewaySettings(BaseSettings):
         default=DEFAULT_LINGER_TIMEOUT_S,
         ge=0,
         description="after a 413, longest time spent discarding the rest of the body",
+    )
+    drain_s: float = Field(
+        default=DEFAULT_DRAIN_S,
+        ge=0,
+        description=(
+            "on SIGTERM, seconds the gateway keeps serving with /readyz answering 503 (so "
+            "that load balancers and Kubernetes' endpoints stop sending to it) and every "
+            "answer saying Connection: close, before it stops accepting; 0: no drain. A "
+            "second SIGTERM, or SIGINT, ends the drain at once"
+        ),
+    )
+    shutdown_timeout_s: float = Field(
+        default=DEFAULT_SHUTDOWN_TIMEOUT_S,
+        gt=0,
+        description=(
+            "after the drain (or on SIGINT), longest wait for the requests in flight to be "
+            "answered before they are cancelled"
+        ),
+    )
+    triton_replica_release_timeout_s: float = Field(
+        default=DEFAULT_REPLICA_RELEASE_TIMEOUT_S,
+        gt=0,
+        description=(
+            "a Triton replica that left a dns: target's answer gets no new calls but keeps "
+            "its channel until its calls in flight end, at most this long (calls still "
+            "running then are cancelled, and retried on another replica if time is left)"
+        ),
+    )
+    triton_drain_s: float = Field(
+        default=DEFAULT_DRAIN_S,
+        ge=0,
+        description=(
+            "`hetgateway triton`: on SIGTERM, seconds Triton keeps serving before it is "
+            "stopped (time for DNS and the gateways to drop the replica); 0: stop at once"
+        ),
     )
 
 

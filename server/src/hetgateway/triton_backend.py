@@ -1,20 +1,20 @@
-"""The one object that talks to Triton: ``tritonclient.grpc.aio`` clients, one per replica.
+"""The ``InferenceBackend`` that talks to Triton: KServe v2 over gRPC, one channel per replica.
 
-Binary tensors over gRPC, a client-side timeout on every call, and gRPC errors turned into the
-gateway's domain errors (``BackendUnavailable``, ``BackendTimeout``, ``ModelNotReady`` ...).
-The address is any gRPC target (``host:port``, ``ipv4:a:p,b:p``, ``dns:///name:port``, see
-``triton_replicas``): calls go round-robin over the replicas that are up, and a call that fails
-because its replica is gone (UNAVAILABLE, connection reset) is sent once more to another
-replica; inference is idempotent, and the retry gets what is left of the call's timeout. Loading
-and unloading a model (explicit model control) go to every replica up. Each channel reconnects
-by itself; its reconnect backoff is capped so that a Triton that comes back is used again
-within about a second.
+Binary tensors over gRPC through the gateway's own stub (``hetgateway.triton_channel``), a
+client-side timeout on every call, and failures mapped by gRPC status code into domain errors
+(``hetgateway.triton_errors``). The address is any gRPC target (``host:port``,
+``ipv4:a:p,b:p``, ``dns:///name:port``, see ``triton_replicas``): calls go round-robin over
+the replicas that are up. Inference is idempotent, so a call whose replica is gone
+(``UNAVAILABLE``, ``CANCELLED``) or does not serve the model (``NOT_FOUND``: a replica that is
+shutting down unloads its models first) is sent once more to another replica with what is left
+of its timeout; the first replica leaves the rotation. Loading and unloading a model go to
+every replica up.
 
 Typical usage::
 
-    backend = TritonBackend("ipv4:127.0.0.2:8001,127.0.0.3:8001", infer_timeout_s=10,
-                            control_timeout_s=0.5)
-    outputs = await backend.infer("fashion_het", batch, output_names=["topk_ids", ...])
+    backend = TritonBackend("ipv4:127.0.0.2:8001,127.0.0.3:8001", control_timeout_s=0.5)
+    answer = await backend.infer("fashion_het", batch, output_names=["topk_ids", ...],
+                                 request_id="abc", timeout_s=10.0)
     up, total = await backend.replicas_ready()
     await backend.close()
 """
@@ -22,88 +22,52 @@ Typical usage::
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 from hetcontract import INPUT_NAME
 from tritonclient.grpc import service_pb2
-from tritonclient.grpc.aio import InferenceServerClient
-from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+from tritonclient.utils import triton_to_np_dtype
 
-from hetgateway.errors import (
-    BackendError,
-    BackendTimeout,
-    BackendUnavailable,
-    GatewayError,
-    InvalidInput,
-    ModelLoadRefused,
-    ModelNotReady,
+from hetgateway.backend import ModelConfigView, RepositoryEntry, VersionedOutputs
+from hetgateway.errors import BackendError, BackendUnavailable, GatewayError, ModelLoadRefused
+from hetgateway.triton_channel import TritonChannel
+from hetgateway.triton_errors import (
+    GONE_CODES,
+    MAYBE_GONE_CODES,
+    MODEL_MISSING_CODES,
+    domain_error,
 )
 from hetgateway.triton_replicas import (
     DEFAULT_REFRESH_INTERVAL_S,
+    DEFAULT_RELEASE_TIMEOUT_S,
     Replica,
     ReplicaPool,
     TargetError,
     parse_target,
 )
 
-MAX_GRPC_MESSAGE_BYTES = 2**31 - 1
-INITIAL_RECONNECT_BACKOFF_MS = 100
-KEEPALIVE_TIME_MS = 10_000
-KEEPALIVE_TIMEOUT_MS = 2_000
-
-_STATUS_UNAVAILABLE = "StatusCode.UNAVAILABLE"
-_STATUS_DEADLINE = "StatusCode.DEADLINE_EXCEEDED"
-_STATUS_INVALID = "StatusCode.INVALID_ARGUMENT"
-_STATUS_EXHAUSTED = "StatusCode.RESOURCE_EXHAUSTED"
-_STATUS_CANCELLED = "StatusCode.CANCELLED"
-_MODEL_MISSING_MARKS = ("unknown model", "not found", "not ready")
-_FP32 = "FP32"
-_InputTensor = service_pb2.ModelInferRequest.InferInputTensor
-_RequestedOutput = service_pb2.ModelInferRequest.InferRequestedOutputTensor
-_GONE_MARKS = ("connection reset", "socket closed", "connection refused", "failed to connect")
 ATTEMPTS_PER_CALL = 2
 """A call is tried on at most this many replicas (the first, then one other)."""
+FP32 = "FP32"
 
 OUTCOME_OK = "ok"
 OUTCOME_ERROR = "error"
 OUTCOME_GONE = "replica_gone"
 ReplicaCallObserver = Callable[[str, str], None]
 """Told ``(replica address, outcome)`` after every inference attempt; outcome is
-``OUTCOME_OK``, ``OUTCOME_ERROR`` (answered with an error) or ``OUTCOME_GONE`` (retried
-elsewhere when another replica was left)."""
+``OUTCOME_OK``, ``OUTCOME_ERROR`` (answered with an error) or ``OUTCOME_GONE`` (sent to
+another replica when one was left)."""
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RepositoryEntry:
-    """One model in Triton's repository index."""
-
-    name: str
-    version: str
-    state: str
-
-
-@dataclass(frozen=True)
-class VersionedOutputs:
-    """An inference's outputs by name and the model version Triton computed them with."""
-
-    outputs: dict[str, np.ndarray]
-    version: str
-
-
-@dataclass(frozen=True)
-class ModelConfigView:
-    """What the gateway reads from a model's Triton config."""
-
-    name: str
-    max_batch_size: int
-    parameters: dict[str, str] = field(default_factory=dict)
+_InputTensor = service_pb2.ModelInferRequest.InferInputTensor
+_RequestedOutput = service_pb2.ModelInferRequest.InferRequestedOutputTensor
+_Stub = Any
+"""``GRPCInferenceServiceStub`` (generated, untyped)."""
 
 
 class TritonBackend:
@@ -113,35 +77,35 @@ class TritonBackend:
         self,
         url: str,
         *,
-        infer_timeout_s: float,
         control_timeout_s: float,
         max_reconnect_backoff_ms: int = 500,
         refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
+        release_timeout_s: float = DEFAULT_RELEASE_TIMEOUT_S,
         on_replica_call: ReplicaCallObserver | None = None,
     ) -> None:
         self.url = url
-        self._infer_timeout_s = infer_timeout_s
         self._control_timeout_s = control_timeout_s
         self._on_replica_call = on_replica_call
         self._output_requests: dict[tuple[str, ...], list[_RequestedOutput]] = {}
-        channel_args = _channel_args(max_reconnect_backoff_ms=max_reconnect_backoff_ms)
         try:
             target = parse_target(url)
         except TargetError as exc:
             raise ValueError(f"Triton address: {exc}") from exc
-        self._pool: ReplicaPool[InferenceServerClient] = ReplicaPool(
+        self._pool: ReplicaPool[TritonChannel] = ReplicaPool(
             target,
-            connect=lambda address: InferenceServerClient(address, channel_args=channel_args),
+            connect=lambda address: TritonChannel(
+                address, max_reconnect_backoff_ms=max_reconnect_backoff_ms
+            ),
             probe=self._probe,
-            disconnect=_close_client,
+            disconnect=_close_channel,
             refresh_interval_s=refresh_interval_s,
+            release_timeout_s=release_timeout_s,
         )
 
-    def _requested_outputs(self, names: tuple[str, ...]) -> list[_RequestedOutput]:
-        """The output requests for ``names``, built once (they never change)."""
-        if names not in self._output_requests:
-            self._output_requests[names] = [_RequestedOutput(name=name) for name in names]
-        return self._output_requests[names]
+    @property
+    def replicas_up(self) -> int:
+        """Replicas taken as up now."""
+        return self._pool.up_count
 
     async def close(self) -> None:
         """Stop watching the replicas and close every channel (the lifespan's shutdown)."""
@@ -152,63 +116,48 @@ class TritonBackend:
         await self._pool.start()
         return await self._pool.check(), len(self._pool.replicas)
 
-    async def server_ready(self) -> bool:
-        """Whether at least one replica answers and says it is ready."""
-        up, _ = await self.replicas_ready()
-        return up > 0
-
     async def model_ready(self, name: str) -> bool:
         """Whether the model is loaded and ready (on a replica that is up); False when no
         replica can be reached."""
+        request = service_pb2.ModelReadyRequest(name=name)
         try:
-            return bool(
-                await self._call(
-                    lambda client, timeout_s: client.is_model_ready(
-                        name, client_timeout=timeout_s
-                    ),
-                    timeout_s=self._control_timeout_s,
-                    model=name,
-                )
+            answer = await self._call(
+                lambda stub, timeout_s: stub.ModelReady(request, timeout=timeout_s),
+                timeout_s=self._control_timeout_s,
+                model=name,
             )
         except GatewayError:
             return False
+        return bool(answer.ready)
 
     async def repository_index(self) -> list[RepositoryEntry]:
         """Every model Triton's repositories hold, loaded or not."""
-        index = await self._call(
-            lambda client, timeout_s: client.get_model_repository_index(
-                as_json=True, client_timeout=timeout_s
-            ),
+        request = service_pb2.RepositoryIndexRequest()
+        answer = await self._call(
+            lambda stub, timeout_s: stub.RepositoryIndex(request, timeout=timeout_s),
             timeout_s=self._control_timeout_s,
             model=None,
         )
         return [
-            RepositoryEntry(
-                name=entry["name"],
-                version=str(entry.get("version", "1")),
-                state=str(entry.get("state", "")),
-            )
-            for entry in (index or {}).get("models", [])
+            RepositoryEntry(name=entry.name, version=entry.version or "1", state=entry.state)
+            for entry in answer.models
         ]
 
     async def model_config(self, name: str) -> ModelConfigView:
-        """The model's max batch size and string parameters (the model card among them)."""
+        """The model's batch limit, string parameters (the model card among them) and output
+        names."""
+        request = service_pb2.ModelConfigRequest(name=name)
         answer = await self._call(
-            lambda client, timeout_s: client.get_model_config(
-                name, as_json=True, client_timeout=timeout_s
-            ),
+            lambda stub, timeout_s: stub.ModelConfig(request, timeout=timeout_s),
             timeout_s=self._control_timeout_s,
             model=name,
         )
-        config: dict[str, Any] = answer.get("config", {})
-        parameters = {
-            key: str(value.get("string_value", ""))
-            for key, value in config.get("parameters", {}).items()
-        }
+        config = answer.config
         return ModelConfigView(
             name=name,
-            max_batch_size=int(config.get("max_batch_size", 0)),
-            parameters=parameters,
+            max_batch_size=int(config.max_batch_size),
+            parameters={key: value.string_value for key, value in config.parameters.items()},
+            outputs=frozenset(output.name for output in config.output),
         )
 
     async def infer(
@@ -217,169 +166,172 @@ class TritonBackend:
         images: np.ndarray,
         *,
         output_names: Sequence[str],
-        request_id: str = "",
-    ) -> dict[str, np.ndarray]:
-        """Run ``images`` (float32 [B, C, H, W]) through the model; outputs by name."""
-        answer = await self.infer_versioned(
-            model, images, output_names=output_names, request_id=request_id
-        )
-        return answer.outputs
-
-    async def infer_versioned(
-        self,
-        model: str,
-        images: np.ndarray,
-        *,
-        output_names: Sequence[str],
-        request_id: str = "",
+        request_id: str,
+        timeout_s: float,
     ) -> VersionedOutputs:
-        """``infer``, with the version that answered (Triton's newest ready one: during a
-        switch, the old one for requests already in flight).
-
-        The ``ModelInferRequest`` is built here once, in one constructor call, and sent through
-        the chosen replica's client stub (tritonclient's ``infer`` would wrap the tensor in
-        ``InferInput``, copy it into the request field by field and wrap the answer in
-        ``InferResult``: about 5 % of the gateway's CPU per batch-1 request when profiled);
-        errors are mapped as tritonclient maps them, so a retry on another replica sees the
-        same ``InferenceServerException``."""
+        """Run ``images`` (float32 [B, C, H, W]) through the model: its outputs by name (views
+        on the answer's bytes, no copy) and the version that answered (Triton's newest ready
+        one; during a switch, the old one for calls already in flight). The request is built
+        once, in one constructor call, and sent as it is to whichever replica takes it."""
         batch = np.ascontiguousarray(images, dtype=np.float32)
         request = service_pb2.ModelInferRequest(
             model_name=model,
             id=request_id,
-            inputs=[_InputTensor(name=INPUT_NAME, datatype=_FP32, shape=batch.shape)],
+            inputs=[_InputTensor(name=INPUT_NAME, datatype=FP32, shape=batch.shape)],
             outputs=self._requested_outputs(tuple(output_names)),
             raw_input_contents=[batch.tobytes()],
         )
         response = await self._call(
-            lambda client, timeout_s: _model_infer(client, request, timeout_s=timeout_s),
-            timeout_s=self._infer_timeout_s,
+            lambda stub, timeout_s: stub.ModelInfer(request, timeout=timeout_s),
+            timeout_s=timeout_s,
             model=model,
             observe=self._on_replica_call,
         )
         return VersionedOutputs(
-            _outputs_by_name(response, output_names, model=model), str(response.model_version)
+            outputs_by_name(response, output_names, model=model), str(response.model_version)
         )
 
     async def load_model(self, name: str, *, timeout_s: float) -> None:
         """Ask every replica up (explicit model control) to load ``name`` again from its
         repository: a new version is loaded beside the serving one and replaces it once ready.
         ``ModelLoadRefused`` with Triton's reason when one cannot (the old one keeps serving)."""
+        request = service_pb2.RepositoryModelLoadRequest(model_name=name)
         await self._on_every_replica(
-            lambda client: client.load_model(name, client_timeout=timeout_s),
+            lambda stub: stub.RepositoryModelLoad(request, timeout=timeout_s),
             name=name, action="load",
         )
 
     async def unload_model(self, name: str, *, timeout_s: float) -> None:
         """Ask every replica up to unload ``name`` (requests in flight on it complete first)."""
+        request = service_pb2.RepositoryModelUnloadRequest(model_name=name)
         await self._on_every_replica(
-            lambda client: client.unload_model(name, client_timeout=timeout_s),
+            lambda stub: stub.RepositoryModelUnload(request, timeout=timeout_s),
             name=name, action="unload",
         )
 
+    def _requested_outputs(self, names: tuple[str, ...]) -> list[_RequestedOutput]:
+        """The output requests for ``names``, built once (they never change)."""
+        if names not in self._output_requests:
+            self._output_requests[names] = [_RequestedOutput(name=name) for name in names]
+        return self._output_requests[names]
+
     async def _on_every_replica(
-        self,
-        call: Callable[[InferenceServerClient], Awaitable[Any]],
-        *,
-        name: str,
-        action: str,
+        self, call: Callable[[_Stub], Awaitable[Any]], *, name: str, action: str
     ) -> None:
-        """``call(client)`` on every replica up, at once: each replica holds its own loaded
-        models. A replica found gone leaves the rotation (a Triton that starts again loads its
-        repository's newest files); a refusal, or no replica reached, is the call's error."""
+        """``call(stub)`` on every replica up, at once: each replica holds its own loaded
+        models. A replica that fails and no longer answers a liveness probe is gone: it leaves
+        the rotation (a Triton that starts again loads its repository's newest files). A
+        refusal by a live replica, or no replica reached, is the call's error."""
         await self._pool.start()
         replicas = [r for r in self._pool.replicas if r.up] or list(self._pool.replicas)
         if not replicas:
             raise BackendUnavailable(f"no Triton replica to call at {self.url!r}")
         outcomes = await asyncio.gather(
-            *(call(replica.client) for replica in replicas), return_exceptions=True
+            *(self._leased(replica, call) for replica in replicas), return_exceptions=True
         )
-        failure: InferenceServerException | None = None
-        answered = 0
-        for replica, outcome in zip(replicas, outcomes, strict=True):
-            if not isinstance(outcome, BaseException):
-                answered += 1
+        failures = [
+            (replica, outcome)
+            for replica, outcome in zip(replicas, outcomes, strict=True)
+            if isinstance(outcome, BaseException)
+        ]
+        gone: grpc.aio.AioRpcError | None = None
+        for replica, failure in failures:
+            if not isinstance(failure, grpc.aio.AioRpcError):
+                raise failure
+            if failure.code() in GONE_CODES and not await self._live(replica):
+                self._pool.mark_down(replica)
+                gone = failure
                 continue
-            if not isinstance(outcome, InferenceServerException):
-                raise outcome
-            if not replica_gone(outcome):
-                raise _control_error(outcome, name, action) from outcome
-            self._pool.mark_down(replica)
-            failure = outcome
-        if failure is not None and not answered:
-            raise _control_error(failure, name, action) from failure
+            if failure.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise domain_error(failure.code(), failure.details(), model=name) from failure
+            raise _refusal(failure, name=name, action=action) from failure
+        if gone is not None and len(failures) == len(replicas):
+            raise domain_error(gone.code(), gone.details(), model=None) from gone
 
     async def _call(
         self,
-        call: Callable[[InferenceServerClient, float], Awaitable[T]],
+        call: Callable[[_Stub, float], Awaitable[T]],
         *,
         timeout_s: float,
         model: str | None,
         observe: ReplicaCallObserver | None = None,
     ) -> T:
-        """``call(client, timeout_s)`` on the next replica up; once more on another replica
-        if the first is gone, with what is left of ``timeout_s``."""
+        """``call(stub, timeout_s)`` on the next replica up; once more on another replica if
+        the first is gone or does not serve ``model`` (``NOT_FOUND``), with what is left of
+        ``timeout_s``."""
         await self._pool.start()
         deadline = time.monotonic() + timeout_s
-        tried: list[str] = []
-        failure: InferenceServerException | None = None
+        tried: list[Replica[TritonChannel]] = []
+        failure: grpc.aio.AioRpcError | None = None
         for _ in range(ATTEMPTS_PER_CALL):
-            replica = self._pool.pick(exclude=tried)
+            replica = self._pool.pick(exclude=[r.address for r in tried])
             remaining_s = deadline - time.monotonic() if tried else timeout_s
             if replica is None or remaining_s <= 0:
                 break
-            tried.append(replica.address)
+            tried.append(replica)
             try:
-                answer = await call(replica.client, remaining_s)
-            except InferenceServerException as exc:
-                if not replica_gone(exc):
+                answer = await self._leased(replica, functools.partial(call, timeout_s=remaining_s))
+            except grpc.aio.AioRpcError as exc:
+                if await self._gone(replica, exc):
+                    self._pool.mark_down(replica)
+                elif exc.code() not in MODEL_MISSING_CODES or model is None:
                     _observe(observe, replica, OUTCOME_ERROR)
-                    raise domain_error(exc, model=model) from exc
+                    raise domain_error(exc.code(), exc.details(), model=model) from exc
                 _observe(observe, replica, OUTCOME_GONE)
-                self._pool.mark_down(replica)
                 failure = exc
                 continue
             _observe(observe, replica, OUTCOME_OK)
+            for refused in tried[:-1]:  # another replica serves the model: the first is leaving
+                self._pool.mark_down(refused)
             return answer
         if failure is None:
             raise BackendUnavailable(f"no Triton replica to call at {self.url!r}")
-        raise domain_error(failure, model=model) from failure
+        raise domain_error(failure.code(), failure.details(), model=model) from failure
 
-    async def _probe(self, client: InferenceServerClient) -> bool:
-        return bool(await client.is_server_ready(client_timeout=self._control_timeout_s))
+    async def _leased(
+        self, replica: Replica[TritonChannel], call: Callable[[_Stub], Awaitable[T]]
+    ) -> T:
+        """``call(stub)`` on ``replica``, holding its channel open while it runs. A call that
+        its channel's closing cancelled (the replica left and outlasted the pool's release
+        bound: gRPC cancels the call locally, which reaches here as ``CancelledError``) fails
+        with ``CANCELLED`` like any call cut from its replica; a cancellation of the caller's
+        own task goes on as it is."""
+        with self._pool.lease(replica) as channel:
+            try:
+                return await call(channel.stub)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                raise _closed_under_call(replica.address) from None
 
-
-async def _model_infer(
-    client: InferenceServerClient, request: Any, *, timeout_s: float
-) -> Any:
-    """``ModelInfer`` through ``client``'s stub; a gRPC error as tritonclient raises it."""
-    try:
-        return await client._client_stub.ModelInfer(  # noqa: SLF001
-            request=request, timeout=timeout_s
+    async def _probe(self, channel: TritonChannel) -> bool:
+        answer = await channel.stub.ServerReady(
+            service_pb2.ServerReadyRequest(), timeout=self._control_timeout_s
         )
-    except grpc.RpcError as exc:
-        raise _triton_exception(exc) from exc
+        return bool(answer.ready)
+
+    async def _gone(self, replica: Replica[TritonChannel], exc: grpc.aio.AioRpcError) -> bool:
+        """Whether ``exc`` says the replica is gone: a gone code, or a code a reset connection
+        may surface as, from a replica that then fails a liveness probe."""
+        if exc.code() in GONE_CODES:
+            return True
+        return exc.code() in MAYBE_GONE_CODES and not await self._live(replica)
+
+    async def _live(self, replica: Replica[TritonChannel]) -> bool:
+        """Whether ``replica`` answers a liveness probe now (a Triton shutting down answers
+        ``UNAVAILABLE`` "Server exiting": not live)."""
+        with self._pool.lease(replica) as channel:
+            try:
+                await channel.stub.ServerLive(
+                    service_pb2.ServerLiveRequest(), timeout=self._control_timeout_s
+                )
+            except grpc.aio.AioRpcError:
+                return False
+        return True
 
 
-def _triton_exception(exc: grpc.RpcError) -> InferenceServerException:
-    """The ``InferenceServerException`` tritonclient raises for ``exc``."""
-    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
-    return InferenceServerException(
-        msg=details() if callable(details) else str(exc),
-        status=str(code()) if callable(code) else None,
-    )
-
-
-def _control_error(exc: InferenceServerException, name: str, action: str) -> GatewayError:
-    """A refused load or unload; transport failures as for any call."""
-    status = exc.status() or ""
-    if status in (_STATUS_UNAVAILABLE, _STATUS_CANCELLED, _STATUS_DEADLINE):
-        return domain_error(exc, model=None)
-    first_line = (exc.message() or str(exc)).strip().splitlines()
-    reason = first_line[0] if first_line else "no reason given"
-    return ModelLoadRefused(f"Triton refused to {action} model {name!r}: {reason}")
-
-
-def _outputs_by_name(
+def outputs_by_name(
     response: Any, output_names: Sequence[str], *, model: str
 ) -> dict[str, np.ndarray]:
     """The binary outputs of a ``ModelInferResponse`` as arrays (views on the response's
@@ -396,15 +348,19 @@ def _outputs_by_name(
     return {name: arrays[name] for name in output_names}
 
 
-def replica_gone(exc: InferenceServerException) -> bool:
-    """Whether a call failed because its replica cannot be reached (so another may answer):
-    UNAVAILABLE (but not Triton's own UNAVAILABLE for an unknown or unready model), or a
-    reset or closed connection whatever status gRPC gave it."""
-    message = (exc.message() or str(exc)).lower()
-    if any(mark in message for mark in _GONE_MARKS):
-        return True
-    missing_model = any(mark in message for mark in _MODEL_MISSING_MARKS)
-    return (exc.status() or "") == _STATUS_UNAVAILABLE and not missing_model
+def _refusal(exc: grpc.aio.AioRpcError, *, name: str, action: str) -> ModelLoadRefused:
+    """A live replica refused to load or unload ``name``: Triton's reason, first line."""
+    lines = (exc.details() or "").strip().splitlines()
+    reason = lines[0] if lines else exc.code().name
+    return ModelLoadRefused(f"Triton refused to {action} model {name!r}: {reason}")
+
+
+def _closed_under_call(address: str) -> grpc.aio.AioRpcError:
+    """The error of a call whose channel to ``address`` was closed while it ran."""
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+        details=f"the channel to {address} closed under the call",
+    )
 
 
 def _observe(observe: ReplicaCallObserver | None, replica: Replica[Any], outcome: str) -> None:
@@ -412,36 +368,5 @@ def _observe(observe: ReplicaCallObserver | None, replica: Replica[Any], outcome
         observe(replica.address, outcome)
 
 
-async def _close_client(client: InferenceServerClient) -> None:
-    await client.close()
-
-
-def domain_error(exc: InferenceServerException, *, model: str | None) -> GatewayError:
-    """Translate a tritonclient error into the gateway's domain error."""
-    status = exc.status() or ""
-    message = exc.message() or str(exc)
-    lowered = message.lower()
-    about = f"model {model!r}" if model else "Triton"
-    if status == _STATUS_DEADLINE:
-        return BackendTimeout(f"Triton did not answer for {about} in time")
-    if model and any(mark in lowered for mark in _MODEL_MISSING_MARKS):
-        return ModelNotReady(f"{about} is not ready in Triton: {message}")
-    if status in (_STATUS_UNAVAILABLE, _STATUS_CANCELLED):
-        return BackendUnavailable(f"Triton is unreachable: {message}")
-    if status == _STATUS_EXHAUSTED:
-        return BackendUnavailable(f"Triton is overloaded: {message}")
-    if status == _STATUS_INVALID:
-        return InvalidInput(f"Triton refused the request for {about}: {message}")
-    return BackendError(f"Triton failed on {about}: {message}")
-
-
-def _channel_args(*, max_reconnect_backoff_ms: int) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
-        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-        ("grpc.initial_reconnect_backoff_ms", INITIAL_RECONNECT_BACKOFF_MS),
-        ("grpc.min_reconnect_backoff_ms", INITIAL_RECONNECT_BACKOFF_MS),
-        ("grpc.max_reconnect_backoff_ms", max_reconnect_backoff_ms),
-    ]
+async def _close_channel(channel: TritonChannel) -> None:
+    await channel.close()

@@ -120,6 +120,7 @@ def test_public_names_are_exactly_all():
     public = {name for name in vars(hetclient) if not name.startswith("_")}
     modules = {
         "async_client",
+        "audit",
         "base_client",
         "client",
         "errors",

@@ -10,15 +10,29 @@ from hetclient.errors import MAX_MESSAGE_CHARS
 STATUS_CLASSES = {
     400: hetclient.BadRequestError,
     401: hetclient.AuthenticationError,
+    403: hetclient.PermissionDeniedError,
     404: hetclient.NotFoundError,
+    405: hetclient.MethodNotAllowedError,
+    408: hetclient.RequestTimeoutError,
+    409: hetclient.ConflictError,
     413: hetclient.PayloadTooLargeError,
     415: hetclient.UnsupportedMediaTypeError,
     422: hetclient.UnprocessableEntityError,
     429: hetclient.RateLimitError,
     500: hetclient.InternalServerError,
+    502: hetclient.BadGatewayError,
     503: hetclient.ServiceUnavailableError,
     504: hetclient.GatewayTimeoutError,
 }
+
+
+def test_every_status_the_gateway_answers_errors_with_has_a_class_of_its_own():
+    """The contract lists every status the gateway sends; the SDK names each."""
+    from hetcontract import ERRORS
+
+    sent = {spec.status for spec in ERRORS.values()}
+    assert sent == set(STATUS_CLASSES)
+    assert len(set(STATUS_CLASSES.values())) == len(STATUS_CLASSES)
 
 
 @pytest.mark.parametrize(("status", "error_class"), sorted(STATUS_CLASSES.items()))
@@ -29,9 +43,8 @@ def test_each_error_status_maps_to_its_own_class(status, error_class):
 @pytest.mark.parametrize(
     ("status", "error_class"),
     [
-        (403, hetclient.APIStatusError),
-        (409, hetclient.APIStatusError),
-        (502, hetclient.InternalServerError),
+        (418, hetclient.APIStatusError),
+        (501, hetclient.InternalServerError),
         (599, hetclient.InternalServerError),
     ],
 )
@@ -85,8 +98,9 @@ def test_without_the_gateways_header_the_request_id_is_the_one_sent(run_client):
 def test_a_non_json_error_body_still_gives_a_typed_error_with_its_text(run_client):
     page = "<html>" + "bad gateway " * 100 + "</html>"
 
-    with pytest.raises(hetclient.InternalServerError) as info:
+    with pytest.raises(hetclient.BadGatewayError) as info:
         run_client(lambda r: httpx.Response(502, text=page), lambda c: c.models())
+    assert isinstance(info.value, hetclient.InternalServerError)
     assert info.value.code is None
     assert info.value.message == page[:MAX_MESSAGE_CHARS]
 

@@ -106,5 +106,6 @@ def test_model_card_refuses_inconsistent_cards(overrides, problem):
 
 def test_all_names_are_exported():
     public = {name for name in dir(hetcontract) if not name.startswith("_")}
-    modules = {"api", "model_card", "outputs"}
+    modules = {"api", "errors", "model_card", "outputs", "audit", "audit_report",
+               "audit_scoring"}
     assert set(hetcontract.__all__) == public - modules

@@ -1,6 +1,6 @@
 """The deployment tests read the compose files with the merge, and check the podman
-translation, that the container tests run (tests/containers/compose_files.py and
-podman_stack.py), importable here as ``compose_files`` and ``podman_stack``; and the CPU
+translation, that the container tests run (tests/containers/compose_files.py,
+podman_stack.py and local_images.py), importable here under those names; and the CPU
 Triton's entrypoint (docker/triton/tritonserver_cpu.py) as ``tritonserver_cpu``."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ MODULES = {
     "compose_files": ROOT / "tests/containers/compose_files.py",
     "podman_stack": ROOT / "tests/containers/podman_stack.py",
     "tritonserver_cpu": ROOT / "docker/triton/tritonserver_cpu.py",
+    "local_images": ROOT / "tests/containers/local_images.py",  # imports the two above
 }
 
 for _name, _path in MODULES.items():

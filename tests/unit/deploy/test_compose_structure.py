@@ -92,6 +92,13 @@ def test_the_gateway_publishes_its_port_on_loopback_by_default_and_triton_none(s
     assert port == "${HETSERVE_BIND:-127.0.0.1}:${HETSERVE_GATEWAY_PORT:-8080}:8080"
 
 
+def test_the_gateway_serves_metrics_on_an_unpublished_port_of_its_own(services):
+    gateway = services["gateway"]
+    metrics_port = gateway["environment"]["HETSERVE_METRICS_PORT"]
+    assert gateway["expose"] == [metrics_port] and metrics_port != "8080"
+    assert not any(port.endswith(f":{metrics_port}") for port in gateway["ports"])
+
+
 def test_gateway_waits_for_a_healthy_triton_and_talks_to_it_over_grpc(services):
     gateway = services["gateway"]
     assert gateway["depends_on"] == {"triton": {"condition": "service_healthy"}}

@@ -165,8 +165,10 @@ def test_triton_listens_where_the_compose_file_and_the_gateway_look(stack):
 
 def test_the_gateway_listens_on_its_published_port_and_is_checked_there(stack):
     gateway = stack["gateway"]
-    (published,) = container_ports(gateway)
+    published = int(gateway["ports"][0].rsplit(":", 1)[1])
     assert int(gateway["environment"]["HETSERVE_PORT"]) == published
+    assert set(container_ports(gateway)) == {
+        published, int(gateway["environment"]["HETSERVE_METRICS_PORT"])}
     assert health_port(gateway) == published
     assert gateway["environment"]["HETSERVE_HOST"] == "0.0.0.0"
 

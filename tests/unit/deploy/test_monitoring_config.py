@@ -16,7 +16,8 @@ from hetgateway.metrics import GatewayMetrics
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCKER = ROOT / "docker"
-DASHBOARD = DOCKER / "grafana" / "dashboards" / "hetserve.json"
+# One dashboard for compose (mounted from here) and the chart (its ConfigMap reads it).
+DASHBOARD = ROOT / "deploy" / "helm" / "hetserve" / "dashboards" / "hetserve.json"
 TRITON_METRIC_PREFIX = "nv_"
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 PROMQL_WORDS = {"sum", "by", "rate", "histogram_quantile", "le", "model", "route", "status"}
@@ -58,12 +59,12 @@ def _queried_metric_names(dashboard: dict) -> set[str]:
     return names
 
 
-def test_prometheus_scrapes_the_gateway_and_triton_metrics_port() -> None:
+def test_prometheus_scrapes_the_gateway_and_triton_metrics_ports() -> None:
     config = _yaml(DOCKER / "prometheus" / "prometheus.yml")
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]
     }
-    assert targets == {"gateway": ["gateway:8080"], "triton": ["triton:8002"]}
+    assert targets == {"gateway": ["gateway:8082"], "triton": ["triton:8002"]}
     assert all(job["metrics_path"] == "/metrics" for job in config["scrape_configs"])
 
 

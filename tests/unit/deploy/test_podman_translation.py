@@ -12,7 +12,7 @@ from podman_stack import BASE_ULIMITS, HostNetwork, PodmanStack
 ROOT = Path(__file__).resolve().parents[3]
 FILES = [ROOT / "docker-compose.yml", ROOT / "docker-compose.cpu.yml"]
 PLAN = HostNetwork({"triton": {8000: 41000, 8001: 41001, 8002: 41002},
-                    "gateway": {8080: 41080}, "prometheus": {9090: 41090}})
+                    "gateway": {8080: 41080, 8082: 41082}, "prometheus": {9090: 41090}})
 
 
 @pytest.fixture
@@ -32,6 +32,7 @@ def test_the_gateway_runs_read_only_with_its_tmpfs_environment_and_mounts(stack)
     assert set(BASE_ULIMITS) <= set(value(args, "--ulimit="))
     environment = dict(e.split("=", 1) for e in value(args, "--env="))
     assert environment["HETSERVE_PORT"] == "41080" and environment["HETSERVE_HOST"] == "127.0.0.1"
+    assert environment["HETSERVE_METRICS_PORT"] == "41082"
     assert environment["HETSERVE_TRITON_GRPC_URL"] == "triton:41001"
     assert value(args, "--volume=") == [f"{ROOT / 'model_repo'}:/models:ro"]
     assert args[args.index("hetserve/gateway:0.1.0") + 1:] == []
@@ -56,7 +57,7 @@ def test_services_resolve_to_loopback_and_prometheus_scrapes_the_planned_ports(s
     (config_mount,) = [v for v in value(args, "--volume=") if v.endswith(
         ":/etc/prometheus/prometheus.yml:ro")]
     config = Path(config_mount.split(":")[0]).read_text()
-    assert '"gateway:41080"' in config and '"triton:41002"' in config
+    assert '"gateway:41082"' in config and '"triton:41002"' in config
 
 
 def test_a_compose_option_without_a_translation_is_refused(stack):

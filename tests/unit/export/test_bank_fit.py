@@ -143,7 +143,7 @@ def test_an_export_fits_the_bank_on_the_selection_half_and_bakes_it(model_and_im
     chosen = plan_sampling(model, mc_samples=None, mc_error=1.0, design="optimized", seed=0,
                            images=images, search_seeds=1)
     assert (chosen.samples, chosen.design) == (32, "optimized") and chosen.bank is not None
-    with pytest.raises(ExportError, match="--error-images"):
+    with pytest.raises(ExportError, match="fitted on held-out images"):
         plan_sampling(model, mc_samples=S, mc_error=None, design="optimized", seed=0,
                       images=None)
 

@@ -9,21 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hetexport.claims import (
-    CLAIMS_JSON,
-    CLAIMS_MARKDOWN,
+from hetexport.class_correlation import SOFTMAX_RULE, probability_shares
+from hetexport.errors import InputError
+from hetexport.layers import NoiseBank
+from hetexport.model import ModelSpec, build_model
+from hetexport.studies.claims import (
     DET_RUNNER_UP,
-    PLOT_FILES,
     ClaimsConfig,
     choose_hyperparameters,
     first_confusable_ids,
     planned_pairs,
     run_claims,
 )
-from hetexport.class_correlation import SOFTMAX_RULE, probability_shares
-from hetexport.errors import InputError
-from hetexport.layers import NoiseBank
-from hetexport.model import ModelSpec, build_model
+from hetexport.studies.claims_report import (
+    CLAIMS_JSON,
+    CLAIMS_MARKDOWN,
+    PLOT_FILES,
+    write_claims_report,
+)
 from hetexport.training.experiment import FASHION_MNIST_INPUT
 
 pytestmark = pytest.mark.usefixtures("fashion_mnist_dir")
@@ -40,7 +43,7 @@ def fashion_mnist_dir() -> Path:
 
 def _tiny(tmp_path: Path, **overrides: object) -> ClaimsConfig:
     settings = {
-        "report_dir": tmp_path / "reports", "work_dir": tmp_path / "runs",
+        "work_dir": tmp_path / "runs",
         "demo_report": tmp_path / "absent.json", "num_factors": 2, "temperature": 0.5,
         "seeds": (0, 1), "sweep_rates": (0.0, 0.3), "sweep_seeds": (0, 1), "epochs": 1,
         "train_limit": 200, "test_limit": 100, "eval_mc_samples": 16, "bank_samples": 32,
@@ -69,7 +72,7 @@ def test_hyperparameters_come_from_the_demo_report_unless_given(tmp_path: Path) 
     assert (chosen.num_factors, chosen.temperature, chosen.grid_epochs) == (6, 0.5, 2)
     assert "noisy validation" in chosen.source
     assert choose_hyperparameters(_tiny(tmp_path, demo_report=demo)).num_factors == 2
-    with pytest.raises(InputError, match="make models"):
+    with pytest.raises(InputError, match="run the demo first"):
         choose_hyperparameters(_tiny(tmp_path, num_factors=None))
 
 
@@ -96,12 +99,13 @@ def test_first_confusable_class_by_each_definition() -> None:
 
 
 def test_tiny_run_writes_consistent_intervals_and_resumes(tmp_path: Path) -> None:
-    config = _tiny(tmp_path)
-    result = run_claims(config)
+    config, reports = _tiny(tmp_path), tmp_path / "reports"
+    first = run_claims(config)
+    result = write_claims_report(first, reports)
     report = json.loads(result.report_json.read_text())
     assert result.report_json.name == CLAIMS_JSON and result.report_markdown.name == CLAIMS_MARKDOWN
     for name in PLOT_FILES.values():
-        assert (config.report_dir / name).stat().st_size > 0
+        assert (reports / name).stat().st_size > 0
     runs = report["runs"]
     assert len(runs) == len(planned_pairs(config))
     main = [run for run in runs if run["noise_rate"] == 0.3]
@@ -124,11 +128,13 @@ def test_tiny_run_writes_consistent_intervals_and_resumes(tmp_path: Path) -> Non
     assert "95 %" in markdown and "R = 2, tau = 0.5" in markdown
 
     again = run_claims(config)  # every pair is stored: nothing is retrained
-    assert json.loads(again.report_json.read_text())["runs"] == runs
-    assert again.seconds < result.seconds / 2
+    rewritten = write_claims_report(again, reports)
+    assert json.loads(rewritten.report_json.read_text())["runs"] == runs
+    assert again.seconds < first.seconds / 2
 
     # more seeds planned than trained, without training: the finished pairs, the rest listed
-    partial = run_claims(_tiny(tmp_path, seeds=(0, 1, 2), train_missing=False))
+    partial = write_claims_report(
+        run_claims(_tiny(tmp_path, seeds=(0, 1, 2), train_missing=False)), reports)
     report = json.loads(partial.report_json.read_text())
     assert report["missing_pairs"] == [[0.3, 2]]
     assert report["main"]["seeds"] == [0, 1]

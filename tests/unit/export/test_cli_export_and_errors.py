@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,11 @@ import pytest
 from hetcontract import HEAD_OUTPUTS, MODEL_CARD_PARAMETER, ModelCard
 from hetexport.cli import app
 from hetexport.data import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_LABELS, read_idx
-from hetexport.demo import DemoConfig, DemoResult, run_demo
 from hetexport.layers import NoiseBank
 from hetexport.onnx.runner import OnnxRunner
+from hetexport.studies.demo import DemoConfig, reevaluate_demo, run_demo
+from hetexport.studies.demo_report import write_demo_report
+from hetexport.studies.report import StudyReport
 from onnx import numpy_helper
 from PIL import Image
 from typer.testing import CliRunner
@@ -150,20 +151,20 @@ def test_train_with_an_impossible_noise_rate_fails_with_a_clear_message(tmp_path
 
 
 @pytest.fixture(scope="module")
-def small_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoConfig, DemoResult]:
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoConfig, StudyReport]:
     tmp_path = tmp_path_factory.mktemp("demo")
     config = DemoConfig(
-        model_repo=tmp_path / "repo", report_dir=tmp_path / "reports",
-        work_dir=tmp_path / "work", seeds=(0, 1), epochs=1, grid=((2, 1.0), (1, 0.5)),
+        model_repo=tmp_path / "repo", work_dir=tmp_path / "work", seeds=(0, 1), epochs=1,
+        grid=((2, 1.0), (1, 0.5)),
         grid_epochs=1, sweep_rates=(0.0, 0.4), sweep_epochs=1, train_mc_samples=4,
         export_mc_samples=32, error_images=8, train_limit=300, test_limit=100, num_threads=1,
         progress=False,
     )
-    return config, run_demo(config)
+    return config, write_demo_report(run_demo(config), tmp_path / "reports")
 
 
 def test_demo_writes_the_report_the_plots_and_both_models(
-    small_demo: tuple[DemoConfig, DemoResult],
+    small_demo: tuple[DemoConfig, StudyReport],
 ) -> None:
     config, result = small_demo
     report = json.loads(result.report_json.read_text())
@@ -184,10 +185,12 @@ def test_demo_writes_the_report_the_plots_and_both_models(
         assert pixels.std() > 10, f"{plot.name} draws something"
     markdown = result.report_markdown.read_text()
     assert "| het |" in markdown and "| det |" in markdown and "class_correlation.png" in markdown
+    assert all(len(run["validation_nll"]) == run["best_epoch"] == 1 for run in report["runs"])
+    assert "Best epoch, of the epochs run: het seed 0: 1 of 1" in markdown
 
 
 def test_each_exported_demo_model_scores_what_its_card_says(
-    small_demo: tuple[DemoConfig, DemoResult],
+    small_demo: tuple[DemoConfig, StudyReport],
 ) -> None:
     """Run the exported ONNX on the clean test images the demo scored and count its hits."""
     config, _ = small_demo
@@ -208,7 +211,7 @@ def test_each_exported_demo_model_scores_what_its_card_says(
 
 
 def test_demo_het_card_records_the_bank_it_bakes_and_its_measured_error(
-    small_demo: tuple[DemoConfig, DemoResult],
+    small_demo: tuple[DemoConfig, StudyReport],
 ) -> None:
     """The seed is searched and the bank fitted on half of the held-out images and the error
     reported on the other half; the graph holds an antithetic, whitened bank fitted away from
@@ -237,7 +240,7 @@ def test_demo_het_card_records_the_bank_it_bakes_and_its_measured_error(
 
 
 def test_demo_ranks_pairs_by_centred_correlation_most_negative_first_beside_the_raw_one(
-    small_demo: tuple[DemoConfig, DemoResult],
+    small_demo: tuple[DemoConfig, StudyReport],
 ) -> None:
     report = json.loads(small_demo[1].report_json.read_text())["correlation"]
     centred = [pair["correlation"] for pair in report["ranking"]]
@@ -253,14 +256,15 @@ def test_demo_ranks_pairs_by_centred_correlation_most_negative_first_beside_the_
 
 
 def test_demo_reuse_checkpoints_re_evaluates_and_re_exports_without_training(
-    small_demo: tuple[DemoConfig, DemoResult],
+    small_demo: tuple[DemoConfig, StudyReport],
 ) -> None:
     config, first = small_demo
     before = json.loads(first.report_json.read_text())
     checkpoints = {path: path.read_bytes() for path in config.work_dir.glob("*.pt")}
     onnx = config.model_repo / "fashion_het" / "1" / "model.onnx"
     onnx.unlink()
-    result = run_demo(replace(config, reuse_checkpoints=True))
+    run = reevaluate_demo(config, first.report_json)
+    result = write_demo_report(run, first.report_json.parent)
     report = json.loads(result.report_json.read_text())
     assert report["runs"] == before["runs"] and report["grid"] == before["grid"]
     assert report["noise_sweep"] == before["noise_sweep"]

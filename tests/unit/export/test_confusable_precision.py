@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hetexport.confusable_precision import (
+from hetexport.studies.confusable_precision import (
     NO_CLASS,
     chance_precision,
     group_confusable_precision,

@@ -9,7 +9,7 @@ import sys
 import onnx
 import pytest
 import torch
-from hetcontract import HEAD_OUTPUTS, MODEL_CARD_FILENAME, ModelCard
+from hetcontract import HEAD_OUTPUTS, MODEL_CARD_FILENAME, OPTIONAL_HEAD_OUTPUTS, ModelCard
 from hetexport.checkpoint import save_checkpoint
 
 # hetexport.fused.kernel chooses triton's interpreter (no CUDA) only if it imports triton first:
@@ -73,11 +73,11 @@ def test_served_head_matches_the_onnx_head(impl, head, factors):
     images = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     expected = runner.run(images.numpy())
     actual = served_outputs(model, noise, images, impl)._asdict()
-    assert list(actual) == [spec.name.value for spec in HEAD_OUTPUTS]
+    assert list(actual) == [spec.name.value for spec in (*HEAD_OUTPUTS, *OPTIONAL_HEAD_OUTPUTS)]
     torch.testing.assert_close(actual["probs"], torch.from_numpy(expected["probs"]),
                                atol=PROB_ATOL, rtol=0)
     torch.testing.assert_close(actual["topk_ids"], torch.from_numpy(expected["topk_ids"]))
-    for name in ("topk_probs", "topk_correlation", "confusable_share"):
+    for name in ("topk_probs", "topk_correlation", "confusable_share", "latent_probs"):
         torch.testing.assert_close(actual[name], torch.from_numpy(expected[name]),
                                    atol=PROB_ATOL, rtol=0, msg=name)
     for name in ("predictive_entropy", "expected_entropy", "mutual_information"):

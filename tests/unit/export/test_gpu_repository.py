@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from hetexport.cli import app
-from hetexport.repository import parse_config
+from hetexport.repo.pbtxt import parse_config
 from typer.testing import CliRunner
 
 MODEL_REPO = Path(__file__).resolve().parents[3] / "model_repo"

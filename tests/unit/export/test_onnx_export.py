@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from hetcontract import HEAD_OUTPUTS, ModelCard
+from hetcontract import HEAD_OUTPUTS, OPTIONAL_HEAD_OUTPUTS, ModelCard
 from hetexport.checkpoint import save_checkpoint
 from hetexport.class_correlation import (
     MOVEMENT_RELATIVE_ERROR_MAX,
@@ -18,11 +18,12 @@ from hetexport.class_correlation import (
 )
 from hetexport.errors import ExportError, InputError
 from hetexport.layers import NoiseBank, bernoulli_entropy, categorical_entropy
+from hetexport.layers.noise_bank import DEFAULT_BANK_DESIGN
 from hetexport.model import HetClassifier, ModelSpec, build_model
-from hetexport.onnx.export import DEFAULT_BANK_DESIGN, export_to_repository
+from hetexport.onnx.export import export_to_repository
 from hetexport.onnx.parity import ENTROPY_TOLERANCE, PARITY_SEED, PROB_TOLERANCE
 from hetexport.onnx.runner import OnnxRunner
-from hetexport.repository import parse_config
+from hetexport.repo.pbtxt import parse_config
 from onnx import numpy_helper
 
 K, S, TOP_K, M = 6, 64, 3, 2
@@ -104,6 +105,10 @@ def test_export_writes_the_model_repository_layout(exported, variant):
     assert not [p for p in repo.iterdir() if p.name.startswith(".")], "no staging leftovers"
 
 
+GRAPH_OUTPUTS = (*HEAD_OUTPUTS, *OPTIONAL_HEAD_OUTPUTS)
+"""An exported graph has the contract's outputs, then its optional ones (``latent_probs``)."""
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_card_validates_and_config_outputs_are_the_contract(exported, variant):
     repo, _ = exported
@@ -114,8 +119,8 @@ def test_card_validates_and_config_outputs_are_the_contract(exported, variant):
     assert card.top_k == TOP_K and card.num_confusable == M and card.metrics == {"note": variant}
     assert card.temperature == pytest.approx(1.3, abs=0.2)
     config = parse_config((model_dir / "config.pbtxt").read_text())
-    assert [o.name for o in config.outputs] == [spec.name.value for spec in HEAD_OUTPUTS]
-    assert [o.data_type for o in config.outputs] == [spec.triton_dtype for spec in HEAD_OUTPUTS]
+    assert [o.name for o in config.outputs] == [spec.name.value for spec in GRAPH_OUTPUTS]
+    assert [o.data_type for o in config.outputs] == [spec.triton_dtype for spec in GRAPH_OUTPUTS]
     assert ModelCard.model_validate(config.model_card()) == card
 
 
@@ -125,8 +130,8 @@ def test_graph_outputs_match_head_outputs_names_types_and_shapes(exported, image
     runner = OnnxRunner(reports[variant].onnx_path)
     out = runner.run(images[:5])
     sizes = {"B": 5, "k_max": TOP_K, "m": M, "K": K}
-    assert list(out) == [spec.name.value for spec in HEAD_OUTPUTS]
-    for spec in HEAD_OUTPUTS:
+    assert list(out) == [spec.name.value for spec in GRAPH_OUTPUTS]
+    for spec in GRAPH_OUTPUTS:
         assert out[spec.name.value].dtype == np.dtype(spec.numpy_dtype)
         assert out[spec.name.value].shape == tuple(sizes[s] for s in spec.shape)
 
@@ -194,6 +199,23 @@ def test_onnx_matches_an_independent_pytorch_forward_with_the_baked_noise(
     np.testing.assert_allclose(
         got["predictive_entropy"], entropy(want.probs).numpy(), atol=ENTROPY_TOLERANCE, rtol=0
     )
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_latent_probs_are_the_link_of_the_latent_mean_over_tau(exported, images, variant):
+    """The optional ``latent_probs`` is link(mu / tau) of an independent PyTorch forward:
+    softmax for the softmax heads, sigmoid per class for the sigmoid head; a deterministic
+    head's equal its probabilities."""
+    _, reports = exported
+    model = trained_one_step(variant)
+    with torch.no_grad():
+        out = model(torch.from_numpy(images))
+    scaled = out.latent.mean / out.temperature
+    want = torch.sigmoid(scaled) if variant == "het_sigmoid" else torch.softmax(scaled, -1)
+    got = OnnxRunner(reports[variant].onnx_path).run(images)
+    np.testing.assert_allclose(got["latent_probs"], want.numpy(), atol=PROB_TOLERANCE, rtol=0)
+    if variant == "det":
+        np.testing.assert_allclose(got["latent_probs"], got["probs"], atol=PROB_TOLERANCE)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
-from hetcontract import HEAD_OUTPUTS, MODEL_CARD_PARAMETER
-from hetexport.repository import (
-    ConfigParseError,
+from hetcontract import HEAD_OUTPUTS, MODEL_CARD_PARAMETER, OPTIONAL_HEAD_OUTPUTS
+from hetexport.repo.config import (
+    FP32,
+    PYTHON_BACKEND,
     DynamicBatching,
+    EnsembleStep,
     GpuAccelerator,
     QueuePolicy,
+    TensorConfig,
+    ensemble_config,
     gpu_variant,
-    model_config,
-    parse_config,
-    render_config,
+    head_output_configs,
+    images_input,
+    onnx_model_config,
+    placed_model_config,
+    same_names,
 )
+from hetexport.repo.pbtxt import ConfigParseError, parse_config, render_config
 from tritonclient.grpc import model_config_pb2
 
 CARD = {"name": "m", "labels": ['say "hi"', "back\\slash", "new\nline", "Ünïcode"], "x": [1, 2.5]}
@@ -28,10 +36,32 @@ def config(**overrides):
         "num_classes": 10,
         "top_k": 5,
         "num_confusable": 3,
-        "model_card_json": json.dumps(CARD),
         **overrides,
     }
-    return model_config("fashion_het", **options)
+    return onnx_model_config("fashion_het", **options).with_parameter(
+        MODEL_CARD_PARAMETER, json.dumps(CARD))
+
+
+LATENT = (TensorConfig("latent_mean", FP32, (10,)), TensorConfig("latent_factors", FP32, (10, 6)))
+
+
+def python_head_config():
+    return placed_model_config(
+        "het_mc_head", inputs=LATENT, max_batch_size=64, max_queue_delay_us=500,
+        outputs=head_output_configs(num_classes=10, top_k=5, num_confusable=3),
+        backend=PYTHON_BACKEND,
+        parameters={"FORCE_CPU_ONLY_INPUT_TENSORS": "no", "mc_impl": "auto"})
+
+
+def ensemble():
+    names = [spec.name.value for spec in HEAD_OUTPUTS]
+    steps = (EnsembleStep("backbone", same_names(["images"]), same_names(["latent_mean"])),
+             EnsembleStep("het_mc_head", same_names(["latent_mean"]), same_names(names)))
+    return ensemble_config(
+        "fashion_het_gpu", inputs=[images_input((1, 28, 28))], steps=steps, max_batch_size=64,
+        outputs=head_output_configs(num_classes=10, top_k=5, num_confusable=3,
+                                    reshape_scalars=False),
+    ).with_parameter(MODEL_CARD_PARAMETER, json.dumps(CARD))
 
 
 def as_protobuf(text: str) -> model_config_pb2.ModelConfig:
@@ -43,6 +73,41 @@ def test_render_then_parse_round_trips(gpu):
     original = gpu_variant(config()) if gpu else config()
     assert parse_config(render_config(original)) == original
     assert parse_config(render_config(config(), gpu=gpu)) == original
+
+
+@pytest.mark.parametrize("kind", [python_head_config, ensemble])
+def test_python_backend_and_ensemble_configs_round_trip(kind):
+    original = kind()
+    assert parse_config(render_config(original)) == original
+
+
+def test_tritons_protobuf_reads_a_python_backend_model_placed_by_triton():
+    pb = as_protobuf(render_config(python_head_config()))
+    assert pb.backend == "python" and pb.platform == ""
+    assert pb.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_AUTO
+    assert pb.dynamic_batching.max_queue_delay_microseconds == 500
+    assert list(pb.dynamic_batching.preferred_batch_size) == []
+    assert pb.parameters["mc_impl"].string_value == "auto"
+
+
+def test_tritons_protobuf_reads_an_ensemble_with_its_steps():
+    pb = as_protobuf(render_config(ensemble()))
+    assert pb.platform == "ensemble" and pb.backend == ""
+    assert not pb.HasField("dynamic_batching") and len(pb.instance_group) == 0
+    first, second = pb.ensemble_scheduling.step
+    assert (first.model_name, first.model_version) == ("backbone", -1)
+    assert dict(first.input_map) == {"images": "images"}
+    assert dict(second.output_map) == {spec.name.value: spec.name.value for spec in HEAD_OUTPUTS}
+    scalars = [o for o in pb.output if list(o.dims) == [1]]
+    assert scalars and not any(o.HasField("reshape") for o in scalars)
+    assert json.loads(pb.parameters[MODEL_CARD_PARAMETER].string_value) == CARD
+
+
+def test_a_parameter_is_replaced_in_place_or_added_last():
+    base = python_head_config()
+    replaced = base.with_parameter("mc_impl", "triton")
+    assert replaced.parameters == (("FORCE_CPU_ONLY_INPUT_TENSORS", "no"), ("mc_impl", "triton"))
+    assert base.with_parameter("new", "x").parameters[-1] == ("new", "x")
 
 
 def test_custom_batching_and_instances_round_trip():
@@ -73,7 +138,9 @@ def test_tritons_protobuf_reads_what_we_write():
         and pb.backend == "onnxruntime"
         and pb.max_batch_size == 64
     )
-    assert [o.name for o in pb.output] == [spec.name.value for spec in HEAD_OUTPUTS]
+    assert [o.name for o in pb.output] == [
+        spec.name.value for spec in (*HEAD_OUTPUTS, *OPTIONAL_HEAD_OUTPUTS)
+    ]
     assert pb.input[0].name == "images" and list(pb.input[0].dims) == [1, 28, 28]
     assert list(pb.dynamic_batching.preferred_batch_size) == [8, 16, 32]
     # no queue policy by default: Triton 2.51 stalls queued requests 0.5 s with one (QueuePolicy)
@@ -125,3 +192,16 @@ def test_preferred_batch_sizes_never_exceed_max_batch_size():
 def test_malformed_text_is_a_parse_error(text):
     with pytest.raises(ConfigParseError):
         parse_config(text)
+
+
+SHIPPED_CONFIGS = sorted(Path(__file__).resolve().parents[3].glob("model_repo*/*/config.pbtxt"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: f"{p.parent.parent.name}/"
+                         f"{p.parent.name}")
+def test_every_shipped_config_is_what_the_one_writer_renders(path: Path) -> None:
+    """ONNX, Python-backend and ensemble configs alike: parsed and rendered again, the text is
+    unchanged, and Triton's protobuf reads it."""
+    text = path.read_text()
+    assert render_config(parse_config(text)) == text
+    assert as_protobuf(text).name == path.parent.name

@@ -102,3 +102,76 @@ def test_training_keeps_the_epoch_with_the_lowest_validation_nll_and_is_seeded()
     assert nlls == [record.validation.nll for record in second.history]
     for name, tensor in first.model.state_dict().items():
         assert torch.equal(tensor, second.model.state_dict()[name]), name
+
+
+def _noise_fit(config: TrainConfig):
+    """Random labels: the validation NLL stops improving after an epoch or two."""
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(80, 1, 28, 28, generator=generator)
+    labels = torch.randint(0, 3, (80,), generator=generator)
+    spec = ModelSpec(num_classes=3, head="det", backbone_kwargs={"widths": [4, 4],
+                                                                 "feature_dim": 16})
+    torch.manual_seed(0)
+    return train_model(build_model(spec), images[:60], labels[:60], images[60:], labels[60:],
+                       config=config)
+
+
+def test_training_stops_once_the_validation_nll_has_not_improved_for_patience_epochs() -> None:
+    settings = {"epochs": 12, "batch_size": 10, "learning_rate": 2e-2, "seed": 0,
+                "num_threads": 1, "progress": False}
+    full = _noise_fit(TrainConfig(**settings))
+    nlls = [record.validation.nll for record in full.history]
+    patient = _noise_fit(TrainConfig(**settings, patience=2))
+    # it ran up to the first epoch two past a best that nothing beat in between
+    best = 1
+    for epoch, nll in enumerate(nlls, start=1):
+        if nll < nlls[best - 1]:
+            best = epoch
+        elif epoch - best >= 2:
+            break
+    assert len(patient.history) == epoch < len(nlls)
+    assert patient.best_epoch == best
+    assert [r.validation.nll for r in patient.history] == nlls[:epoch]  # same run, cut short
+
+
+def test_patience_must_be_positive_and_deterministic_algorithms_are_restored() -> None:
+    with pytest.raises(ValueError, match="patience"):
+        TrainConfig(patience=0)
+    before = torch.are_deterministic_algorithms_enabled()
+    _noise_fit(TrainConfig(epochs=1, batch_size=20, num_threads=1, progress=False))
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
+@needs_fashion_mnist
+def test_training_and_export_twice_write_the_same_bytes(tmp_path: Path) -> None:
+    """``make models`` rebuilds bit for bit on one machine: a tiny train + export, once here
+    and once in a fresh process, gives byte-identical checkpoints and model directories."""
+    import subprocess
+    import sys
+
+    def build(root: Path, *, fresh_process: bool) -> dict[str, bytes]:
+        steps = [
+            ["train", "--checkpoint", str(root / "m.pt"), "--metrics", str(root / "m.json"),
+             "--train-limit", "300", "--test-limit", "50", "--num-factors", "2",
+             "--epochs", "2", "--patience", "1", "--train-mc-samples", "8",
+             "--eval-mc-samples", "16", "--threads", "2", "--no-progress"],
+            ["export", str(root / "m.pt"), "--model-repo", str(root / "repo"), "--name", "m",
+             "--mc-samples", "32", "--error-images", str(DEFAULT_FASHION_MNIST_DIR),
+             "--error-image-count", "16"],
+        ]
+        for step in steps:
+            if fresh_process:
+                command = [sys.executable, "-c", "from hetexport.cli import app; app()", *step]
+                subprocess.run(command, check=True, capture_output=True, timeout=600)
+            else:
+                result = CliRunner().invoke(app, step)
+                assert result.exit_code == 0, result.output
+        files = {"m.pt": (root / "m.pt").read_bytes()}
+        files.update({str(p.relative_to(root)): p.read_bytes()
+                      for p in sorted((root / "repo").rglob("*")) if p.is_file()})
+        return files
+
+    here = build(tmp_path / "a", fresh_process=False)
+    fresh = build(tmp_path / "b", fresh_process=True)
+    assert sorted(here) == sorted(fresh)
+    assert [name for name in here if here[name] != fresh[name]] == []

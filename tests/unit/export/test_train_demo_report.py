@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hetexport.metrics import Metrics
-from hetexport.report import (
+from hetexport.studies.report import ranking_table
+from hetexport.studies.summary import (
     SeedRun,
     mean_pair_correlation,
     rank_class_pairs,
-    ranking_table,
     summarize,
     summarize_runs,
     within_group_precision,

@@ -57,7 +57,7 @@ def test_bounds_below_one_are_refused(field):
 @pytest.mark.parametrize("model_dir", _shipped_models(), ids=lambda p: p.name)
 def test_shipped_models_leave_the_bound_to_the_gateway_not_to_a_triton_queue_policy(model_dir):
     """Triton 2.51 stalls queued requests for 0.5 s when a model has any queue policy
-    (``hetexport.repository.QueuePolicy``), so the shipped models have none and the gateway's
+    (``hetexport.repo.config.QueuePolicy``), so the shipped models have none and the gateway's
     admission gate is the bound on the work in flight."""
     batching = read_config(model_dir / "config.pbtxt").dynamic_batching
     assert not batching.HasField("default_queue_policy")

@@ -1,15 +1,15 @@
 """Triton replicas: the gRPC targets the gateway takes, round-robin over the replicas that are
 up, a replica out of the rotation when it fails and back when a probe finds it ready, DNS
-targets resolved to every address, and which failures send a call to another replica."""
+targets resolved to every address (which failures send a call elsewhere:
+``test_triton_backend``)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 
-import numpy as np
 import pytest
-from hetgateway.triton_backend import TritonBackend, replica_gone
+from hetgateway.triton_backend import TritonBackend
 from hetgateway.triton_replicas import (
     ReplicaPool,
     ReplicaTarget,
@@ -17,7 +17,6 @@ from hetgateway.triton_replicas import (
     join_host_port,
     parse_target,
 )
-from tritonclient.utils import InferenceServerException
 
 
 @pytest.mark.parametrize(
@@ -32,7 +31,11 @@ from tritonclient.utils import InferenceServerException
         ("ipv6:[::1]:8001,[::2]:8001", ReplicaTarget(addresses=("[::1]:8001", "[::2]:8001"))),
         ("dns:///triton-headless.ml.svc.cluster.local:8001",
          ReplicaTarget(dns_name="triton-headless.ml.svc.cluster.local", port=8001)),
-        ("dns://10.0.0.10:53/triton:9001", ReplicaTarget(dns_name="triton", port=9001)),
+        ("dns://10.0.0.10:53/triton:9001",
+         ReplicaTarget(dns_name="triton", port=9001, dns_server="10.0.0.10:53")),
+        ("dns://10.0.0.10/triton", ReplicaTarget(dns_name="triton", dns_server="10.0.0.10:53")),
+        ("dns://[::1]:5353/triton:9001",
+         ReplicaTarget(dns_name="triton", port=9001, dns_server="[::1]:5353")),
         ("dns:triton", ReplicaTarget(dns_name="triton", port=8001)),
         ("unix:/run/triton.sock", ReplicaTarget(addresses=("unix:/run/triton.sock",))),
     ],
@@ -42,7 +45,8 @@ def test_the_gateway_takes_any_grpc_target(target: str, expected: ReplicaTarget)
 
 
 @pytest.mark.parametrize(
-    "target", ["", "ipv4:", "ipv4:127.0.0.2", "127.0.0.1", "host:port", "host:70000", ":8001"]
+    "target", ["", "ipv4:", "ipv4:127.0.0.2", "127.0.0.1", "host:port", "host:70000", ":8001",
+               "dns://10.0.0.10:port/triton:8001"]
 )
 def test_a_target_without_a_usable_host_and_port_is_refused(target: str) -> None:
     with pytest.raises(TargetError):
@@ -51,7 +55,7 @@ def test_a_target_without_a_usable_host_and_port_is_refused(target: str) -> None
 
 def test_the_backend_refuses_a_bad_address_when_built() -> None:
     with pytest.raises(ValueError, match="names no port"):
-        TritonBackend("ipv4:127.0.0.2", infer_timeout_s=1, control_timeout_s=1)
+        TritonBackend("ipv4:127.0.0.2", control_timeout_s=1)
 
 
 def test_ipv6_hosts_are_bracketed() -> None:
@@ -164,44 +168,103 @@ def test_the_background_loop_brings_a_replica_back_by_itself() -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize(
-    ("status", "message", "gone"),
-    [
-        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", True),
-        ("StatusCode.UNAVAILABLE", "Socket closed", True),
-        ("StatusCode.UNKNOWN", "Connection reset by peer", True),
-        ("StatusCode.INTERNAL", "recvmsg:Connection reset by peer", True),
-        # Triton's own UNAVAILABLE for a model: the replica is there, another would say the same
-        ("StatusCode.UNAVAILABLE", "Request for unknown model: 'm' is not found", False),
-        ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", False),
-        ("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'images'", False),
-        ("StatusCode.INTERNAL", "ONNX Runtime failed", False),
-    ],
-)
-def test_only_a_replica_that_is_gone_sends_the_call_elsewhere(
-    status: str, message: str, gone: bool
-) -> None:
-    assert replica_gone(InferenceServerException(message, status=status)) is gone
+class Names:
+    """A resolver whose answer the test sets."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.answer = addresses
+
+    async def addresses(self, name: str, port: int) -> tuple[str, ...]:
+        return tuple(f"{address}:{port}" for address in self.answer)
 
 
-def test_a_call_whose_replicas_are_all_gone_tries_two_and_answers_unavailable(
-    unused_port,
-) -> None:
-    """Real gRPC channels to two loopback ports nobody listens on."""
-    from hetgateway.errors import BackendUnavailable
+def _dns_pool(replicas: Replicas, names: Names, **options: float) -> ReplicaPool[str]:
+    return ReplicaPool(parse_target("dns:///replicas.hetserve.test:8001"),
+                       connect=replicas.connect, probe=replicas.probe,
+                       disconnect=replicas.disconnect, refresh_interval_s=60, resolver=names,
+                       **options)
 
-    first, second = f"127.0.0.1:{unused_port()}", f"127.0.0.1:{unused_port()}"
-    attempts: list[tuple[str, str]] = []
 
-    async def scenario() -> tuple[int, int]:
-        backend = TritonBackend(f"ipv4:{first},{second}", infer_timeout_s=5,
-                                control_timeout_s=1, on_replica_call=lambda *a: attempts.append(a))
-        try:
-            with pytest.raises(BackendUnavailable):
-                await backend.infer("m", np.zeros((1, 1, 2, 2), np.float32), output_names=["x"])
-            return await backend.replicas_ready()
-        finally:
-            await backend.close()
+def test_a_replica_that_leaves_dns_gets_no_new_calls_and_closes_once_its_calls_end() -> None:
+    replicas, names = Replicas(), Names("127.0.27.1", "127.0.27.2")
+    pool = _dns_pool(replicas, names)
 
-    assert asyncio.run(scenario()) == (0, 2)
-    assert sorted(attempts) == sorted([(first, "replica_gone"), (second, "replica_gone")])
+    async def scenario() -> None:
+        await pool.check()
+        leaving = pool.pick()
+        assert leaving.address == "127.0.27.1:8001"
+        with pool.lease(leaving) as client:  # a call in flight on it
+            names.answer = ("127.0.27.2",)
+            await pool.check()
+            assert [r.address for r in pool.replicas] == ["127.0.27.2:8001"]
+            assert _picks(pool, 4) == {"127.0.27.2:8001": 4}
+            await asyncio.sleep(0.05)
+            assert replicas.closed == [] and pool.leaving == (leaving,)
+            assert client == "127.0.27.1:8001"
+        await asyncio.sleep(0.05)  # the call ended: the client closes now
+        assert replicas.closed == ["127.0.27.1:8001"] and pool.leaving == ()
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_leaving_replica_whose_calls_outlast_the_bound_is_closed_under_them() -> None:
+    replicas, names = Replicas(), Names("127.0.27.1", "127.0.27.2")
+    pool = _dns_pool(replicas, names, release_timeout_s=0.1)
+
+    async def scenario() -> None:
+        await pool.check()
+        stuck = pool.pick()
+        with pool.lease(stuck):
+            names.answer = ("127.0.27.2",)
+            await pool.check()
+            await asyncio.sleep(0.3)
+            assert replicas.closed == ["127.0.27.1:8001"]  # the call gets CANCELLED (retried)
+        assert stuck.calls == 0
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_closing_the_pool_closes_the_replicas_still_finishing_calls() -> None:
+    replicas, names = Replicas(), Names("127.0.27.1", "127.0.27.2")
+    pool = _dns_pool(replicas, names)
+
+    async def scenario() -> None:
+        await pool.check()
+        with pool.lease(pool.pick()):
+            names.answer = ("127.0.27.2",)
+            await pool.check()
+            await pool.close()
+        assert sorted(replicas.closed) == ["127.0.27.1:8001", "127.0.27.2:8001"]
+
+    asyncio.run(scenario())
+
+
+def test_a_probe_that_began_before_a_call_marked_the_replica_down_does_not_bring_it_back():
+    """A Triton shutting down still answers a probe sent a moment before its signal; the
+    inference that then failed on it is newer news, and the replica stays out."""
+    replicas = Replicas()
+    pool = replicas.pool("ipv4:127.0.0.2:8001,127.0.0.3:8001")
+    leaving = pool.replicas[0]
+    probing = asyncio.Event()
+    answer = asyncio.Event()
+
+    async def slow_probe(client: str) -> bool:
+        if client == leaving.address:
+            probing.set()
+            await answer.wait()
+        return True
+
+    pool.probe = slow_probe
+
+    async def scenario() -> None:
+        check = asyncio.create_task(pool.check())
+        await probing.wait()
+        pool.mark_down(leaving)  # a call failed on it meanwhile
+        answer.set()
+        assert await check == 1
+        assert not leaving.up
+        assert await pool.check() == 2  # a probe that starts after the mark: ready again
+
+    asyncio.run(scenario())

@@ -40,6 +40,55 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-gateway" (include "hetserve.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{- define "hetserve.gateway.metricsService" -}}
+{{- printf "%s-gateway-metrics" (include "hetserve.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "hetserve.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "hetserve.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* An image reference: include with (dict "image" .Values.x.image "root" .).
+[registry/]repository:tag, or [registry/]repository@digest when a digest pins it. The image's
+own registry wins; empty, global.imageRegistry; empty too, the runtime's default. */}}
+{{- define "hetserve.image" -}}
+{{- $registry := .image.registry | default ((.root.Values.global).imageRegistry) -}}
+{{- $name := .image.repository -}}
+{{- if $registry -}}{{- $name = printf "%s/%s" $registry $name -}}{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $name .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $name (toString .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod-level fields every pod of the chart shares: its ServiceAccount, the token choice and
+the pull secrets (global.imagePullSecrets, then imagePullSecrets). */}}
+{{- define "hetserve.podIdentity" -}}
+serviceAccountName: {{ include "hetserve.serviceAccountName" . }}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountToken }}
+{{- $secrets := concat (default list ((.Values.global).imagePullSecrets)) .Values.imagePullSecrets }}
+{{- with $secrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* "true" when a Prometheus Operator object is to be rendered: include with
+(dict "enabled" .Values.serviceMonitor.enabled "root" .). auto: where the cluster serves
+monitoring.coreos.com/v1 (helm template: --api-versions monitoring.coreos.com/v1). */}}
+{{- define "hetserve.monitoring.enabled" -}}
+{{- if eq (toString .enabled) "auto" -}}
+{{- if .root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1" -}}true{{- end -}}
+{{- else if .enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{- define "hetserve.kserve.name" -}}
 {{- printf "%s-triton" (include "hetserve.fullname" .) | trunc 45 | trimSuffix "-" -}}
 {{- end -}}
@@ -50,9 +99,9 @@ name (client-side round-robin), or KServe's predictor Service (one address). */}
 {{- if .Values.gateway.tritonUrl -}}
 {{- .Values.gateway.tritonUrl -}}
 {{- else if .Values.kserve.enabled -}}
-{{- printf "%s-predictor.%s.svc.cluster.local:80" (include "hetserve.kserve.name" .) .Release.Namespace -}}
+{{- printf "%s-predictor.%s.svc.%s:80" (include "hetserve.kserve.name" .) .Release.Namespace .Values.clusterDomain -}}
 {{- else -}}
-{{- printf "dns:///%s.%s.svc.cluster.local:%d" (include "hetserve.triton.headless" .) .Release.Namespace (int .Values.triton.ports.grpc) -}}
+{{- printf "dns:///%s.%s.svc.%s:%d" (include "hetserve.triton.headless" .) .Release.Namespace .Values.clusterDomain (int .Values.triton.ports.grpc) -}}
 {{- end -}}
 {{- end -}}
 
@@ -91,4 +140,19 @@ topologySpreadConstraints:
         {{- include "hetserve.selectorLabels" (dict "root" $.root "component" $.component) | nindent 8 }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+
+{{/* The gateway's Service address inside the cluster (the helm test calls it). */}}
+{{- define "hetserve.gateway.serviceUrl" -}}
+{{- printf "http://%s.%s.svc.%s:%d" (include "hetserve.gateway.name" .) .Release.Namespace .Values.clusterDomain (int .Values.gateway.service.port) -}}
+{{- end -}}
+
+{{/* The model repository's OCI image for KServe's modelcars (storageUri oci://...). */}}
+{{- define "hetserve.kserve.storageUri" -}}
+{{- if .Values.kserve.storageUri -}}
+{{- .Values.kserve.storageUri -}}
+{{- else -}}
+{{- printf "oci://%s" (include "hetserve.image" (dict "image" .Values.triton.modelRepository.image "root" .)) -}}
+{{- end -}}
 {{- end -}}

@@ -43,30 +43,37 @@ def _read_image(path: Path, spec: InputSpec) -> np.ndarray:
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
-def load_image_folder(directory: Path | str, *, input_spec: InputSpec) -> ImageDataset:
-    """Read ``directory/<class>/<image>`` into uint8 ``[N, C, H, W]`` and labels ``[N]``.
-
-    Classes are the sub-folder names sorted alphabetically (label i = i-th name); files whose
-    suffix is not an image suffix are skipped; at least two classes with images are required.
-    """
+def image_folder_files(directory: Path | str) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
+    """The class names (sub-folder names, sorted) and every image file with its label, in
+    the order ``load_image_folder`` reads them (class by class, files sorted by name); files
+    whose suffix is not an image suffix are skipped; at least two classes with images are
+    required."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"image folder {directory} does not exist")
     class_dirs = sorted(path for path in directory.iterdir() if path.is_dir())
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"class folder {class_dir} holds no images")
-        images.extend(_read_image(path, input_spec) for path in files)
-        labels.extend([label] * len(files))
     if len(class_dirs) < MIN_CLASSES:
         raise DataError(
             f"{directory} needs at least {MIN_CLASSES} class sub-folders, found {len(class_dirs)}"
         )
+    files: list[tuple[Path, int]] = []
+    for label, class_dir in enumerate(class_dirs):
+        found = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise DataError(f"class folder {class_dir} holds no images")
+        files += [(path, label) for path in found]
+    return tuple(path.name for path in class_dirs), files
+
+
+def load_image_folder(directory: Path | str, *, input_spec: InputSpec) -> ImageDataset:
+    """Read ``directory/<class>/<image>`` into uint8 ``[N, C, H, W]`` and labels ``[N]``.
+
+    Classes are the sub-folder names sorted alphabetically (label i = i-th name); the files
+    and their order are ``image_folder_files``'.
+    """
+    class_names, files = image_folder_files(directory)
     return ImageDataset(
-        images=torch.from_numpy(np.stack(images)),
-        labels=torch.tensor(labels, dtype=torch.int64),
-        class_names=tuple(path.name for path in class_dirs),
+        images=torch.from_numpy(np.stack([_read_image(path, input_spec) for path, _ in files])),
+        labels=torch.tensor([label for _, label in files], dtype=torch.int64),
+        class_names=class_names,
     )

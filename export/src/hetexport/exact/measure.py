@@ -35,7 +35,7 @@ from hetexport.model import HetClassifier
 from hetexport.serving.head import ServingGraph
 
 SAMPLE_COUNTS: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048, 4096)
-"""Sample counts ``--mc-error`` tries, in order (powers of 2 keep Sobol nets balanced)."""
+"""Sample counts an error target tries, in order (powers of 2 keep Sobol nets balanced)."""
 REFERENCE_DESCRIPTION = (
     "randomized QMC: {points} Owen-scrambled Sobol points ({replicas} independent replicas) in "
     "the eigenbasis of the centred (softmax) or raw (sigmoid) latent covariance"

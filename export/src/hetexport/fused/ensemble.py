@@ -23,20 +23,14 @@ Typical usage::
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import onnx
 import torch
-from hetcontract import (
-    HEAD_OUTPUTS,
-    INPUT_NAME,
-    MODEL_CARD_FILENAME,
-    MODEL_CARD_PARAMETER,
-    ModelCard,
-    MonteCarloSpec,
-)
+from hetcontract import HEAD_OUTPUTS, INPUT_NAME, MODEL_CARD_FILENAME, ModelCard, MonteCarloSpec
 from onnx import numpy_helper
 from torch import Tensor, nn
 
@@ -52,21 +46,39 @@ from hetexport.fused.served_head import (
     HeadConstants,
 )
 from hetexport.layers import NoiseBank
-from hetexport.layers.noise_bank import resolve_design
+from hetexport.layers.noise_bank import DEFAULT_BANK_DESIGN, resolve_design
 from hetexport.model import HetClassifier
-from hetexport.onnx.export import DEFAULT_BANK_DESIGN
+from hetexport.onnx.export import DEFAULT_NOISE_SEED, default_num_confusable, default_top_k
 from hetexport.onnx.sampling_plan import DEFAULT_EXPORT_MC_SAMPLES
-from hetexport.repository import head_output_configs, quoted
+from hetexport.repo.config import (
+    DEFAULT_MAX_BATCH_SIZE,
+    FP32,
+    PLATFORM,
+    PYTHON_BACKEND,
+    EnsembleStep,
+    TensorConfig,
+    ensemble_config,
+    head_output_configs,
+    images_input,
+    placed_model_config,
+    same_names,
+)
+from hetexport.repo.layout import (
+    FIRST_VERSION,
+    MODEL_FILENAME,
+    ModelFiles,
+    existing_versions,
+    write_model,
+)
 
 ENSEMBLE_NAME = "fashion_het_gpu"
 HEAD_MODEL_NAME = "het_mc_head"
-DEFAULT_TOP_K = 5
-DEFAULT_NUM_CONFUSABLE = 3
-DEFAULT_SEED = 0
-DEFAULT_MAX_BATCH_SIZE = 64
-BACKBONE_FILENAME = "model.onnx"
 MAX_QUEUE_DELAY_US = 500
 ONNX_OPSET = 17
+ENSEMBLE_PLACEHOLDER = ".gitkeep"
+"""Triton wants a version directory even for an ensemble; this empty file keeps it in git."""
+FORCE_CPU_ONLY_INPUT_TENSORS = "FORCE_CPU_ONLY_INPUT_TENSORS"
+PYTHON_MODEL_FILENAME = "model.py"
 HEAD_MODEL_PY = '''"""Triton Python-backend model: the fused MC head (hetexport.fused)."""
 
 from hetexport.fused.python_backend import McHeadModel as TritonPythonModel  # noqa: F401
@@ -98,26 +110,44 @@ class LatentBackbone(nn.Module):
         return latent.mean, latent.scale
 
 
-def write_gpu_ensemble(
+class GpuEnsembleFiles(NamedTuple):
+    """The three models of the ensemble in memory (``hetexport.repo.layout.ModelFiles``)."""
+
+    ensemble: ModelFiles
+    backbone: ModelFiles
+    head: ModelFiles
+    card: ModelCard
+
+
+def write_gpu_ensemble(checkpoint: str | Path | HetClassifier, repo: Path,
+                       **options: Any) -> GpuEnsemble:
+    """``build_gpu_ensemble`` (``options`` are its own), then each model written into
+    ``repo`` (``hetexport.repo.layout.write_model``, replacing a model of the same name)."""
+    built = build_gpu_ensemble(checkpoint, **options)
+    ensemble, backbone, head = (write_model(repo, files).model_dir for files in built[:3])
+    return GpuEnsemble(ensemble, backbone, head, built.card)
+
+
+def build_gpu_ensemble(
     checkpoint: str | Path | HetClassifier,
-    repo: Path,
     *,
     name: str = ENSEMBLE_NAME,
     head_name: str = HEAD_MODEL_NAME,
     reference: Path | None = None,
     mc_samples: int | None = None,
-    seed: int = DEFAULT_SEED,
-    top_k: int = DEFAULT_TOP_K,
-    num_confusable: int = DEFAULT_NUM_CONFUSABLE,
+    seed: int = DEFAULT_NOISE_SEED,
+    top_k: int | None = None,
+    num_confusable: int | None = None,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     mc_impl: str = "auto",
-) -> GpuEnsemble:
-    """Write ``repo/{name, name_backbone, head_name}`` (see module doc).
+) -> GpuEnsembleFiles:
+    """The models ``name``, ``name_backbone`` and ``head_name`` in memory (see module doc).
 
     ``reference``: an exported ONNX model directory (``model_repo/fashion_het``) whose noise
     bank, top_k, num_confusable, metrics and ``monte_carlo`` card section are reused (the
     same bank gives the same numbers); otherwise the bank is ``NoiseBank.fixed(mc_samples, R,
-    K, seed=seed, design=DEFAULT_BANK_DESIGN)``, the exporter's convention.
+    K, seed=seed, design=DEFAULT_BANK_DESIGN)``, the exporter's convention, and ``top_k`` /
+    ``num_confusable`` default as the exporter's (``default_top_k(K)``, ...).
     """
     if not isinstance(checkpoint, HetClassifier):
         checkpoint = load_checkpoint(checkpoint).model
@@ -143,20 +173,26 @@ def write_gpu_ensemble(
     )
     backbone_name = f"{name}_backbone"
     latent_dims = _latent_dims(constants, head.num_classes)
-    backbone_dir = _write_backbone(model, repo / backbone_name, latent_dims,
-                                   max_batch_size=max_batch_size)
-    head_dir = _write_head(constants, repo / head_name, latent_dims, head.num_classes,
-                           max_batch_size=max_batch_size, mc_impl=mc_impl)
-    ensemble_dir = _write_ensemble(repo / name, card, backbone_name, head_name, latent_dims,
-                                   max_batch_size=max_batch_size)
-    return GpuEnsemble(ensemble_dir, backbone_dir, head_dir, card)
+    return GpuEnsembleFiles(
+        ensemble=_ensemble_files(card, name, backbone_name, head_name, latent_dims,
+                                 max_batch_size=max_batch_size),
+        backbone=_backbone_files(model, backbone_name, latent_dims,
+                                 max_batch_size=max_batch_size),
+        head=_head_files(constants, head_name, latent_dims, head.num_classes,
+                         max_batch_size=max_batch_size, mc_impl=mc_impl),
+        card=card,
+    )
 
 
 def _model_card(model: HetClassifier, name: str, *, reference: Path | None,
-                mc_samples: int | None, top_k: int, num_confusable: int) -> ModelCard:
+                mc_samples: int | None, top_k: int | None, num_confusable: int | None
+                ) -> ModelCard:
     spec, head = model.spec, model.head
     samples = mc_samples or DEFAULT_EXPORT_MC_SAMPLES
-    fields = {"metrics": {}, "parity": {}, "top_k": top_k, "num_confusable": num_confusable,
+    fields = {"metrics": {}, "parity": {},
+              "top_k": default_top_k(head.num_classes) if top_k is None else top_k,
+              "num_confusable": (default_num_confusable(head.num_classes)
+                                 if num_confusable is None else num_confusable),
               "mc_samples": samples,
               "monte_carlo": MonteCarloSpec(
                   design=resolve_design(DEFAULT_BANK_DESIGN, samples, head.num_factors,
@@ -175,7 +211,8 @@ def _model_card(model: HetClassifier, name: str, *, reference: Path | None,
 
 def _reference_noise(reference: Path) -> NoiseBank:
     """The shared bank baked into an exported ONNX model (initializers noise_factors/diag)."""
-    path = reference / "1" / "model.onnx"
+    versions = existing_versions(reference)
+    path = reference / str(versions[-1] if versions else FIRST_VERSION) / MODEL_FILENAME
     try:
         graph = onnx.load(str(path)).graph
     except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
@@ -196,96 +233,55 @@ def _latent_dims(constants: HeadConstants, classes: int) -> dict[str, list[int]]
     return dims
 
 
-def _write_backbone(model: HetClassifier, model_dir: Path, latent_dims: dict[str, list[int]], *,
-                    max_batch_size: int) -> Path:
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+def _backbone_files(model: HetClassifier, name: str, latent_dims: dict[str, list[int]], *,
+                    max_batch_size: int) -> ModelFiles:
     example = torch.zeros(2, *model.spec.input.shape)
     names = list(latent_dims)
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings from shape checks, all static here
         torch.onnx.export(
-            LatentBackbone(model), (example,), str(model_dir / "1" / BACKBONE_FILENAME),
+            LatentBackbone(model), (example,), buffer,
             input_names=[INPUT_NAME], output_names=names, opset_version=ONNX_OPSET,
             dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]}, dynamo=False,
         )
-    runtime = 'platform: "onnxruntime_onnx"'  # the embedded launcher serves it through ORT
-    inputs = [_tensor(INPUT_NAME, "TYPE_FP32", list(model.spec.input.shape))]
-    outputs = [_tensor(n, "TYPE_FP32", d) for n, d in latent_dims.items()]
-    _write_config(model_dir, runtime, max_batch_size, inputs, outputs, batching=True)
-    return model_dir
+    config = placed_model_config(  # the embedded launcher serves it through ORT
+        name, inputs=[images_input(model.spec.input.shape)], outputs=_latent_tensors(latent_dims),
+        max_batch_size=max_batch_size, max_queue_delay_us=MAX_QUEUE_DELAY_US, platform=PLATFORM)
+    return ModelFiles(config=config, version_files={MODEL_FILENAME: buffer.getvalue()})
 
 
-def _write_head(constants: HeadConstants, model_dir: Path, latent_dims: dict[str, list[int]],
-                classes: int, *, max_batch_size: int, mc_impl: str) -> Path:
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    constants.save(model_dir / "1" / HEAD_CONSTANTS_FILENAME)
-    (model_dir / "1" / "model.py").write_text(HEAD_MODEL_PY)
-    inputs = [_tensor(n, "TYPE_FP32", d) for n, d in latent_dims.items()]
-    outputs = _head_outputs(classes, constants.top_k, constants.num_confusable, reshape=True)
-    parameters = {"FORCE_CPU_ONLY_INPUT_TENSORS": "no", MC_IMPL_PARAMETER: mc_impl}
-    _write_config(model_dir, 'backend: "python"', max_batch_size, inputs, outputs,
-                  batching=True, parameters=parameters)
-    return model_dir
+def _head_files(constants: HeadConstants, name: str, latent_dims: dict[str, list[int]],
+                classes: int, *, max_batch_size: int, mc_impl: str) -> ModelFiles:
+    outputs = head_output_configs(num_classes=classes, top_k=constants.top_k,
+                                  num_confusable=constants.num_confusable)
+    config = placed_model_config(
+        name, inputs=_latent_tensors(latent_dims), outputs=outputs,
+        max_batch_size=max_batch_size, max_queue_delay_us=MAX_QUEUE_DELAY_US,
+        backend=PYTHON_BACKEND,
+        parameters={FORCE_CPU_ONLY_INPUT_TENSORS: "no", MC_IMPL_PARAMETER: mc_impl})
+    return ModelFiles(config=config, version_files={
+        HEAD_CONSTANTS_FILENAME: constants.to_bytes(),
+        PYTHON_MODEL_FILENAME: HEAD_MODEL_PY.encode()})
 
 
-def _write_ensemble(model_dir: Path, card: ModelCard, backbone: str, head: str,
-                    latent_dims: dict[str, list[int]], *, max_batch_size: int) -> Path:
-    version_dir = model_dir / "1"  # Triton wants a version directory, even for an ensemble;
-    version_dir.mkdir(parents=True, exist_ok=True)  # the placeholder keeps it in git
-    (version_dir / ".gitkeep").touch()
-    (model_dir / MODEL_CARD_FILENAME).write_text(card.model_dump_json(indent=2) + "\n")
-    (model_dir / "labels.txt").write_text("\n".join(card.labels) + "\n")
+def _ensemble_files(card: ModelCard, name: str, backbone: str, head: str,
+                    latent_dims: dict[str, list[int]], *, max_batch_size: int) -> ModelFiles:
     output_names = [spec.name.value for spec in HEAD_OUTPUTS]
-
-    def step(model: str, inputs: list[str], outputs: list[str]) -> str:
-        maps = [f'input_map {{ key: "{n}" value: "{n}" }}' for n in inputs]
-        maps += [f'output_map {{ key: "{n}" value: "{n}" }}' for n in outputs]
-        body = "\n      ".join(maps)
-        return f'    {{\n      model_name: "{model}"\n      model_version: -1\n      {body}\n    }}'
-
-    scheduling = (
-        "ensemble_scheduling {\n  step [\n"
-        + ",\n".join([step(backbone, [INPUT_NAME], list(latent_dims)),
-                      step(head, list(latent_dims), output_names)])
-        + "\n  ]\n}\n"
+    steps = (
+        EnsembleStep(backbone, same_names([INPUT_NAME]), same_names(list(latent_dims))),
+        EnsembleStep(head, same_names(list(latent_dims)), same_names(output_names)),
     )
-    inputs = [_tensor(INPUT_NAME, "TYPE_FP32", list(card.input.shape))]
-    outputs = _head_outputs(card.num_classes, card.top_k, card.num_confusable, reshape=False)
-    _write_config(model_dir, 'platform: "ensemble"', max_batch_size, inputs, outputs,
-                  batching=False, parameters={MODEL_CARD_PARAMETER: card.model_dump_json()},
-                  extra=scheduling)
-    return model_dir
+    outputs = head_output_configs(num_classes=card.num_classes, top_k=card.top_k,
+                                  num_confusable=card.num_confusable, reshape_scalars=False)
+    config = ensemble_config(name, inputs=[images_input(card.input.shape)], outputs=outputs,
+                             steps=steps, max_batch_size=max_batch_size)
+    return ModelFiles(config=config, version_files={ENSEMBLE_PLACEHOLDER: b""}, card=card,
+                      labels=tuple(card.labels))
 
 
-def _head_outputs(classes: int, top_k: int, num_confusable: int, *, reshape: bool) -> list[str]:
-    """HEAD_OUTPUTS as config tensors (``repository.head_output_configs``). [B] outputs are
-    dims [1]; the head model (which returns [B]) keeps their ``reshape: []``; the ensemble,
-    which only sees the head's [B, 1], does not."""
-    configs = head_output_configs(num_classes=classes, top_k=top_k,
-                                  num_confusable=num_confusable)
-    return [_tensor(c.name, c.data_type, list(c.dims), reshape=reshape and c.reshape is not None)
-            for c in configs]
-
-
-def _tensor(name: str, dtype: str, dims: list[int], *, reshape: bool = False) -> str:
-    """One config.pbtxt tensor; [B] outputs are declared [1] reshaped to [] (batch dim only)."""
-    extra = " reshape: { shape: [ ] }" if reshape else ""
-    return f'  {{ name: "{name}" data_type: {dtype} dims: {dims}{extra} }}'
-
-
-def _write_config(model_dir: Path, runtime: str, max_batch_size: int, inputs: list[str],
-                  outputs: list[str], *, batching: bool, parameters: dict[str, str] | None = None,
-                  extra: str = "") -> None:
-    lines = [f'name: "{model_dir.name}"', runtime, f"max_batch_size: {max_batch_size}",
-             "input [\n" + ",\n".join(inputs) + "\n]", "output [\n" + ",\n".join(outputs) + "\n]"]
-    if batching:
-        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US} }}")
-        lines.append("instance_group [ { count: 1 } ]")  # no kind: GPU where present, else CPU
-    for key, value in (parameters or {}).items():
-        value_text = f"{{ string_value: {quoted(value)} }}"
-        lines.append(f"parameters {{ key: {quoted(key)} value {value_text} }}")
-    (model_dir / "config.pbtxt").write_text("\n".join(lines) + "\n" + extra)
-
+def _latent_tensors(latent_dims: dict[str, list[int]]) -> list[TensorConfig]:
+    return [TensorConfig(name, FP32, tuple(dims)) for name, dims in latent_dims.items()]
 
 
 def main() -> None:
@@ -293,7 +289,7 @@ def main() -> None:
     import typer
 
     def write(checkpoint: Path, repo: Path, reference: Path | None = None,
-              name: str = ENSEMBLE_NAME, seed: int = DEFAULT_SEED,
+              name: str = ENSEMBLE_NAME, seed: int = DEFAULT_NOISE_SEED,
               max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> None:
         try:
             written = write_gpu_ensemble(checkpoint, repo, name=name, reference=reference,

@@ -33,7 +33,6 @@ from hetexport.fused.sample_stats import SampleStats
 from hetexport.layers import LatentGaussian, NoiseBank, categorical_entropy
 
 Impl = Literal["auto", "triton", "torch"]
-DEFAULT_TOP_K = 1
 
 
 class McHeadResult(NamedTuple):
@@ -62,7 +61,7 @@ def mc_head(
     noise: NoiseBank,
     temperature: Tensor | float,
     *,
-    top_k: int = DEFAULT_TOP_K,
+    top_k: int = 1,
     impl: Impl = "auto",
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
 ) -> McHeadResult:

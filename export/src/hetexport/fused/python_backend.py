@@ -62,8 +62,8 @@ class McHeadModel:
         ]
         sizes = [inputs[names[0]].shape[0] for inputs in per_request]
         batch = {name: _concat([inputs[name] for inputs in per_request]) for name in names}
-        outputs = {name: value.to(OUTPUT_DTYPES[name])
-                   for name, value in self.head.run(batch)._asdict().items()}
+        result = self.head.run(batch)  # the contract's outputs (the optional ones: not here)
+        outputs = {name: getattr(result, name).to(dtype) for name, dtype in OUTPUT_DTYPES.items()}
         responses = []
         for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
             tensors = [self._to_pb(name, value[start:start + size])

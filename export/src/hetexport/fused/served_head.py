@@ -15,6 +15,7 @@ Typical usage::
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from hetexport.fused.chunked import chunked_movement
 from hetexport.fused.errors import UnsupportedHead
 from hetexport.fused.mc_head import Impl, mc_head
 from hetexport.layers import LatentGaussian, NoiseBank
-from hetexport.serving.head import ServingOutputs
+from hetexport.serving.head import ServingOutputs, latent_link
 
 HEAD_CONSTANTS_FILENAME = "head_constants.npz"
 LATENT_MEAN = "latent_mean"
@@ -64,7 +65,8 @@ class HeadConstants:
             return (*names, LATENT_FACTORS)
         return names
 
-    def save(self, path: Path) -> Path:
+    def to_bytes(self) -> bytes:
+        """The ``.npz`` file's bytes (what ``load`` reads)."""
         arrays = {
             "noise_factors": self.noise.factor_noise.float().numpy(),
             "noise_diag": self.noise.diag_noise.float().numpy(),
@@ -74,8 +76,9 @@ class HeadConstants:
         }
         if self.shared_factors is not None:
             arrays["shared_factors"] = self.shared_factors.float().numpy()
-        np.savez(path, **arrays)
-        return path
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
 
     @classmethod
     def load(cls, path: Path, *, device: torch.device | str = "cpu") -> HeadConstants:
@@ -134,6 +137,7 @@ class ServedHead:
             confusable_ids=conf_ids,
             confusable_share=conf_share,
             probs=result.probs,
+            latent_probs=latent_link(latent.mean, c.temperature, link="softmax"),
         )
 
 

@@ -61,6 +61,10 @@ from torch import Tensor
 
 AUTO_DESIGN = "auto"
 FITTED_DESIGN = "optimized"
+DEFAULT_BANK_DESIGN = AUTO_DESIGN
+"""The design an export bakes unless told otherwise (``resolve_design``): the fitted bank with
+held-out images, else moment-matched Sobol where S allows it, at the S a model-free criterion
+chose (``hetexport.onnx.sampling_plan.DEFAULT_EXPORT_MC_SAMPLES``)."""
 SOBOL_MAX_DIMENSION = torch.quasirandom.SobolEngine.MAXDIM
 _OPEN_UNIT = 1e-7
 """Sobol points are clamped into (eps, 1 - eps) before ``Phi^{-1}`` (|z| <= 5.2)."""
@@ -150,8 +154,8 @@ class NoiseBank:
         design = resolve_design(design, num_samples, num_factors, num_classes)
         if design == FITTED_DESIGN:
             raise ValueError(f"the {FITTED_DESIGN!r} bank is fitted to a model's latents "
-                             "(hetexport.exact.bank_fit.fit_bank; an export fits it on "
-                             "--error-images), not drawn from a seed")
+                             "(hetexport.exact.bank_fit.fit_bank; an export fits it on its "
+                             "held-out error images), not drawn from a seed")
         try:
             make = BANK_DESIGNS[design]
         except KeyError:

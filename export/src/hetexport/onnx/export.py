@@ -1,16 +1,20 @@
-"""Export a trained HET classifier into a Triton model repository, validated against PyTorch.
+"""Export a trained HET classifier for Triton, validated against PyTorch.
 
 Typical usage::
 
     report = export_to_repository("runs/het.pt", Path("model_repo"), "fashion_het",
                                   metrics={"test_nll": 0.31}, top_k=5, num_confusable=3)
     print(report.model_dir, report.parity.max_abs_diff)
+    export_to_repository("runs/het_v2.pt", Path("model_repo"), "fashion_het", version=2)
 
-writes, only after the ONNX graph passed ``check_parity``::
+``build_export`` traces the model, checks the ONNX graph against PyTorch (``check_parity``)
+and returns the model in memory (``hetexport.repo.layout.ModelFiles``: config, card, labels,
+``model.onnx``); ``export_to_repository`` then writes it with ``write_model``, as version 1
+replacing the model directory, or as version N beside the existing ones::
 
     model_repo/<name>/config.pbtxt       Triton config (+ the model card as a parameter)
-    model_repo/<name>/1/model.onnx       images [B, C, H, W] -> hetcontract.HEAD_OUTPUTS
-    model_repo/<name>/model_card.json    hetcontract.ModelCard
+    model_repo/<name>/<N>/model.onnx     images [B, C, H, W] -> hetcontract.HEAD_OUTPUTS
+    model_repo/<name>/model_card.json    hetcontract.ModelCard (``version`` N)
     model_repo/<name>/labels.txt         one label per line, class id order
 """
 
@@ -18,50 +22,38 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hetcontract import MODEL_CARD_FILENAME, InputSpec, ModelCard, MonteCarloSpec
+from hetcontract import InputSpec, ModelCard, MonteCarloSpec
+from hetcontract.api import MAX_TOP_K_DEFAULT as DEFAULT_TOP_K
 from pydantic import ValidationError
 from torch import Tensor
 
 from hetexport.checkpoint import load_checkpoint
 from hetexport.errors import ExportError
 from hetexport.layers import NoiseBank
-from hetexport.layers.noise_bank import AUTO_DESIGN
+from hetexport.layers.noise_bank import DEFAULT_BANK_DESIGN
 from hetexport.model import HetClassifier
 from hetexport.onnx.graph import export_graph
 from hetexport.onnx.parity import ParityReport, check_parity
 from hetexport.onnx.sampling_plan import plan_sampling
-from hetexport.repository import (
-    CONFIG_FILENAME,
-    DEFAULT_MAX_BATCH_SIZE,
-    DynamicBatching,
-    model_config,
-    render_config,
-)
+from hetexport.repo.config import DEFAULT_MAX_BATCH_SIZE, DynamicBatching, onnx_model_config
+from hetexport.repo.layout import MODEL_FILENAME, ModelFiles, WrittenModel, write_model
 from hetexport.serving.head import ServingGraph
 
-DEFAULT_TOP_K = 5
-DEFAULT_NUM_CONFUSABLE = 3
-"""Defaults for models with many classes; a model with K classes gets ``default_top_k(K)``
-and ``default_num_confusable(K)``, which never ask for more classes than it has."""
 DEFAULT_NOISE_SEED = 0
-DEFAULT_BANK_DESIGN = AUTO_DESIGN
-"""The baked bank's design (``hetexport.layers.noise_bank.resolve_design``): the fitted bank
-with held-out images, else moment-matched Sobol where S allows it, at the S a model-free
-criterion chose (``hetexport.onnx.sampling_plan.DEFAULT_EXPORT_MC_SAMPLES``)."""
 
-MODEL_VERSION = "1"
-MODEL_FILENAME = "model.onnx"
-LABELS_FILENAME = "labels.txt"
+
+DEFAULT_NUM_CONFUSABLE = 3
+"""m, the confusable classes a graph lists per top class (``default_num_confusable``)."""
 
 
 def default_top_k(num_classes: int) -> int:
-    """``min(DEFAULT_TOP_K, K)``: every class of a model with fewer than five."""
+    """``min(DEFAULT_TOP_K, K)``: every class of a model with fewer than five (a model never
+    asks for more classes than it has). ``DEFAULT_TOP_K`` is the contract's default top-k of a
+    request, so a request's default and a graph's default k_max are one number."""
     return min(DEFAULT_TOP_K, num_classes)
 
 
@@ -71,10 +63,24 @@ def default_num_confusable(num_classes: int) -> int:
 
 
 @dataclass(frozen=True)
+class BuiltExport:
+    """A validated export in memory: the model's files, its card and the parity figures."""
+
+    files: ModelFiles
+    card: ModelCard
+    parity: ParityReport
+
+    @property
+    def onnx_model(self) -> bytes:
+        return self.files.version_files[MODEL_FILENAME]
+
+
+@dataclass(frozen=True)
 class ExportReport:
     """Where the export went and what its validation measured."""
 
     model_dir: Path
+    version: int
     onnx_path: Path
     config_path: Path
     card_path: Path
@@ -82,6 +88,15 @@ class ExportReport:
     card: ModelCard
     parity: ParityReport
     onnx_bytes: int
+
+    @classmethod
+    def of(cls, written: WrittenModel, built: BuiltExport) -> ExportReport:
+        assert written.card is not None
+        return cls(model_dir=written.model_dir, version=written.version,
+                   onnx_path=written.version_dir / MODEL_FILENAME,
+                   config_path=written.config_path, card_path=written.card_path,
+                   labels_path=written.labels_path, card=written.card, parity=built.parity,
+                   onnx_bytes=len(built.onnx_model))
 
 
 @dataclass(frozen=True)
@@ -147,6 +162,23 @@ def export_to_repository(
     model_repo: str | os.PathLike[str],
     name: str,
     *,
+    version: int | None = None,
+    **options: Any,
+) -> ExportReport:
+    """``build_export`` then ``write_model``: ``model_repo/<name>/`` replaced by version 1
+    (``version`` None) or version ``version`` added beside the existing ones.
+
+    ``options`` are ``build_export``'s. Raises ExportError (and writes nothing) when the export
+    or its parity check fails, or the version exists already (``RepositoryError``).
+    """
+    built = build_export(checkpoint_or_model, name, **options)
+    return ExportReport.of(write_model(model_repo, built.files, version=version), built)
+
+
+def build_export(
+    checkpoint_or_model: str | os.PathLike[str] | HetClassifier,
+    name: str,
+    *,
     mc_samples: int | None = None,
     top_k: int | None = None,
     num_confusable: int | None = None,
@@ -160,8 +192,8 @@ def export_to_repository(
     design: str = DEFAULT_BANK_DESIGN,
     mc_error: float | None = None,
     error_images: Tensor | None = None,
-) -> ExportReport:
-    """Export, validate against PyTorch, then write ``model_repo/<name>/`` (replacing it).
+) -> BuiltExport:
+    """Export to ONNX and validate against PyTorch, in memory (nothing is written).
 
     S: ``mc_samples`` if given; else, with ``mc_error``, the smallest S whose 99th-percentile
     p_bar error (max over classes, against the exact integral) on the first half of
@@ -171,7 +203,7 @@ def export_to_repository(
     first); without, it records only the design and S. ``top_k`` defaults to
     ``default_top_k(K)``, ``num_confusable`` to ``default_num_confusable(K)``; labels, input
     spec and the checkpoint's metrics come from the model's spec unless given. Raises
-    ExportError (and writes nothing) when the export or its parity check fails.
+    ExportError when the export or its parity check fails.
     """
     model, spec_metrics = _resolve_model(checkpoint_or_model)
     spec = model.spec
@@ -188,11 +220,10 @@ def export_to_repository(
     input_shape = tuple(input_spec.shape)
     plan = plan_sampling(model, mc_samples=mc_samples, mc_error=mc_error, design=design,
                          seed=seed, images=error_images)
-    samples = plan.samples
     exported = export_onnx(
         model,
         input_shape=input_shape,
-        mc_samples=samples,
+        mc_samples=plan.samples,
         top_k=top_k,
         num_confusable=num_confusable,
         seed=plan.seed,
@@ -205,41 +236,26 @@ def export_to_repository(
         model,
         labels=labels,
         input_spec=input_spec,
-        samples=samples,
+        samples=plan.samples,
         top_k=top_k,
         num_confusable=num_confusable,
         metrics={**spec_metrics, **(metrics or {})},
         parity={**parity.as_card(), "noise_seed": plan.seed},
         monte_carlo=plan.card(model, exported.onnx_model),
     )
-    config = model_config(
+    config = onnx_model_config(
         name,
         input_shape=input_shape,
         num_classes=head.num_classes,
         top_k=top_k,
         num_confusable=num_confusable,
-        model_card_json=card.model_dump_json(),
         max_batch_size=max_batch_size,
         dynamic_batching=dynamic_batching,
         instance_count=instance_count,
     )
-    files = {
-        CONFIG_FILENAME: render_config(config).encode(),
-        f"{MODEL_VERSION}/{MODEL_FILENAME}": exported.onnx_model,
-        MODEL_CARD_FILENAME: (card.model_dump_json(indent=2) + "\n").encode(),
-        LABELS_FILENAME: ("\n".join(labels) + "\n").encode(),
-    }
-    model_dir = _write_model_dir(Path(model_repo), name, files)
-    return ExportReport(
-        model_dir=model_dir,
-        onnx_path=model_dir / MODEL_VERSION / MODEL_FILENAME,
-        config_path=model_dir / CONFIG_FILENAME,
-        card_path=model_dir / MODEL_CARD_FILENAME,
-        labels_path=model_dir / LABELS_FILENAME,
-        card=card,
-        parity=parity,
-        onnx_bytes=len(exported.onnx_model),
-    )
+    files = ModelFiles(config=config, version_files={MODEL_FILENAME: exported.onnx_model},
+                       card=card, labels=tuple(labels))
+    return BuiltExport(files=files, card=card, parity=parity)
 
 
 def _resolve_model(
@@ -268,7 +284,6 @@ def _model_card(
     try:
         return ModelCard(
             name=name,
-            version=MODEL_VERSION,
             head=head.kind,
             num_classes=head.num_classes,
             labels=labels,
@@ -284,29 +299,3 @@ def _model_card(
         )
     except (ValidationError, TypeError, ValueError) as exc:
         raise ExportError(f"cannot build the model card: {exc}") from exc
-
-
-def _write_model_dir(model_repo: Path, name: str, files: dict[str, bytes]) -> Path:
-    """Write every file into a temporary sibling, then swap it in for ``model_repo/<name>``."""
-    if not name or "/" in name or name.startswith("."):
-        raise ExportError(f"invalid model name {name!r}")
-    model_repo.mkdir(parents=True, exist_ok=True)
-    target = model_repo / name
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=model_repo))
-    try:
-        for relative, content in files.items():
-            path = staging / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-        staging.chmod(0o755)
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=model_repo))
-            target.replace(retired / name)
-            staging.replace(target)
-            shutil.rmtree(retired)
-        else:
-            staging.replace(target)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise ExportError(f"cannot write {target}: {exc}") from exc
-    return target

@@ -45,6 +45,7 @@ PARITY_SEED = 0
 
 TOLERANCES: dict[str, float] = {
     "probs": PROB_TOLERANCE,
+    "latent_probs": PROB_TOLERANCE,
     "topk_probs": PROB_TOLERANCE,
     "topk_correlation": CORRELATION_TOLERANCE,
     "confusable_share": SHARE_TOLERANCE,

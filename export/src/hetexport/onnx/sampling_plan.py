@@ -116,9 +116,9 @@ def plan_sampling(
     if model.head.kind == "det":
         return SamplingPlan(1, DETERMINISTIC_DESIGN, seed)
     if mc_samples is not None and mc_error is not None:
-        raise ExportError("give either --mc-samples (S) or --mc-error (S chosen), not both")
+        raise ExportError("give either a sample count S or an error target (S chosen), not both")
     if mc_error is not None and (images is None or len(images) < 2):
-        raise ExportError("--mc-error needs held-out images to measure the error on")
+        raise ExportError("an error target needs held-out images to measure the error on")
     head = model.head
     if design == AUTO_DESIGN and images is not None and len(images) >= 2:
         design = FITTED_DESIGN  # held-out images: the bank is fitted to the model, at any K
@@ -127,8 +127,8 @@ def plan_sampling(
         return resolve_design(design, samples, head.num_factors, head.diag_noise_dim)
 
     if fitted and (images is None or len(images) < 2):
-        raise ExportError(f"the {FITTED_DESIGN!r} bank is fitted on held-out images: give "
-                          "--error-images")
+        raise ExportError(f"the {FITTED_DESIGN!r} bank is fitted on held-out images, and "
+                          "none were given")
     if images is None or len(images) < 2:
         samples = mc_samples or DEFAULT_EXPORT_MC_SAMPLES
         return SamplingPlan(samples, named(samples), seed)

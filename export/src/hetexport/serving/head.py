@@ -26,6 +26,12 @@ Gaussian of the head and one pass over the bank's samples (``sample_statistics``
   ``WITHHELD_SHARE`` (-1) where the samples cannot place class i's movement (its standard
   errors too large). See ``hetexport.class_correlation`` for the rule and its math.
 
+* ``latent_probs`` [B, K] (optional in the contract, ``hetcontract.OPTIONAL_HEAD_OUTPUTS``):
+  the noise-free class distribution ``link(mu / tau)`` of the latent mean, the label audit's
+  clean-class posterior. A row-wise ``Softmax`` (the sigmoid head: a two-entry softmax per
+  class, as ``mc_sigmoid`` does), so batch-invariant like the rest; it is not computed from
+  the samples and costs O(B K).
+
 A deterministic head gives the identity correlation, confusable shares 0 (ids: the ties' order,
 the lowest other ids), expected == predictive entropy, MI 0.
 A HET-XL head (``het_xl``) draws its diagonal noise on the D pre-logits: its ``noise_diag`` is
@@ -37,7 +43,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from hetcontract import HEAD_OUTPUTS
+from hetcontract import HEAD_OUTPUTS, OPTIONAL_HEAD_OUTPUTS
 from torch import Tensor, nn
 
 from hetexport.class_correlation import (
@@ -74,10 +80,15 @@ class ServingOutputs(NamedTuple):
     confusable_ids: Tensor
     confusable_share: Tensor
     probs: Tensor
+    latent_probs: Tensor
 
 
-OUTPUT_NAMES: tuple[str, ...] = tuple(spec.name.value for spec in HEAD_OUTPUTS)
-assert ServingOutputs._fields == OUTPUT_NAMES, "ServingOutputs must follow HEAD_OUTPUTS"
+OUTPUT_NAMES: tuple[str, ...] = tuple(
+    spec.name.value for spec in (*HEAD_OUTPUTS, *OPTIONAL_HEAD_OUTPUTS)
+)
+assert ServingOutputs._fields == OUTPUT_NAMES, (
+    "ServingOutputs must follow HEAD_OUTPUTS, then OPTIONAL_HEAD_OUTPUTS"
+)
 
 
 class ServingGraph(nn.Module):
@@ -171,4 +182,16 @@ class ServingGraph(nn.Module):
             confusable_ids=ids,
             confusable_share=shares,
             probs=stats.probs,
+            latent_probs=latent_link(latent.mean, self.model.head.temperature(),
+                                     link=self.model.head.link),
         )
+
+
+def latent_link(mean: Tensor, temperature: Tensor | float, *, link: str) -> Tensor:
+    """``link(mu / tau)`` [B, K] on row-wise softmaxes: ``softmax(mu / tau)``, or for the
+    sigmoid link ``sigmoid(x) = softmax([0, x])_1`` per class."""
+    scaled = mean / temperature
+    if link == "sigmoid":
+        pair = torch.stack((torch.zeros_like(scaled), scaled), dim=-1)
+        return torch.softmax(pair, dim=-1)[..., 1]
+    return torch.softmax(scaled, dim=-1)

@@ -19,13 +19,14 @@ from typing import Any, Literal, NamedTuple
 import torch
 from hetcontract import InputSpec
 
-from hetexport.backbones import load_backbone_weights
+from hetexport.backbones import TORCHVISION_PREFIX, load_backbone_weights
 from hetexport.data import (
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
     DataError,
     ImageDataset,
     load_fashion_mnist,
+    load_image_folder,
     normalize,
 )
 from hetexport.label_noise import FASHION_MNIST_NOISY_GROUPS, LabelNoise, inject_label_noise
@@ -46,6 +47,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 """The normalisation torchvision's pretrained weights were trained with (RGB, pixel / 255)."""
 Normalization = Literal["folder", "imagenet"]
+GREY = "L"
 
 
 class PreparedData(NamedTuple):
@@ -185,6 +187,45 @@ def prepare_image_folder(
         normalize(images, spec), labels, split,
         test=None, class_names=dataset.class_names, input_spec=spec, noise=None,
     )
+
+
+def prepare_training_data(
+    data_dir: Path,
+    image_folder: Path | None,
+    *,
+    image_size: int,
+    channel_order: str,
+    noise_rate: float,
+    noise_seed: int = 0,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    val_folder: Path | None = None,
+    val_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    split_seed: int = SPLIT_SEED,
+    normalization: Normalization = "folder",
+) -> PreparedData:
+    """Fashion-MNIST from ``data_dir`` with ``noise_rate`` injected (``image_folder`` None),
+    else the image folder's images converted to ``channel_order`` (``L`` or ``RGB``) at
+    ``image_size`` x ``image_size``, validated on ``val_folder`` or a seeded hold-out."""
+    if image_folder is None:
+        if val_folder is not None:
+            raise DataError("a validation folder needs a training image folder beside it")
+        return prepare_fashion_mnist(data_dir, noise_rate=noise_rate, noise_seed=noise_seed,
+                                     train_limit=train_limit, test_limit=test_limit)
+    count = 1 if channel_order == GREY else 3
+    probe = InputSpec(shape=(count, image_size, image_size), mean=(0.0,) * count,
+                      std=(1.0,) * count, channel_order=channel_order)
+    validation = None if val_folder is None else load_image_folder(val_folder, input_spec=probe)
+    return prepare_image_folder(load_image_folder(image_folder, input_spec=probe),
+                                channel_order=channel_order, validation=validation,
+                                validation_fraction=val_fraction, split_seed=split_seed,
+                                normalization=normalization)
+
+
+def default_normalization(backbone: str) -> Normalization:
+    """ImageNet's statistics for a torchvision backbone (what pretrained weights expect), the
+    training images' own for any other."""
+    return "imagenet" if backbone.startswith(TORCHVISION_PREFIX) else "folder"
 
 
 def _imagenet_statistics(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

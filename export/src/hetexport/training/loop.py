@@ -17,6 +17,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -39,7 +41,8 @@ class EpochRecord(NamedTuple):
 
 class TrainResult(NamedTuple):
     """``model`` holds the weights of ``best_epoch`` (lowest validation NLL); ``history`` has
-    every epoch; ``seconds`` is the wall time of the whole run."""
+    every epoch run (fewer than ``TrainConfig.epochs`` when the patience ran out);
+    ``seconds`` is the wall time of the whole run."""
 
     model: nn.Module
     history: list[EpochRecord]
@@ -95,11 +98,39 @@ def train_model(
     *,
     config: TrainConfig,
 ) -> TrainResult:
-    """Train ``model`` in place for ``config.epochs`` epochs and restore its best epoch.
+    """Train ``model`` in place for at most ``config.epochs`` epochs (fewer once the validation
+    NLL has not improved for ``config.patience`` epochs) and restore its best epoch.
 
     Seeding: ``torch.manual_seed(config.seed)`` before the loop (dropout, MC noise) and a
-    separate generator for the minibatch order; ``torch.set_num_threads(config.num_threads)``.
+    separate generator for the minibatch order; ``torch.set_num_threads(config.num_threads)``;
+    deterministic algorithms while it runs when ``config.deterministic``.
     """
+    with deterministic_algorithms(config.deterministic):
+        return _train(model, train_images, train_labels, val_images, val_labels, config=config)
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(enabled)`` inside, the previous setting after
+    (warnings, not errors, for an operation that has no deterministic version)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn_only)
+
+
+def _train(
+    model: nn.Module,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_images: torch.Tensor,
+    val_labels: torch.Tensor,
+    *,
+    config: TrainConfig,
+) -> TrainResult:
     started = time.perf_counter()
     torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
@@ -131,5 +162,7 @@ def train_model(
             )
         if scores.nll < best_nll:  # strict: the first epoch of a tie stays the best
             best_state, best_nll, best_epoch = copy.deepcopy(model.state_dict()), scores.nll, epoch
+        elif config.patience is not None and epoch - best_epoch >= config.patience:
+            break
     model.load_state_dict(best_state)
     return TrainResult(model, history, best_epoch, time.perf_counter() - started)

@@ -8,15 +8,29 @@ repositories while it runs (``embedded.repository_watcher``, every ``poll_interv
 ``serve`` then runs the gateway with uvicorn, ``serve_triton`` waits; on Ctrl-C or SIGTERM
 they stop Triton and its process group and remove the temporary directory.
 
+Shutting down: ``serve`` drains the gateway on SIGTERM (``hetgateway.shutdown_drain``), then
+stops Triton, whose only client it is. ``serve_triton`` is one replica of a pool that gateways
+find through DNS: on SIGTERM it keeps Triton serving for ``drain_s`` (the time for DNS, the
+endpoints and every gateway to drop it; a second SIGTERM or Ctrl-C cuts it short), then stops
+Triton, which answers what still arrives with "unknown model" (a gateway sends those to
+another replica), finishes what is in flight and exits. Triton itself cannot be made to say
+"not ready" while it still serves: its readiness turns false only inside its own shutdown,
+which unloads the models in the same few milliseconds (measured on Triton 2.51, see
+``hetgateway.triton_errors``); so the drain here is a wait, as a Kubernetes ``preStop`` sleep
+is, and readiness turns false when it ends. A SIGTERM that arrives while Triton is still
+starting stops it at once (nothing can have been sent to it yet).
+
 Typical usage::
 
     serve([Path("model_repo")], settings=load_settings(port=8080),
           ports=TritonPorts(8000, 8001, 8002))
-    serve_triton([Path("model_repo")], address="127.0.0.2", ports=TritonPorts(8000, 8001, 8002))
+    serve_triton([Path("model_repo")], address="127.0.0.2", ports=TritonPorts(8000, 8001, 8002),
+                 drain_s=5.0)
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import tempfile
@@ -42,6 +56,7 @@ from hetgateway.settings import GatewaySettings
 
 DEFAULT_READY_TIMEOUT_S = 180.0
 SUPERVISION_POLL_S = 1.0
+DRAIN_POLL_S = 0.1
 
 _LOG = logging.getLogger(__name__)
 
@@ -88,9 +103,11 @@ def serve_triton(
     ort_threads: int = 1,
     work_dir: Path | None = None,
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+    drain_s: float = 0.0,
 ) -> None:
-    """Run the embedded Triton alone on ``address`` until interrupted (Ctrl-C, SIGTERM);
-    ``TritonStartError`` when it does not start or its supervisor gives up on it."""
+    """Run the embedded Triton alone on ``address`` until interrupted (Ctrl-C; SIGTERM after
+    a drain of ``drain_s``, see the module docstring); ``TritonStartError`` when it does not
+    start or its supervisor gives up on it."""
     with _sigterm_raises(), supervised_triton(
         repositories,
         ports=ports,
@@ -102,9 +119,28 @@ def serve_triton(
     ) as (triton, supervisor):
         _LOG.info("Triton ready: gRPC %s, HTTP %s, metrics %s",
                   triton.grpc_url, triton.http_url, triton.metrics_url)
-        while supervisor.state != SupervisorState.GAVE_UP:
-            time.sleep(SUPERVISION_POLL_S)  # a signal's handler raises out of here
+        try:
+            while supervisor.state != SupervisorState.GAVE_UP:
+                time.sleep(SUPERVISION_POLL_S)  # a signal's handler raises out of here
+        except Terminated:
+            _serve_while_draining(supervisor, drain_s=drain_s)
+            return
         raise TritonStartError(f"Triton keeps dying; giving up\n{triton.log_tail()}")
+
+
+def _serve_while_draining(supervisor: ProcessSupervisor, *, drain_s: float) -> None:
+    """Let Triton serve on for ``drain_s`` after SIGTERM; a second SIGTERM ends the wait."""
+    if drain_s <= 0:
+        return
+    _LOG.warning("SIGTERM: Triton serves on for %.1f s, then stops", drain_s)
+    deadline = time.monotonic() + drain_s
+    with contextlib.suppress(Terminated):
+        while supervisor.state != SupervisorState.GAVE_UP:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                break
+            time.sleep(min(left_s, DRAIN_POLL_S))
+    _LOG.info("drain over; stopping Triton")
 
 
 @contextmanager

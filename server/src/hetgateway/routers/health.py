@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from hetgateway.dependencies import DataPlaneDep
-from hetgateway.errors import BackendUnavailable, ModelNotReady
+from hetgateway.dependencies import DataPlaneDep, DrainDep
+from hetgateway.errors import BackendUnavailable, ModelNotReady, ShuttingDown
 from hetgateway.routers.responses import error_responses
 from hetgateway.schemas import Health, Readiness
 
@@ -19,9 +19,13 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses=error_responses(503))
-async def readyz(plane: DataPlaneDep) -> Readiness:
+async def readyz(plane: DataPlaneDep, drain: DrainDep) -> Readiness:
     """A Triton replica is ready and so is every served model; else 503 naming what is not.
-    The answer says how many of Triton's replicas are ready."""
+    The answer says how many of Triton's replicas are ready. From SIGTERM on: 503
+    ``shutting_down`` (the gateway drains: it still answers requests, see
+    ``hetgateway.shutdown_drain``)."""
+    if drain.draining:
+        raise ShuttingDown("the gateway is shutting down; it answers what it is sent meanwhile")
     state = await plane.readiness()
     if not state.triton_ready:
         raise BackendUnavailable(

@@ -1,30 +1,27 @@
-"""The demo report: HET vs deterministic figures, the correlation ranking, JSON and Markdown.
+"""What the studies compute from trained models: summaries over seeds, class-pair rankings.
 
 Typical usage::
 
     summary = summarize_runs(runs)                   # per head: mean and std over seeds
     ranking = rank_class_pairs(corr, labels, groups, most_negative_first=True)
-    write_report(report_dict, markdown_text, report_dir)
+    within_group_precision(ranking)                  # share of the top pairs inside a group
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from hetexport.metrics import Metrics
 
-REPORT_JSON = "demo_report.json"
-REPORT_MARKDOWN = "demo_report.md"
 METRIC_NAMES = ("top1", "nll", "ece")
 
 
 class SeedRun(NamedTuple):
-    """One trained model: which head, which seed, its best epoch and its scores."""
+    """One trained model: which head, which seed, its best epoch, its scores and its
+    validation NLL after every epoch it ran (empty in reports from before that was kept)."""
 
     head: str
     seed: int
@@ -32,6 +29,28 @@ class SeedRun(NamedTuple):
     seconds: float
     validation: Metrics
     test: Metrics
+    validation_nll: tuple[float, ...] = ()
+
+    @property
+    def epochs(self) -> int | None:
+        """Epochs run (None where not recorded)."""
+        return len(self.validation_nll) or None
+
+
+def seed_run_from_json(data: dict[str, Any]) -> SeedRun:
+    """A ``SeedRun`` read back from a report (``to_jsonable`` wrote it as a dict)."""
+    return SeedRun(data["head"], data["seed"], data["best_epoch"], data["seconds"],
+                   Metrics(**data["validation"]), Metrics(**data["test"]),
+                   tuple(data.get("validation_nll", ())))
+
+
+class SweepPoint(NamedTuple):
+    """One model trained at one injected noise rate, scored on the clean test set."""
+
+    head: str
+    noise_rate: float
+    top1: float
+    nll: float
 
 
 class MetricSummary(NamedTuple):
@@ -110,73 +129,3 @@ def within_group_precision(ranking: Sequence[PairCorrelation]) -> float:
     if within == 0:
         return 0.0
     return sum(pair.within_noisy_group for pair in ranking[:within]) / within
-
-
-def _cell(summary: MetricSummary, *, percent: bool) -> str:
-    scale = 100.0 if percent else 1.0
-    digits = 2 if percent else 4
-    return f"{scale * summary.mean:.{digits}f} ± {scale * summary.std:.{digits}f}"
-
-
-def comparison_table(summary: Mapping[str, Mapping[str, MetricSummary]]) -> str:
-    """Markdown table: one row per head, top-1 (%), NLL, ECE as mean ± std."""
-    lines = ["| head | top-1 (%) | NLL (nats) | ECE (15 bins) |", "|---|---|---|---|"]
-    for head, metrics in summary.items():
-        lines.append(
-            f"| {head} | {_cell(metrics['top1'], percent=True)} | "
-            f"{_cell(metrics['nll'], percent=False)} | {_cell(metrics['ece'], percent=False)} |"
-        )
-    return "\n".join(lines)
-
-
-def ranking_table(
-    ranking: Sequence[PairCorrelation],
-    *,
-    rows: int,
-    heading: str = "mean correlation",
-    compare: np.ndarray | None = None,
-    compare_heading: str = "raw correlation",
-) -> str:
-    """Markdown table of the first ``rows`` pairs of a ranking; with ``compare`` [K, K] an
-    extra column shows that matrix's value for the same pair (e.g. the raw correlation next
-    to the centred one)."""
-    extra_head, extra_rule = (f" {compare_heading} |", "---|") if compare is not None else ("", "")
-    lines = [f"| rank | pair | {heading} |{extra_head} within a noisy group |",
-             f"|---|---|---|{extra_rule}---|"]
-    for rank, pair in enumerate(ranking[:rows], start=1):
-        mark = "yes" if pair.within_noisy_group else "no"
-        extra = f" {compare[pair.first, pair.second]:+.3f} |" if compare is not None else ""
-        lines.append(
-            f"| {rank} | {pair.first_label} / {pair.second_label} | {pair.correlation:+.3f} |"
-            f"{extra} {mark} |"
-        )
-    return "\n".join(lines)
-
-
-def to_jsonable(value: Any) -> Any:
-    """NamedTuples to dicts, numpy to lists/floats, paths to strings, recursively."""
-    if hasattr(value, "_asdict"):
-        return {key: to_jsonable(item) for key, item in value._asdict().items()}
-    if isinstance(value, Mapping):
-        return {str(key): to_jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_report(report: Mapping[str, Any], markdown: str, report_dir: Path, *,
-                 json_name: str = REPORT_JSON,
-                 markdown_name: str = REPORT_MARKDOWN) -> tuple[Path, Path]:
-    """Write ``json_name`` and ``markdown_name`` (the demo's by default) into ``report_dir``."""
-    report_dir.mkdir(parents=True, exist_ok=True)
-    json_path = report_dir / json_name
-    json_path.write_text(json.dumps(to_jsonable(report), indent=2, sort_keys=False) + "\n")
-    markdown_path = report_dir / markdown_name
-    markdown_path.write_text(markdown)
-    return json_path, markdown_path

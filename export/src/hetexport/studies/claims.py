@@ -11,7 +11,7 @@ What it measures, on Fashion-MNIST with the demo's correlated, input-dependent l
 2. The same at every rate of ``sweep_rates`` with ``sweep_seeds``, plotted as the HET
    advantage (positive = HET better) with its intervals against the noise rate. Runs at the
    main rate with a seed of both lists are trained once and used for both.
-3. The per-input confusable precision (``hetexport.confusable_precision``) of each HET model
+3. The per-input confusable precision (``hetexport.studies.confusable_precision``) of each HET model
    at the main rate, for the first confusable class of the top-1 under three definitions:
    ``probability_share`` (the served definition, ``max(0, -C_ij) / sum_l max(0, -C_il)``
    with ``C = Cov_s(p)`` of the sampled probabilities), ``latent_correlation`` (the previous
@@ -24,8 +24,8 @@ What it measures, on Fashion-MNIST with the demo's correlated, input-dependent l
 
 Typical usage::
 
-    result = run_claims(ClaimsConfig(report_dir=Path("reports")))
-    result.report_markdown                         # reports/claims.md
+    run = run_claims(ClaimsConfig())                   # trains, compares, counts: data
+    write_claims_report(run, Path("reports"))        # hetexport.studies.claims_report
 """
 
 from __future__ import annotations
@@ -49,59 +49,52 @@ from hetexport.class_correlation import (
     latent_confusable_ids,
     probability_shares,
 )
-from hetexport.confusable_precision import (
+from hetexport.data import DEFAULT_FASHION_MNIST_DIR
+from hetexport.errors import InputError
+from hetexport.jsonable import to_jsonable
+from hetexport.label_noise import DEFAULT_NOISE_RATE, FASHION_MNIST_NOISY_GROUPS
+from hetexport.layers import NoiseBank
+from hetexport.layers.heads import DEFAULT_MC_SAMPLES
+from hetexport.model import HetClassifier, ModelSpec
+from hetexport.onnx.export import DEFAULT_NOISE_SEED as EXPORT_NOISE_SEED
+from hetexport.statistics import PairedDifference, paired_difference, wilson_interval
+from hetexport.studies.confusable_precision import (
     chance_precision,
     group_confusable_precision,
     runner_up_ids,
 )
-from hetexport.data import DEFAULT_FASHION_MNIST_DIR
-from hetexport.demo import (
-    DEFAULT_BACKBONE_KWARGS,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_TRAIN_MC_SAMPLES,
+from hetexport.studies.demo import (
+    DEMO_BACKBONE_KWARGS,
+    DEMO_BATCH_SIZE,
 )
-from hetexport.errors import InputError
-from hetexport.label_noise import DEFAULT_NOISE_RATE, FASHION_MNIST_NOISY_GROUPS
-from hetexport.layers import NoiseBank
-from hetexport.layers.heads import DEFAULT_MC_SAMPLES
-from hetexport.metrics import Metrics
-from hetexport.model import HetClassifier, ModelSpec
-from hetexport.onnx.export import DEFAULT_NOISE_SEED as EXPORT_NOISE_SEED
-from hetexport.plots import advantage_plot, precision_plot
-from hetexport.report import METRIC_NAMES, SeedRun, summarize_runs, to_jsonable, write_report
-from hetexport.statistics import (
-    PAIRED_METHOD,
-    WILSON_METHOD,
-    PairedDifference,
-    Proportion,
-    paired_difference,
-    wilson_interval,
+from hetexport.studies.summary import (
+    METRIC_NAMES,
+    MetricSummary,
+    SeedRun,
+    seed_run_from_json,
+    summarize_runs,
 )
 from hetexport.training import TrainConfig
-from hetexport.training.config import DEFAULT_EVAL_BATCH_SIZE
+from hetexport.training.config import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_TRAIN_MC_SAMPLES
 from hetexport.training.experiment import PreparedData, fit, prepare_fashion_mnist
 
-CLAIMS_JSON = "claims.json"
-CLAIMS_MARKDOWN = "claims.md"
-PLOT_FILES = {"advantage": "claims_advantage.png",
-              "precision": "claims_confusable_precision.png"}
 RUNS_FILE = "claims_runs.json"
 """Finished pairs, kept in ``work_dir`` so that an interrupted run resumes (same settings)."""
-DEFAULT_SEEDS = 5
-DEFAULT_SWEEP_RATES = (0.0, 0.15, 0.3, 0.45)
-DEFAULT_SWEEP_SEEDS = 3
-DEFAULT_EPOCHS = 4
+CLAIMS_SEEDS = 5
+CLAIMS_SWEEP_RATES = (0.0, 0.15, 0.3, 0.45)
+CLAIMS_SWEEP_SEEDS = 3
+CLAIMS_EPOCHS = 4
 """One fewer than the demo's main runs (time budget)."""
-DEFAULT_TRAIN_LIMIT = 20_000
+CLAIMS_TRAIN_LIMIT = 20_000
 """First 20k training images (18k train + 2k noisy validation), as the demo's grid and sweep
 (its main runs use all 60k): the whole run (14 pairs) must fit ~40 min on two cores shared
 with other jobs."""
-DEFAULT_METRIC_MC_SAMPLES = 250
-"""MC samples behind the HET head's p_bar for the validation and test METRICS (the served
-models use 1000; fewer samples can only make HET's NLL slightly worse: E[log p_hat] <=
-log p). The confusable classes use ``bank_samples``."""
-DEFAULT_NUM_THREADS = 1
-DEFAULT_WORKERS = 2
+CLAIMS_METRIC_MC_SAMPLES = 250
+"""MC samples behind the HET head's p_bar for the validation and test METRICS (the demo's
+metrics use ``layers.heads.DEFAULT_MC_SAMPLES``; fewer samples can only make HET's NLL
+slightly worse: E[log p_hat] <= log p). The confusable classes use ``bank_samples``."""
+CLAIMS_NUM_THREADS = 1
+CLAIMS_WORKERS = 2
 """Two processes of one torch thread each: on two cores shared with other jobs, one thread per
 process trained ~3-4x faster than two threads in one process (measured, contended machine)."""
 DEFINITIONS = ("probability_share", "latent_correlation", "runner_up")
@@ -128,28 +121,27 @@ class ClaimsConfig:
     the missing ones).
     """
 
-    report_dir: Path = Path("reports")
     data_dir: Path = DEFAULT_FASHION_MNIST_DIR
     work_dir: Path = Path("runs/claims")
     demo_report: Path = Path("reports/demo_report.json")
     noise_rate: float = DEFAULT_NOISE_RATE
-    seeds: tuple[int, ...] = tuple(range(DEFAULT_SEEDS))
-    sweep_rates: tuple[float, ...] = DEFAULT_SWEEP_RATES
-    sweep_seeds: tuple[int, ...] = tuple(range(DEFAULT_SWEEP_SEEDS))
-    epochs: int = DEFAULT_EPOCHS
-    train_limit: int | None = DEFAULT_TRAIN_LIMIT
+    seeds: tuple[int, ...] = tuple(range(CLAIMS_SEEDS))
+    sweep_rates: tuple[float, ...] = CLAIMS_SWEEP_RATES
+    sweep_seeds: tuple[int, ...] = tuple(range(CLAIMS_SWEEP_SEEDS))
+    epochs: int = CLAIMS_EPOCHS
+    train_limit: int | None = CLAIMS_TRAIN_LIMIT
     test_limit: int | None = None
     num_factors: int | None = None
     temperature: float | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
-    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_BACKBONE_KWARGS))
+    batch_size: int = DEMO_BATCH_SIZE
+    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEMO_BACKBONE_KWARGS))
     train_mc_samples: int = DEFAULT_TRAIN_MC_SAMPLES
-    eval_mc_samples: int = DEFAULT_METRIC_MC_SAMPLES
+    eval_mc_samples: int = CLAIMS_METRIC_MC_SAMPLES
     bank_samples: int = DEFAULT_MC_SAMPLES
     bank_seed: int = EXPORT_NOISE_SEED
     num_confusable: int = 1
-    num_threads: int = DEFAULT_NUM_THREADS
-    workers: int = DEFAULT_WORKERS
+    num_threads: int = CLAIMS_NUM_THREADS
+    workers: int = CLAIMS_WORKERS
     progress: bool = True
     resume: bool = True
     train_missing: bool = True
@@ -181,10 +173,26 @@ class PairedRun(NamedTuple):
     chance: float | None
 
 
-class ClaimsResult(NamedTuple):
-    report_json: Path
-    report_markdown: Path
-    plots: dict[str, Path]
+class ClaimsRun(NamedTuple):
+    """Everything ``run_claims`` found, as data (``hetexport.studies.claims_report`` renders
+    it): the pairs, the paired differences HET - det at the main rate (``main``, on the noisy
+    validation split ``main_validation_nll``) and per sweep rate, the planned pairs not
+    trained, the confusable precision table and its chance level, the demo's own runs."""
+
+    config: ClaimsConfig
+    hyperparameters: Hyperparameters
+    runs: list[PairedRun]
+    main_runs: list[PairedRun]
+    main: dict[str, PairedDifference]
+    main_summary: dict[str, dict[str, MetricSummary]]
+    main_validation_nll: PairedDifference
+    targets: dict[str, bool]
+    sweep: dict[float, dict[str, PairedDifference]]
+    missing: list[tuple[float, int]]
+    precision: dict[str, dict[str, Any]]
+    chance: float
+    demo: dict[str, Any] | None
+    training_seconds: float
     seconds: float
 
 
@@ -200,8 +208,8 @@ def choose_hyperparameters(config: ClaimsConfig) -> Hyperparameters:
         return Hyperparameters(config.num_factors, config.temperature, "given as options", [],
                                None, None)
     if not config.demo_report.is_file():
-        raise InputError(f"no demo report at {config.demo_report}: run `make models` first, or "
-                         "give --num-factors and --temperature")
+        raise InputError(f"no demo report at {config.demo_report}: run the demo first, or give "
+                         "R and tau (num_factors, temperature)")
     demo = json.loads(config.demo_report.read_text())
     grid, chosen = demo["grid"], demo["grid"]["chosen"]
     return Hyperparameters(
@@ -296,7 +304,8 @@ def train_pair(config: ClaimsConfig, chosen: Hyperparameters, noise_rate: float,
         result = fitted[head]
         assert result.test is not None
         runs[head] = SeedRun(head, seed, result.training.best_epoch, result.training.seconds,
-                             result.validation, result.test)
+                             result.validation, result.test,
+                             tuple(r.validation.nll for r in result.training.history))
         _log(f"rate {noise_rate} seed {seed} {head}: test {result.test}")
     precision = chance = None
     torch.set_num_threads(config.num_threads)
@@ -322,7 +331,7 @@ def planned_pairs(config: ClaimsConfig) -> list[tuple[float, int]]:
 def _fingerprint(config: ClaimsConfig, chosen: Hyperparameters) -> dict[str, Any]:
     """The settings a stored pair must match to be reused."""
     settings = asdict(config)
-    for key in ("report_dir", "work_dir", "demo_report", "seeds", "sweep_rates", "sweep_seeds",
+    for key in ("work_dir", "demo_report", "seeds", "sweep_rates", "sweep_seeds",
                 "progress", "resume", "train_missing", "num_threads", "workers"):
         settings.pop(key)
     settings.update(num_factors=chosen.num_factors, temperature=chosen.temperature)
@@ -330,13 +339,9 @@ def _fingerprint(config: ClaimsConfig, chosen: Hyperparameters) -> dict[str, Any
 
 
 def _run_from_json(data: dict[str, Any]) -> PairedRun:
-    def seed_run(run: dict[str, Any]) -> SeedRun:
-        return SeedRun(run["head"], run["seed"], run["best_epoch"], run["seconds"],
-                       Metrics(**run["validation"]), Metrics(**run["test"]))
-
     return PairedRun(data["noise_rate"], data["seed"], data["realised_noise_rate"], data["sizes"],
-                     seed_run(data["het"]), seed_run(data["det"]), data["precision"],
-                     data["chance"])
+                     seed_run_from_json(data["het"]), seed_run_from_json(data["det"]),
+                     data["precision"], data["chance"])
 
 
 def _stored_runs(config: ClaimsConfig, fingerprint: dict[str, Any]) -> list[PairedRun]:
@@ -426,8 +431,8 @@ def _targets(main: dict[str, PairedDifference]) -> dict[str, bool]:
             "top1_interval_not_below_0": main["top1"].high >= 0}
 
 
-def run_claims(config: ClaimsConfig) -> ClaimsResult:
-    """Items 1-4 of the module doc: train, compare, count, plot and write the report."""
+def run_claims(config: ClaimsConfig) -> ClaimsRun:
+    """Items 1-4 of the module doc: train, compare and count (``claims_report`` renders)."""
     started = time.perf_counter()
     torch.set_num_threads(config.num_threads)
     chosen = choose_hyperparameters(config)
@@ -438,47 +443,20 @@ def run_claims(config: ClaimsConfig) -> ClaimsResult:
         raise InputError(f"{len(main_runs)} pair(s) at the main rate: need 2 for an interval")
     main = paired_differences(main_runs)
     by_rate = {rate: _select(runs, rate, config.sweep_seeds) for rate in config.sweep_rates}
-    sweep = {rate: paired_differences(chosen_runs) for rate, chosen_runs in by_rate.items()
-             if len(chosen_runs) >= 2}
-    missing = [pair for pair in planned_pairs(config)
-               if pair not in {(run.noise_rate, run.seed) for run in runs}]
-    precision = precision_table(main_runs)
-    directory = config.report_dir
-    plots = {
-        "advantage": advantage_plot(sweep, ADVANTAGE_SIGN, directory / PLOT_FILES["advantage"],
-                                    main_rate=config.noise_rate),
-        "precision": precision_plot({DEFINITION_LABELS[name]: row["pooled"]
-                                     for name, row in precision.items()},
-                                    directory / PLOT_FILES["precision"],
-                                    chance=_pooled_chance(main_runs)),
-    }
-    report = {
-        "settings": asdict(config),
-        "hyperparameters": chosen,
-        "methods": {"differences": PAIRED_METHOD, "proportions": WILSON_METHOD,
-                    "confidence": 0.95, "sign": "differences are HET - det; lower NLL and ECE "
-                    "and higher top-1 are better"},
-        "data": main_runs[0].sizes,
-        "missing_pairs": missing,
-        "main": {"noise_rate": config.noise_rate, "seeds": [run.seed for run in main_runs],
-                 "realised_noise_rates": [run.realised_noise_rate for run in main_runs],
-                 "summary": summarize_runs([r for run in main_runs for r in (run.het, run.det)]),
-                 "het_minus_det": main, "targets": _targets(main)},
-        "sweep": {str(rate): diff for rate, diff in sweep.items()},
-        "confusable_precision": {"groups": FASHION_MNIST_NOISY_GROUPS, "table": precision,
-                                 "chance": _pooled_chance(main_runs),
-                                 "noise_bank": {"samples": config.bank_samples,
-                                                "seed": config.bank_seed}},
-        "demo_runs": demo_differences(config.demo_report),
-        "runs": runs,
-        "plots": {key: path.name for key, path in plots.items()},
-        "training_seconds": sum(run.het.seconds + run.det.seconds for run in runs),
-        "seconds": time.perf_counter() - started,
-    }
-    json_path, markdown_path = write_report(report, render_markdown(report), directory,
-                                            json_name=CLAIMS_JSON,
-                                            markdown_name=CLAIMS_MARKDOWN)
-    return ClaimsResult(json_path, markdown_path, plots, time.perf_counter() - started)
+    trained = {(run.noise_rate, run.seed) for run in runs}
+    return ClaimsRun(
+        config=config, hyperparameters=chosen, runs=runs, main_runs=main_runs, main=main,
+        main_summary=summarize_runs([r for run in main_runs for r in (run.het, run.det)]),
+        main_validation_nll=paired_difference([run.het.validation.nll for run in main_runs],
+                                              [run.det.validation.nll for run in main_runs]),
+        targets=_targets(main),
+        sweep={rate: paired_differences(chosen_runs) for rate, chosen_runs in by_rate.items()
+               if len(chosen_runs) >= 2},
+        missing=[pair for pair in planned_pairs(config) if pair not in trained],
+        precision=precision_table(main_runs), chance=_pooled_chance(main_runs),
+        demo=demo_differences(config.demo_report),
+        training_seconds=sum(run.het.seconds + run.det.seconds for run in runs),
+        seconds=time.perf_counter() - started)
 
 
 def demo_differences(path: Path) -> dict[str, Any] | None:
@@ -497,219 +475,12 @@ def demo_differences(path: Path) -> dict[str, Any] | None:
                                            [tests[("det", seed)][name] for seed in seeds])
                    for name in METRIC_NAMES}
     return {"source": str(path), "seeds": seeds, "epochs": demo["settings"]["epochs"],
+            "patience": demo["settings"].get("patience"),
             "train": demo["data"]["train"], "noise_rate": demo["settings"]["noise_rate"],
             "het_minus_det": differences, "targets": _targets(differences)}
-
-
-def _demo_lines(report: dict[str, Any]) -> list[str]:
-    demo = report["demo_runs"]
-    if demo is None:
-        return []
-    diffs = demo["het_minus_det"]
-    cells = " | ".join(_difference_cell(diffs[name], percent=name == "top1")
-                       for name in METRIC_NAMES)
-    targets = demo["targets"]
-    return [
-        "### The demo's runs (`make models`), same statistics",
-        "",
-        f"The demo trains on all {demo['train']} noisy training images for {demo['epochs']} "
-        f"epochs at noise rate {demo['noise_rate']}, seeds {demo['seeds']} (one noise draw "
-        "for every seed; per seed both heads share it, the data order and the "
-        f"initialisation): HET - det [95 % paired t-interval] from `{demo['source']}`:",
-        "",
-        "| top-1 (points) | NLL | ECE |", "|---|---|---|", f"| {cells} |",
-        "",
-        "NLL interval excludes 0: "
-        f"{'yes' if targets['nll_improvement_interval_excludes_0'] else 'NO'}; top-1 "
-        f"interval not below 0: {'yes' if targets['top1_interval_not_below_0'] else 'NO'}.",
-        "",
-    ]
 
 
 def _pooled_chance(runs: list[PairedRun]) -> float:
     weights = np.array([run.precision[DEFINITIONS[0]][1] for run in runs], dtype=np.float64)
     chances = np.array([run.chance for run in runs], dtype=np.float64)
     return float(np.sum(weights * chances) / weights.sum()) if weights.sum() else float("nan")
-
-
-def _difference_cell(diff: PairedDifference, *, percent: bool) -> str:
-    scale, digits = (100.0, 2) if percent else (1.0, 4)
-    return (f"{scale * diff.mean:+.{digits}f} [{scale * diff.low:+.{digits}f}, "
-            f"{scale * diff.high:+.{digits}f}]")
-
-
-def _proportion_cell(value: Proportion) -> str:
-    return (f"{100 * value.value:.1f} % [{100 * value.low:.1f}, {100 * value.high:.1f}] "
-            f"({value.successes}/{value.total})")
-
-
-def _main_lines(report: dict[str, Any]) -> Iterator[str]:
-    main = report["main"]
-    yield ("| metric | HET (mean ± sd) | det (mean ± sd) | HET - det [95 % CI] | "
-           "per-seed HET - det |")
-    yield "|---|---|---|---|---|"
-    for name in METRIC_NAMES:
-        het, det = main["summary"]["het"][name], main["summary"]["det"][name]
-        diff = main["het_minus_det"][name]
-        percent = name == "top1"
-        scale = 100.0 if percent else 1.0
-        digits = 2 if percent else 4
-        seeds = ", ".join(f"{scale * d:+.{digits}f}" for d in diff.differences)
-        yield (f"| {name}{' (%)' if percent else ''} | {scale * het.mean:.{digits}f} ± "
-               f"{scale * het.std:.{digits}f} | {scale * det.mean:.{digits}f} ± "
-               f"{scale * det.std:.{digits}f} | {_difference_cell(diff, percent=percent)} | "
-               f"{seeds} |")
-
-
-def _missing_lines(report: dict[str, Any]) -> list[str]:
-    missing = report["missing_pairs"]
-    if not missing:
-        return []
-    pairs = ", ".join(f"(rate {rate}, seed {seed})" for rate, seed in missing)
-    return [f"NOT TRAINED ({len(missing)} planned pairs; the run was stopped for time and "
-            f"reported from the finished pairs): {pairs}. A rate with fewer than 2 finished "
-            "seeds has no interval and is left out.", ""]
-
-
-def _training_lines(report: dict[str, Any]) -> list[str]:
-    """What the noisy validation split saw (the only split choices may use) and which epoch
-    each run kept: a run keeping its last epoch was still improving."""
-    main = [run for run in report["runs"] if run.noise_rate == report["main"]["noise_rate"]
-            and run.seed in report["main"]["seeds"]]
-    validation = paired_difference([run.het.validation.nll for run in main],
-                                   [run.det.validation.nll for run in main])
-    epochs = ", ".join(f"{run.het.best_epoch}/{run.det.best_epoch}" for run in main)
-    return [
-        f"On the NOISY validation split the same models give HET - det NLL "
-        f"{_difference_cell(validation, percent=False)}. Best epoch per seed (HET/det, of "
-        f"{report['settings']['epochs']}): {epochs}.",
-        "",
-    ]
-
-
-def _sweep_lines(report: dict[str, Any]) -> Iterator[str]:
-    yield "| noise rate | seeds | top-1 (points) HET - det | NLL HET - det | ECE HET - det |"
-    yield "|---|---|---|---|---|"
-    for rate, diffs in report["sweep"].items():
-        yield (f"| {rate} | {diffs['top1'].n} | {_difference_cell(diffs['top1'], percent=True)} | "
-               f"{_difference_cell(diffs['nll'], percent=False)} | "
-               f"{_difference_cell(diffs['ece'], percent=False)} |")
-
-
-def _precision_lines(report: dict[str, Any]) -> Iterator[str]:
-    table = report["confusable_precision"]["table"]
-    seeds = report["main"]["seeds"]
-    yield "| first confusable class of the top-1 | pooled [95 % Wilson] | " + " | ".join(
-        f"seed {seed}" for seed in seeds) + " |"
-    yield "|---|---|" + "---|" * len(seeds)
-    for row in table.values():
-        cells = " | ".join(f"{100 * row['per_seed'][seed].value:.1f} % "
-                           f"({row['per_seed'][seed].successes}/{row['per_seed'][seed].total})"
-                           for seed in seeds)
-        yield f"| {row['label']} | {_proportion_cell(row['pooled'])} | {cells} |"
-
-
-def _verdicts(report: dict[str, Any]) -> list[str]:
-    main, targets = report["main"]["het_minus_det"], report["main"]["targets"]
-    nll, top1 = main["nll"], main["top1"]
-    lines = [
-        f"- Target 'NLL improvement's 95 % interval excludes 0': "
-        f"{'MET' if targets['nll_improvement_interval_excludes_0'] else 'MISSED'} "
-        f"(HET - det NLL {nll.mean:+.4f}, CI [{nll.low:+.4f}, {nll.high:+.4f}]).",
-        f"- Target 'top-1's interval does not lie below 0': "
-        f"{'MET' if targets['top1_interval_not_below_0'] else 'MISSED'} "
-        f"(HET - det top-1 {100 * top1.mean:+.2f} points, CI [{100 * top1.low:+.2f}, "
-        f"{100 * top1.high:+.2f}]).",
-    ]
-    losses = [f"{name} at rate {rate} ({_difference_cell(diff, percent=name == 'top1')})"
-              for rate, diffs in report["sweep"].items() for name, diff in diffs.items()
-              if ADVANTAGE_SIGN[name] * diff.mean < 0]
-    if losses:
-        lines.append("- Where HET's mean is WORSE than the deterministic head's (HET - det "
-                     "[95 % CI]): " + "; ".join(losses) + ".")
-    else:
-        lines.append("- HET's mean is at least as good as the deterministic head's for every "
-                     "metric at every noise rate of the sweep.")
-    return lines
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """The human-readable claims report."""
-    settings, chosen = report["settings"], report["hyperparameters"]
-    precision = report["confusable_precision"]
-    sizes = report["data"]
-    data_words = (f"{sizes['train']} noisy training images + {sizes['validation']} as a noisy "
-                  "validation split (the first "
-                  f"{settings['train_limit'] or 60000} of the training set)")
-    grid = [f"| {row['num_factors']} | {row['temperature']} | {row['val_nll']:.4f} |"
-            for row in chosen.grid]
-    return "\n".join([
-        "# The paper's claims, with confidence intervals",
-        "",
-        f"Generated by `hetexport claims` (`make claims`): {len(report['runs'])} trained pairs, "
-        f"{report['training_seconds'] / 60:.1f} min of training summed over the models "
-        f"({settings['workers']} processes of {settings['num_threads']} torch thread(s) in "
-        "parallel, on two cores shared with other jobs); this report took "
-        f"{report['seconds'] / 60:.1f} min (pairs stored by an earlier invocation are reused, "
-        "not retrained).",
-        "",
-        "## Setup",
-        f"- Fashion-MNIST, {data_words}; label noise injected at the given rate into the "
-        "groups {T-shirt/top, Pullover, Coat, Shirt} and {Sandal, Sneaker, Ankle boot} "
-        "(`hetexport.label_noise`, as in the demo); every figure below is on the CLEAN test "
-        f"set ({sizes['test']} images).",
-        f"- SmallCNN {settings['backbone_kwargs']}, AdamW, batch {settings['batch_size']}, "
-        f"{settings['epochs']} epochs (the demo: 5 on all 60k images), "
-        "each run keeps its epoch with the lowest NOISY-validation NLL.",
-        f"- HET head: R = {chosen.num_factors}, tau = {chosen.temperature}: {chosen.source}; "
-        "nothing is tuned on the clean test set. Training MC samples "
-        f"{settings['train_mc_samples']}, metrics (validation and test p_bar) "
-        f"{settings['eval_mc_samples']} (the served models: 1000; fewer can only worsen HET's "
-        "NLL a little).",
-        "- Paired by seed: at seed s both heads get the same injected noise (noise seed s), "
-        "the same validation split, the same minibatch order and the same backbone "
-        "initialisation.",
-        f"- Intervals: {report['methods']['differences']}, 95 %; proportions: "
-        f"{report['methods']['proportions']}, 95 %.",
-        "",
-        *(["Demo grid (noisy validation NLL, "
-           f"{chosen.grid_epochs} epochs, seed 0, first "
-           f"{chosen.grid_train_limit or 60000} training images; lowest first):", "",
-           "| R | tau | val NLL |", "|---|---|---|", *grid, ""] if grid else []),
-        f"## 1. HET vs deterministic at noise rate {report['main']['noise_rate']} "
-        f"({len(report['main']['seeds'])} seeds)",
-        "",
-        *_main_lines(report),
-        "",
-        *_verdicts(report),
-        "",
-        *_training_lines(report),
-        *_demo_lines(report),
-        "## 2. Across noise rates "
-        f"(planned: {len(settings['sweep_seeds'])} seeds each, same settings)",
-        "",
-        *_missing_lines(report),
-        "Cells: mean HET - det [95 % paired t-interval]. The plot shows the HET ADVANTAGE "
-        "(top-1: HET - det; NLL and ECE: det - HET; above 0 = HET better).",
-        "",
-        *_sweep_lines(report),
-        "",
-        f"![HET advantage against the noise rate]({PLOT_FILES['advantage']})",
-        "",
-        "## 3. Per-input confusable precision (offline, the main-rate models)",
-        "",
-        "Clean test images whose true class is in a noisy group and whose top-1 is in that "
-        "group; a hit when the first confusable class of the top-1 is in the same group "
-        "(`hetexport.confusable_precision`). HET rows use the top-1 of p_bar from one fixed "
-        f"noise bank ({precision['noise_bank']['samples']} samples, seed "
-        f"{precision['noise_bank']['seed']}: `claims_noise_bank`); the deterministic row its own "
-        f"top-1. Chance (a uniformly random other class): {100 * precision['chance']:.1f} %. "
-        "The pooled interval treats the seeds' images as independent, which they are not (the "
-        "same test images at every seed): read it as the precision of the seeds' models on "
-        "this test set.",
-        "",
-        *_precision_lines(report),
-        "",
-        f"![confusable precision]({PLOT_FILES['precision']})",
-        "",
-    ])

@@ -1,7 +1,7 @@
 """Per-input confusable precision: does the first confusable class of the top-1 name a class
 that the label noise actually confuses it with?
 
-Pure numpy (no torch): the offline claims (``hetexport.claims``) and a check through the
+Pure numpy (no torch): the offline claims (``hetexport.studies.claims``) and a check through the
 gateway count the same way.
 
 With noisy groups G_1, G_2, ... (disjoint sets of class ids; for Fashion-MNIST

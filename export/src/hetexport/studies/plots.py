@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import matplotlib
 
@@ -24,18 +24,10 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from hetexport.metrics import ECE_NUM_BINS, expected_calibration_error, reliability_bins  # noqa: E402
+from hetexport.studies.summary import SweepPoint  # noqa: E402
 
 FIGURE_DPI = 120
 GROUP_OUTLINE_COLOR = "tab:red"
-
-
-class SweepPoint(NamedTuple):
-    """One model trained at one injected noise rate, scored on the clean test set."""
-
-    head: str
-    noise_rate: float
-    top1: float
-    nll: float
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:

@@ -1,185 +1,33 @@
-"""Triton model configuration as small frozen dataclasses, one writer and one parser.
+"""config.pbtxt: the one writer and the one parser of Triton model configurations.
 
 Typical usage::
 
-    config = model_config("fashion_het", input_shape=(1, 28, 28), top_k=5, num_confusable=3,
-                          num_classes=10, model_card_json=card.model_dump_json())
-    text = render_config(config)              # config.pbtxt text
+    text = render_config(config)              # protobuf text format
     assert parse_config(text) == config       # the round trip the tests hold
     gpu_text = render_config(config, gpu=True)    # KIND_GPU + TensorRT accelerator
 
-The writer emits protobuf text format for Triton's ``ModelConfig`` (only the fields below);
-the parser reads that subset back (a small hand parser: hetexport does not depend on
-tritonclient, whose compiled ``model_config_pb2`` the tests use to check the text).
+The writer emits protobuf text format for Triton's ``ModelConfig`` (only the fields of
+``hetexport.repo.config``); the parser reads that subset back (a small hand parser: hetexport
+does not depend on tritonclient, whose compiled ``model_config_pb2`` the tests use to check
+the text).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hetcontract import HEAD_OUTPUTS, INPUT_NAME, MODEL_CARD_PARAMETER
-
-CONFIG_FILENAME = "config.pbtxt"
-PLATFORM = "onnxruntime_onnx"
-BACKEND = "onnxruntime"
-DEFAULT_MAX_BATCH_SIZE = 64
-DEFAULT_PREFERRED_BATCH_SIZES = (8, 16, 32)
-DEFAULT_MAX_QUEUE_DELAY_US = 2_000
-DEFAULT_MAX_QUEUE_SIZE = 256
-DEFAULT_QUEUE_TIMEOUT_US = 5_000_000
-DEFAULT_TRT_WORKSPACE_BYTES = 1 << 30
-
-
-@dataclass(frozen=True)
-class TensorConfig:
-    """One input or output; ``dims`` exclude the batch axis; ``reshape`` maps [1] <-> []."""
-
-    name: str
-    data_type: str
-    dims: tuple[int, ...]
-    reshape: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
-class QueuePolicy:
-    """Bounded queue: reject beyond ``max_queue_size``; a request times out after ``timeout_us``.
-
-    Not written by default (``DynamicBatching.queue_policy`` is None): Triton 2.51's dynamic
-    batcher, given any ``default_queue_policy`` (a size bound alone or a timeout alone), now and
-    then leaves queued requests waiting for its 500 ms idle wake-up. Measured with 16 concurrent
-    clients on the demo model (``bench/queue_policy_stall.py``): p99 ~510 ms and 2-5x lower
-    throughput with a policy, p99 ~15 ms without. The gateway's admission gate bounds the work
-    in flight instead (Triton listens on loopback or an internal network only). Set one where
-    other clients reach Triton directly and the stalls are the lesser evil.
-    """
-
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
-    timeout_us: int = DEFAULT_QUEUE_TIMEOUT_US
-    timeout_action: str = "REJECT"
-    allow_timeout_override: bool = True
-
-
-@dataclass(frozen=True)
-class DynamicBatching:
-    preferred_batch_sizes: tuple[int, ...] = DEFAULT_PREFERRED_BATCH_SIZES
-    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US
-    queue_policy: QueuePolicy | None = None
-    """None: no ``default_queue_policy`` (see ``QueuePolicy`` for why that is the default)."""
-
-
-@dataclass(frozen=True)
-class InstanceGroup:
-    count: int = 1
-    kind: str = "KIND_CPU"
-
-
-@dataclass(frozen=True)
-class Warmup:
-    """One warmup request: ``batch_size`` images of ``dims``, zeros or random data."""
-
-    name: str
-    batch_size: int
-    dims: tuple[int, ...]
-    random_data: bool = False
-    input_name: str = INPUT_NAME
-    data_type: str = "TYPE_FP32"
-
-
-@dataclass(frozen=True)
-class GpuAccelerator:
-    """A ``gpu_execution_accelerator`` entry (e.g. ``tensorrt`` with precision and workspace)."""
-
-    name: str = "tensorrt"
-    parameters: tuple[tuple[str, str], ...] = (
-        ("precision_mode", "FP32"),
-        ("max_workspace_size_bytes", str(DEFAULT_TRT_WORKSPACE_BYTES)),
-    )
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str
-    max_batch_size: int
-    inputs: tuple[TensorConfig, ...]
-    outputs: tuple[TensorConfig, ...]
-    platform: str = PLATFORM
-    backend: str = BACKEND
-    dynamic_batching: DynamicBatching = field(default_factory=DynamicBatching)
-    instance_groups: tuple[InstanceGroup, ...] = (InstanceGroup(),)
-    warmup: tuple[Warmup, ...] = ()
-    parameters: tuple[tuple[str, str], ...] = ()
-    gpu_accelerators: tuple[GpuAccelerator, ...] = ()
-
-    def parameter(self, key: str) -> str | None:
-        return dict(self.parameters).get(key)
-
-    def model_card(self) -> dict[str, Any] | None:
-        """The model card JSON parameter, parsed (None when absent)."""
-        text = self.parameter(MODEL_CARD_PARAMETER)
-        return None if text is None else json.loads(text)
-
-
-def head_output_configs(
-    *, num_classes: int, top_k: int, num_confusable: int
-) -> tuple[TensorConfig, ...]:
-    """``hetcontract.HEAD_OUTPUTS`` as Triton outputs.
-
-    Per-example scalars ([B] in the graph) are ``dims: [1]`` with ``reshape { shape: [] }``.
-    """
-    sizes = {"k_max": top_k, "m": num_confusable, "K": num_classes}
-    configs = []
-    for spec in HEAD_OUTPUTS:
-        dims = tuple(sizes[s] for s in spec.shape[1:])
-        if dims:
-            configs.append(TensorConfig(spec.name.value, spec.triton_dtype, dims))
-        else:
-            configs.append(TensorConfig(spec.name.value, spec.triton_dtype, (1,), reshape=()))
-    return tuple(configs)
-
-
-def model_config(
-    name: str,
-    *,
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    top_k: int,
-    num_confusable: int,
-    model_card_json: str,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-    dynamic_batching: DynamicBatching | None = None,
-    instance_count: int = 1,
-) -> ModelConfig:
-    """The CPU config of an exported HET model, with zero and random warmup requests."""
-    if dynamic_batching is None:
-        preferred = tuple(s for s in DEFAULT_PREFERRED_BATCH_SIZES if s <= max_batch_size)
-        dynamic_batching = DynamicBatching(preferred_batch_sizes=preferred or (max_batch_size,))
-    return ModelConfig(
-        name=name,
-        max_batch_size=max_batch_size,
-        inputs=(TensorConfig(INPUT_NAME, "TYPE_FP32", tuple(input_shape)),),
-        outputs=head_output_configs(
-            num_classes=num_classes, top_k=top_k, num_confusable=num_confusable
-        ),
-        dynamic_batching=dynamic_batching,
-        instance_groups=(InstanceGroup(count=instance_count),),
-        warmup=(
-            Warmup("zeros", 1, tuple(input_shape)),
-            Warmup("random", min(8, max_batch_size), tuple(input_shape), random_data=True),
-        ),
-        parameters=((MODEL_CARD_PARAMETER, model_card_json),),
-    )
-
-
-def gpu_variant(config: ModelConfig, *, accelerator: GpuAccelerator | None = None) -> ModelConfig:
-    """The same model on KIND_GPU with a TensorRT (default) execution accelerator."""
-    groups = tuple(replace(g, kind="KIND_GPU") for g in config.instance_groups)
-    return replace(
-        config, instance_groups=groups, gpu_accelerators=(accelerator or GpuAccelerator(),)
-    )
-
+from hetexport.repo.config import (
+    DynamicBatching,
+    EnsembleStep,
+    GpuAccelerator,
+    InstanceGroup,
+    ModelConfig,
+    QueuePolicy,
+    TensorConfig,
+    Warmup,
+    gpu_variant,
+)
 
 # ---- writer ---------------------------------------------------------------------------------
 
@@ -188,17 +36,19 @@ def render_config(config: ModelConfig, *, gpu: bool = False) -> str:
     """config.pbtxt text (protobuf text format); ``gpu=True`` renders ``gpu_variant(config)``."""
     if gpu and not config.gpu_accelerators:
         config = gpu_variant(config)
-    lines = [
-        f"name: {quoted(config.name)}",
-        f"platform: {quoted(config.platform)}",
-        f"backend: {quoted(config.backend)}",
-        f"max_batch_size: {config.max_batch_size}",
-    ]
+    lines = [f"name: {quoted(config.name)}"]
+    if config.platform is not None:
+        lines.append(f"platform: {quoted(config.platform)}")
+    if config.backend is not None:
+        lines.append(f"backend: {quoted(config.backend)}")
+    lines.append(f"max_batch_size: {config.max_batch_size}")
     lines += _block("input", [_tensor_lines(t) for t in config.inputs])
     lines += _block("output", [_tensor_lines(t) for t in config.outputs])
-    lines += _message("dynamic_batching", _batching_lines(config.dynamic_batching))
+    if config.dynamic_batching is not None:
+        lines += _message("dynamic_batching", _batching_lines(config.dynamic_batching))
     for group in config.instance_groups:
-        lines += _message("instance_group", [f"count: {group.count}", f"kind: {group.kind}"])
+        kind = [] if group.kind is None else [f"kind: {group.kind}"]
+        lines += _message("instance_group", [f"count: {group.count}", *kind])
     for warm in config.warmup:
         lines += _message("model_warmup", _warmup_lines(warm))
     for key, value in config.parameters:
@@ -212,6 +62,9 @@ def render_config(config: ModelConfig, *, gpu: bool = False) -> str:
             "execution_accelerators", _block("gpu_execution_accelerator", accelerators)
         )
         lines += _message("optimization", inner)
+    if config.ensemble_steps:
+        steps = [_step_lines(step) for step in config.ensemble_steps]
+        lines += _message("ensemble_scheduling", _block("step", steps))
     return "\n".join(lines) + "\n"
 
 
@@ -254,10 +107,10 @@ def _tensor_lines(tensor: TensorConfig) -> list[str]:
 
 
 def _batching_lines(batching: DynamicBatching) -> list[str]:
-    lines = [
-        f"preferred_batch_size: {_dims(batching.preferred_batch_sizes)}",
-        f"max_queue_delay_microseconds: {batching.max_queue_delay_us}",
-    ]
+    lines = []
+    if batching.preferred_batch_sizes:
+        lines.append(f"preferred_batch_size: {_dims(batching.preferred_batch_sizes)}")
+    lines.append(f"max_queue_delay_microseconds: {batching.max_queue_delay_us}")
     policy = batching.queue_policy
     if policy is None:
         return lines
@@ -292,6 +145,14 @@ def _accelerator_lines(accelerator: GpuAccelerator) -> list[str]:
     return lines
 
 
+def _step_lines(step: EnsembleStep) -> list[str]:
+    lines = [f"model_name: {quoted(step.model_name)}", f"model_version: {step.model_version}"]
+    for field_name, mapping in (("input_map", step.input_map), ("output_map", step.output_map)):
+        for key, value in mapping:
+            lines += _message(field_name, [f"key: {quoted(key)}", f"value: {quoted(value)}"])
+    return lines
+
+
 # ---- parser ---------------------------------------------------------------------------------
 
 _TOKEN = re.compile(
@@ -319,16 +180,17 @@ def parse_config(text: str) -> ModelConfig:
 
 
 def _config_from_tree(tree: Tree) -> ModelConfig:
+    batching = _one(tree, "dynamic_batching", None)
     return ModelConfig(
         name=_one(tree, "name"),
-        platform=_one(tree, "platform", PLATFORM),
-        backend=_one(tree, "backend", BACKEND),
+        platform=_one(tree, "platform", None),
+        backend=_one(tree, "backend", None),
         max_batch_size=int(_one(tree, "max_batch_size", 0)),
         inputs=tuple(_tensor(t) for t in tree.get("input", [])),
         outputs=tuple(_tensor(t) for t in tree.get("output", [])),
-        dynamic_batching=_batching(_one(tree, "dynamic_batching", {})),
+        dynamic_batching=None if batching is None else _batching(batching),
         instance_groups=tuple(
-            InstanceGroup(count=int(_one(g, "count", 1)), kind=_one(g, "kind", "KIND_CPU"))
+            InstanceGroup(count=int(_one(g, "count", 1)), kind=_one(g, "kind", None))
             for g in tree.get("instance_group", [])
         ),
         warmup=tuple(_warmup(w) for w in tree.get("model_warmup", [])),
@@ -337,6 +199,9 @@ def _config_from_tree(tree: Tree) -> ModelConfig:
             for p in tree.get("parameters", [])
         ),
         gpu_accelerators=_accelerators(tree),
+        ensemble_steps=tuple(
+            _step(s) for s in _one(tree, "ensemble_scheduling", {}).get("step", [])
+        ),
     )
 
 
@@ -417,6 +282,10 @@ def _ints(tree: Tree, key: str) -> tuple[int, ...]:
     return tuple(int(v) for v in tree.get(key, []))
 
 
+def _pairs(entries: list[Tree]) -> tuple[tuple[str, str], ...]:
+    return tuple((_one(e, "key"), _one(e, "value")) for e in entries)
+
+
 def _tensor(tree: Tree) -> TensorConfig:
     reshape = _one(tree, "reshape", None)
     return TensorConfig(
@@ -464,9 +333,15 @@ def _accelerators(tree: Tree) -> tuple[GpuAccelerator, ...]:
     accelerators = _one(optimization, "execution_accelerators", {})
     entries = accelerators.get("gpu_execution_accelerator", [])
     return tuple(
-        GpuAccelerator(
-            name=_one(e, "name"),
-            parameters=tuple((_one(p, "key"), _one(p, "value")) for p in e.get("parameters", [])),
-        )
+        GpuAccelerator(name=_one(e, "name"), parameters=_pairs(e.get("parameters", [])))
         for e in entries
+    )
+
+
+def _step(tree: Tree) -> EnsembleStep:
+    return EnsembleStep(
+        model_name=_one(tree, "model_name"),
+        model_version=int(_one(tree, "model_version", -1)),
+        input_map=_pairs(tree.get("input_map", [])),
+        output_map=_pairs(tree.get("output_map", [])),
     )
