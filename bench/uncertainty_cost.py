@@ -232,7 +232,8 @@ def measure_error(args: argparse.Namespace) -> dict:
               f"H p99 {e['predictive_entropy']['p99']:.1e}  "
               f"E[H] p99 {e['expected_entropy']['p99']:.1e}  "
               f"MI p99 {e['mutual_information']['p99']:.1e}  "
-              f"share p99 {e['confusable_share']['p99']:.1e}")
+              f"share p99 {e['confusable_share']['p99']:.1e} "
+              f"(withheld {row['shares_withheld']:.1%})")
     return {"images": args.images, "first_image": args.error_offset,
             "reference": reference.description,
             "reference_standard_error": {k: float(v.max()) for k, v in
@@ -241,7 +242,10 @@ def measure_error(args: argparse.Namespace) -> dict:
 
 
 def _error_row(name: str, design: str, samples: int, report) -> dict:
-    return {"bank": name, "design": design, "samples": samples, "error": report.summary()}
+    """One bank's errors; ``shares_withheld``: the fraction of moving top classes whose shares
+    the head withheld (the share error is over the others, so read the two together)."""
+    return {"bank": name, "design": design, "samples": samples, "error": report.summary(),
+            "shares_withheld": report.shares_withheld}
 
 
 # ---- imagenet ---------------------------------------------------------------------------------
