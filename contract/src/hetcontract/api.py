@@ -116,6 +116,16 @@ class Confusable(_Frozen):
     confused_with: list[ConfusedWith]
     withheld: bool = False
 
+    @model_serializer(mode="wrap")
+    def _withheld_only_when_true(self, handler: SerializerFunctionWrapHandler):
+        """``withheld`` is in the JSON only when true, as the gateway writes it: an answer
+        without withheld shares is the same JSON as before they existed. (No return annotation:
+        pydantic then keeps the model's own serialization schema for the OpenAPI document.)"""
+        data = handler(self)
+        if not data.get("withheld"):
+            data.pop("withheld", None)
+        return data
+
 
 class Uncertainty(_Frozen):
     """Predictive entropy ``H[p_bar]`` (nats) and ``normalized_entropy = H / log K``;
