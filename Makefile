@@ -133,9 +133,11 @@ bench-confusable: setup
 	cd bench && ../$(PY) confusable_precision.py
 
 ## bench-gateway: the gateway (coalescing on and off) vs direct Triton (gRPC and HTTP): 1 and 8
-##   images per request, 1/8/32 clients; throughput, p50/p99, CPU per request
+##   images per request, 1/8/32 clients; throughput, p50/p99, CPU per request; the same app
+##   under granian (a benchmark-only dependency) beside uvicorn
 bench-gateway: setup
-	$(PY) bench/gateway_bench.py
+	$(PY) -m pip install -q -r bench/requirements-asgi.txt
+	$(PY) bench/gateway_bench.py --granian
 
 ## bench-rolling: what a Triton answers while it shuts down (-> triton-shutdown-*.json), and failed
 ##   requests while a replica leaves a DNS-discovered pool of two under load (8 clients), out of DNS

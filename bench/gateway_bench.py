@@ -15,7 +15,10 @@ rotating from round to round:
   script as the model card says, as one [B, C, H, W] tensor, through the generated gRPC stub
   (the leanest Python client there is), asking for the same outputs;
 - ``direct_http``: the same call over Triton's HTTP endpoint with the binary tensor extension,
-  through the same HTTP client as the gateway's requests (aiohttp).
+  through the same HTTP client as the gateway's requests (aiohttp);
+- ``gateway_granian`` (with ``--granian``): the same app, coalescing, served by granian (one
+  worker) instead of uvicorn: whether another ASGI server serves this app with less CPU
+  (granian is a benchmark-only dependency: ``bench/requirements-asgi.txt``).
 
 Per path and point: throughput, p50 and p99 latency, and the CPU milliseconds per request of
 the gateway that served it (its process and workers), of Triton (its process group, with the
@@ -30,9 +33,9 @@ least 0.6 of direct Triton's rate for 8-image requests; gateway CPU per 1-image 
 most 0.5 ms; with one client, the coalescing gateway's p50 within 0.3 ms of the uncoalesced
 one (a lone request never waits).
 
-Reproduce: ``make bench-gateway`` (``.venv/bin/python bench/gateway_bench.py``); options:
-``--round-s 3 --rounds 3 --concurrency 1 8 32 --images 1 8 --multipart``. The result goes to
-``bench/results/gateway-<machine>.json`` with its provenance.
+Reproduce: ``make bench-gateway`` (``.venv/bin/python bench/gateway_bench.py --granian``);
+options: ``--round-s 3 --rounds 3 --concurrency 1 8 32 --images 1 8 --multipart --granian``.
+The result goes to ``bench/results/gateway-<machine>.json`` with its provenance.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ STOP_TIMEOUT_S = 30
 READY_TIMEOUT_S = 60
 CLIENT_KEEPALIVE_S = 2.0
 BOUNDARY = "hetserve-bench-boundary"
-GATEWAY_PATHS = ("gateway", "gateway_alone")
+GATEWAY_PATHS = ("gateway", "gateway_alone", "gateway_granian")
 DIRECT_PATHS = ("direct_grpc", "direct_http")
 
 
@@ -127,6 +130,9 @@ def main() -> int:
           embedded_triton(repository, Path(tmp)) as triton):
         gateways = {"gateway": start_gateway(triton.grpc_url, coalesce=True),
                     "gateway_alone": start_gateway(triton.grpc_url, coalesce=False)}
+        if args.granian:
+            gateways["gateway_granian"] = start_gateway(triton.grpc_url, coalesce=True,
+                                                        server="granian")
         try:
             rounds = asyncio.run(run_points(args, workload, gateways, triton))
         finally:
@@ -148,6 +154,8 @@ def parse_args() -> argparse.Namespace:
                         help="concurrent clients")
     parser.add_argument("--multipart", action=argparse.BooleanOptionalAction, default=True,
                         help="also 1-image multipart requests at 8 clients (CPU per request)")
+    parser.add_argument("--granian", action=argparse.BooleanOptionalAction, default=False,
+                        help="also the coalescing app served by granian instead of uvicorn")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per path and point")
     parser.add_argument("--round-s", type=float, default=3.0, help="seconds per round")
     return parser.parse_args()
@@ -159,14 +167,21 @@ def points(args: argparse.Namespace) -> list[Point]:
     return grid + ([Point("multipart", 1, 8)] if args.multipart else [])
 
 
-def start_gateway(triton_grpc_url: str, *, coalesce: bool) -> tuple[subprocess.Popen, str]:
-    """``hetgateway gateway`` (one worker) in its own process group, ready."""
+def start_gateway(triton_grpc_url: str, *, coalesce: bool,
+                  server: str = "uvicorn") -> tuple[subprocess.Popen, str]:
+    """``hetgateway gateway`` (one worker; ``server="granian"``: the same app factory under
+    granian, one worker) in its own process group, ready."""
     port = free_port()
     env = dict(os.environ, HETSERVE_TRITON_GRPC_URL=triton_grpc_url, HETSERVE_PORT=str(port),
                HETSERVE_LOG_LEVEL="warning", HETSERVE_MAX_IN_FLIGHT="1024",
-               HETSERVE_WORKERS="1", HETSERVE_COALESCE=str(coalesce).lower())
-    process = subprocess.Popen([sys.executable, "-m", "hetgateway.cli", "gateway"], env=env,
-                               start_new_session=True)
+               HETSERVE_WORKERS="1", HETSERVE_COALESCE=str(coalesce).lower(),
+               HETSERVE_DRAIN_S="0")
+    command = [sys.executable, "-m", "hetgateway.cli", "gateway"]
+    if server == "granian":
+        command = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory",
+                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-ws",
+                   "--log-level", "warning", "hetgateway.app:create_app"]
+    process = subprocess.Popen(command, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -314,7 +329,7 @@ def path_senders(args, point: Point, workload: Workload, gateways: dict, http, s
                 answer.raise_for_status()
         return send
 
-    senders = {name: via_gateway(name) for name in GATEWAY_PATHS}
+    senders = {name: via_gateway(name) for name in GATEWAY_PATHS if name in gateways}
     if point.payload != "json":  # the direct paths take no payload; measured at the JSON points
         return senders
     batches = workload.batches(point.images)
@@ -398,11 +413,18 @@ def point_summary(key: tuple[str, int, int], rounds: list[RoundResult]) -> dict:
     if all(path in by_path for path in DIRECT_PATHS):
         best_direct = [max(g, h) for g, h in zip(by_path["direct_grpc"], by_path["direct_http"],
                                                  strict=True)]
-        for path in GATEWAY_PATHS:
+        for path in (path for path in GATEWAY_PATHS if path in by_path):
             summary[f"{path}_vs_direct"] = float(np.median(
                 [mine / best for mine, best in zip(by_path[path], best_direct, strict=True)]))
     summary["coalesced_vs_alone"] = float(np.median(
         [a / b for a, b in zip(by_path["gateway"], by_path["gateway_alone"], strict=True)]))
+    if "gateway_granian" in by_path:
+        summary["granian_vs_uvicorn"] = float(np.median(
+            [a / b for a, b in zip(by_path["gateway_granian"], by_path["gateway"], strict=True)]))
+        summary["granian_vs_uvicorn_cpu_per_request"] = float(np.median(
+            [a.gateway_cpu_ms_per_request / b.gateway_cpu_ms_per_request for a, b in zip(
+                [r for r in rounds if r.path == "gateway_granian"],
+                [r for r in rounds if r.path == "gateway"], strict=True)]))
     return summary
 
 
@@ -455,7 +477,10 @@ def print_report(report: dict) -> None:
                   f"{row['client_cpu_ms_per_request']:7.3f}")
         ratios = ", ".join(f"{k} {p[k]:.2f}" for k in ("gateway_vs_direct",
                                                        "gateway_alone_vs_direct",
-                                                       "coalesced_vs_alone") if k in p)
+                                                       "coalesced_vs_alone",
+                                                       "granian_vs_uvicorn",
+                                                       "granian_vs_uvicorn_cpu_per_request")
+                          if k in p)
         print(f"{'':18s} ratios: {ratios}")
     for name, target in report["targets"].items():
         verdict = "meets" if target["met"] else "MISSES"
