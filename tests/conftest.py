@@ -25,6 +25,11 @@ Triton under a running gateway); everything they start is stopped at the test's 
   signal it or look at its worker processes; ``python`` runs it with another interpreter
   (another virtualenv).
 
+Session-scoped factories for module-scoped fixtures: ``start_triton([repository, ...])`` and
+``start_gateway(triton_grpc_url, **settings)`` (ready; stopped at the session's end at the
+latest). ``decisions_stack`` -> ``DecisionsStack``: calibrated copies of the shipped models on a
+stack of their own (the decisions' end-to-end and browser tests).
+
 And ``unused_port()`` -> int, a TCP port free on loopback right now; ``loopback_dns`` ->
 ``LoopbackDns`` (``bench/loopback_dns.py``), a DNS server on loopback whose records the test
 sets (``.set(name, addresses)``, ``.address`` for a ``dns://ADDRESS/name:port`` target);
@@ -37,8 +42,11 @@ such a skip is reported as a failure instead: CI must not go green while testing
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,7 +62,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from hetcontract import MODEL_CARD_FILENAME, ModelCard
+from hetcontract import MODEL_CARD_FILENAME, MODEL_CARD_PARAMETER, ModelCard
 from hetgateway.embedded import TritonPorts, TritonProcess, build_backend_dir, derive_repository
 
 if TYPE_CHECKING:
@@ -337,6 +345,104 @@ def start_triton(
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def start_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., GatewayProcess]]:
+    """``start_gateway(triton_grpc_url, **settings)``: a gateway process for module-scoped
+    fixtures, ready (``/readyz``); stopped at the end of the session if the caller did not
+    stop it first."""
+    started: list[GatewayProcess] = []
+
+    def start(triton_grpc_url: str, **settings: object) -> GatewayProcess:
+        gateway = GatewayProcess(
+            triton_grpc_url, tmp_path_factory.mktemp("gateway-module") / "gateway.log",
+            **settings)
+        started.append(gateway)
+        gateway.wait_until("/readyz")
+        return gateway
+
+    try:
+        yield start
+    finally:
+        for gateway in started:
+            gateway.stop()
+
+
+@dataclass(frozen=True)
+class DecisionsStack:
+    """Copies of the shipped models calibrated by the exporter's own code, served by a Triton
+    and a two-worker gateway of their own (``decisions_stack``): ``het_clean`` calibrated on
+    the clean test images ``0 .. calibration_images - 1``, ``het_noisy`` and ``det_noisy`` as
+    the demo's export calibrates (its held-out noisy labels), ``det_plain`` without a
+    calibration. Each worker's accuracy window holds ``window_images`` images."""
+
+    url: str
+    repository: Path
+    calibration_images: int
+    window_images: int
+
+    def card(self, model: str) -> ModelCard:
+        return ModelCard.model_validate_json(
+            (self.repository / model / MODEL_CARD_FILENAME).read_text())
+
+
+DECISIONS_CALIBRATION_IMAGES = 5000
+DECISIONS_WINDOW_IMAGES = 4 * (10_000 - DECISIONS_CALIBRATION_IMAGES)
+"""Room for the held-out clean images once per calibrated coverage, in each worker."""
+
+
+@pytest.fixture(scope="session")
+def decisions_stack(
+    model_repository: Path, fashion_mnist: FashionMnist,
+    tmp_path_factory: pytest.TempPathFactory, start_triton: Callable[..., TritonServer],
+    start_gateway: Callable[..., GatewayProcess],
+) -> Iterator[DecisionsStack]:
+    # hetexport imports torch: only here, not at conftest import
+    from hetexport.calibration import CalibrationSet
+    from hetexport.calibration.recalibrate import recalibrate_model
+    from hetexport.data import DEFAULT_FASHION_MNIST_DIR
+    from hetexport.label_noise import DEFAULT_NOISE_RATE
+    from hetexport.repo.pbtxt import parse_config, render_config
+    from hetexport.studies.demo import demo_calibration
+    from hetexport.training.experiment import prepare_fashion_mnist
+
+    root = tmp_path_factory.mktemp("decisions") / "repo"
+    sources = {"het_clean": "fashion_het", "het_noisy": "fashion_het",
+               "det_noisy": "fashion_det", "det_plain": "fashion_det"}
+    for name, source in sources.items():
+        target = root / name
+        shutil.copytree(model_repository / source, target)
+        card = json.loads((target / MODEL_CARD_FILENAME).read_text())
+        card.pop("calibration", None)
+        card["name"] = name
+        (target / MODEL_CARD_FILENAME).write_text(json.dumps(card, indent=2))
+        config = dataclasses.replace(parse_config((target / "config.pbtxt").read_text()),
+                                     name=name)
+        (target / "config.pbtxt").write_text(render_config(
+            config.with_parameter(MODEL_CARD_PARAMETER, json.dumps(card))))
+    spec = ModelCard.model_validate_json((root / "het_clean" / MODEL_CARD_FILENAME).read_text()
+                                         ).input
+    count = DECISIONS_CALIBRATION_IMAGES
+    pixels = fashion_mnist.images[:count, None].astype(np.float32)
+    recalibrate_model(root / "het_clean", CalibrationSet(
+        images=(pixels / spec.scale - spec.mean[0]) / spec.std[0],
+        labels=fashion_mnist.labels[:count], label_source="clean",
+        source=f"Fashion-MNIST test images 0..{count - 1}"))
+    demo = prepare_fashion_mnist(DEFAULT_FASHION_MNIST_DIR, noise_rate=DEFAULT_NOISE_RATE)
+    for name in ("het_noisy", "det_noisy"):
+        recalibrate_model(root / name, demo_calibration(demo, noise_rate=DEFAULT_NOISE_RATE))
+    triton = start_triton([root])
+    gateway = start_gateway(triton.grpc_url, workers=2,
+                            accuracy_window_images=DECISIONS_WINDOW_IMAGES,
+                            model_repositories=f'["{root}"]')
+    try:
+        yield DecisionsStack(gateway.url, root, count, DECISIONS_WINDOW_IMAGES)
+    finally:
+        gateway.stop()
+        triton.stop()
 
 
 @pytest.fixture

@@ -7,9 +7,11 @@ work. "Sees" is what is rendered, read back from the page as a user gets it: the
 (labels, percentages, entropies in nats, heatmap numbers and class names), the bars' rendered
 widths against their tracks, and the heatmap cells' colours (blue for negative, red for
 positive, deeper for stronger); each compared with the API's own answer for the same image,
-formatted here, not with anything the page stores. The upload and the switch save
-screenshots, ``artifacts/browser/page_fashion_het.png``
-and ``page_fashion_det.png`` (git-ignored), and print their paths (``pytest -s``). With
+formatted here, not with anything the page stores. A calibrated model's answer also shows
+its decision and prediction set in words, at the model's default levels and at a coverage
+picked on the page. The upload, the switch and the decision save screenshots,
+``artifacts/browser/page_fashion_het.png``, ``page_fashion_det.png`` and
+``page_decision.png`` (git-ignored), and print their paths (``pytest -s``). With
 ``HETSERVE_UPDATE_SCREENSHOT=1`` (``make docs-screenshot``) the upload's screenshot also
 becomes the README's ``docs/img/web_page.png``, with its provenance in
 ``docs/img/web_page.json`` (``bench/provenance.py``: the commit, and the page, contract and
@@ -125,10 +127,12 @@ def shirt_example() -> Path:
 
 
 def api_answer(
-    gateway_url: str, model: str, image: Path, *, headers: dict[str, str] | None = None
+    gateway_url: str, model: str, image: Path, *, headers: dict[str, str] | None = None,
+    **levels: float,
 ) -> dict[str, Any]:
     """The gateway's answer for one image, asked the way the page asks (base64 JSON)."""
-    body = {"inputs": [{"image": base64.b64encode(image.read_bytes()).decode()}], "top_k": TOP_K}
+    body = {"inputs": [{"image": base64.b64encode(image.read_bytes()).decode()}], "top_k": TOP_K,
+            **levels}
     response = httpx.post(
         f"{gateway_url}/v1/models/{model}/predict",
         json=body,
@@ -331,6 +335,55 @@ def shown_number(value: float) -> str:
     """A number as a user reads it on the page: 2 decimals, a true minus sign, no "-0.00"."""
     text = f"{value:.2f}"
     return "0.00" if text == "-0.00" else text.replace("-", "\u2212")
+
+
+def shown_set(tab: Any) -> list[str]:
+    return [chip.inner_text() for chip in tab.locator("[data-testid='set-member']").all()]
+
+
+def test_page_says_the_decision_and_the_prediction_set_in_words(
+    browser_context: Any, decisions_stack: Any, shirt_example: Path
+) -> None:
+    """A calibrated model (the shipped HET model calibrated as the demo's export does, on its
+    own stack): the verdict a reviewer acts on ("Accept: use ..." or "Send to review"), the
+    classes the label is among at the stated coverage, and what the guarantees rest on, each
+    the API's answer for the same image, at the model's defaults and at a coverage picked on
+    the page."""
+    url, model = decisions_stack.url, "het_noisy"
+    expected = api_answer(url, model, shirt_example)
+    decision, prediction_set = expected["decision"], expected["prediction_set"]
+
+    with opened_page(browser_context, f"{url}/") as tab:
+        tab.check(f"input[name='model'][value='{model}']")
+        tab.set_input_files("[data-testid='file-input']", str(shirt_example))
+        wait_for_answer(tab, model)
+
+        verdict = tab.inner_text("[data-testid='decision-verdict']")
+        if decision["accept"]:
+            assert verdict.startswith(f"Accept: use “{expected['predictions'][0]['label']}”")
+        else:
+            assert verdict.startswith("Send to review")
+        assert f"{100 * decision['risk']:g} %" in verdict
+        assert shown_set(tab) == [c["label"] for c in prediction_set["classes"]]
+        assert f"With {100 * prediction_set['coverage']:g} % coverage" in tab.inner_text(
+            "[data-testid='prediction-set']")
+        assert "noisy-label images" in tab.inner_text("[data-testid='calibration-note']")
+
+        wider = api_answer(url, model, shirt_example, coverage=0.99)
+        tab.select_option("[data-testid='coverage']", "0.99")
+        tab.wait_for_selector("[data-testid='prediction-set'][data-coverage='0.99']")
+        wait_for_answer(tab, model)
+        assert shown_set(tab) == [c["label"] for c in wider["prediction_set"]["classes"]]
+        assert len(shown_set(tab)) >= len(prediction_set["classes"])
+        save_screenshot(tab, "page_decision")
+
+        tab.check("input[name='model'][value='det_plain']")
+        wait_for_answer(tab, "det_plain")
+        assert tab.inner_text("[data-testid='decision-verdict']") == (
+            "No decision: this model was not calibrated.")
+        assert "without labelled calibration images" in tab.inner_text(
+            "[data-testid='calibration-note']")
+        assert tab.is_hidden("[data-testid='levels']")
 
 
 def test_switching_to_the_deterministic_model_shows_an_identity_heatmap(

@@ -4,10 +4,10 @@ sends every request alone; the metrics count requests, not calls."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -18,7 +18,6 @@ pytestmark = pytest.mark.integration
 
 SIZES = (1, 2, 3, 5, 1, 8, 1, 4)
 ROUNDS = 4
-CONCURRENCY = 12
 PREDICT_ROUTE = "/v1/models/{model}/predict"
 
 
@@ -48,6 +47,18 @@ def answer(url: str, model: str, body: dict) -> dict:
     return {key: value for key, value in reply.json().items() if key != "request_id"}
 
 
+async def answers_at_once(url: str, sent: list[tuple[str, dict]]) -> list[dict]:
+    """Every request of ``sent`` in flight at once (a connection each), answers in order."""
+    limits = httpx.Limits(max_connections=len(sent))
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        replies = await asyncio.gather(*(
+            client.post(url + PREDICT_ROUTE.format(model=model), json=body)
+            for model, body in sent))
+    assert all(reply.status_code == 200 for reply in replies), [r.text for r in replies]
+    return [{key: value for key, value in reply.json().items() if key != "request_id"}
+            for reply in replies]
+
+
 def metric(text: str, name: str, model: str) -> float:
     found = re.search(rf'^{name}{{model="{model}"}} (\S+)$', text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
@@ -62,8 +73,7 @@ def test_coalesced_answers_equal_lone_answers_bit_for_bit(
     alone = launch_gateway(triton_server.grpc_url, wait_for="/readyz", coalesce="false")
     sent = requests_to_send(fashion_mnist.images, models)
 
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
-        merged = list(pool.map(lambda pair: answer(merging, *pair), sent))
+    merged = asyncio.run(answers_at_once(merging, sent))
     lone = [answer(alone, model, body) for model, body in sent]  # one at a time
 
     assert merged == lone  # JSON floats print every bit: equal text, equal numbers

@@ -8,6 +8,8 @@ Typical usage::
         answer = client.predict("shirt.png", model="fashion_het", top_k=3)
     top = answer.results[0].predictions[0]
     print(top.label, top.probability, answer.results[0].uncertainty.predictive_entropy)
+    result = client.predict("shirt.png", risk=0.02).results[0]   # a calibrated model
+    print([c.label for c in result.prediction_set.classes], result.decision.accept)
 
 Answers are the HTTP contract's own models (``hetcontract.PredictResponse`` and friends),
 re-exported here; errors are the hierarchy in ``hetclient.errors``.
@@ -16,13 +18,17 @@ re-exported here; errors are the hierarchy in ``hetclient.errors``.
 from hetcontract import (
     Confusable,
     ConfusedWith,
+    Decision,
+    DecisionSupport,
     ModelDetail,
     ModelList,
     ModelSummary,
     Prediction,
+    PredictionSet,
     PredictResponse,
     Result,
     ServedModel,
+    SetMember,
     Uncertainty,
 )
 
@@ -76,6 +82,8 @@ __all__ = [
     "Client",
     "Confusable",
     "ConfusedWith",
+    "Decision",
+    "DecisionSupport",
     "GatewayTimeoutError",
     "HetserveError",
     "ImageLike",
@@ -90,11 +98,13 @@ __all__ = [
     "PermissionDeniedError",
     "PredictResponse",
     "Prediction",
+    "PredictionSet",
     "RateLimitError",
     "RequestTimeoutError",
     "Result",
     "ServedModel",
     "ServiceUnavailableError",
+    "SetMember",
     "Uncertainty",
     "UnprocessableEntityError",
     "UnsupportedMediaTypeError",

@@ -102,13 +102,16 @@ class BaseClient:
         model: str | None,
         top_k: int | None,
         include: Sequence[str] = (),
+        coverage: float | None = None,
+        risk: float | None = None,
     ) -> httpx.Request:
         """``POST /v1/predict`` (default model) or ``/v1/models/{model}/predict`` with
-        ``{"inputs": [...], "top_k": k, "include": [...]}``; without ``"top_k"`` when
-        ``top_k`` is None (the gateway's default for the model then applies), without
-        ``"include"`` when it is empty."""
+        ``{"inputs": [...], "top_k": k, "include": [...], "coverage": c, "risk": r}``; each of
+        the last four only when given (the gateway's defaults for the model then apply)."""
         inputs = [encode_input(item) for item in as_input_list(images)]
-        chosen: dict[str, object] = {} if top_k is None else {"top_k": top_k}
+        chosen: dict[str, object] = {name: value for name, value in
+                                     (("top_k", top_k), ("coverage", coverage), ("risk", risk))
+                                     if value is not None}
         if include:
             chosen["include"] = list(include)
         try:

@@ -3,8 +3,10 @@
 Typical usage::
 
     hetclient predict shirt.png boot.png --model fashion_het --top-k 3
+    hetclient predict shirt.png --coverage 0.95 --risk 0.02   # a calibrated model's levels
     hetclient predict shirt.png --json | jq '.results[0].uncertainty'
     hetclient models
+    hetclient model fashion_het          # its calibration (or why it has none) and its card
     hetclient audit manifest.csv --model fashion_het --output audit.csv   # find wrong labels
     hetclient audit photos/ --output audit.csv        # photos/<label>/<image>
 
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
 
-from hetcontract import ModelList
+from hetcontract import ModelDetail, ModelList
 from hetcontract.audit import DEFAULT_THRESHOLD
 from hetcontract.audit_report import summary_text
 
@@ -87,8 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=_positive_int, default=None,
         help=f"classes per image (default: the gateway's, min({DEFAULT_TOP_K}, the model's))",
     )
+    predict.add_argument(
+        "--coverage", type=_level, default=None,
+        help="prediction-set coverage, one the model offers (default: the model's)")
+    predict.add_argument(
+        "--risk", type=_level, default=None,
+        help="error among accepted answers, one the model offers (default: the model's)")
 
     commands.add_parser("models", parents=[connection], help="list the served models")
+    detail = commands.add_parser(
+        "model", parents=[connection],
+        help="one model: its decisions' calibration (or why it has none) and its card")
+    detail.add_argument("name", help="model name")
 
     audit = commands.add_parser(
         "audit", parents=[connection],
@@ -111,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _level(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError("must lie strictly between 0 and 1, e.g. 0.95")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -129,10 +148,14 @@ def run(args: argparse.Namespace) -> str:
         if args.command == "audit":
             return _audit(args)
         if args.command == "predict":
-            answer = client.predict(args.images, model=args.model, top_k=args.top_k)
+            answer = client.predict(args.images, model=args.model, top_k=args.top_k,
+                                    coverage=args.coverage, risk=args.risk)
             if args.json:
                 return answer.model_dump_json(indent=2)
             return format_table(args.images, answer)
+        if args.command == "model":
+            detail = client.model(args.name)
+            return detail.model_dump_json(indent=2) if args.json else _format_model(detail)
         listing = client.models()
         if args.json:
             return listing.model_dump_json(indent=2)
@@ -166,6 +189,30 @@ def _format_models(listing: ModelList) -> str:
         state = "ready" if m.ready else "NOT READY"
         default = "  (default)" if m.name == listing.default_model else ""
         lines.append(f"{m.name}  v{m.version}  {m.head}  {m.num_classes} classes  {state}{default}")
+    return "\n".join(lines)
+
+
+def _format_model(detail: ModelDetail) -> str:
+    """A model's summary and, in words, the decisions its answers carry."""
+    lines = [f"{detail.name}  v{detail.version}  {detail.head}  {detail.num_classes} classes  "
+             f"{'ready' if detail.ready else 'NOT READY'}"]
+    support = detail.decisions
+    if support is None:
+        return "\n".join([*lines, "decisions: not reported by this gateway"])
+    if not support.available:
+        return "\n".join([*lines, f"decisions: none ({support.reason})"])
+    coverages = ", ".join(f"{100 * c:g} %" for c in support.coverages)
+    risks = ", ".join(f"{100 * r:g} %" for r in support.risks)
+    lines += [
+        f"prediction sets: coverage {coverages} (default {100 * support.default_coverage:g} %)",
+        f"accept or review: error among accepted at most {risks} (default "
+        f"{100 * support.default_risk:g} %), each with probability at least "
+        f"{100 * (1 - support.delta):g} %",
+        f"calibration: {support.reason}",
+        f"accuracy on the calibration images: {100 * support.calibrated_accuracy:.1f} % "
+        f"(watched without labels by hetserve_estimated_accuracy, score "
+        f"{support.estimated_accuracy_score})",
+    ]
     return "\n".join(lines)
 
 

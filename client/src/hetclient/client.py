@@ -65,14 +65,19 @@ class Client(BaseClient):
         model: str | None = None,
         top_k: int | None = None,
         include: Sequence[str] = (),
+        coverage: float | None = None,
+        risk: float | None = None,
     ) -> PredictResponse:
         """Top-k classes and uncertainty for one input or a list of them (see
         ``hetclient.inputs`` for what each input type is sent as); ``model=None`` asks the
         gateway's default model; ``top_k=None`` sends none and gets the gateway's default,
         ``min(DEFAULT_TOP_K, the model's k_max)``; ``include`` asks for per-class vectors
         beyond the default answer (``"probs"``, ``"latent_probs"``: each result's ``.probs``,
-        ``.latent_probs``)."""
-        request = self._build_predict_request(images, model=model, top_k=top_k, include=include)
+        ``.latent_probs``). A calibrated model's results carry a ``prediction_set`` and a
+        ``decision``, at its default coverage and risk unless ``coverage`` / ``risk`` name
+        others from its table (``model(name).decisions``)."""
+        request = self._build_predict_request(images, model=model, top_k=top_k, include=include,
+                                              coverage=coverage, risk=risk)
         return self._parse_predict(self._send(request))
 
     def models(self) -> ModelList:
@@ -80,7 +85,8 @@ class Client(BaseClient):
         return self._parse_models(self._send(self._build_models_request()))
 
     def model(self, name: str) -> ModelDetail:
-        """One model's summary and model card."""
+        """One model's summary, the decisions it supports (``decisions``: its calibration, or
+        why it has none) and its model card."""
         return self._parse_model(self._send(self._build_model_request(name)))
 
     def health(self) -> bool:

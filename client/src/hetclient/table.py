@@ -2,14 +2,22 @@
 
 Example (``hetclient predict shirt.png boot.png --top-k 2``)::
 
-    image      rank  label        probability  entropy  probability moves to (share)
+    image      rank  label        probability  entropy  probability moves to (share)  ...
     shirt.png  1     Shirt        0.581        0.93     T-shirt/top 0.62, Pullover 0.21
                2     T-shirt/top  0.310                 Shirt 0.85
     boot.png   1     Ankle boot   0.990        0.05     Sneaker 0.74
 
-``entropy`` is the predictive entropy H[p_bar] in nats (once per image); the last column lists,
-for that class, the classes its probability moves to under the model's learned noise, with
-their share of that movement (``hetcontract.Confusable``; empty for a deterministic model).
+``entropy`` is the predictive entropy H[p_bar] in nats (once per image); the next column
+lists, for that class, the classes its probability moves to under the model's learned noise,
+with their share of that movement (``hetcontract.Confusable``; empty for a deterministic
+model). A calibrated model's answer adds two columns on each image's first row:
+
+    ...  could be (90 % coverage)  decision
+    ...  Shirt, T-shirt/top        send to review
+    ...  Ankle boot                accept at 5 % risk
+
+the classes its label is among with the stated coverage (the prediction set), and whether its
+top class may be used as it is, with at most the stated error among accepted answers.
 """
 
 from __future__ import annotations
@@ -32,10 +40,12 @@ def format_table(names: Sequence[str], answer: PredictResponse) -> str:
     """The answer as an aligned text table; ``names`` labels the results in order."""
     if len(names) != len(answer.results):
         raise ValueError(f"{len(names)} names for {len(answer.results)} results")
-    rows = [HEADER]
+    decided = next((r for r in answer.results if r.prediction_set and r.decision), None)
+    header = HEADER if decided is None else (*HEADER, *_decision_header(decided))
+    rows = [header]
     for name, result in zip(names, answer.results, strict=True):
-        rows.extend(_result_rows(name, result))
-    widths = [max(len(row[col]) for row in rows) for col in range(len(HEADER))]
+        rows.extend(_result_rows(name, result, decisions=decided is not None))
+    widths = [max(len(row[col]) for row in rows) for col in range(len(header))]
     lines = [
         COLUMN_GAP.join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         for row in rows
@@ -48,9 +58,32 @@ def format_table(names: Sequence[str], answer: PredictResponse) -> str:
     return "\n".join(line.rstrip() for line in lines) + "\n" + footer
 
 
-def _result_rows(name: str, result: Result) -> list[tuple[str, ...]]:
+def decision_words(result: Result) -> tuple[str, str]:
+    """A reviewer's words for a result's set and decision: ``("Shirt, T-shirt/top",
+    "send to review")``, ``("Ankle boot", "accept at 5 % risk")``; an empty set reads
+    ``"none (unlike the calibration images)"``."""
+    if result.prediction_set is None or result.decision is None:
+        return "", ""
+    classes = ", ".join(member.label for member in result.prediction_set.classes)
+    verdict = (f"accept at {_percent(result.decision.risk)} risk" if result.decision.accept
+               else "send to review")
+    return classes or "none (unlike the calibration images)", verdict
+
+
+def _decision_header(result: Result) -> tuple[str, str]:
+    assert result.prediction_set is not None
+    return f"could be ({_percent(result.prediction_set.coverage)} coverage)", "decision"
+
+
+def _percent(level: float) -> str:
+    return f"{100 * level:g} %"
+
+
+def _result_rows(name: str, result: Result, *, decisions: bool = False
+                 ) -> list[tuple[str, ...]]:
     confusable = {item.class_id: item.confused_with for item in result.uncertainty.confusable}
     withheld = {item.class_id for item in result.uncertainty.confusable if item.withheld}
+    words = decision_words(result)
     rows = []
     for rank, prediction in enumerate(result.predictions, start=1):
         first = rank == 1
@@ -64,6 +97,7 @@ def _result_rows(name: str, result: Result) -> list[tuple[str, ...]]:
                 f"{result.uncertainty.predictive_entropy:.{ENTROPY_DIGITS}f}" if first else "",
                 WITHHELD_TEXT if prediction.class_id in withheld
                 else ", ".join(f"{c.label} {c.share:.{SHARE_DIGITS}f}" for c in moves_to),
+                *((words if first else ("", "")) if decisions else ()),
             )
         )
     return rows

@@ -9,7 +9,8 @@ Typical usage::
     answer = PredictResponse.model_validate(payload)    # what the gateway returns
 
 The package depends on pydantic only, so the SDK can carry it without the gateway's or the
-exporter's dependencies.
+exporter's dependencies; ``hetcontract.decision_scores`` (the scores decisions are calibrated
+and served on) needs numpy too (the ``scores`` extra) and is imported only where it is used.
 """
 
 from hetcontract.api import (
@@ -17,6 +18,8 @@ from hetcontract.api import (
     MIN_CONFUSABLE_SHARE,
     Confusable,
     ConfusedWith,
+    Decision,
+    DecisionSupport,
     ErrorBody,
     ErrorResponse,
     ExtraOutput,
@@ -26,12 +29,22 @@ from hetcontract.api import (
     ModelList,
     ModelSummary,
     Prediction,
+    PredictionSet,
     PredictRequest,
     PredictResponse,
     Result,
     ServedModel,
+    SetMember,
     TensorInput,
     Uncertainty,
+)
+from hetcontract.calibration import (
+    Abstention,
+    AccuracyEstimate,
+    Calibration,
+    PredictionSets,
+    RiskThreshold,
+    SetThresholds,
 )
 from hetcontract.errors import (
     ERRORS,
@@ -55,6 +68,12 @@ from hetcontract.outputs import (
 
 __all__ = [
     "API_VERSION",
+    "Abstention",
+    "AccuracyEstimate",
+    "Calibration",
+    "PredictionSets",
+    "RiskThreshold",
+    "SetThresholds",
     "ERRORS",
     "RETRYABLE_STATUSES",
     "HEAD_OUTPUTS",
@@ -65,6 +84,8 @@ __all__ = [
     "OPTIONAL_HEAD_OUTPUTS",
     "Confusable",
     "ConfusedWith",
+    "Decision",
+    "DecisionSupport",
     "ErrorBody",
     "ErrorCode",
     "ErrorResponse",
@@ -81,10 +102,12 @@ __all__ = [
     "ModelSummary",
     "OutputName",
     "Prediction",
+    "PredictionSet",
     "PredictRequest",
     "PredictResponse",
     "Result",
     "ServedModel",
+    "SetMember",
     "TensorInput",
     "TensorSpec",
     "Uncertainty",

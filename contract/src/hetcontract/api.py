@@ -21,7 +21,9 @@ MAX_TOP_K_DEFAULT = 5
 API_VERSION = 2
 """Version of this schema. 2: ``confusable`` lists where each top class's probability moves
 (``confused_with[].share``), no longer latent correlations (``correlated[].correlation``), and
-``class_correlation`` is named ``latent_correlation``."""
+``class_correlation`` is named ``latent_correlation``. Within version 2, answers of calibrated
+models gained ``prediction_set`` and ``decision`` and requests ``coverage`` and ``risk``
+(optional fields: older clients and answers still parse)."""
 
 MIN_CONFUSABLE_SHARE = 0.01
 """A class that takes less than 1 % of a top class's probability movement is not listed."""
@@ -56,15 +58,24 @@ models exported with it have it)."""
 
 
 class PredictRequest(_Frozen):
-    """``{"inputs": [{"image": ...} | {"tensor": ...}], "top_k": 5, "include": ["probs"]}``.
+    """``{"inputs": [{"image": ...} | {"tensor": ...}], "top_k": 5, "include": ["probs"],
+    "coverage": 0.95, "risk": 0.02}``.
 
     ``include`` (default none) adds the named per-class vectors to every result (see
-    ``ExtraOutput``); the default answer stays as it is."""
+    ``ExtraOutput``); the default answer stays as it is. ``coverage`` and ``risk`` (optional)
+    pick a prediction-set coverage and an abstention risk from the model's calibration table
+    (``ModelDetail.decisions``) instead of its defaults."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     inputs: list[ImageInput | TensorInput] = Field(min_length=1)
     top_k: int = Field(default=MAX_TOP_K_DEFAULT, ge=1)
     include: list[ExtraOutput] = Field(default_factory=list, max_length=2)
+    coverage: float | None = Field(
+        default=None, gt=0, lt=1, description="prediction-set coverage, one the model offers"
+    )
+    risk: float | None = Field(
+        default=None, gt=0, lt=1, description="abstention risk, one the model offers"
+    )
 
 
 # ---- answers --------------------------------------------------------------------------------
@@ -141,27 +152,60 @@ class Uncertainty(_Frozen):
     confusable: list[Confusable]
 
 
+class SetMember(_Frozen):
+    """One class of a prediction set."""
+
+    class_id: int
+    label: str
+
+
+class PredictionSet(_Frozen):
+    """The classes the image's label is among with probability at least ``coverage``
+    (split conformal, thresholds calibrated at export on labelled images; the model info says
+    on how many and whether their labels were noisy), most probable first. Empty when no class
+    is plausible enough at that coverage (an image unlike the calibration images)."""
+
+    coverage: float
+    classes: list[SetMember]
+
+
+class Decision(_Frozen):
+    """Whether to use the top class as it is (``accept``) or send the image to review. Among
+    accepted images the top-1 error is at most ``risk`` with probability at least
+    ``1 - delta`` over the calibration draw; ``score`` names the confidence score the rule
+    thresholds (``hetcontract.decision_scores``)."""
+
+    accept: bool
+    risk: float
+    delta: float
+    score: str
+
+
 class Result(_Frozen):
     """One input's answer; ``probs`` / ``latent_probs`` (K floats, class id order) only when
-    the request's ``include`` asked for them."""
+    the request's ``include`` asked for them; ``prediction_set`` and ``decision`` only from a
+    calibrated model."""
 
     predictions: list[Prediction]
     uncertainty: Uncertainty
     probs: list[float] | None = None
     latent_probs: list[float] | None = None
+    prediction_set: PredictionSet | None = None
+    decision: Decision | None = None
 
     @model_serializer(mode="wrap")
-    def _without_absent_vectors(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """An answer that did not ask for ``probs`` / ``latent_probs`` has no such keys (not
+    def _without_absent_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An answer without ``probs`` / ``latent_probs`` (not asked for) or without
+        ``prediction_set`` / ``decision`` (an uncalibrated model) has no such keys (not
         ``null``): the default answer's JSON is the same as before they existed."""
         data = handler(self)
-        for name in _EXTRA_VECTORS:
+        for name in _OPTIONAL_FIELDS:
             if data.get(name) is None:
                 data.pop(name, None)
         return data
 
 
-_EXTRA_VECTORS = ("probs", "latent_probs")
+_OPTIONAL_FIELDS = ("probs", "latent_probs", "prediction_set", "decision")
 
 
 class ServedModel(_Frozen):
@@ -198,10 +242,29 @@ class ModelList(_Frozen):
     models: list[ModelSummary]
 
 
+class DecisionSupport(_Frozen):
+    """Whether a model's answers carry ``prediction_set`` and ``decision``, and why not:
+    ``reason`` says what the calibration is (images, label source, date) or why there is
+    none. The levels a request may ask for, and the defaults an answer uses."""
+
+    available: bool
+    reason: str
+    coverages: list[float] = Field(default_factory=list)
+    default_coverage: float | None = None
+    risks: list[float] = Field(default_factory=list)
+    default_risk: float | None = None
+    delta: float | None = None
+    label_source: str | None = None
+    estimated_accuracy_score: str | None = None
+    calibrated_accuracy: float | None = None
+
+
 class ModelDetail(ModelSummary):
-    """A model's summary plus its whole model card (``hetcontract.ModelCard`` as JSON)."""
+    """A model's summary, what decisions it supports, and its whole model card
+    (``hetcontract.ModelCard`` as JSON, the ``calibration`` section included)."""
 
     model_card: dict[str, Any]
+    decisions: DecisionSupport | None = None
 
 
 # ---- errors ---------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hetcontract.calibration import Calibration
+
 
 class InputSpec(BaseModel):
     """How pixels become the ``images`` tensor: ``x = (pixel / scale - mean[c]) / std[c]``.
@@ -88,7 +90,10 @@ class ModelCard(BaseModel):
     softmax).
     ``num_factors`` is R (0 for diagonal-only and deterministic heads), ``mc_samples`` is S
     (1 for a deterministic head), ``top_k`` is k_max and ``num_confusable`` is m;
-    ``monte_carlo`` says how the head's integral is computed and how exact it is.
+    ``monte_carlo`` says how the head's integral is computed and how exact it is;
+    ``calibration`` holds the thresholds of the served decisions (prediction sets, abstention
+    at a stated risk, the label-free accuracy estimate), or None for a model exported without
+    labelled calibration images (cards written before it existed parse the same way).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -107,6 +112,7 @@ class ModelCard(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     parity: dict[str, Any] = Field(default_factory=dict)
     monte_carlo: MonteCarloSpec | None = None
+    calibration: Calibration | None = None
 
     @model_validator(mode="after")
     def _sizes_agree(self) -> ModelCard:
@@ -116,4 +122,6 @@ class ModelCard(BaseModel):
             raise ValueError("top_k cannot exceed num_classes")
         if self.num_confusable > self.num_classes - 1:
             raise ValueError("num_confusable cannot exceed num_classes - 1")
+        if self.calibration is not None:
+            self.calibration.check_classes(self.num_classes)
         return self

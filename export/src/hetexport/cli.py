@@ -12,6 +12,9 @@ Typical usage::
         --error-images /usr/share/datasets/fashion-mnist      # S chosen by the error asked for
     hetexport export runs/het.pt --name fashion_het --mc-samples 128 --bank-design optimized \
         --error-images /usr/share/datasets/fashion-mnist --error-image-count 1000  # fitted bank
+    hetexport export runs/het.pt --name fashion_het \
+        --calibration-images held_out/ --calibration-labels noisy   # decisions with guarantees
+    hetexport calibrate model_repo/fashion_het --images held_out/ --labels noisy  # recalibrate
     hetexport mc-error runs/het.pt --model-dir model_repo/fashion_het  # served vs exact
     hetexport export runs/het_v2.pt --model-repo model_repo --name fashion_het --version next
     hetexport demo --model-repo model_repo --report-dir reports        # what `make models` runs
@@ -81,6 +84,13 @@ class Channels(StrEnum):
     RGB = "RGB"
 
 
+class LabelSource(StrEnum):
+    auto = "auto"
+    noisy = "noisy"
+    clean = "clean"
+    unknown = "unknown"
+
+
 class Normalization(StrEnum):
     auto = "auto"
     folder = "folder"
@@ -122,6 +132,17 @@ ImageFolder = Annotated[
     Path | None, typer.Option(help="train on DIR/<class>/<image> instead of Fashion-MNIST")
 ]
 NumFactors = Annotated[int, typer.Option("--num-factors", "-R", help="R, low-rank factors")]
+CALIBRATION_IMAGES_HELP = (
+    "labelled held-out images: an image folder DIR/<label>/<image> (a label's '/' as '_', or "
+    "the class id) or a Fashion-MNIST IDX directory (its test split)")
+CalibrationImages = Annotated[Path | None, typer.Option(
+    help=CALIBRATION_IMAGES_HELP + "; the model card then carries the thresholds of prediction "
+    "sets, abstention at a stated risk and the label-free accuracy estimate")]
+CalibrationLabels = Annotated[LabelSource, typer.Option(
+    help="whether the calibration labels are noisy or clean (auto: clean for the Fashion-MNIST "
+         "test split, else unknown); the guarantees hold for labels like these")]
+CalibrationCount = Annotated[int | None, typer.Option(
+    min=2, help="use a seeded random subset of this many calibration images")]
 NoiseRate = Annotated[float, typer.Option(help="Fashion-MNIST: injected label-noise rate")]
 McSamples = Annotated[int, typer.Option(min=1)]
 
@@ -311,6 +332,9 @@ def export(
         min=0, help="confusable classes per top class (default: min(3, K - 1))")] = None,
     max_batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_MAX_BATCH_SIZE,
     seed: Annotated[int, typer.Option(help="seed of the baked noise bank")] = DEFAULT_NOISE_SEED,
+    calibration_images: CalibrationImages = None,
+    calibration_labels: CalibrationLabels = LabelSource.auto,
+    calibration_count: CalibrationCount = None,
     version: Annotated[str | None, typer.Option(
         help="N or 'next': add version N (next: the newest existing + 1) beside the existing "
              "ones, which stay for a roll-back; a running `hetgateway serve` loads it without "
@@ -330,24 +354,75 @@ def export(
             number = next_version(model_repo, name)
         elif version is not None:
             number = _version_number(version)
-        images = None
-        if error_images is not None:
+        images = calibration = spec = None
+        if error_images is not None or calibration_images is not None:
             spec = load_checkpoint(checkpoint).model.spec
-            if spec is None:
-                raise HetExportError("the checkpoint has no input spec to read images with")
+        if (error_images is not None or calibration_images is not None) and spec is None:
+            raise HetExportError("the checkpoint has no input spec to read images with")
+        if error_images is not None:
             images = held_out_images(error_images, spec.input, limit=error_image_count)
+        if calibration_images is not None:
+            from hetexport.calibration.recalibrate import load_calibration_set
+
+            calibration = load_calibration_set(
+                calibration_images, spec.input, list(spec.labels),
+                label_source=calibration_labels.value, limit=calibration_count)
         report = export_to_repository(
             checkpoint, model_repo, name, mc_samples=mc_samples, top_k=top_k,
             num_confusable=num_confusable, max_batch_size=max_batch_size, seed=seed,
             design=bank_design.value, mc_error=mc_error, error_images=images, version=number,
         )
-    mc = report.card.monte_carlo
+        card = report.card
+        if calibration is not None:
+            from hetexport.calibration.recalibrate import recalibrate_model
+
+            card = recalibrate_model(report.model_dir, calibration, version=report.version)
+    mc = card.monte_carlo
     typer.echo(f"exported {report.model_dir} version {report.version} ({report.onnx_bytes} "
                "bytes of ONNX); parity "
                f"{json.dumps(report.parity.max_abs_diff)}")
     if mc is not None:
         typer.echo(f"S = {mc.samples} ({mc.design}); error vs exact: "
                    f"{json.dumps({k: v.model_dump() for k, v in mc.error.items()})}")
+    if card.calibration is not None:
+        typer.echo(_calibration_summary(card.calibration))
+
+
+@app.command()
+def calibrate(
+    model_dir: Annotated[Path, typer.Argument(help="an exported model: model_repo/<name>")],
+    images: Annotated[Path, typer.Option(help=CALIBRATION_IMAGES_HELP)],
+    labels: CalibrationLabels = LabelSource.auto,
+    count: CalibrationCount = None,
+) -> None:
+    """Calibrate an exported model's decisions on labelled held-out images: its card (file and
+    config.pbtxt) gains prediction-set, abstention and accuracy-estimate thresholds."""
+    from hetexport.calibration.recalibrate import (
+        load_calibration_set,
+        read_card,
+        recalibrate_model,
+    )
+
+    with _clean_failure():
+        card = read_card(model_dir)
+        held_out = load_calibration_set(images, card.input, list(card.labels),
+                                        label_source=labels.value, limit=count)
+        card = recalibrate_model(model_dir, held_out)
+    assert card.calibration is not None
+    typer.echo(f"calibrated {model_dir}: {_calibration_summary(card.calibration)}")
+
+
+def _calibration_summary(calibration: Any) -> str:
+    sets = calibration.prediction_sets
+    rules = ", ".join(
+        f"{level.risk:g}: {level.score} accepts {100 * level.accepted_fraction:.1f} %"
+        for level in calibration.abstention.levels)
+    methods = ", ".join(f"{c:g}: {sets.chosen(c).method}" for c in sets.coverages)
+    return (f"calibration on {calibration.images} {calibration.label_source}-label images "
+            f"({calibration.tuning_images} for tuning); sets {methods}; abstention at delta "
+            f"{calibration.abstention.delta:g} {rules}; accuracy "
+            f"{calibration.accuracy_estimate.accuracy:.4f} (ATC on "
+            f"{calibration.accuracy_estimate.score})")
 
 
 @app.command("mc-error")
@@ -433,9 +508,17 @@ def demo(
     error_image_count: Annotated[int | None, typer.Option(
         min=2, help="clean test images the export chooses the bank on (first half) and "
                     "measures it on (second half) [default: the demo's, 1000]")] = None,
+    calibrate_only: Annotated[bool, typer.Option(
+        help="no training, no export: calibrate the demo models already in --model-repo on "
+             "the demo's held-out noisy validation split")] = False,
 ) -> None:
     """The Fashion-MNIST label-noise demo: choose, train, compare, plot, report, export."""
-    from hetexport.studies.demo import DemoConfig, reevaluate_demo, run_demo
+    from hetexport.studies.demo import (
+        DemoConfig,
+        calibrate_demo_models,
+        reevaluate_demo,
+        run_demo,
+    )
     from hetexport.studies.demo_report import write_demo_report
     from hetexport.studies.report import REPORT_JSON
 
@@ -450,6 +533,10 @@ def demo(
             seeds=tuple(range(seeds)), train_limit=train_limit, test_limit=test_limit,
             num_threads=threads, progress=progress, **overrides,
         )
+        if calibrate_only:
+            calibrated = calibrate_demo_models(config)
+            typer.echo(f"calibrated: {', '.join(str(path) for path in calibrated.values())}")
+            return
         run = (reevaluate_demo(config, report_dir / REPORT_JSON) if reuse_checkpoints
                else run_demo(config))
         written = write_demo_report(run, report_dir)

@@ -8,6 +8,10 @@ movement first), keeping those whose share is at least ``MIN_CONFUSABLE_SHARE``;
 graph withheld a class's shares (``WITHHELD_SHARE``) the list is empty and ``withheld`` is true
 (the key is left out otherwise, the API's default).
 
+A calibrated model's answers also carry, per input, its ``prediction_set`` (coverage and
+classes, most probable first) and its ``decision`` (accept or not, risk, delta, score), as
+``hetgateway.decisions`` decided them for the batch; an uncalibrated model's carry neither.
+
 On the request path the answer is laid out as plain dicts and lists in the shape of
 ``hetcontract.PredictResponse`` and serialised once by pydantic-core's JSON encoder
 (``answer_json``): building and validating the nested pydantic models for every answer cost
@@ -33,6 +37,8 @@ from hetcontract import (
 from pydantic import TypeAdapter
 from pydantic_core import to_json
 
+from hetgateway.decisions import Decided, DecisionTable
+
 ANSWER_OUTPUTS: tuple[str, ...] = tuple(
     spec.name.value for spec in HEAD_OUTPUTS if spec.name is not OutputName.PROBS
 )
@@ -40,12 +46,22 @@ ANSWER_OUTPUTS: tuple[str, ...] = tuple(
 back)."""
 
 
+def answer_outputs(decisions: DecisionTable | None) -> tuple[str, ...]:
+    """The outputs to ask Triton for: ``ANSWER_OUTPUTS`` and, for a calibrated model, what
+    its decisions read (the full ``probs`` at least)."""
+    if decisions is None:
+        return ANSWER_OUTPUTS
+    return ANSWER_OUTPUTS + tuple(
+        name for name in decisions.output_names() if name not in ANSWER_OUTPUTS)
+
+
 def build_results(
     outputs: Mapping[str, np.ndarray], card: ModelCard, *, top_k: int,
-    include: Sequence[str] = (),
+    include: Sequence[str] = (), decided: Decided | None = None,
 ) -> list[Result]:
     """One validated ``Result`` per input: ``result_layouts`` through pydantic in one call."""
-    return _RESULTS.validate_python(result_layouts(outputs, card, top_k=top_k, include=include))
+    return _RESULTS.validate_python(
+        result_layouts(outputs, card, top_k=top_k, include=include, decided=decided))
 
 
 def answer_json(
@@ -58,12 +74,14 @@ def answer_json(
 
 def result_layouts(
     outputs: Mapping[str, np.ndarray], card: ModelCard, *, top_k: int,
-    include: Sequence[str] = (),
+    include: Sequence[str] = (), decided: Decided | None = None,
 ) -> list[dict[str, Any]]:
     """One ``Result`` per input, laid out as plain dicts, from the graph's outputs (batch
     first, as Triton returns). The outputs are sliced to ``top_k`` and turned into Python
     numbers once per batch (``tolist``); each name in ``include`` (``probs``,
-    ``latent_probs``) adds that output's K values to every result."""
+    ``latent_probs``) adds that output's K values to every result; ``decided``
+    (``DecisionTable.decide`` on the same outputs) adds each input's prediction set and
+    decision."""
     batch = outputs[OutputName.TOPK_IDS.value].shape[0]
     per_input = {name: np.asarray(outputs[name]).reshape(batch, -1) for name in ANSWER_OUTPUTS}
     k_max = per_input[OutputName.TOPK_IDS.value].shape[1]
@@ -108,7 +126,19 @@ def result_layouts(
         vectors = np.asarray(outputs[name]).reshape(batch, -1).astype(float).tolist()
         for result, vector in zip(results, vectors, strict=True):
             result[name] = vector
+    if decided is not None:
+        _add_decisions(results, decided)
     return results
+
+
+def _add_decisions(results: list[dict[str, Any]], decided: Decided) -> None:
+    """Each result's ``prediction_set`` and ``decision`` (``PredictionSet`` and ``Decision``
+    layouts), in place."""
+    coverage = decided.levels.sets.coverage
+    for result, classes, decision in zip(results, decided.classes, decided.decisions,
+                                         strict=True):
+        result["prediction_set"] = {"coverage": coverage, "classes": classes}
+        result["decision"] = decision
 
 
 _RESULTS = TypeAdapter(list[Result])

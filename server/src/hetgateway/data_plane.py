@@ -25,9 +25,11 @@ from anyio import to_thread
 from hetcontract import ExtraOutput, ModelDetail, ModelList, ModelSummary
 from hetcontract.api import MAX_TOP_K_DEFAULT as DEFAULT_TOP_K
 
-from hetgateway.answer import ANSWER_OUTPUTS, answer_json, result_layouts
+from hetgateway.accuracy_monitor import AccuracyMonitor
+from hetgateway.answer import ANSWER_OUTPUTS, answer_json, answer_outputs, result_layouts
 from hetgateway.backend import InferenceBackend, VersionedOutputs
 from hetgateway.coalescing import Coalescer
+from hetgateway.decisions import decision_support, resolve_levels
 from hetgateway.errors import (
     BackendError,
     Forbidden,
@@ -79,6 +81,7 @@ class DataPlane:
         self._catalog = catalog
         self._settings = settings
         self._metrics = metrics
+        self._accuracy = AccuracyMonitor(metrics, window_images=settings.accuracy_window_images)
         self._coalescer = Coalescer(
             backend,
             calls_per_replica=settings.triton_calls_per_replica,
@@ -127,12 +130,14 @@ class DataPlane:
         )
 
     async def model_detail(self, name: str) -> ModelDetail:
-        """One model's summary and its whole model card."""
+        """One model's summary, the decisions its answers carry (or why none) and its whole
+        model card."""
         await self._catalog.refresh_if_stale()
         entry = await self._catalog.get(name)
         ready = await self._backend.model_ready(entry.name)
         summary = _summary(entry, ready=ready)
-        return ModelDetail(**summary.model_dump(), model_card=entry.card.model_dump(mode="json"))
+        return ModelDetail(**summary.model_dump(), model_card=entry.card.model_dump(mode="json"),
+                           decisions=decision_support(entry.card))
 
     async def predict(
         self,
@@ -142,11 +147,14 @@ class DataPlane:
         top_k: int | None,
         request_id: str,
         include: Sequence[str] = (),
+        coverage: float | None = None,
+        risk: float | None = None,
     ) -> bytes:
         """Classify every input with ``model`` (None: the default model); ``top_k`` None means
         ``min(DEFAULT_TOP_K, k_max)``; ``include`` names per-class vectors to add to every
-        result (``hetcontract.ExtraOutput``; Triton is asked for them only then). Returns the
-        ``PredictResponse`` as JSON."""
+        result (``hetcontract.ExtraOutput``; Triton is asked for them only then); ``coverage``
+        and ``risk`` None mean the card's default levels of a calibrated model's decisions
+        (``hetgateway.decisions``). Returns the ``PredictResponse`` as JSON."""
         if not inputs:
             raise InvalidInput("no inputs: send at least one image or tensor")
         if len(inputs) > self.max_inputs:
@@ -167,7 +175,8 @@ class DataPlane:
                 f"model {entry.name!r} does not output {', '.join(missing)} (exported before "
                 "it existed: export it again to serve it)"
             )
-        output_names = ANSWER_OUTPUTS + tuple(include)
+        resolve_levels(entry.name, entry.decisions, coverage=coverage, risk=risk)
+        output_names = tuple(dict.fromkeys((*answer_outputs(entry.decisions), *include)))
         if _cheap_to_preprocess(inputs):
             batch = self._preprocess(inputs, entry)
         else:
@@ -178,6 +187,14 @@ class DataPlane:
         )
         entry = await self._catalog.for_version(entry, version)
         self._metrics.observe_uncertainty(entry.name, outputs)
+        levels = resolve_levels(entry.name, entry.decisions, coverage=coverage, risk=risk)
+        decided = None
+        if levels is not None and entry.decisions is not None and all(
+            name in outputs for name in entry.decisions.output_names()  # not across a switch
+        ):
+            decided = entry.decisions.decide(outputs, levels)
+            self._accuracy.observe(entry.name, decided.confident,
+                                   calibrated_accuracy=entry.decisions.calibrated_accuracy)
         card = entry.card
         served = {  # ServedModel's layout
             "name": entry.name,
@@ -188,7 +205,7 @@ class DataPlane:
         }
         return answer_json(
             served,
-            result_layouts(outputs, card, top_k=top_k, include=include),
+            result_layouts(outputs, card, top_k=top_k, include=include, decided=decided),
             request_id=request_id,
         )
 

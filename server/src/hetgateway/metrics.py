@@ -11,8 +11,16 @@ Several workers (``hetgateway gateway --workers N``): the parent sets
 ``PROMETHEUS_MULTIPROC_DIR`` before it starts them, every worker then writes its values to
 files there (prometheus_client's multiprocess mode), and ``exposition`` reads them all: a
 counter scraped from any worker is the sum over the workers, the in-flight gauge the sum over
-the live ones (``livesum``). Every metric here is a counter, a histogram or that gauge, all of
-which multiprocess mode supports.
+the live ones (``livesum``). Every metric here is a counter, a histogram or a gauge with a
+multiprocess mode, all of which multiprocess mode supports.
+
+The label-free accuracy estimate (ATC, ``hetgateway.accuracy_monitor``) is exposed as
+``hetserve_estimated_accuracy{model}``, the share of confident images in the recent windows:
+each worker sets two ``livesum`` gauges (images in its window, confident ones among them) and
+the estimate is their ratio, computed when the metrics are collected
+(``EstimatedAccuracyCollector``), so that with several workers it pools the live workers'
+windows instead of showing one worker's. ``hetserve_calibrated_accuracy{model}`` is the
+model card's figure the estimate is compared with.
 
 Typical usage::
 
@@ -26,11 +34,14 @@ Typical usage::
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
 from hetcontract import OutputName
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -44,6 +55,10 @@ EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_LATEST
 REFUSED_METRIC = "hetserve_http_requests_refused"
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus_client's switch to multiprocess mode: the directory the workers' files live in."""
+ESTIMATED_ACCURACY_METRIC = "hetserve_estimated_accuracy"
+WINDOW_IMAGES_METRIC = "hetserve_estimated_accuracy_window_images"
+WINDOW_CONFIDENT_METRIC = "hetserve_estimated_accuracy_confident_images"
+CALIBRATED_ACCURACY_METRIC = "hetserve_calibrated_accuracy"
 
 
 class ModelMetrics(NamedTuple):
@@ -55,6 +70,14 @@ class ModelMetrics(NamedTuple):
     triton_call_requests: Any
     predictive_entropy: Any
     top1_probability: Any
+
+
+class AccuracySeries(NamedTuple):
+    """One model's accuracy-estimate gauges (``GatewayMetrics.accuracy_series``)."""
+
+    window_images: Any
+    window_confident: Any
+    calibrated_accuracy: Any
 
 
 class GatewayMetrics:
@@ -71,6 +94,7 @@ class GatewayMetrics:
         self.exposed_registry = multiprocess_registry() or self.registry
         """What a scrape reads: every worker's files in multiprocess mode, else ``registry``."""
         self._models: dict[str, ModelMetrics] = {}
+        self._accuracy: dict[str, AccuracySeries] = {}
         self._requests: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "hetserve_http_requests_total",
@@ -148,6 +172,33 @@ class GatewayMetrics:
             buckets=TOP1_PROBABILITY_BUCKETS,
             registry=self.registry,
         )
+        self.window_images = Gauge(
+            WINDOW_IMAGES_METRIC,
+            "Answered images in the accuracy estimate's window (the last N per worker), by "
+            "model",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.window_confident = Gauge(
+            WINDOW_CONFIDENT_METRIC,
+            "Images of the accuracy estimate's window whose ATC score reaches the card's "
+            "threshold, by model",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.calibrated_accuracy = Gauge(
+            CALIBRATED_ACCURACY_METRIC,
+            "Top-1 accuracy on the model card's calibration images (the figure the estimated "
+            "accuracy is compared with), by model",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",
+        )
+        if self.exposed_registry is self.registry:  # one process: from its own gauges
+            self.registry.register(EstimatedAccuracyCollector(
+                lambda: chain(self.window_images.collect(), self.window_confident.collect())))
 
     def for_model(self, model: str) -> ModelMetrics:
         """The per-model series of ``model``."""
@@ -160,6 +211,17 @@ class GatewayMetrics:
                 triton_call_requests=self.triton_call_requests.labels(model=model),
                 predictive_entropy=self.predictive_entropy.labels(model=model),
                 top1_probability=self.top1_probability.labels(model=model),
+            )
+        return series
+
+    def accuracy_series(self, model: str) -> AccuracySeries:
+        """The accuracy-estimate gauges of ``model``."""
+        series = self._accuracy.get(model)
+        if series is None:
+            series = self._accuracy[model] = AccuracySeries(
+                window_images=self.window_images.labels(model=model),
+                window_confident=self.window_confident.labels(model=model),
+                calibrated_accuracy=self.calibrated_accuracy.labels(model=model),
             )
         return series
 
@@ -207,11 +269,50 @@ class GatewayMetrics:
         return generate_latest(self.exposed_registry)
 
 
+class EstimatedAccuracyCollector:
+    """``hetserve_estimated_accuracy{model}``: confident images over images in the windows,
+    from the two window gauges as ``source`` yields them (summed over the live workers in
+    multiprocess mode); no sample for a model whose windows are empty."""
+
+    def __init__(self, source: Callable[[], Iterable[Metric]]) -> None:
+        self._source = source
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        totals: dict[str, dict[str, float]] = {WINDOW_IMAGES_METRIC: {},
+                                               WINDOW_CONFIDENT_METRIC: {}}
+        for family in self._source():
+            if family.name in totals:
+                for sample in family.samples:
+                    model = sample.labels.get("model", "")
+                    by_model = totals[family.name]
+                    by_model[model] = by_model.get(model, 0.0) + sample.value
+        estimate = self._family()
+        for model, images in sorted(totals[WINDOW_IMAGES_METRIC].items()):
+            if images > 0:
+                confident = totals[WINDOW_CONFIDENT_METRIC].get(model, 0.0)
+                estimate.add_metric([model], confident / images)
+        yield estimate
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            ESTIMATED_ACCURACY_METRIC,
+            "Label-free top-1 accuracy estimate (ATC, Garg et al. 2022) over the recently "
+            "answered images, by model: the share whose ATC score reaches the card's threshold",
+            labels=["model"],
+        )
+
+
 def multiprocess_registry() -> CollectorRegistry | None:
     """A registry reading every worker's files, when ``PROMETHEUS_MULTIPROC_DIR`` is set
-    (in a worker, or in the parent that serves the metrics port)."""
+    (in a worker, or in the parent that serves the metrics port), with the accuracy estimate
+    computed from the workers' pooled windows."""
     if not os.environ.get(MULTIPROCESS_DIR_ENV):
         return None
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
+    registry.register(EstimatedAccuracyCollector(MultiProcessCollector(None).collect))
     return registry

@@ -34,6 +34,7 @@ from hetcontract import MODEL_CARD_FILENAME, MODEL_CARD_PARAMETER, ModelCard
 from pydantic import ValidationError
 
 from hetgateway.backend import InferenceBackend, RepositoryEntry
+from hetgateway.decisions import DecisionTable
 from hetgateway.errors import GatewayError, ModelNotFound
 
 REFRESH_INTERVAL_S = 1.0
@@ -45,7 +46,8 @@ _LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CatalogEntry:
-    """One served model: Triton's name and version, its batch limit and its card."""
+    """One served model: Triton's name and version, its batch limit, its card and the card's
+    decision thresholds ready to apply (None: the card has no calibration)."""
 
     name: str
     version: str
@@ -53,6 +55,7 @@ class CatalogEntry:
     card: ModelCard
     outputs: frozenset[str] = frozenset()
     """The model's output names, from its Triton config."""
+    decisions: DecisionTable | None = None
 
 
 class ModelCatalog:
@@ -174,6 +177,7 @@ class ModelCatalog:
             max_batch_size=config.max_batch_size,
             card=card,
             outputs=config.outputs,
+            decisions=DecisionTable.from_card(card),
         )
 
     def _card(self, name: str, parameter: str | None) -> ModelCard | None:

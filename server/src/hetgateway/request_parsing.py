@@ -1,9 +1,10 @@
 """Read a predict request's body, JSON or multipart, into plain ``PredictInput`` items.
 
 JSON: ``hetcontract.PredictRequest`` (``{"inputs": [{"image": b64} | {"tensor": [...]}],
-"top_k": 5, "include": ["probs"]}``). Multipart: one or more ``images`` file parts and optional
-``top_k`` and ``include`` (comma-separated) fields, parsed in memory
-(``hetgateway.multipart_form``).
+"top_k": 5, "include": ["probs"], "coverage": 0.95, "risk": 0.02}``). Multipart: one or more
+``images`` file parts and optional ``top_k``, ``include`` (comma-separated), ``coverage`` and
+``risk`` fields, parsed in memory (``hetgateway.multipart_form``). Whether a coverage or risk is
+one the model offers is the data plane's question (it knows the model's card).
 """
 
 from __future__ import annotations
@@ -32,18 +33,24 @@ MULTIPART_MEDIA_TYPE = "multipart/form-data"
 IMAGES_FIELD = "images"
 TOP_K_FIELD = "top_k"
 INCLUDE_FIELD = "include"
+COVERAGE_FIELD = "coverage"
+RISK_FIELD = "risk"
 MAX_FORM_FIELDS = 16
-"""Non-file multipart fields accepted (``top_k`` and ``include`` are the ones used)."""
+"""Non-file multipart fields accepted (``top_k``, ``include``, ``coverage`` and ``risk`` are
+the ones used)."""
 
 
 @dataclass(frozen=True)
 class ParsedPredict:
-    """A predict request without its HTTP framing; ``top_k`` None: the model's default."""
+    """A predict request without its HTTP framing; ``top_k``, ``coverage`` and ``risk`` None:
+    the model's defaults."""
 
     inputs: list[PredictInput]
     top_k: int | None
     include: tuple[str, ...] = ()
     """Per-class vectors asked for beyond the default answer (``hetcontract.ExtraOutput``)."""
+    coverage: float | None = None
+    risk: float | None = None
 
 
 async def read_predict_request(request: Request, *, max_inputs: int) -> ParsedPredict:
@@ -83,7 +90,8 @@ def _parse_json(body: bytes) -> ParsedPredict:
         else:
             inputs.append(RawTensor(list(item.tensor), origin=origin))
     top_k = parsed.top_k if "top_k" in parsed.model_fields_set else None
-    return ParsedPredict(inputs=inputs, top_k=top_k, include=tuple(dict.fromkeys(parsed.include)))
+    return ParsedPredict(inputs=inputs, top_k=top_k, include=tuple(dict.fromkeys(parsed.include)),
+                         coverage=parsed.coverage, risk=parsed.risk)
 
 
 def _parse_multipart(body: bytes, content_type: str, *, max_inputs: int) -> ParsedPredict:
@@ -100,6 +108,8 @@ def _parse_multipart(body: bytes, content_type: str, *, max_inputs: int) -> Pars
         inputs=inputs,
         top_k=_form_top_k(form.fields.get(TOP_K_FIELD)),
         include=_form_include(form.fields.get(INCLUDE_FIELD)),
+        coverage=_form_level(form.fields.get(COVERAGE_FIELD), COVERAGE_FIELD),
+        risk=_form_level(form.fields.get(RISK_FIELD), RISK_FIELD),
     )
 
 
@@ -123,6 +133,19 @@ def _form_top_k(value: object) -> int | None:
         return int(str(value))
     except ValueError as exc:
         raise InvalidInput(f"top_k must be an integer; got {str(value)[:32]!r}") from exc
+
+
+def _form_level(value: object, name: str) -> float | None:
+    """A ``coverage`` or ``risk`` form field: a number strictly between 0 and 1."""
+    if value is None:
+        return None
+    try:
+        level = float(str(value))
+    except ValueError as exc:
+        raise InvalidInput(f"{name} must be a number; got {str(value)[:32]!r}") from exc
+    if not 0.0 < level < 1.0:
+        raise InvalidInput(f"{name} must lie strictly between 0 and 1; got {level:g}")
+    return level
 
 
 def _base64(text: str, *, origin: str) -> bytes:

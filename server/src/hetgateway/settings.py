@@ -27,6 +27,7 @@ DEFAULT_BODY_READ_TIMEOUT_S = 30.0
 DEFAULT_LISTEN_BACKLOG = 2048
 DEFAULT_LINGER_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_LINGER_TIMEOUT_S = 10.0
+DEFAULT_ACCURACY_WINDOW_IMAGES = 1000
 DEFAULT_TRITON_CALLS_PER_REPLICA = 2
 DEFAULT_DRAIN_S = 5.0
 DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
@@ -191,6 +192,14 @@ class GatewaySettings(BaseSettings):
         default=DEFAULT_LINGER_TIMEOUT_S,
         ge=0,
         description="after a 413, longest time spent discarding the rest of the body",
+    )
+    accuracy_window_images: int = Field(
+        default=DEFAULT_ACCURACY_WINDOW_IMAGES,
+        ge=1,
+        description=(
+            "answered images per model (per worker) the label-free accuracy estimate "
+            "(hetserve_estimated_accuracy, ATC) is taken over"
+        ),
     )
     drain_s: float = Field(
         default=DEFAULT_DRAIN_S,

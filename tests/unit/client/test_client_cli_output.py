@@ -13,8 +13,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hetclient.cli import DEFAULT_URL, URL_ENV, ExitCode, build_parser, main
-from hetclient.table import HEADER, WITHHELD_TEXT, format_table
-from hetcontract import PredictResponse
+from hetclient.table import HEADER, WITHHELD_TEXT, decision_words, format_table
+from hetcontract import (
+    Decision,
+    DecisionSupport,
+    ModelDetail,
+    PredictionSet,
+    PredictResponse,
+    SetMember,
+)
 
 
 class _FixedAnswers(BaseHTTPRequestHandler):
@@ -37,10 +44,25 @@ class _FixedAnswers(BaseHTTPRequestHandler):
         pass
 
 
+def _detail(name: str, support: DecisionSupport) -> bytes:
+    return ModelDetail(name=name, version="1", ready=True, head="het", num_classes=10,
+                       labels=[str(i) for i in range(10)], model_card={},
+                       decisions=support).model_dump_json().encode()
+
+
 @pytest.fixture
 def fake_gateway(make_answer) -> Iterator[str]:
     _FixedAnswers.answers = {
         "/v1/predict": (200, make_answer(2).model_dump_json().encode()),
+        "/v1/models/calibrated": (200, _detail("calibrated", DecisionSupport(
+            available=True, reason="calibrated on 6000 noisy-label images (held-out split) on "
+            "2026-01-01; the guarantees hold for labels like those",
+            coverages=[0.8, 0.9], default_coverage=0.9, risks=[0.02, 0.05], default_risk=0.05,
+            delta=0.1, label_source="noisy", estimated_accuracy_score="top_ratio",
+            calibrated_accuracy=0.756))),
+        "/v1/models/plain": (200, _detail("plain", DecisionSupport(
+            available=False, reason="model 'plain' was exported without labelled calibration "
+            "images"))),
         "/v1/models/nope/predict": (
             404,
             json.dumps(
@@ -89,6 +111,65 @@ def test_table_says_where_the_model_withheld_a_class_s_shares(make_answer):
     lines = format_table(["a.png"], answer.model_copy(update={"results": [result]})).splitlines()
     assert "Pullover 0.71" in lines[1]
     assert lines[2].endswith(WITHHELD_TEXT)
+
+
+def _decided(answer: PredictResponse, *accept: bool) -> PredictResponse:
+    """``answer`` with a set and a decision on each result (``accept`` per result)."""
+    results = [
+        result.model_copy(update={
+            "prediction_set": PredictionSet(coverage=0.9, classes=[
+                SetMember(class_id=6, label="Shirt"), SetMember(class_id=0, label="T-shirt/top")]
+                if not ok else [SetMember(class_id=6, label="Shirt")]),
+            "decision": Decision(accept=ok, risk=0.05, delta=0.1, score="max_probability"),
+        })
+        for result, ok in zip(answer.results, accept, strict=True)
+    ]
+    return answer.model_copy(update={"results": results})
+
+
+def test_table_of_a_calibrated_model_says_the_set_and_the_decision_in_words(make_answer):
+    table = format_table(["a.png", "b.png"], _decided(make_answer(2), False, True))
+    lines = table.splitlines()
+    assert "could be (90 % coverage)" in lines[0] and lines[0].rstrip().endswith("decision")
+    assert lines[1].rstrip().endswith("Shirt, T-shirt/top        send to review")
+    assert lines[3].rstrip().endswith("Shirt                     accept at 5 % risk")
+    assert "review" not in lines[2] and "accept" not in lines[4]
+
+
+def test_an_empty_set_reads_as_none_and_uncalibrated_answers_keep_the_plain_table(
+    make_answer,
+):
+    answer = _decided(make_answer(1), False)
+    empty = answer.results[0].model_copy(update={
+        "prediction_set": PredictionSet(coverage=0.9, classes=[])})
+    assert decision_words(empty) == ("none (unlike the calibration images)", "send to review")
+    assert decision_words(make_answer(1).results[0]) == ("", "")
+    assert "decision" not in format_table(["a.png"], make_answer(1)).splitlines()[0]
+
+
+def test_model_info_says_the_calibration_in_words(fake_gateway, capsys):
+    assert main(["model", "calibrated", "--url", fake_gateway]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "prediction sets: coverage 80 %, 90 % (default 90 %)" in out
+    assert ("accept or review: error among accepted at most 2 %, 5 % (default 5 %), each "
+            "with probability at least 90 %") in out
+    assert "calibrated on 6000 noisy-label images" in out
+    assert "accuracy on the calibration images: 75.6 %" in out
+
+
+def test_model_info_of_an_uncalibrated_model_says_why_there_are_no_decisions(
+    fake_gateway, capsys
+):
+    assert main(["model", "plain", "--url", fake_gateway]) == ExitCode.OK
+    assert "decisions: none (model 'plain' was exported without labelled calibration images)" in (
+        capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("level", ["--coverage=1.5", "--risk=0", "--risk=abc"])
+def test_levels_outside_zero_and_one_are_usage_errors(images, level, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["predict", images[0], level])
+    assert exited.value.code == ExitCode.USAGE
 
 
 def test_table_refuses_names_that_do_not_match_the_results(make_answer):

@@ -69,6 +69,14 @@ def test_no_top_k_is_sent_unless_given_so_the_gateway_default_fits_the_model(cap
     assert hetclient.DEFAULT_TOP_K == 5  # the gateway's default, capped at the model's k_max
 
 
+def test_a_coverage_and_a_risk_are_sent_only_when_asked_for(captured):
+    (default,) = captured(lambda c: c.predict(b"x"))
+    (chosen,) = captured(lambda c: c.predict(b"x", coverage=0.95, risk=0.02))
+    assert not {"coverage", "risk"} & set(json.loads(default.content))
+    body = json.loads(chosen.content)
+    assert (body["coverage"], body["risk"]) == (0.95, 0.02)
+
+
 def test_file_paths_as_str_and_path_are_sent_as_their_bytes(captured, tmp_path: Path):
     data = _png_bytes(np.arange(16, dtype=np.uint8).reshape(4, 4))
     file = tmp_path / "img.png"

@@ -30,6 +30,9 @@ ARCHITECTURE_EXAMPLE_ANSWER = {
             "confusable": [{"class_id": 6, "confused_with": [
                 {"class_id": 2, "label": "Pullover", "share": 0.71}]}],
         },
+        "prediction_set": {"coverage": 0.9, "classes": [{"class_id": 6, "label": "Shirt"},
+                                                        {"class_id": 0, "label": "T-shirt/top"}]},
+        "decision": {"accept": False, "risk": 0.05, "delta": 0.1, "score": "max_probability"},
     }],
     "request_id": "abc",
 }
@@ -75,6 +78,22 @@ def test_the_architecture_example_answer_parses_and_round_trips():
     assert json.loads(answer.model_dump_json()) == ARCHITECTURE_EXAMPLE_ANSWER
 
 
+def test_an_answer_of_an_uncalibrated_model_has_no_set_and_no_decision():
+    result = dict(ARCHITECTURE_EXAMPLE_ANSWER["results"][0])
+    del result["prediction_set"], result["decision"]
+    answer = PredictResponse.model_validate({**ARCHITECTURE_EXAMPLE_ANSWER, "results": [result]})
+    assert answer.results[0].prediction_set is None and answer.results[0].decision is None
+
+
+def test_a_request_may_name_a_coverage_and_a_risk():
+    request = PredictRequest.model_validate(
+        {"inputs": [{"image": "aGk="}], "coverage": 0.95, "risk": 0.02})
+    assert (request.coverage, request.risk) == (0.95, 0.02)
+    for bad in ({"coverage": 1.0}, {"coverage": 0}, {"risk": -0.1}, {"risk": 1.5}):
+        with pytest.raises(ValidationError):
+            PredictRequest.model_validate({"inputs": [{"image": "aGk="}], **bad})
+
+
 def test_predict_request_takes_images_or_tensors_and_refuses_anything_else():
     request = PredictRequest.model_validate(
         {"inputs": [{"image": "aGk="}, {"tensor": [[0.0, 1.0]]}], "top_k": 2})
@@ -106,6 +125,6 @@ def test_model_card_refuses_inconsistent_cards(overrides, problem):
 
 def test_all_names_are_exported():
     public = {name for name in dir(hetcontract) if not name.startswith("_")}
-    modules = {"api", "errors", "model_card", "outputs", "audit", "audit_report",
-               "audit_scoring"}
+    modules = {"api", "calibration", "decision_scores", "errors", "model_card", "outputs",
+               "audit", "audit_report", "audit_scoring"}
     assert set(hetcontract.__all__) == public - modules

@@ -695,6 +695,25 @@ def test_alert_thresholds_come_from_the_values() -> None:
     assert latency["expr"].rstrip().endswith("> 3") and latency["for"] == "2m"
 
 
+def test_the_accuracy_alert_compares_the_estimate_with_the_cards_figure(tmp_path: Path) -> None:
+    """The label-free accuracy estimate's alert (docker/prometheus/alerts.yml's, scoped to the
+    release): its thresholds come from the values, and every rule passes promtool."""
+    rule = one(render(None, ("prometheusRule.enabled=true",
+                             "prometheusRule.accuracyMinImages=200")),
+               "PrometheusRule", "hs-hetserve")
+    accuracy = next(r for g in rule["spec"]["groups"] for r in g["rules"]
+                    if r["alert"] == "HetserveEstimatedAccuracyDropped")
+    assert ") > 0.05" in accuracy["expr"] and accuracy["expr"].rstrip().endswith(">= 200")
+    promtool = Path(sys.executable).with_name("promtool")
+    if not promtool.is_file():
+        pytest.skip("prerequisite missing: promtool (make setup: scripts/promtool.sh)")
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = subprocess.run([str(promtool), "check", "rules", str(rules)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_the_grafana_dashboard_configmap_holds_the_one_dashboard_file() -> None:
     assert not [o for o in render() if o["kind"] == "ConfigMap"]  # behind a value
     config_map = one(render(None, ("grafanaDashboard.enabled=true",)), "ConfigMap", "-dashboard")

@@ -1,16 +1,21 @@
-"""Prometheus scrapes the gateway and Triton; the Grafana dashboard only queries metrics that
-exist, from the datasource that is provisioned."""
+"""Prometheus scrapes the gateway and Triton and loads the alert rules; the Grafana dashboard
+only queries metrics that exist, from the datasource that is provisioned; the alert on the
+label-free accuracy estimate passes ``promtool``'s checks and its unit test."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from hetcontract import OutputName
+from hetgateway.accuracy_monitor import AccuracyMonitor
 from hetgateway.admission import AdmissionGate
 from hetgateway.metrics import GatewayMetrics
 
@@ -20,7 +25,9 @@ DOCKER = ROOT / "docker"
 DASHBOARD = ROOT / "deploy" / "helm" / "hetserve" / "dashboards" / "hetserve.json"
 TRITON_METRIC_PREFIX = "nv_"
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-PROMQL_WORDS = {"sum", "by", "rate", "histogram_quantile", "le", "model", "route", "status"}
+PROMQL_WORDS = {"sum", "avg", "by", "rate", "histogram_quantile", "le", "model", "route",
+                "status"}
+PROMETHEUS = DOCKER / "prometheus"
 
 
 def _yaml(path: Path) -> dict:
@@ -42,6 +49,8 @@ def _gateway_metric_names() -> set[str]:
             OutputName.TOPK_PROBS.value: np.array([[0.9, 0.05], [0.4, 0.3]], dtype=np.float32),
         },
     )
+    AccuracyMonitor(metrics, window_images=10).observe("m", [True, False],
+                                                       calibrated_accuracy=0.8)
     text = metrics.exposition().decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1].isalpha()}
 
@@ -66,6 +75,39 @@ def test_prometheus_scrapes_the_gateway_and_triton_metrics_ports() -> None:
     }
     assert targets == {"gateway": ["gateway:8082"], "triton": ["triton:8002"]}
     assert all(job["metrics_path"] == "/metrics" for job in config["scrape_configs"])
+    assert config["rule_files"] == ["alerts.yml"]
+
+
+def _promtool() -> str:
+    local = Path(sys.executable).with_name("promtool")
+    found = str(local) if local.is_file() else shutil.which("promtool")
+    if found is None:
+        pytest.skip("prerequisite missing: promtool (make setup: scripts/promtool.sh)")
+    return found
+
+
+def test_promtool_accepts_the_config_and_the_alert_rules() -> None:
+    for check in (["check", "config", str(PROMETHEUS / "prometheus.yml")],
+                  ["check", "rules", str(PROMETHEUS / "alerts.yml")]):
+        result = subprocess.run([_promtool(), *check], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_accuracy_alert_fires_on_a_sustained_drop_over_enough_images() -> None:
+    """alerts_test.yml: 8 points down for 10 minutes over 1000 images fires; 4 points down
+    (two pods averaged), or 25 points down over 200 images, does not."""
+    result = subprocess.run([_promtool(), "test", "rules", "alerts_test.yml"],
+                            cwd=Path(__file__).parent, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_alert_compares_the_metrics_the_gateway_exports() -> None:
+    rules = _yaml(PROMETHEUS / "alerts.yml")["groups"][0]["rules"]
+    queried = _queried_metric_names({"panels": [{"targets": [{"expr": r["expr"]}]}
+                                                for r in rules]})
+    assert queried == {"hetserve_calibrated_accuracy", "hetserve_estimated_accuracy",
+                       "hetserve_estimated_accuracy_window_images"}
+    assert queried <= _gateway_metric_names()
 
 
 def test_dashboard_queries_only_metrics_the_gateway_or_triton_export() -> None:
@@ -91,6 +133,8 @@ def test_dashboard_queries_only_metrics_the_gateway_or_triton_export() -> None:
         "hetserve_top1_probability_bucket",
         "hetserve_predict_batch_size_bucket",
         "hetserve_http_requests_refused_total",
+        "hetserve_estimated_accuracy",
+        "hetserve_calibrated_accuracy",
     ],
 )
 def test_dashboard_shows_latency_errors_and_the_uncertainty_distributions(metric: str) -> None:

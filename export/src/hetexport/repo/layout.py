@@ -33,7 +33,7 @@ from hetcontract import MODEL_CARD_FILENAME, MODEL_CARD_PARAMETER, ModelCard
 
 from hetexport.errors import RepositoryError
 from hetexport.repo.config import ModelConfig
-from hetexport.repo.pbtxt import render_config
+from hetexport.repo.pbtxt import ConfigParseError, parse_config, render_config
 
 CONFIG_FILENAME = "config.pbtxt"
 LABELS_FILENAME = "labels.txt"
@@ -134,6 +134,23 @@ def write_model(
     contents.update({f"{number}/{path}": data for path, data in files.version_files.items()})
     write_model_dir(model_repo, files.name, contents)
     return WrittenModel(model_dir, number, tuple(sorted([*kept, number])), card)
+
+
+def replace_card(model_dir: Path, card: ModelCard) -> Path:
+    """Rewrite an existing model's card (``model_card.json`` and the config's model card
+    parameter) as ``card``, every other file as it was; the directory is swapped in at once
+    like any write. Raises RepositoryError, changing nothing, when the config cannot be read
+    or the disk refuses."""
+    model_dir = Path(model_dir)
+    files = read_files(model_dir)
+    try:
+        config = parse_config(files[CONFIG_FILENAME].decode("utf-8"))
+    except (KeyError, UnicodeDecodeError, ConfigParseError) as exc:
+        raise RepositoryError(f"cannot read {model_dir / CONFIG_FILENAME}: {exc}") from exc
+    config = config.with_parameter(MODEL_CARD_PARAMETER, card.model_dump_json())
+    files[CONFIG_FILENAME] = render_config(config).encode()
+    files[MODEL_CARD_FILENAME] = (card.model_dump_json(indent=2) + "\n").encode()
+    return write_model_dir(model_dir.parent, model_dir.name, files)
 
 
 def read_files(model_dir: Path, *, under: str = "") -> dict[str, bytes]:

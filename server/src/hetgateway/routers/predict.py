@@ -24,10 +24,12 @@ from hetcontract import PredictResponse
 from hetgateway.data_plane import DataPlane
 from hetgateway.request_context import current_request_id
 from hetgateway.request_parsing import (
+    COVERAGE_FIELD,
     IMAGES_FIELD,
     INCLUDE_FIELD,
     JSON_MEDIA_TYPE,
     MULTIPART_MEDIA_TYPE,
+    RISK_FIELD,
     TOP_K_FIELD,
     read_predict_request,
 )
@@ -54,6 +56,10 @@ PREDICT_REQUEST_BODY: dict[str, Any] = {
                             "type": "string",
                             "description": "comma-separated: probs, latent_probs",
                         },
+                        COVERAGE_FIELD: {"type": "number", "exclusiveMinimum": 0,
+                                         "exclusiveMaximum": 1},
+                        RISK_FIELD: {"type": "number", "exclusiveMinimum": 0,
+                                     "exclusiveMaximum": 1},
                     },
                 }
             },
@@ -70,7 +76,9 @@ PREDICT_ERRORS = error_responses(400, 404, 413, 415, 422, 503, 504)
     openapi_extra=PREDICT_REQUEST_BODY,
 )
 async def predict_with_model(model: str, request: Request) -> Response:
-    """Top-k classes, entropies and class correlations from the named model."""
+    """Top-k classes, entropies, where each class's probability moves and, for a calibrated
+    model, the prediction set and the accept-or-review decision (at the model's default
+    coverage and risk, or at ``coverage`` / ``risk`` from its calibration table)."""
     return await _predict(request, model=model)
 
 
@@ -100,5 +108,7 @@ async def _predict(request: Request, *, model: str | None) -> Response:
         top_k=parsed.top_k,
         request_id=current_request_id() or "",
         include=parsed.include,
+        coverage=parsed.coverage,
+        risk=parsed.risk,
     )
     return Response(content=answer, media_type=JSON_MEDIA_TYPE)

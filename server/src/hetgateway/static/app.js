@@ -2,7 +2,8 @@
 //
 // Plain ES module, no dependencies. Talks only to the gateway it was served from, through the
 // HTTP contract (ARCHITECTURE.md, hetcontract.api): GET v1/models, GET v1/models/{name},
-// POST v1/models/{name}/predict with {"inputs": [{"image": base64}], "top_k": k}.
+// POST v1/models/{name}/predict with {"inputs": [{"image": base64}], "top_k": k} (and, for a
+// calibrated model, "coverage" and "risk" from its table).
 // Paths are relative so the page also works behind a path prefix.
 
 const API_KEY_STORAGE = "hetserve.apiKey";
@@ -27,6 +28,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   models: new Map(),  // name -> ModelSummary
   cards: new Map(),   // name -> model card (from GET v1/models/{name})
+  decisions: new Map(),  // name -> DecisionSupport (from GET v1/models/{name}), or null
   model: null,        // selected model name
   image: null,        // {base64, name}
   requestSeq: 0,      // answers to older requests are dropped
@@ -168,6 +170,7 @@ async function loadCard(name) {
     try {
       const detail = await apiFetch(`v1/models/${encodeURIComponent(name)}`);
       state.cards.set(name, detail.model_card);
+      state.decisions.set(name, detail.decisions || null);
     } catch (err) {
       showError(err);
       return;
@@ -182,12 +185,37 @@ async function loadCard(name) {
   ];
   const mc = card.monte_carlo;
   if (mc && card.head !== "det") parts.push(mcDescription(mc));
+  const calibration = card.calibration;
+  parts.push(calibration
+    ? `decisions calibrated on ${calibration.images} ${calibration.label_source}-label images`
+    : "no decisions (not calibrated)");
   const info = $("model-info");
   info.textContent = `${HEAD_NAMES[card.head] || card.head}: ${parts.join(" · ")}`;
   info.title = "K classes, R covariance factors, S Monte Carlo samples (and their design), " +
     "τ softmax temperature; the error is |served − exact| of the averaged probabilities, " +
     "99th percentile over held-out images";
   fillTopK(card.top_k);
+  fillLevels(state.decisions.get(name));
+}
+
+/** The coverage and risk a calibrated model offers, its defaults selected; hidden without. */
+function fillLevels(support) {
+  const available = Boolean(support && support.available);
+  $("level-rows").hidden = !available;
+  if (!available) return;
+  fillLevel($("coverage"), support.coverages, support.default_coverage);
+  fillLevel($("risk"), support.risks, support.default_risk);
+}
+
+function fillLevel(select, levels, fallback) {
+  const wanted = Number(select.value);
+  select.replaceChildren(...levels.map((level) => {
+    const option = document.createElement("option");
+    option.value = String(level);
+    option.textContent = formatLevel(level);
+    return option;
+  }));
+  select.value = String(levels.includes(wanted) ? wanted : fallback);
 }
 
 /** "Sobol bank, p̄ error ≤ 0.004 (p99)" from the model card's monte_carlo section. */
@@ -314,10 +342,16 @@ async function predict() {
   clearError();
   setStatus(`Asking ${model}…`);
   $("result-panel").setAttribute("aria-busy", "true");
+  const body = { inputs: [{ image: state.image.base64 }], top_k: topK };
+  const support = state.decisions.get(model);
+  if (support && support.available) {
+    body.coverage = Number($("coverage").value);
+    body.risk = Number($("risk").value);
+  }
   try {
     const answer = await apiFetch(`v1/models/${encodeURIComponent(model)}/predict`, {
       method: "POST",
-      body: { inputs: [{ image: state.image.base64 }], top_k: topK },
+      body,
     });
     if (seq !== state.requestSeq) return;
     renderAnswer(answer);
@@ -345,11 +379,67 @@ function renderAnswer(answer) {
     ` · ${plural(answer.model.mc_samples, "MC sample")}` +
     ` · τ = ${formatNumber(answer.model.temperature, 2)}`;
   $("request-id").textContent = answer.request_id;
+  renderDecision(result, answer.model.name);
   renderBars(result.predictions);
   renderEntropy(result.uncertainty, answer.model.num_classes);
   renderHeatmap(result.uncertainty.latent_correlation, answer.model.name);
   renderConfusable(result.uncertainty, answer.model.name);
   root.hidden = false;
+}
+
+/**
+ * The decision in a reviewer's words: accept the top class (at the stated error among
+ * accepted answers) or send the image to review; the classes the label is among at the stated
+ * coverage; what the guarantees rest on. An uncalibrated model says why it has none.
+ */
+function renderDecision(result, modelName) {
+  const section = $("decision");
+  const verdict = $("decision-verdict");
+  const set = $("prediction-set");
+  const note = $("calibration-note");
+  const support = state.decisions.get(modelName);
+  const decided = Boolean(result.decision && result.prediction_set);
+  section.classList.toggle("undecided", !decided);
+  if (!decided) {
+    section.dataset.accept = "";
+    verdict.textContent = "No decision: this model was not calibrated.";
+    set.textContent = "";
+    note.textContent = support && support.reason ? `Why: ${support.reason}.` : "";
+    return;
+  }
+  const { decision, prediction_set: predictionSet } = result;
+  const top = result.predictions[0];
+  section.dataset.accept = String(decision.accept);
+  verdict.replaceChildren(...(decision.accept
+    ? [strong("Accept"), `: use “${top.label}”. Among answers accepted this way, at most ` +
+       `${formatLevel(decision.risk)} are wrong.`]
+    : [strong("Send to review"), ": the model is not sure enough to keep the error among " +
+       `accepted answers under ${formatLevel(decision.risk)}.`]));
+  const members = predictionSet.classes.map((c) => {
+    const chip = document.createElement("span");
+    chip.className = "set-member";
+    chip.dataset.testid = "set-member";
+    chip.dataset.classId = String(c.class_id);
+    chip.textContent = c.label;
+    return chip;
+  });
+  set.dataset.coverage = String(predictionSet.coverage);
+  if (members.length === 0) {
+    set.textContent = `No class is plausible enough at ${formatLevel(predictionSet.coverage)} ` +
+      "coverage: this image is unlike the images the model was calibrated on.";
+  } else {
+    set.replaceChildren(
+      `With ${formatLevel(predictionSet.coverage)} coverage, the label is ` +
+        (members.length === 1 ? "" : "one of "),
+      ...members.flatMap((chip, i) => (i === 0 ? [chip] : [", ", chip])),
+      ".",
+    );
+  }
+  note.textContent = support && support.available
+    ? `${formatLevel(predictionSet.coverage)} of images like the calibration images get a set ` +
+      "holding their label; the bound on errors among accepted answers holds with probability " +
+      `${formatLevel(1 - decision.delta)}. The model was ${support.reason}.`
+    : "";
 }
 
 function renderBars(predictions) {
@@ -543,6 +633,11 @@ function formatPercent(p) {
   return `${(100 * p).toFixed(1)} %`;
 }
 
+/** A calibrated level as a reader says it: 0.9 -> "90 %", 0.995 -> "99.5 %". */
+function formatLevel(level) {
+  return `${Number((100 * level).toPrecision(6))} %`;
+}
+
 // ---- API key -------------------------------------------------------------------------------
 
 function wireApiKey() {
@@ -570,6 +665,8 @@ async function start() {
   wireApiKey();
   wireFileInput();
   $("top-k").addEventListener("change", () => predict());
+  $("coverage").addEventListener("change", () => predict());
+  $("risk").addEventListener("change", () => predict());
   fillTopK(DEFAULT_TOP_K);
   await Promise.all([loadModels(), loadExamples()]);
   document.body.dataset.ready = "true";
