@@ -13,7 +13,7 @@ OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 AUDIT_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-bank-fit bench-demo-epochs bench-confusable bench-decisions bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-default-samples bench-bank-fit bench-demo-epochs bench-confusable bench-decisions bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, helm for the chart's offline checks and promtool for the alert rules' checks
@@ -116,6 +116,11 @@ bench: setup
 ##   exact integral per bank; needs runs/demo/fashion_het.pt (make models)
 bench-uncertainty: setup
 	cd bench && ../$(PY) uncertainty_cost.py
+
+## bench-default-samples: the default S of an export without held-out images, by a model-free
+##   criterion (every served integral as exact as plain MC S = 1000 on a family of latents)
+bench-default-samples: setup
+	cd bench && nice -n 10 ../$(PY) default_samples.py
 
 ## bench-bank-fit: the fitted ("optimized") noise bank vs the Sobol designs and plain MC S = 1000,
 ##   error against the exact integral on fit, card, held-out images -> bench/results/bank-fit-*.json

@@ -13,7 +13,13 @@ Implementations (``impl``):
 * ``compile``: the same function through ``torch.compile`` (compile time excluded, time-boxed);
 * ``chunked``: the memory-lean PyTorch path of ``hetexport.fused`` (a chunk of samples at a time);
 * ``fused``: the triton kernel (CUDA only: interpreter timings say nothing about a GPU);
-* ``onnxruntime``: the ONNX head (the same math exported, noise bank as initializers), CPU.
+* ``onnxruntime``: the ONNX head (the same math exported, noise bank as initializers), CPU;
+* ``served``: the served head as the export writes it (``hetexport.serving.head.ServingGraph``
+  traced by ``hetexport.onnx.graph.export_graph``) behind a pass-through backbone, in ONNX
+  Runtime: pre-logits [B, D] (D = ``SERVED_PRELOGITS``) -> the head's linear layers -> the
+  one-pass statistics, top-k, latent correlation, confusable shares, every output of the
+  contract; ``served_plain``: the plain (deterministic) head's served graph at the same K, the
+  comparison. Their floor adds the head's weights (read once per call) to the bytes.
 
 Floor (per row): ``max(bytes / copy bandwidth, FLOPs / fp32 matmul rate)``, both rates measured
 here at start-up. bytes = every input read once (mu, d, V or v and J, z_R, z_K) and every
@@ -45,13 +51,23 @@ from pathlib import Path
 import psutil
 import torch
 from hetexport.fused import mc_head, triton_available
-from hetexport.layers import LatentGaussian, NoiseBank, mc_softmax
+from hetexport.layers import (
+    DeterministicHead,
+    HetSoftmaxHead,
+    LatentGaussian,
+    NoiseBank,
+    mc_softmax,
+)
+from hetexport.model import HetClassifier
+from hetexport.onnx.graph import export_graph
+from hetexport.serving.head import ServingGraph
 from provenance import provenance
 from torch import Tensor, nn
 
 RESULTS_DIR = Path(__file__).parent / "results"
 MEASURES = ["bench/head_bench.py", "export/src/hetexport/fused", "export/src/hetexport/layers",
-            "export/src/hetexport/onnx"]
+            "export/src/hetexport/onnx", "export/src/hetexport/serving",
+            "export/src/hetexport/class_correlation.py"]
 """What the figures measure (each section's provenance): the heads' code and this script."""
 TEMPERATURE = 1.5
 FLOPS_PER_ENTRY = 10
@@ -95,7 +111,9 @@ FULL_CONFIGS = (
     HeadConfig(21843, 50, 1000, True),
 )
 FULL_BATCHES = (1, 32, 256)
-QUICK_CONFIGS = FULL_CONFIGS[:4]
+QUICK_CONFIGS = (*FULL_CONFIGS[:4], FULL_CONFIGS[5])
+"""K = 10 and 1000 at S = 128 and 1000, and K = 21843 (batch 1 only: a larger batch is over the
+CPU budget)."""
 QUICK_BATCHES = (1, 32)
 
 
@@ -230,6 +248,52 @@ def onnx_runner(latent: LatentGaussian, noise: NoiseBank, workdir: Path) -> Call
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feed = {"mean": args[0].numpy(), "scale": args[1].numpy(), "factors": args[2].numpy()}
     return lambda: session.run(None, feed)
+
+
+SERVED_PRELOGITS = 512
+"""D of the served rows' head (a ResNet-18's pre-logits)."""
+SERVED_TOP_K, SERVED_CONFUSABLE = 5, 3
+SERVED_IMPLS = ("served", "served_plain")
+
+
+class _PassThrough(nn.Module):
+    """The served rows' backbone: pre-logits [B, D, 1, 1] as they are, [B, D]."""
+
+    def forward(self, images: Tensor) -> Tensor:
+        return images.flatten(1)
+
+
+def served_runner(cfg: HeadConfig, batch: int, *, plain: bool) -> Callable[[], object]:
+    """The served graph of a random head of ``cfg``'s shape (plain: a deterministic head of
+    the same K) in ONNX Runtime, on random pre-logits."""
+    import onnxruntime
+
+    torch.manual_seed(0)
+    if plain:
+        head, bank = DeterministicHead(SERVED_PRELOGITS, cfg.classes), None
+    else:
+        head = HetSoftmaxHead(SERVED_PRELOGITS, cfg.classes, num_factors=cfg.factors,
+                              temperature=TEMPERATURE, parameter_efficient=cfg.efficient)
+        bank = NoiseBank.fixed(cfg.samples, cfg.factors, cfg.classes, seed=1,
+                               design="moment_matched_sobol")
+    graph = ServingGraph(HetClassifier(_PassThrough(), head).eval(), noise=bank,
+                         top_k=min(SERVED_TOP_K, cfg.classes),
+                         num_confusable=min(SERVED_CONFUSABLE, cfg.classes - 1))
+    model = export_graph(graph, (SERVED_PRELOGITS, 1, 1)).SerializeToString()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    prelogits = torch.randn(batch, SERVED_PRELOGITS, 1, 1,
+                            generator=torch.Generator().manual_seed(0)).numpy()
+    return lambda: session.run(None, {"images": prelogits})
+
+
+def served_weight_bytes(cfg: HeadConfig, *, plain: bool) -> float:
+    """The served head's weights, read once per call: mu's layer, and for HET d's and V's
+    (or v's and J)."""
+    per_class = 1 if plain else (3 if cfg.efficient else 2 + cfg.factors)
+    shared = 0 if plain or not cfg.efficient else cfg.classes * cfg.factors
+    return ((SERVED_PRELOGITS + 1) * cfg.classes * per_class + shared) * BYTES_PER_FLOAT
 
 
 # ---- measurement -------------------------------------------------------------------------------
@@ -382,9 +446,11 @@ def head_rows(machine: Machine, device: torch.device, configs, batches, impls, l
     for cfg in configs:
         for batch in batches:
             bytes_moved, flops = head_cost(cfg, batch)
-            floor_s = machine.floor_s(bytes_moved, flops)
             entries = batch * cfg.samples * cfg.classes
             for impl in impls:
+                weights = (served_weight_bytes(cfg, plain=impl == "served_plain")
+                           if impl in SERVED_IMPLS else 0.0)
+                floor_s = machine.floor_s(bytes_moved + weights, flops)
                 reason = _skip_reason(impl, device, entries, floor_s, compile_spent)
                 tag = (f"{impl:<11} K={cfg.classes:<5} R={cfg.factors:<2} "
                        f"S={cfg.samples:<4} B={batch:<3}")
@@ -393,7 +459,9 @@ def head_rows(machine: Machine, device: torch.device, configs, batches, impls, l
                     continue
                 latent, noise = make_inputs(cfg, batch, device)
                 try:
-                    fn, compile_s = _implementation(impl, latent, noise)
+                    fn, compile_s = (
+                        (served_runner(cfg, batch, plain=impl == "served_plain"), 0.0)
+                        if impl in SERVED_IMPLS else _implementation(impl, latent, noise))
                 except Exception as exc:  # noqa: BLE001 - a failed compile/export is a skipped row
                     log(f"skipped {tag}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
                     continue
@@ -423,13 +491,15 @@ def _skip_reason(impl: str, device: torch.device, entries: int, floor_s: float,
                 "are meaningless")
     if impl == "fused" and not triton_available():
         return "triton is not installed"
+    if impl == "served_plain":
+        return ""  # no samples
     if impl in ("eager", "compile") and not on_cpu and (
         entries * BYTES_PER_FLOAT * LIVE_SAMPLE_TENSORS
         > torch.cuda.get_device_properties(device).total_memory
     ):
         return f"{LIVE_SAMPLE_TENSORS} live [B, S, K] tensors do not fit the GPU's memory"
     # ONNX Runtime runs on the host CPU on every machine (the CPU execution provider)
-    if (impl == "onnxruntime" or (impl in ("eager", "compile") and on_cpu)) and (
+    if (impl in ("onnxruntime", "served") or (impl in ("eager", "compile") and on_cpu)) and (
         entries > CPU_MATERIALISED_BUDGET
     ):
         return (f"materialises B*S*K = {entries:.2e} floats per tensor, over the CPU "
@@ -663,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sections: dict[str, list] = {}
     if "heads" in args.sections:
-        impls = ("eager", "compile", "chunked", "fused", "onnxruntime")
+        impls = ("eager", "compile", "chunked", "fused", "onnxruntime", *SERVED_IMPLS)
         rows = head_rows(machine, device, configs, batches, impls, log)
         sections["rows"] = [asdict(r) for r in rows]
         print_table(rows)
@@ -725,8 +795,13 @@ def print_table(rows: list[Row]) -> None:
     for (k, rr, s, b), by_impl in groups.items():
         if "eager" in by_impl:
             parts = [f"{impl} x{by_impl['eager'] / ms:.2f}"
-                     for impl, ms in by_impl.items() if impl != "eager"]
+                     for impl, ms in by_impl.items() if impl not in ("eager", *SERVED_IMPLS)]
             print(f"  K={k} R={rr} S={s} B={b}: " + ", ".join(parts))
+    print("\nserved head, HET / plain (the graphs the export writes, per call):")
+    for (k, rr, s, b), by_impl in groups.items():
+        if "served" in by_impl and "served_plain" in by_impl:
+            het, plain = by_impl["served"], by_impl["served_plain"]
+            print(f"  K={k} R={rr} S={s} B={b}: {het:.3f} ms / {plain:.3f} ms = x{het / plain:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """What uncertainty costs: the HET model against the plain one through Triton, and how exact
 the HET head's numbers are for that cost.
 
-Two sections (``--sections cost error``, both by default):
+Three sections (``--sections cost error imagenet``, all by default):
 
 - ``cost``: the embedded Triton (repository derived from ``model_repo/`` as ``make serve``
   does) serves ``fashion_het`` and ``fashion_det``; the same preprocessed Fashion-MNIST test
@@ -22,6 +22,13 @@ Two sections (``--sections cost error``, both by default):
   Needs the model's checkpoint (``make models`` leaves it in ``runs/demo/fashion_het.pt``) for
   the latent Gaussians.
 
+- ``imagenet``: ImageNet-sized models in ONNX Runtime (no Triton): a torchvision ResNet-18 and
+  ResNet-50 at 224 x 224 with K = 1000 classes (random weights: the cost does not depend on
+  them), a HET head and a plain one on the same backbone, each exported with the exporter's
+  defaults (``export_to_repository`` without held-out images: S and the bank design it picks).
+  Per architecture, ONNX Runtime threads (1, 2) and batch (1, 8): time per image of each, in
+  alternating rounds, and HET / plain as the median of the paired round ratios. Target: <= 1.05.
+
 Reproduce: ``.venv/bin/python bench/uncertainty_cost.py`` (``make bench-uncertainty``);
 results in ``bench/results/uncertainty-cost.json`` with their provenance (each section keeps
 the provenance of the run that measured it).
@@ -38,12 +45,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import torch
 import tritonclient.grpc.aio as grpcaio
-from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
+from hetcontract import INPUT_NAME, MODEL_CARD_FILENAME, InputSpec, ModelCard
 from hetexport.checkpoint import load_checkpoint
 from hetexport.exact.measure import head_error, reference_for
 from hetexport.layers import NoiseBank
+from hetexport.model import ModelSpec, build_model
+from hetexport.onnx.export import export_to_repository
 from hetexport.onnx.runner import OnnxRunner
 from hetgateway.answer import ANSWER_OUTPUTS
 from loopback_target import (
@@ -69,7 +79,7 @@ PREVIOUS_BANK = ("normal", 1000)
 LARGER_BANK = ("moment_matched_sobol", 256)
 MEASURED = [
     "model_repo/fashion_het", "model_repo/fashion_det", "export/src/hetexport/exact",
-    "export/src/hetexport/onnx", "export/src/hetexport/layers",
+    "export/src/hetexport/onnx", "export/src/hetexport/serving", "export/src/hetexport/layers",
     "export/src/hetexport/class_correlation.py", "server/src/hetgateway/embedded/ort_model.py",
     "server/src/hetgateway/embedded/repository.py", "bench/uncertainty_cost.py",
 ]
@@ -87,6 +97,8 @@ def main() -> int:
         report["cost"] = {**measure_cost(args), "provenance": run}
     if "error" in args.sections:
         report["error"] = {**measure_error(args), "provenance": run}
+    if "imagenet" in args.sections:
+        report["imagenet"] = {**measure_imagenet(args), "provenance": run}
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {output.relative_to(REPO_ROOT)}")
     return 0
@@ -220,7 +232,8 @@ def measure_error(args: argparse.Namespace) -> dict:
               f"H p99 {e['predictive_entropy']['p99']:.1e}  "
               f"E[H] p99 {e['expected_entropy']['p99']:.1e}  "
               f"MI p99 {e['mutual_information']['p99']:.1e}  "
-              f"share p99 {e['confusable_share']['p99']:.1e}")
+              f"share p99 {e['confusable_share']['p99']:.1e} "
+              f"(withheld {row['shares_withheld']:.1%})")
     return {"images": args.images, "first_image": args.error_offset,
             "reference": reference.description,
             "reference_standard_error": {k: float(v.max()) for k, v in
@@ -229,13 +242,91 @@ def measure_error(args: argparse.Namespace) -> dict:
 
 
 def _error_row(name: str, design: str, samples: int, report) -> dict:
-    return {"bank": name, "design": design, "samples": samples, "error": report.summary()}
+    """One bank's errors; ``shares_withheld``: the fraction of moving top classes whose shares
+    the head withheld (the share error is over the others, so read the two together)."""
+    return {"bank": name, "design": design, "samples": samples, "error": report.summary(),
+            "shares_withheld": report.shares_withheld}
+
+
+# ---- imagenet ---------------------------------------------------------------------------------
+
+
+IMAGENET_ARCHITECTURES = ("resnet18", "resnet50")
+IMAGENET_CLASSES = 1000
+IMAGENET_INPUT = InputSpec(shape=(3, 224, 224), mean=(0.485, 0.456, 0.406),
+                           std=(0.229, 0.224, 0.225), channel_order="RGB")
+IMAGENET_BATCHES = (1, 8)
+IMAGENET_THREADS = (1, 2)
+IMAGENET_TARGET = 1.05
+
+
+def measure_imagenet(args: argparse.Namespace) -> dict:
+    """HET / plain per image in ONNX Runtime for ImageNet-sized models (module doc)."""
+    rows, exported = [], {}
+    images = np.random.default_rng(0).standard_normal(
+        (max(IMAGENET_BATCHES), *IMAGENET_INPUT.shape)).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="hetserve-imagenet-") as tmp:
+        for arch in args.imagenet_architectures:
+            paths = {}
+            for head in ("het", "det"):
+                torch.manual_seed(0)  # the same backbone weights under both heads
+                spec = ModelSpec(num_classes=IMAGENET_CLASSES, head=head,
+                                 backbone=f"torchvision:{arch}", input=IMAGENET_INPUT)
+                report = export_to_repository(build_model(spec).eval(), tmp, f"{arch}_{head}")
+                paths[head] = report.onnx_path
+                mc = report.card.monte_carlo
+                exported[f"{arch}_{head}"] = {"mc_samples": report.card.mc_samples,
+                                              "design": mc.design if mc else None,
+                                              "onnx_bytes": report.onnx_bytes}
+            het = exported[f"{arch}_het"]
+            print(f"{arch}: exported with the defaults, HET S = {het['mc_samples']} "
+                  f"({het['design']})", flush=True)
+            for threads in IMAGENET_THREADS:
+                sessions = {head: _session(path, threads) for head, path in paths.items()}
+                for batch in IMAGENET_BATCHES:
+                    rows.append(_imagenet_point(arch, threads, batch, sessions,
+                                                images[:batch], args.imagenet_rounds))
+    return {"classes": IMAGENET_CLASSES, "input": list(IMAGENET_INPUT.shape),
+            "rounds": args.imagenet_rounds, "target": IMAGENET_TARGET, "models": exported,
+            "points": rows, "load_average_1m": os.getloadavg()[0]}
+
+
+def _session(path: Path, threads: int) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _imagenet_point(arch: str, threads: int, batch: int, sessions: dict, images: np.ndarray,
+                    rounds: int) -> dict:
+    """Alternating rounds (het, det, het, ...) of calls; per round the time per image."""
+    feed = {INPUT_NAME: images}
+    calls = max(1, 8 // batch)
+    for session in sessions.values():  # warm-up
+        session.run(None, feed)
+    per_image: dict[str, list[float]] = {head: [] for head in sessions}
+    for _ in range(rounds):
+        for head, session in sessions.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                session.run(None, feed)
+            per_image[head].append((time.perf_counter() - start) / (calls * batch))
+    ratios = [h / d for h, d in zip(per_image["het"], per_image["det"], strict=True)]
+    point = {"architecture": arch, "threads": threads, "batch": batch,
+             "het_ms_per_image": 1e3 * float(np.median(per_image["het"])),
+             "det_ms_per_image": 1e3 * float(np.median(per_image["det"])),
+             "cost_ratio": float(np.median(ratios)), "paired_cost_ratios": ratios,
+             "meets_target": float(np.median(ratios)) <= IMAGENET_TARGET}
+    print(f"  {arch} threads {threads} batch {batch}: HET {point['het_ms_per_image']:.2f} ms, "
+          f"plain {point['det_ms_per_image']:.2f} ms per image; HET/plain "
+          f"{point['cost_ratio']:.3f} (target <= {IMAGENET_TARGET})", flush=True)
+    return point
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", nargs="+", choices=["cost", "error"],
-                        default=["cost", "error"])
+    parser.add_argument("--sections", nargs="+", choices=["cost", "error", "imagenet"],
+                        default=["cost", "error", "imagenet"])
     parser.add_argument("--model-repository", default=str(REPO_ROOT / "model_repo"))
     parser.add_argument("--checkpoint", default=str(REPO_ROOT / "runs/demo/fashion_het.pt"))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
@@ -246,6 +337,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--error-offset", type=int, default=9000,
                         help="first test image of the error table (the export measures its "
                              "card's figures on images before this)")
+    parser.add_argument("--imagenet-architectures", nargs="+", default=list(IMAGENET_ARCHITECTURES),
+                        choices=IMAGENET_ARCHITECTURES)
+    parser.add_argument("--imagenet-rounds", type=int, default=9,
+                        help="alternating rounds per ImageNet point")
     return parser.parse_args()
 
 

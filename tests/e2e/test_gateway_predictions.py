@@ -11,7 +11,7 @@ import math
 import httpx
 import numpy as np
 import pytest
-from hetcontract import MIN_CONFUSABLE_SHARE, PredictResponse
+from hetcontract import MIN_CONFUSABLE_SHARE, WITHHELD_SHARE, PredictResponse
 from PIL import Image
 
 pytestmark = pytest.mark.e2e
@@ -73,6 +73,8 @@ def assert_matches_reference(answer: PredictResponse, reference: dict, card, top
         )
         for j, confusable in enumerate(u.confusable):
             assert confusable.class_id == int(ids[j])
+            assert confusable.withheld == bool(reference["confusable_share"][b, j, 0]
+                                               == WITHHELD_SHARE)
             listed = reference["confusable_share"][b, j] >= MIN_CONFUSABLE_SHARE
             other_ids = reference["confusable_ids"][b, j][listed]
             assert [c.class_id for c in confusable.confused_with] == other_ids.tolist()

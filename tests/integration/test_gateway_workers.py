@@ -157,7 +157,7 @@ def test_a_signal_stops_the_parent_and_every_worker(two_workers, stop_signal):
 def test_sigterm_drains_every_worker_before_the_gateway_stops(
     triton_server, model_repository, launch_gateway_process, model_cards
 ):
-    drain_s = 3.0
+    drain_s = 5.0
     gateway = launch_gateway_process(
         triton_server.grpc_url, wait_for="/readyz", workers=WORKERS, drain_s=drain_s,
         model_repositories=f'["{model_repository}"]',
@@ -171,7 +171,11 @@ def test_sigterm_drains_every_worker_before_the_gateway_stops(
 
     gateway.signal(signal.SIGTERM)
     signalled = time.monotonic()
-    time.sleep(0.5)  # the parent passes SIGTERM on to each worker
+    # the parent passes SIGTERM on to each worker: wait (bounded) until several new
+    # connections in a row, whichever worker takes them, find the gateway draining
+    draining = 0
+    while draining < 2 * WORKERS and time.monotonic() - signalled < drain_s / 2:
+        draining = draining + 1 if _status(f"{gateway.url}/readyz") == (503, "close") else 0
     readiness, answers = [], []
     while time.monotonic() - signalled < drain_s - 0.5:
         readiness.append(_status(f"{gateway.url}/readyz"))  # a new connection each time

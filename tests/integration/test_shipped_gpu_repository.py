@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as tritonclient_http
-from hetcontract import HEAD_OUTPUTS, INPUT_NAME, MODEL_CARD_FILENAME, ModelCard
+from hetcontract import HEAD_OUTPUTS, INPUT_NAME, MODEL_CARD_FILENAME, WITHHELD_SHARE, ModelCard
 from hetexport.onnx.runner import OnnxRunner
 from hetexport.repo.pbtxt import parse_config, render_config
 
@@ -83,10 +83,25 @@ def test_the_shipped_gpu_repository_answers_like_fashion_het(gpu_client, images,
     np.testing.assert_allclose(got["probs"], want["probs"], atol=PROB_ATOL, rtol=0)
     np.testing.assert_array_equal(got["topk_ids"], want["topk_ids"])
     np.testing.assert_array_equal(got["confusable_ids"], want["confusable_ids"])
-    for name in ("topk_probs", "topk_correlation", "confusable_share"):
+    for name in ("topk_probs", "topk_correlation"):
         np.testing.assert_allclose(got[name], want[name], atol=PROB_ATOL, rtol=0, err_msg=name)
+    got_share, want_share = got["confusable_share"], want["confusable_share"]
+    if _exported_before_withholding():
+        # The GPU head is code, the ONNX head is baked: a fashion_het exported before shares
+        # could be withheld serves every share; compare those the GPU head still serves.
+        served = got_share != WITHHELD_SHARE
+        got_share, want_share = got_share[served], want_share[served]
+    np.testing.assert_allclose(got_share, want_share, atol=PROB_ATOL, rtol=0,
+                               err_msg="confusable_share")
     for name in ("predictive_entropy", "expected_entropy", "mutual_information"):
         np.testing.assert_allclose(got[name].reshape(batch), want[name].reshape(batch),
                                    atol=ENTROPY_ATOL, rtol=0, err_msg=name)
     if batch == NUM_IMAGES:  # image k is of class k: a trained model gets most of them
         assert np.mean(got["topk_ids"][:, 0] == np.arange(batch)) >= 0.5, got["topk_ids"][:, 0]
+
+
+def _exported_before_withholding() -> bool:
+    """The shipped ``fashion_het``'s card records no withheld fraction: its graph predates
+    withheld shares (re-exporting it makes the comparison exact again)."""
+    card = ModelCard.model_validate_json((SHIPPED_ONNX / MODEL_CARD_FILENAME).read_text())
+    return card.monte_carlo is None or card.monte_carlo.shares_withheld is None

@@ -32,6 +32,8 @@ PROBABILITY_DIGITS = 3
 ENTROPY_DIGITS = 3
 SHARE_DIGITS = 2
 MAX_CONFUSABLE_SHOWN = 3
+WITHHELD_TEXT = "withheld (too uncertain)"
+"""Shown instead of the shares where the model withheld them (``Confusable.withheld``)."""
 
 
 def format_table(names: Sequence[str], answer: PredictResponse) -> str:
@@ -80,6 +82,7 @@ def _percent(level: float) -> str:
 def _result_rows(name: str, result: Result, *, decisions: bool = False
                  ) -> list[tuple[str, ...]]:
     confusable = {item.class_id: item.confused_with for item in result.uncertainty.confusable}
+    withheld = {item.class_id for item in result.uncertainty.confusable if item.withheld}
     words = decision_words(result)
     rows = []
     for rank, prediction in enumerate(result.predictions, start=1):
@@ -92,7 +95,8 @@ def _result_rows(name: str, result: Result, *, decisions: bool = False
                 prediction.label,
                 f"{prediction.probability:.{PROBABILITY_DIGITS}f}",
                 f"{result.uncertainty.predictive_entropy:.{ENTROPY_DIGITS}f}" if first else "",
-                ", ".join(f"{c.label} {c.share:.{SHARE_DIGITS}f}" for c in moves_to),
+                WITHHELD_TEXT if prediction.class_id in withheld
+                else ", ".join(f"{c.label} {c.share:.{SHARE_DIGITS}f}" for c in moves_to),
                 *((words if first else ("", "")) if decisions else ()),
             )
         )

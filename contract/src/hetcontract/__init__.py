@@ -60,6 +60,7 @@ from hetcontract.outputs import (
     MODEL_CARD_FILENAME,
     MODEL_CARD_PARAMETER,
     OPTIONAL_HEAD_OUTPUTS,
+    WITHHELD_SHARE,
     OutputName,
     TensorSpec,
     output_spec,
@@ -110,6 +111,7 @@ __all__ = [
     "TensorInput",
     "TensorSpec",
     "Uncertainty",
+    "WITHHELD_SHARE",
     "output_spec",
     "status_meaning",
 ]

@@ -118,10 +118,24 @@ class Confusable(_Frozen):
     ``max(0, C_ij) / sum_{l != i} max(0, C_il)``, how label i's co-movement splits over the
     labels that rise with it (co-occurring labels). Only shares of at least
     ``MIN_CONFUSABLE_SHARE`` are listed, so the list is empty where the noise does not move
-    class i (always for a deterministic head: it makes no claim of confusion)."""
+    class i (always for a deterministic head: it makes no claim of confusion). ``withheld``:
+    the noise moves class i, but the model's samples cannot say where precisely enough (a
+    share's own standard error, or that of the movement itself, is too large); the list is
+    then empty too (older gateways leave this out: read it as False)."""
 
     class_id: int
     confused_with: list[ConfusedWith]
+    withheld: bool = False
+
+    @model_serializer(mode="wrap")
+    def _withheld_only_when_true(self, handler: SerializerFunctionWrapHandler):
+        """``withheld`` is in the JSON only when true, as the gateway writes it: an answer
+        without withheld shares is the same JSON as before they existed. (No return annotation:
+        pydantic then keeps the model's own serialization schema for the OpenAPI document.)"""
+        data = handler(self)
+        if not data.get("withheld"):
+            data.pop("withheld", None)
+        return data
 
 
 class Uncertainty(_Frozen):

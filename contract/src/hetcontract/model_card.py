@@ -60,6 +60,10 @@ class MonteCarloSpec(BaseModel):
     ``images`` held-out images of |served - exact|, where "exact" is ``reference`` (a
     randomized quasi-Monte Carlo integral whose own standard error, ``reference_error``, is far
     below these). ``requested_p99`` is the p_bar error S was chosen for (``--mc-error``), if any.
+    ``shares_withheld`` is the fraction of those images' top classes that the noise moves (an
+    exact standard deviation of at least 0.01) whose confusable shares the head withheld
+    (``WITHHELD_SHARE``); the ``confusable_share`` error is over the others (None: not
+    measured, or an export before shares could be withheld).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -73,6 +77,7 @@ class MonteCarloSpec(BaseModel):
     reference_error: float = Field(default=0.0, ge=0)
     requested_p99: float | None = None
     error: dict[str, McError] = Field(default_factory=dict)
+    shares_withheld: float | None = Field(default=None, ge=0, le=1)
 
 
 class ModelCard(BaseModel):

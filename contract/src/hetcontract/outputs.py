@@ -23,7 +23,10 @@ Class correlation and confusable classes are two different things:
   splits over the labels that rise with it: co-occurring labels). The m others with the
   largest share, largest first. All shares are 0 where the noise does not move class i
   (``Var_s(p_i)`` below 1e-6, a standard deviation of 0.001; always for a deterministic
-  head): no claim of confusion.
+  head): no claim of confusion. Every share of class i is ``WITHHELD_SHARE`` (-1) where the
+  samples cannot place its movement (its standard errors over the samples are too large; the
+  ids are still the ranked ones): the answer says so instead of giving a number (models
+  exported before this carry no -1; a reader that lists shares of at least 0.01 lists none).
   Until contract version 2 this output was ``confusable_correlation``, the most negative
   centred latent correlation, which per input named a class with any probability to gain far
   less often (see ``hetexport.class_correlation``).
@@ -38,6 +41,8 @@ INPUT_NAME = "images"
 """FP32 [B, C, H, W], already resized and normalised per the model card's ``input``."""
 
 MODEL_CARD_FILENAME = "model_card.json"
+WITHHELD_SHARE = -1.0
+"""``confusable_share`` of every confusable class of a top class whose shares are withheld."""
 """The model card's file name, beside ``config.pbtxt``."""
 
 MODEL_CARD_PARAMETER = "model_card"
@@ -89,7 +94,8 @@ HEAD_OUTPUTS: tuple[TensorSpec, ...] = (
     TensorSpec(OutputName.CONFUSABLE_SHARE, "TYPE_FP32", "float32", ("B", "k_max", "m"),
                "those shares of class i's probability movement, in [0, 1]: "
                "max(0, -C_ij) / sum_l max(0, -C_il) with C = Cov_s(p) (softmax heads; +C for "
-               "the sigmoid head); 0 where the noise does not move class i"),
+               "the sigmoid head); 0 where the noise does not move class i; -1 (all m) where "
+               "its shares are withheld, their standard errors too large"),
     TensorSpec(OutputName.PROBS, "TYPE_FP32", "float32", ("B", "K"),
                "the full MC-averaged probabilities"),
 )

@@ -4,7 +4,9 @@ For each input b and the first ``top_k`` of the graph's ``k_max`` top classes:
 predictions ``(topk_ids[b, j], labels[...], topk_probs[b, j])``; ``normalized_entropy =
 predictive_entropy[b] / log K``; the latent correlation ``topk_correlation[b, :top_k, :top_k]``;
 and per top class the confusable classes the graph chose (largest share of its probability
-movement first), keeping those whose share is at least ``MIN_CONFUSABLE_SHARE``.
+movement first), keeping those whose share is at least ``MIN_CONFUSABLE_SHARE``; where the
+graph withheld a class's shares (``WITHHELD_SHARE``) the list is empty and ``withheld`` is true
+(the key is left out otherwise, the API's default).
 
 A calibrated model's answers also carry, per input, its ``prediction_set`` (coverage and
 classes, most probable first) and its ``decision`` (accept or not, risk, delta, score), as
@@ -24,7 +26,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from hetcontract import HEAD_OUTPUTS, MIN_CONFUSABLE_SHARE, ModelCard, OutputName, Result
+from hetcontract import (
+    HEAD_OUTPUTS,
+    MIN_CONFUSABLE_SHARE,
+    WITHHELD_SHARE,
+    ModelCard,
+    OutputName,
+    Result,
+)
 from pydantic import TypeAdapter
 from pydantic_core import to_json
 
@@ -163,17 +172,25 @@ def _result(
             "mutual_information": mutual_information,
             "latent_correlation": {"class_ids": ids, "matrix": correlation},
             "confusable": [
-                {
-                    "class_id": class_id,
-                    "confused_with": [
-                        {"class_id": other, "label": labels[other], "share": value}
-                        for other, value in zip(others, values, strict=True)
-                        if value >= MIN_CONFUSABLE_SHARE
-                    ],
-                }
+                _confusable(labels, class_id, others, values)
                 for class_id, others, values in zip(
                     ids, confusable_ids, confusable_share, strict=True
                 )
             ],
         },
+    }
+
+
+def _confusable(labels: Sequence[str], class_id: int, others: list[int], values: list[float]
+                ) -> dict[str, Any]:
+    """One top class's ``Confusable`` layout: its listed shares, or withheld."""
+    if values and values[0] == WITHHELD_SHARE:
+        return {"class_id": class_id, "confused_with": [], "withheld": True}
+    return {
+        "class_id": class_id,
+        "confused_with": [
+            {"class_id": other, "label": labels[other], "share": value}
+            for other, value in zip(others, values, strict=True)
+            if value >= MIN_CONFUSABLE_SHARE
+        ],
     }

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hetclient.cli import DEFAULT_URL, URL_ENV, ExitCode, build_parser, main
-from hetclient.table import HEADER, decision_words, format_table
+from hetclient.table import HEADER, WITHHELD_TEXT, decision_words, format_table
 from hetcontract import (
     Decision,
     DecisionSupport,
@@ -99,6 +99,18 @@ def test_table_has_a_row_per_class_with_entropy_and_confusable_classes(make_answ
     assert lines[2].split() == ["2", "T-shirt/top", "0.310", "Shirt", "0.62"]
     assert lines[3].startswith("b.png")
     assert lines[-1] == "model fashion_het v1: 10 classes, 1000 MC samples, temperature 1.5"
+
+
+def test_table_says_where_the_model_withheld_a_class_s_shares(make_answer):
+    answer = make_answer(1)
+    uncertainty = answer.results[0].uncertainty
+    withheld = uncertainty.confusable[1].model_copy(update={"confused_with": [],
+                                                            "withheld": True})
+    result = answer.results[0].model_copy(update={"uncertainty": uncertainty.model_copy(
+        update={"confusable": [uncertainty.confusable[0], withheld]})})
+    lines = format_table(["a.png"], answer.model_copy(update={"results": [result]})).splitlines()
+    assert "Pullover 0.71" in lines[1]
+    assert lines[2].endswith(WITHHELD_TEXT)
 
 
 def _decided(answer: PredictResponse, *accept: bool) -> PredictResponse:

@@ -5,16 +5,19 @@ selection half of its held-out images."""
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 import pytest
 import torch
 from hetexport.errors import ExportError
 from hetexport.exact.bank_fit import fit_bank, whitened_antithetic
-from hetexport.exact.integral import exact_answer
+from hetexport.exact.integral import EIGEN_MAX_CLASSES, exact_answer
 from hetexport.exact.measure import Reference
 from hetexport.layers import LatentGaussian, NoiseBank, categorical_entropy, mc_softmax
 from hetexport.model import ModelSpec, build_model
-from hetexport.onnx.export import build_serving_graph
+from hetexport.onnx.export import build_serving_graph, export_to_repository
 from hetexport.onnx.sampling_plan import plan_sampling
+from onnx import numpy_helper
 
 R, K, S, TAU = 3, 5, 32, 0.5
 F64 = torch.float64
@@ -85,6 +88,16 @@ def test_whitening_holds_for_any_free_points():
     assert (z.T @ z / 40 - torch.eye(6, dtype=F64)).abs().max() < 1e-12
 
 
+def test_with_fewer_pairs_than_dimensions_whitening_goes_block_by_block():
+    half = torch.randn(5, 9, dtype=F64, generator=torch.Generator().manual_seed(1)) * 3 + 1
+    z = whitened_antithetic(half, factors=2)
+    second = z.T @ z / 10
+    assert z.mean(0).abs().max() < 1e-12
+    assert (second[:2, :2] - torch.eye(2, dtype=F64)).abs().max() < 1e-12
+    assert second[:2, 2:].abs().max() < 1e-12
+    assert (second.diagonal()[2:] - 1).abs().max() < 1e-12
+
+
 def test_fitted_bank_integrates_better_than_the_bank_it_started_from(fit_reference, fitted):
     start = NoiseBank.fixed(S, R, K, seed=0, design="moment_matched_sobol")
     assert fitted.final_loss < fitted.initial_loss
@@ -98,7 +111,7 @@ def test_fit_refuses_an_odd_or_too_small_sample_count(fit_reference):
     with pytest.raises(ValueError, match="even"):
         fit_bank(fit_reference, samples=33, seed=0, steps=1)
     with pytest.raises(ValueError, match="S/2 > R"):
-        fit_bank(fit_reference, samples=16, seed=0, steps=1)  # 8 pairs, 8 dimensions
+        fit_bank(fit_reference, samples=6, seed=0, steps=1)  # 3 pairs, 3 factors
 
 
 def test_noise_bank_fixed_cannot_draw_a_fitted_bank():
@@ -133,3 +146,27 @@ def test_an_export_fits_the_bank_on_the_selection_half_and_bakes_it(model_and_im
     with pytest.raises(ExportError, match="fitted on held-out images"):
         plan_sampling(model, mc_samples=S, mc_error=None, design="optimized", seed=0,
                       images=None)
+
+
+def test_with_held_out_images_an_export_fits_its_bank_at_any_k(tmp_path):
+    """The default design with held-out images is the fitted bank, also where the bank has
+    fewer pairs than dimensions (K = 80 at S = 32: whitened by blocks) and the reference is
+    taken in the noise's own coordinates (K > EIGEN_MAX_CLASSES: no share error measured)."""
+    classes = EIGEN_MAX_CLASSES + 16
+    torch.manual_seed(0)
+    spec = ModelSpec(num_classes=classes, head="het", num_factors=2, temperature=0.5,
+                     backbone_kwargs={"widths": (4, 8), "feature_dim": 16})
+    model = build_model(spec).eval()
+    with torch.no_grad():
+        model.head.mean_layer.weight.mul_(20.0)
+    report = export_to_repository(model, tmp_path, "wide", mc_samples=32,
+                                  error_images=torch.randn(6, 1, 28, 28))
+    mc = report.card.monte_carlo
+    assert (mc.design, mc.samples, mc.images) == ("optimized", 32, 3)
+    assert "confusable_share" not in mc.error and mc.error["probs"].p99 < 0.2
+    assert report.parity.bit_identical_across_batches
+    baked = {t.name: numpy_helper.to_array(t)
+             for t in onnx.load(str(report.onnx_path)).graph.initializer}
+    start = NoiseBank.fixed(32, 2, classes, seed=mc.seed, design="moment_matched_sobol")
+    assert np.abs(baked["noise_diag"] - start.diag_noise.numpy()).max() > 1e-3  # fitted
+    np.testing.assert_array_equal(baked["noise_diag"][:16], -baked["noise_diag"][16:])

@@ -48,6 +48,43 @@ def test_log_mean_exp_of_a_single_sample_is_exact():
     assert torch.equal(batch_invariant.log_mean_exp(log_p, 1), log_p[:, 0])
 
 
+def test_log_unit_is_the_log_of_numbers_in_the_unit_interval():
+    q = torch.cat([torch.logspace(-12, 0, 500, dtype=torch.float64),
+                   torch.rand(500, generator=torch.Generator().manual_seed(0),
+                              dtype=torch.float64)])
+    torch.testing.assert_close(batch_invariant.log_unit(q), q.log(), atol=3e-8, rtol=0)
+    q32 = q.float()  # six square roots: 64 ulp(1) at most, 8e-6
+    assert (batch_invariant.log_unit(q32).double() - q32.double().log()).abs().max() < 8e-6
+    assert batch_invariant.log_unit(torch.tensor(0.0)).item() == pytest.approx(
+        math.log(batch_invariant.LOG_UNIT_FLOOR), abs=1e-4)
+
+
+class _Exp(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(x)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_onnx_runtime_exp_gives_an_element_the_same_bits_anywhere(threads):
+    """The served head exponentiates its samples' log-probabilities element-wise: ONNX
+    Runtime's Exp (MLAS) must round an element alike wherever it lands, tails included."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Exp(), (_x(2, 7, 13),), buffer, dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "B"}}, opset_version=17)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    x = (_x(ROWS, 7, 13, scale=8.0) - 10.0).numpy()  # exponents down to ~ -40
+    together = session.run(None, {"x": x})[0]
+    for i in range(ROWS):
+        for start in (i, max(0, i - 3)):
+            rows = x[start:i + 1]
+            alone = session.run(None, {"x": rows})[0]
+            assert np.array_equal(alone[-1], together[i]), (threads, i, start)
+
+
 @pytest.mark.parametrize("width", [10, batch_invariant.EXPAND_MAX_WIDTH + 1])
 def test_per_sample_broadcasts_a_row_over_the_samples_narrow_or_wide(width):
     x, samples = _x(3, width), torch.zeros(3, 7, width)

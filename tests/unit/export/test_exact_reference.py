@@ -8,7 +8,7 @@ import pytest
 import torch
 from hetexport.class_correlation import SOFTMAX_RULE
 from hetexport.exact.error import served_error
-from hetexport.exact.integral import exact_answer
+from hetexport.exact.integral import EIGEN_MAX_CLASSES, exact_answer
 from hetexport.layers import LatentGaussian, bernoulli_entropy, categorical_entropy
 
 TAU = 0.5
@@ -104,3 +104,21 @@ def test_error_report_measures_each_served_quantity():
     assert summary["expected_entropy"]["p99"] == pytest.approx(0.0, abs=1e-12)
     assert summary["topk_probs"]["p99"] == pytest.approx(0.0, abs=1e-12)
     assert report.images == 5
+
+
+def test_above_the_eigenbasis_limit_the_reference_integrates_in_the_noise_coordinates():
+    """K > EIGEN_MAX_CLASSES: the same integrals from the R + N noise coordinates, within
+    both references' standard errors; no K x K covariance is formed."""
+    g = torch.Generator().manual_seed(3)
+    classes = EIGEN_MAX_CLASSES + 6
+    latent = LatentGaussian(torch.randn(2, classes, generator=g, dtype=F64) * 3,
+                            torch.rand(2, classes, generator=g, dtype=F64) * 0.5 + 0.1,
+                            torch.randn(2, classes, 3, generator=g, dtype=F64) * 0.5)
+    noise_space = exact_answer(latent, TAU, link="softmax", points=1 << 15)
+    assert noise_space.probability_covariance is None
+    eigen = exact_answer(latent, TAU, link="softmax", points=1 << 15, space="eigen")
+    for name in ("probs", "expected_entropy", "predictive_entropy"):
+        gap = (getattr(noise_space, name) - getattr(eigen, name)).abs()
+        gap = gap.amax(-1) if gap.dim() > 1 else gap
+        both = noise_space.standard_error[name] + eigen.standard_error[name]
+        assert torch.all(gap <= 6 * both + 1e-9), name

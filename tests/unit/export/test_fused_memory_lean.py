@@ -3,13 +3,14 @@ layer (every input, the learned temperature included), without keeping [B, S, K]
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
-from hetexport.errors import ExportError
 from hetexport.fused import MemoryLeanHetSoftmaxHead, mc_softmax_lean
 from hetexport.layers import HetSoftmaxHead, LatentGaussian, NoiseBank, mc_softmax
 from hetexport.model import HetClassifier, ModelSpec, build_model
 from hetexport.onnx.export import export_onnx
+from hetexport.onnx.runner import OnnxRunner
 
 GRAD_ATOL = 1e-12  # fp64: the two paths differ only by summation order
 
@@ -110,13 +111,18 @@ def test_lean_gradients_with_the_fused_forward_on_cuda():
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
-def test_a_streaming_head_is_refused_at_export_and_its_state_dict_exports():
+def test_a_streaming_head_exports_the_same_graph_as_its_materialised_twin():
+    """The served graph samples the latent itself (hetexport.serving), so a head that never
+    holds its samples exports as it is, with its twin's outputs bit for bit."""
     spec = ModelSpec(num_classes=6, head="het", num_factors=2, eval_mc_samples=16,
                      backbone_kwargs={"widths": (4, 8), "feature_dim": 16})
     plain = build_model(spec).eval()
     lean = HetClassifier(plain.backbone, MemoryLeanHetSoftmaxHead(16, 6, num_factors=2,
                                                                   eval_mc_samples=16), spec=spec)
     lean.head.load_state_dict(plain.head.state_dict())
-    with pytest.raises(ExportError, match="streams its samples"):
-        export_onnx(lean.eval(), input_shape=(1, 28, 28), mc_samples=16)
-    assert export_onnx(plain, input_shape=(1, 28, 28), mc_samples=16).onnx_model
+    images = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    outputs = [OnnxRunner(export_onnx(model.eval(), input_shape=(1, 28, 28),
+                                      mc_samples=16).onnx_model).run(images)
+               for model in (lean, plain)]
+    for name, value in outputs[0].items():
+        assert np.array_equal(value, outputs[1][name]), name

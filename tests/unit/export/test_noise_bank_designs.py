@@ -47,11 +47,13 @@ def test_antithetic_bank_holds_each_point_and_its_negation():
 
 def test_auto_design_is_the_best_design_the_sample_count_allows():
     assert resolve_design("auto", 64, R, K) == "moment_matched_sobol"  # 32 pairs > 8 dims
-    assert resolve_design("auto", 16, R, K) == "sobol"  # 8 pairs cannot span 8 dims
-    assert resolve_design("auto", 1000, 50, 21843) == "normal"  # beyond Sobol's 21201 dims
+    assert resolve_design("auto", 16, R, K) == "moment_matched_sobol"  # by blocks: 8 pairs > R
+    assert resolve_design("auto", 1000, 50, 21843) == "moment_matched_sobol"
+    assert resolve_design("auto", 6, R, K) == "sobol"  # 3 pairs cannot span the 3 factors
+    assert resolve_design("auto", 7, R, K) == "sobol"  # no pairs at all
     assert resolve_design("sobol", 16, R, K) == "sobol"
-    auto = NoiseBank.fixed(16, R, K, seed=1, design="auto")
-    sobol = NoiseBank.fixed(16, R, K, seed=1, design="sobol")
+    auto = NoiseBank.fixed(6, R, K, seed=1, design="auto")
+    sobol = NoiseBank.fixed(6, R, K, seed=1, design="sobol")
     assert torch.equal(auto.diag_noise, sobol.diag_noise)
 
 
@@ -61,11 +63,25 @@ def test_moment_matched_bank_has_exactly_mean_zero_and_identity_second_moment():
     assert (z.T @ z / 64 - torch.eye(R + K, dtype=torch.float64)).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize(("samples", "factors", "width"), [(16, R, K), (64, 6, 1000)])
+def test_with_fewer_pairs_than_dimensions_the_bank_is_whitened_block_by_block(
+        samples, factors, width):
+    """S/2 <= R + N: mean 0, the factor block's second moment I, factor-diagonal products 0
+    and every diagonal coordinate's square 1, exactly (float32 rounding)."""
+    z = stacked(NoiseBank.fixed(samples, factors, width, seed=0, design="moment_matched_sobol"))
+    assert torch.equal(z[: samples // 2], -z[samples // 2:])
+    second = z.T @ z / samples
+    eye = torch.eye(factors, dtype=torch.float64)
+    assert (second[:factors, :factors] - eye).abs().max() < 1e-6
+    assert second[:factors, factors:].abs().max() < 1e-6
+    assert (second.diagonal()[factors:] - 1).abs().max() < 1e-6
+
+
 def test_designs_refuse_sample_counts_they_cannot_make():
     with pytest.raises(ValueError, match="even"):
         NoiseBank.fixed(63, R, K, seed=0, design="antithetic_sobol")
-    with pytest.raises(ValueError, match="S/2 > R"):  # 8 pairs cannot span 8 dimensions
-        NoiseBank.fixed(16, R, K, seed=0, design="moment_matched_sobol")
+    with pytest.raises(ValueError, match="S/2 > R"):  # 3 pairs cannot span the 3 factors
+        NoiseBank.fixed(6, R, K, seed=0, design="moment_matched_sobol")
     with pytest.raises(ValueError, match="unknown bank design"):
         NoiseBank.fixed(8, R, K, seed=0, design="lattice")
 

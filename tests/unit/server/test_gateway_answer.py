@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 import pytest
-from hetcontract import InputSpec, ModelCard
-from hetgateway.answer import build_results
+from hetcontract import WITHHELD_SHARE, InputSpec, ModelCard
+from hetgateway.answer import answer_json, build_results, result_layouts
 
 K, K_MAX, M = 4, 3, 2
 CARD = ModelCard(name="m", head="het", num_classes=K, labels=["a", "b", "c", "d"],
@@ -55,3 +55,18 @@ def test_confusable_lists_only_classes_that_take_a_real_share():
     results = build_results(outputs(scalar_shape=(2,)), CARD, top_k=3)
     first = results[0].uncertainty.confusable
     assert [[c.class_id for c in entry.confused_with] for entry in first] == [[0, 1], [2], []]
+
+
+def test_withheld_shares_are_said_so_with_an_empty_list():
+    """The graph withholds a top class's shares (every one -1) where its samples cannot place
+    the movement: the answer lists nothing for it and says ``withheld``; other classes are
+    as before, ``withheld`` false (left out of the JSON)."""
+    out = outputs(scalar_shape=(2,))
+    out["confusable_share"][0, 1] = WITHHELD_SHARE
+    results = build_results(out, CARD, top_k=3)
+    first = results[0].uncertainty.confusable
+    assert [entry.withheld for entry in first] == [False, True, False]
+    assert first[1].confused_with == []
+    assert [c.class_id for c in first[0].confused_with] == [0, 1]
+    layout = answer_json({}, result_layouts(out, CARD, top_k=3), request_id="r")
+    assert b'"withheld":true' in layout and layout.count(b'"withheld"') == 1

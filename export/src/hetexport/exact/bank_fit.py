@@ -37,28 +37,39 @@ from hetexport.exact.integral import ExactAnswer
 from hetexport.exact.measure import Reference
 from hetexport.layers import LatentGaussian, NoiseBank, mc_sigmoid, mc_softmax
 from hetexport.layers.entropy import bernoulli_entropy, categorical_entropy
-from hetexport.layers.noise_bank import moment_matched_sobol_design
+from hetexport.layers.noise_bank import moment_matched_sobol_design, whiten_blocks
 
 FIT_STEPS = 400
 """Adam iterations (fixed: the fit is deterministic)."""
 FIT_LEARNING_RATE = 0.01
 """Adam step size, in units of a standard normal coordinate."""
+FIT_MAX_ENTRIES = 1 << 24
+"""The fit holds its images' samples [images, S, K] in float64 with their gradients: at most
+this many entries (128 MiB a tensor), so a large K fits on the first
+``FIT_MAX_ENTRIES // (S K)`` images only (a K = 1000 head at S = 256: 65 images)."""
 TAIL_SCALE = 0.02
 """Error size at which the L4 (tail) term weighs as much as the squared error (module doc)."""
 
 
 @dataclass(frozen=True)
 class BankFit:
-    """The fitted bank and the loss before and after (on the fit images)."""
+    """The fitted bank, the loss before and after and the number of images it was fitted on
+    (``FIT_MAX_ENTRIES`` may leave some out)."""
 
     bank: NoiseBank
     initial_loss: float
     final_loss: float
+    images: int = 0
 
 
-def whitened_antithetic(half: Tensor) -> Tensor:
+def whitened_antithetic(half: Tensor, factors: int = 0) -> Tensor:
     """``[Y; -Y] L^{-T}`` with ``L L^T = Y^T Y / (S/2)``: mean 0, second moment exactly I
-    (module doc); differentiable in ``Y`` [S/2, d]; needs S/2 > d (Y of full column rank)."""
+    (module doc); differentiable in ``Y`` [S/2, d]. With S/2 <= d (Y cannot have full column
+    rank) whitened block by block instead (``noise_bank.whiten_blocks``: the ``factors``
+    first columns exactly, each other column orthogonal to them with second moment 1)."""
+    if half.shape[0] <= half.shape[1]:
+        white = whiten_blocks(half, factors)
+        return torch.cat([white, -white])
     second = half.T @ half / half.shape[0]
     lower = torch.linalg.cholesky(second)
     white = torch.linalg.solve_triangular(lower, half.T, upper=False).T  # Y L^{-T}
@@ -102,19 +113,21 @@ def fit_bank(
 ) -> BankFit:
     """A bank of ``samples`` points fitted to the integrals of ``reference``'s latents
     (module doc: the FIT images), started from ``moment_matched_sobol`` with ``seed``.
-    ValueError unless S is even with S/2 > R + N."""
-    latent, exact = reference.latent, reference.exact
-    temperature, link = reference.temperature, reference.link
-    factors, width = latent.num_factors, latent.diag_noise_dim
+    ValueError unless S is even with S/2 > R."""
+    factors, width = reference.latent.num_factors, reference.latent.diag_noise_dim
     if samples % 2:
         raise ValueError(f"a fitted bank is antithetic: S must be even, got {samples}")
+    count = max(2, FIT_MAX_ENTRIES // (samples * reference.latent.num_classes))
+    reference = reference.subset(slice(0, count))
+    latent, exact = reference.latent, reference.exact
+    temperature, link = reference.temperature, reference.link
     wide = _float64(latent)
     start = moment_matched_sobol_design(samples, factors, width, seed)
     half = start[: samples // 2].clone().requires_grad_(True)
     optimiser = torch.optim.Adam([half], lr=learning_rate)
 
     def loss() -> Tensor:
-        return bank_loss(whitened_antithetic(half), wide, exact, temperature, link=link,
+        return bank_loss(whitened_antithetic(half, factors), wide, exact, temperature, link=link,
                          factors=factors)
 
     with torch.no_grad():
@@ -125,11 +138,11 @@ def fit_bank(
         value.backward()
         optimiser.step()
     with torch.no_grad():
-        points = whitened_antithetic(half)
+        points = whitened_antithetic(half, factors)
         final = float(loss())
     bank = NoiseBank(points[:, :factors].float().contiguous(),
                      points[:, factors:].float().contiguous())
-    return BankFit(bank, initial, final)
+    return BankFit(bank, initial, final, latent.batch_size)
 
 
 def _float64(latent: LatentGaussian) -> LatentGaussian:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from hetcontract import WITHHELD_SHARE
 from torch import Tensor
 
 from hetexport.class_correlation import CorrelationRule, shares_from_covariance
@@ -59,6 +60,14 @@ class ErrorReport:
 
     errors: dict[str, np.ndarray]
     reference_error: dict[str, np.ndarray]
+    shares_moving: int = 0
+    shares_withheld_count: int = 0
+
+    @property
+    def shares_withheld(self) -> float:
+        """Fraction of the top classes that the noise moves (by at least
+        ``SHARE_RELEVANT_STD``) whose shares the head withheld (0 where none moves)."""
+        return self.shares_withheld_count / max(self.shares_moving, 1)
 
     @property
     def images(self) -> int:
@@ -99,24 +108,32 @@ def served_error(
                                      - exact.mutual_information.numpy()),
         "topk_correlation": np.abs(served["topk_correlation"]
                                    - exact_correlation.numpy()).reshape(len(top_ids), -1).max(1),
-        "confusable_share": _share_error(served, exact, rule),
     }
+    moving = withheld = 0
+    if exact.probability_covariance is not None:
+        errors["confusable_share"], moving, withheld = _share_error(served, exact, rule)
     reference = {
         name: exact.standard_error[name].numpy()
         for name in ("probs", "predictive_entropy", "expected_entropy", "mutual_information")
     }
-    return ErrorReport({k: errors[k].astype(np.float64) for k in ERROR_QUANTITIES}, reference)
+    return ErrorReport({k: errors[k].astype(np.float64) for k in ERROR_QUANTITIES if k in errors},
+                       reference, shares_moving=moving, shares_withheld_count=withheld)
 
 
 def _share_error(served: Mapping[str, np.ndarray], exact: ExactAnswer,
-                 rule: CorrelationRule) -> np.ndarray:
+                 rule: CorrelationRule) -> tuple[np.ndarray, int, int]:
+    """Per image the largest share error of its served (not withheld) relevant top classes,
+    and the counts of relevant top classes and of those withheld."""
     top_ids = torch.from_numpy(np.asarray(served["topk_ids"], dtype=np.int64))
     index = top_ids.unsqueeze(-1).expand(-1, -1, exact.probs.shape[1])
     rows = torch.gather(exact.probability_covariance, 1, index)  # [B, k, K]
     shares = shares_from_covariance(rows, top_ids, rule=rule)
     conf_ids = torch.from_numpy(np.asarray(served["confusable_ids"], dtype=np.int64))
     want = torch.gather(shares, 2, conf_ids).numpy()
-    diff = np.abs(np.asarray(served["confusable_share"], dtype=np.float64) - want)
+    got = np.asarray(served["confusable_share"], dtype=np.float64)
+    diff = np.abs(got - want)
     variance = torch.gather(rows, 2, top_ids.unsqueeze(-1)).numpy()  # [B, k, 1]
     relevant = variance >= SHARE_RELEVANT_STD**2
-    return np.where(relevant, diff, 0.0).reshape(len(diff), -1).max(1)
+    withheld = got[..., :1] == WITHHELD_SHARE  # [B, k, 1]
+    error = np.where(relevant & ~withheld, diff, 0.0).reshape(len(diff), -1).max(1)
+    return error, int(relevant.sum()), int((relevant & withheld).sum())

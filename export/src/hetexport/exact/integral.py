@@ -16,8 +16,15 @@ Per example the covariance is factored as ``Q diag(lambda) Q^T`` (eigenvalues de
 Sobol coordinates, the best equidistributed, carry the largest variance (the "PCA
 construction"). ``replicas`` independent scramblings of ``points / replicas`` points each give
 the estimate (their mean) and its own standard error (their standard deviation / sqrt(replicas)),
-so the reference states how exact it is. Float64 throughout; K up to a few hundred (it forms
-the K x K covariance per example).
+so the reference states how exact it is. Float64 throughout.
+
+The eigenbasis has up to K - 1 dimensions and forms the K x K covariance per example, so it
+serves K up to ``EIGEN_MAX_CLASSES``. Above that (a K = 1000 head, say) the integral is taken
+in the noise's own R + N coordinates, ``u = mu + V z_R + d * z_K`` (HET-XL: ``(d' * z_D) W^T``),
+an O(K (R + 1)) step per point instead of O(K^2): the points are scrambled Sobol normals and
+their negations (antithetic), drawn chunk by chunk (pseudo-random beyond Sobol's 21201
+dimensions), one scrambling per replica; ``probability_covariance`` (K x K) is not formed
+(None: the confusable shares' error is then not measured).
 
 Typical usage::
 
@@ -40,6 +47,8 @@ REFERENCE_POINTS = 1 << 18
 """Points per example in all (the issue's reference: 2^18 randomized QMC points)."""
 REFERENCE_REPLICAS = 8
 """Independent scramblings; their spread is the reference's own standard error."""
+EIGEN_MAX_CLASSES = 64
+"""Largest K integrated in the eigenbasis of the latent covariance (module doc)."""
 EIGEN_CUTOFF = 1e-14
 """Eigenvalues below this fraction of the largest (or below 1e-300) are dropped as rounding."""
 _OPEN_UNIT = 1e-15  # Sobol points are clamped into (0, 1) before the inverse normal CDF
@@ -55,7 +64,8 @@ class ExactAnswer(NamedTuple):
             sigmoid).
         expected_entropy: ``E[H[link(u / tau)]]`` [B].
         mutual_information: their difference [B].
-        probability_covariance: ``Cov(p_i, p_j)`` of ``p = link(u / tau)`` [B, K, K].
+        probability_covariance: ``Cov(p_i, p_j)`` of ``p = link(u / tau)`` [B, K, K]; None
+            above ``EIGEN_MAX_CLASSES`` classes.
         standard_error: the reference's own standard error per quantity, [B] each (for
             ``probs`` and ``probability_covariance`` the largest over entries).
     """
@@ -64,7 +74,7 @@ class ExactAnswer(NamedTuple):
     predictive_entropy: Tensor
     expected_entropy: Tensor
     mutual_information: Tensor
-    probability_covariance: Tensor
+    probability_covariance: Tensor | None
     standard_error: dict[str, Tensor]
 
 
@@ -76,11 +86,19 @@ def exact_answer(
     points: int = REFERENCE_POINTS,
     replicas: int = REFERENCE_REPLICAS,
     seed: int = 0,
+    space: Literal["auto", "eigen", "noise"] = "auto",
 ) -> ExactAnswer:
     """The reference integrals of ``latent`` (see module doc); ``points`` split over
-    ``replicas`` independent scramblings."""
+    ``replicas`` independent scramblings; ``space``: the eigenbasis up to
+    ``EIGEN_MAX_CLASSES`` classes and the noise's coordinates above (``"auto"``), or either."""
     if replicas < 2 or points % replicas:
         raise ValueError("need replicas >= 2 dividing points")
+    if space == "noise" or (space == "auto" and latent.num_classes > EIGEN_MAX_CLASSES):
+        wide = _float64(latent)
+        estimates = [_noise_space_moments(wide, temperature, link=link,
+                                          points=points // replicas, seed=seed + r)
+                     for r in range(replicas)]
+        return _combine(estimates, link=link)
     factor = integration_factor(latent, link=link)  # [B, K, r]
     mean = latent.mean.detach().double()
     estimates = [
@@ -118,7 +136,7 @@ def normal_points(count: int, dimension: int, *, seed: int) -> Tensor:
 class _Moments(NamedTuple):
     probs: Tensor  # [B, K]
     expected_entropy: Tensor  # [B]
-    second: Tensor  # E[p p^T] [B, K, K]
+    second: Tensor | None  # E[p p^T] [B, K, K]
 
 
 def _replica_moments(mean: Tensor, factor: Tensor, temperature: float, *, link: Link,
@@ -145,16 +163,68 @@ def _replica_moments(mean: Tensor, factor: Tensor, temperature: float, *, link: 
     return _Moments(probs / points, entropy / points, second / points)
 
 
+def _noise_space_moments(latent: LatentGaussian, temperature: float, *, link: Link,
+                         points: int, seed: int) -> _Moments:
+    """One replica in the noise's own coordinates (module doc): p_bar and the expected
+    entropy, no second moments."""
+    factors, width = latent.num_factors, latent.diag_noise_dim
+    dimension = factors + width
+    batch, classes = latent.mean.shape
+    probs = latent.mean.new_zeros(batch, classes)
+    entropy = latent.mean.new_zeros(batch)
+    half_step = max(1, _CHUNK_ELEMENTS // (2 * batch * classes))
+    draw = _normal_stream(dimension, seed)
+    for start in range(0, points // 2, half_step):
+        half = draw(min(half_step, points // 2 - start))
+        chunk = torch.cat([half, -half])  # antithetic pairs
+        u = (latent.project_factor_noise(chunk[:, :factors])
+             + latent.project_diag_noise(chunk[:, factors:]) + latent.mean.unsqueeze(1))
+        p, h = _link_and_entropy(u / temperature, link)
+        probs += p.sum(1)
+        entropy += h.sum(1)
+    return _Moments(probs / points, entropy / points, None)
+
+
+def _normal_stream(dimension: int, seed: int):
+    """``draw(n)``: the next n standard normal points [n, d] (float64) of one scrambled Sobol
+    sequence, or of a seeded generator beyond Sobol's dimensions."""
+    if dimension <= torch.quasirandom.SobolEngine.MAXDIM:
+        engine = torch.quasirandom.SobolEngine(dimension, scramble=True, seed=seed)
+        return lambda n: torch.special.ndtri(
+            engine.draw(n, dtype=torch.float64).clamp(_OPEN_UNIT, 1 - _OPEN_UNIT))
+    generator = torch.Generator().manual_seed(seed)
+    return lambda n: torch.randn(n, dimension, generator=generator, dtype=torch.float64)
+
+
+def _link_and_entropy(scaled: Tensor, link: Link) -> tuple[Tensor, Tensor]:
+    """``link(x)`` [B, n, K] and its entropy [B, n] (categorical or summed Bernoulli)."""
+    if link == "softmax":
+        log_p = torch.log_softmax(scaled, -1)
+        p = log_p.exp()
+        return p, -(p * log_p).sum(-1)
+    p = torch.sigmoid(scaled)
+    return p, (torch.nn.functional.softplus(scaled) - scaled * p).sum(-1)
+
+
+def _float64(latent: LatentGaussian) -> LatentGaussian:
+    def wide(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.detach().double()
+
+    return LatentGaussian(
+        wide(latent.mean), wide(latent.scale), wide(latent.factors), wide(latent.factor_scale),
+        wide(latent.shared_factors), wide(latent.prelogit_scale), wide(latent.prelogit_weight),
+    )
+
+
 def _combine(estimates: list[_Moments], *, link: Link) -> ExactAnswer:
     def stacked(field: str) -> Tensor:
         return torch.stack([getattr(e, field) for e in estimates])
 
-    probs_r, entropy_r, second_r = stacked("probs"), stacked("expected_entropy"), stacked("second")
+    probs_r, entropy_r = stacked("probs"), stacked("expected_entropy")
     entropy_of = categorical_entropy if link == "softmax" else bernoulli_entropy
-    cov_r = second_r - probs_r.unsqueeze(-1) * probs_r.unsqueeze(-2)
     predictive_r = entropy_of(probs_r)
     mutual_r = predictive_r - entropy_r
-    probs, second = probs_r.mean(0), second_r.mean(0)
+    probs = probs_r.mean(0)
     predictive = entropy_of(probs)
     expected = entropy_r.mean(0)
     n = len(estimates)
@@ -163,17 +233,23 @@ def _combine(estimates: list[_Moments], *, link: Link) -> ExactAnswer:
         spread = values.std(0, unbiased=True) / n**0.5
         return spread.flatten(1).amax(1) if spread.dim() > 1 else spread
 
+    standard_error = {
+        "probs": se(probs_r),
+        "predictive_entropy": se(predictive_r),
+        "expected_entropy": se(entropy_r),
+        "mutual_information": se(mutual_r),
+    }
+    covariance = None
+    if estimates[0].second is not None:
+        second_r = stacked("second")
+        standard_error["probability_covariance"] = se(
+            second_r - probs_r.unsqueeze(-1) * probs_r.unsqueeze(-2))
+        covariance = second_r.mean(0) - probs.unsqueeze(-1) * probs.unsqueeze(-2)
     return ExactAnswer(
         probs=probs,
         predictive_entropy=predictive,
         expected_entropy=expected,
         mutual_information=predictive - expected,
-        probability_covariance=second - probs.unsqueeze(-1) * probs.unsqueeze(-2),
-        standard_error={
-            "probs": se(probs_r),
-            "predictive_entropy": se(predictive_r),
-            "expected_entropy": se(entropy_r),
-            "mutual_information": se(mutual_r),
-            "probability_covariance": se(cov_r),
-        },
+        probability_covariance=covariance,
+        standard_error=standard_error,
     )

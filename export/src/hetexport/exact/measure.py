@@ -119,6 +119,7 @@ def _latent_rows(latent: LatentGaussian, rows: slice) -> LatentGaussian:
 
 def _exact_rows(exact: ExactAnswer, rows: slice) -> ExactAnswer:
     return ExactAnswer(
-        *(getattr(exact, f)[rows] for f in ExactAnswer._fields[:-1]),
+        *(None if getattr(exact, f) is None else getattr(exact, f)[rows]
+          for f in ExactAnswer._fields[:-1]),
         standard_error={k: v[rows] for k, v in exact.standard_error.items()},
     )

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from hetexport.fused.sample_stats import SampleStats
 from hetexport.layers import LatentGaussian, NoiseBank, sample_logits
+from hetexport.serving.sample_statistics import Movement, MovementSums, bank_halves
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
 """Floats per [B, S_chunk, K] chunk (16 MiB in fp32) unless the caller says otherwise."""
@@ -83,7 +84,7 @@ def upcast(latent: LatentGaussian) -> LatentGaussian:
     )
 
 
-def chunked_probability_covariance(
+def chunked_movement(
     latent: LatentGaussian,
     noise: NoiseBank,
     temperature: Tensor | float,
@@ -91,24 +92,35 @@ def chunked_probability_covariance(
     topk_ids: Tensor,
     *,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-) -> Tensor:
-    """``Cov_s(p_i, p_j)`` [B, k, K] for the top classes i, ``p_s = softmax(u_s / tau)``,
-    streaming over sample chunks (a second pass after p_bar, which centres it):
-    ``(1/S) sum_s (p_si - p_bar_i)(p_sj - p_bar_j)``, never the whole [B, S, K].
-
-    The same quantity as ``hetexport.class_correlation.probability_covariance_rows`` on the
-    materialised samples."""
+) -> Movement:
+    """The top classes' ``Movement`` (``hetexport.serving.sample_statistics``: covariance rows
+    ``Cov_s(p_i, p_j)`` [B, k, K] over all samples and over each half of the bank, and the
+    relative standard error of each ``Var_s(p_i)``), ``p_s = softmax(u_s / tau)``, streaming
+    over sample chunks (a second pass after p_bar, which centres the top columns): its
+    ``MovementSums`` accumulated chunk by chunk, never the whole [B, S, K]."""
     batch, classes = latent.mean.shape
-    samples = noise.num_samples
+    samples, k = noise.num_samples, topk_ids.shape[1]
     step = samples_per_chunk(batch, classes, samples, chunk_elements)
     wide = upcast(latent)
-    centre = probs.to(wide.mean.dtype).unsqueeze(1)  # [B, 1, K]
-    acc = wide.mean.new_zeros(batch, topk_ids.shape[1], classes)
+    dtype = wide.mean.dtype
+    weights = bank_halves(noise).to(dtype)  # [2, S]
+    top_probs = torch.gather(probs.to(dtype), 1, topk_ids).unsqueeze(1)  # [B, 1, k]
+    raw = wide.mean.new_zeros(batch, 2 * k, classes)
+    offset = wide.mean.new_zeros(batch, k, 2)
+    half_means = wide.mean.new_zeros(batch, 2, classes)
+    second = wide.mean.new_zeros(batch, k)
+    fourth = wide.mean.new_zeros(batch, k)
     for start in range(0, samples, step):
         stop = min(start + step, samples)
-        x = chunk_logits(wide, noise, start, stop, temperature)
-        centred = torch.softmax(x, -1) - centre  # [B, S_chunk, K]
+        p = torch.softmax(chunk_logits(wide, noise, start, stop, temperature), -1)
         index = topk_ids.unsqueeze(1).expand(-1, stop - start, -1)
-        top = torch.gather(centred, 2, index)  # [B, S_chunk, k]
-        acc += torch.matmul(top.transpose(1, 2), centred)
-    return acc / samples
+        columns = (torch.gather(p, 2, index) - top_probs).transpose(1, 2)  # [B, k, S_chunk]
+        w = weights[:, start:stop]
+        raw += torch.matmul(torch.cat([columns * w[0], columns * w[1]], 1), p)
+        offset += torch.matmul(columns, w.t())
+        half_means += torch.matmul(w, p)
+        squares = columns * columns
+        second += squares.sum(-1)
+        fourth += (squares * squares).sum(-1)
+    sums = MovementSums(raw, offset, half_means, second / samples, fourth / samples)
+    return sums.movement(samples)

@@ -27,11 +27,11 @@ from torch import Tensor
 from hetexport.class_correlation import (
     SOFTMAX_RULE,
     CorrelationOutputs,
-    confusable_from_shares,
-    shares_from_covariance,
+    share_estimate,
     topk_correlation,
+    withheld_shares,
 )
-from hetexport.fused.chunked import chunked_probability_covariance
+from hetexport.fused.chunked import chunked_movement
 from hetexport.fused.errors import UnsupportedHead
 from hetexport.fused.mc_head import Impl, mc_head
 from hetexport.layers import LatentGaussian, NoiseBank
@@ -154,11 +154,12 @@ def correlation_outputs(
     serves softmax heads only (``het``, ``het_pe``; see ``hetexport.fused.ensemble``), so the
     latent correlation is that of ``C Sigma C`` and the shares are
     ``max(0, -C_ij) / sum_l max(0, -C_il)``, ``C = Cov_s(p)`` over the same bank's samples,
-    here streamed in chunks (``chunked_probability_covariance``) instead of held as
-    [B, S, K]."""
-    cov = chunked_probability_covariance(latent, noise, temperature, probs, topk_ids)
-    shares = shares_from_covariance(cov, topk_ids, rule=SOFTMAX_RULE)
-    ids, values = confusable_from_shares(shares, topk_ids, num_confusable)
+    withheld by the same standard errors, here streamed in chunks (``chunked_movement``)
+    instead of held as [B, S, K]."""
+    move = chunked_movement(latent, noise, temperature, probs, topk_ids)
+    estimate = share_estimate(move.rows, move.half_rows, move.variance_error, topk_ids,
+                              rule=SOFTMAX_RULE)
+    ids, values = withheld_shares(estimate, topk_ids, num_confusable=num_confusable)
     corr = topk_correlation(latent, topk_ids, rule=SOFTMAX_RULE)
     return CorrelationOutputs(corr.float(), ids, values.float())
 

@@ -3,10 +3,12 @@ the same bits in any batch.
 
 ONNX Runtime's CPU kernels are not batch-invariant in general:
 
-* transcendental element-wise ops (``Softplus``, ``Log``, ``Exp``) run a vectorised loop over
-  the flat tensor and a scalar loop over its tail (with several intra-op threads, over the
-  tail of every thread's block); the two paths round differently, so a value's last bit
-  depends on where it lands in the batch;
+* transcendental element-wise ops written with Eigen (``Softplus``, ``Log``) run a vectorised
+  loop over the flat tensor and a scalar loop over its tail (with several intra-op threads,
+  over the tail of every thread's block); the two paths round differently, so a value's last
+  bit depends on where it lands in the batch. ``Exp`` is MLAS's (``MlasComputeExp``), whose
+  tail goes through the same vector code on a masked or broadcast load: every element is
+  rounded alike, and the served head uses it;
 * reductions (``ReduceMean``, ``ReduceSum``) pick their loop by shape: a batch of one is
   reduced as a flat vector, a larger batch row by row, with a different summation order.
 
@@ -20,7 +22,13 @@ usual ones rewritten on those kernels (each equals its textbook form to float32 
 * ``sum(x, dim) = x @ 1`` and ``mean(x, dim) = x @ (1 / n)``: a matrix-vector product;
 * ``log_mean_exp(a, dim) = log((1/n) sum_i e^{a_i}) = max_i a_i - max_i log_softmax(a)_i
   - log n``, since ``log_softmax(a)_i = a_i - LSE(a)`` for every i: the log of an average of
-  probabilities from their logs, with no ``Log`` of the average itself.
+  probabilities from their logs, with no ``Log`` of the average itself;
+* ``log_unit(q)``, the natural log of numbers in (0, 1] from ``Sqrt``, ``Div``, ``Mul`` and
+  ``Add`` alone (``q^(1/64)`` by six square roots, then the ``atanh`` series).
+
+A reduced axis's length (``sum``, ``mean``) is read as a Python int, so in a traced graph it is
+a constant, not a ``Shape`` computation: reduce only axes whose length is fixed (samples,
+classes), never the batch.
 
 Typical usage::
 
@@ -36,8 +44,8 @@ from torch import Tensor
 
 
 def softplus(x: Tensor) -> Tensor:
-    """``log(1 + exp(x))`` element-wise, as ``-log_softmax([0, x])_0``."""
-    pair = torch.stack((torch.zeros_like(x), x), dim=-1)
+    """``log(1 + exp(x))`` element-wise, as ``-log_softmax([0, x])_0`` (the 0 padded in)."""
+    pair = torch.nn.functional.pad(x.unsqueeze(-1), (1, 0))
     return -torch.log_softmax(pair, dim=-1)[..., 0]
 
 
@@ -48,7 +56,7 @@ def sum(x: Tensor, dim: int) -> Tensor:  # noqa: A001 - mirrors torch.sum
 
 def mean(x: Tensor, dim: int) -> Tensor:
     """``(1/n) sum_i x_i`` over ``dim`` (removed), as a product with a vector of 1/n."""
-    return _weighted_sum(x, dim, 1.0 / x.shape[dim])
+    return _weighted_sum(x, dim, 1.0 / _static(x.shape[dim]))
 
 
 def _weighted_sum(x: Tensor, dim: int, weight: float) -> Tensor:
@@ -58,7 +66,7 @@ def _weighted_sum(x: Tensor, dim: int, weight: float) -> Tensor:
     inner axis row by row (~0.1 us a row), so [B, S, K] or [B, K, R] are never reduced that
     way: their B products ``w^T [1, n] @ [n, m]`` cost far less."""
     dim %= x.dim()
-    ones = torch.full((x.shape[dim],), weight, dtype=x.dtype, device=x.device)
+    ones = torch.full((_static(x.shape[dim]),), weight, dtype=x.dtype, device=x.device)
     if x.dim() == 2 and dim == 1:
         return torch.matmul(x, ones)
     return torch.matmul(ones.unsqueeze(0), x.movedim(dim, x.dim() - 2)).squeeze(-2)
@@ -78,6 +86,37 @@ def per_sample(x: Tensor, samples: int) -> Tensor:
     if x.shape[-1] <= EXPAND_MAX_WIDTH:
         return x.unsqueeze(1).expand(-1, samples, -1)
     return x.unsqueeze(1)
+
+
+def _static(length: int | Tensor) -> int:
+    """An axis length as a plain int: a constant of a traced graph (lengths of the samples
+    and classes axes are fixed by the model; module doc)."""
+    return int(length)
+
+
+LOG_UNIT_FLOOR = 1e-12
+"""``log_unit`` clamps its input to at least this: ``q log q`` for smaller q is below 3e-11,
+nothing an entropy can show in float32."""
+LOG_UNIT_ROOTS = 6
+"""Square roots before the series: ``t = q^(1/64)`` lies in [0.65, 1] for q >= 1e-12, where
+the series' first omitted term is below 1e-9 and the rounding of t (one ulp) becomes an
+absolute error of at most 64 ulp(1) = 8e-6 in log q."""
+_ATANH_SERIES = (1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0)
+
+
+def log_unit(q: Tensor) -> Tensor:
+    """``log q`` for q in (0, 1] (clamped to ``LOG_UNIT_FLOOR``) from exactly rounded
+    operations: ``t = q^(2^-n)`` by n square roots, ``y = (t - 1) / (t + 1)``,
+    ``log q = 2^n log t = 2^(n+1) atanh(y) = 2^(n+1) y (1 + y^2/3 + y^4/5 + ... + y^10/11)``."""
+    t = torch.clamp(q, min=LOG_UNIT_FLOOR)
+    for _ in range(LOG_UNIT_ROOTS):
+        t = torch.sqrt(t)
+    y = (t - 1.0) / (t + 1.0)
+    y2 = y * y
+    series = y2 * _ATANH_SERIES[0] + _ATANH_SERIES[1]
+    for coefficient in _ATANH_SERIES[2:]:
+        series = series * y2 + coefficient
+    return y * series * float(2 << LOG_UNIT_ROOTS)
 
 
 def log_mean_exp(a: Tensor, dim: int) -> Tensor:

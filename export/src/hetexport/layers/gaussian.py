@@ -213,9 +213,9 @@ class LatentGaussian:
 
     def factor_rows(self, idx: Tensor) -> Tensor:
         """Rows ``V[idx]`` [B, k, R] of the factor matrix for class ids idx [B, k]."""
-        if self.factors is not None:
-            gather_idx = idx.unsqueeze(-1).expand(-1, -1, self.num_factors)
-            return torch.gather(self.factors, 1, gather_idx)
+        if self.factors is not None:  # picked by a product with the one-hot rows (exact)
+            return torch.matmul(_one_hot(idx, self.num_classes, dtype=self.factors.dtype),
+                                self.factors)
         if self.shared_factors is not None:
             rows = self.shared_factors[idx]  # [B, k, R]
             return torch.gather(self.factor_scale, 1, idx).unsqueeze(-1) * rows

@@ -22,7 +22,12 @@ first: they carry the correlated, usually larger, part of the noise):
 * ``"moment_matched_sobol"``: ``antithetic_sobol`` whitened so that the bank's sample mean is
   exactly 0 and its sample covariance exactly I: the first and second moments of the noise,
   hence the linear and quadratic terms of the integrand, are integrated exactly, besides all
-  odd ones. Needs S/2 > R + N (the S/2 distinct points must span every dimension).
+  odd ones. With fewer pairs than dimensions (S/2 <= R + N: a K = 1000 head at S = 256, say)
+  a second moment of I is impossible; the bank is whitened block by block instead
+  (``whiten_blocks``): the factor coordinates exactly (needs S/2 > R), each diagonal
+  coordinate orthogonal to them and of second moment exactly 1 (what is left are the products
+  of two diagonal coordinates, about 1/sqrt(S/2) each). Beyond Sobol's 21201 dimensions the
+  half points are pseudo-random normals, whitened the same way.
 * ``"optimized"`` (``FITTED_DESIGN``, learned quadrature; not in ``BANK_DESIGNS``, since it
   depends on a model, not only on (S, R, N, seed)): ``moment_matched_sobol``'s structure kept
   exactly (S/2 points Y and their negations, whitened: ``Z = [Y; -Y] L^{-T}``,
@@ -33,9 +38,11 @@ first: they carry the correlated, usually larger, part of the noise):
   model's FIT images (an export's selection half of ``--error-images``). The fit is
   ``hetexport.exact.bank_fit.fit_bank``; ``NoiseBank.fixed`` cannot make it.
 * ``"auto"`` (the export default, ``resolve_design``): ``moment_matched_sobol`` where S allows
-  it, else ``sobol`` up to Sobol's largest dimension (21201), else ``normal`` (a K = 21843 head
-  at S = 1000, say). Measured against the exact integral in ``bench/uncertainty_cost.py``
-  (``hetexport.exact``).
+  it (S even with S/2 > R), else ``sobol`` up to Sobol's largest dimension (21201), else
+  ``normal``; with held-out images an export takes ``"auto"`` to mean ``"optimized"``
+  (``hetexport.onnx.sampling_plan``). Measured against the exact integral in
+  ``bench/uncertainty_cost.py`` and, on a model-free family of latents at K = 10 and 1000, in
+  ``bench/default_samples.py`` (``hetexport.exact``).
 
 Typical usage::
 
@@ -55,10 +62,9 @@ from torch import Tensor
 AUTO_DESIGN = "auto"
 FITTED_DESIGN = "optimized"
 DEFAULT_BANK_DESIGN = AUTO_DESIGN
-"""The design an export bakes unless told otherwise (``resolve_design``): moment-matched Sobol
-where S allows it; with S = 256 (the default) every served quantity of the demo model is then
-about as exact as with plain Monte Carlo at S = 1000 (README, measured by
-``bench/uncertainty_cost.py``)."""
+"""The design an export bakes unless told otherwise (``resolve_design``): the fitted bank with
+held-out images, else moment-matched Sobol where S allows it, at the S a model-free criterion
+chose (``hetexport.onnx.sampling_plan.DEFAULT_EXPORT_MC_SAMPLES``)."""
 SOBOL_MAX_DIMENSION = torch.quasirandom.SobolEngine.MAXDIM
 _OPEN_UNIT = 1e-7
 """Sobol points are clamped into (eps, 1 - eps) before ``Phi^{-1}`` (|z| <= 5.2)."""
@@ -178,10 +184,9 @@ def resolve_design(design: str, samples: int, factors: int, width: int) -> str:
     name as it is."""
     if design != AUTO_DESIGN:
         return design
-    dimension = factors + width
-    if samples % 2 == 0 and samples // 2 > dimension:
+    if samples % 2 == 0 and samples // 2 > factors:
         return "moment_matched_sobol"
-    if dimension <= SOBOL_MAX_DIMENSION:
+    if factors + width <= SOBOL_MAX_DIMENSION:
         return "sobol"
     return "normal"
 
@@ -206,15 +211,45 @@ def antithetic_sobol_design(samples: int, factors: int, width: int, seed: int) -
 
 def moment_matched_sobol_design(samples: int, factors: int, width: int, seed: int) -> Tensor:
     """``antithetic_sobol`` whitened: ``z (Z^T Z / S)^{-1/2}``, so that the bank's mean is 0
-    and its second moment ``Z^T Z / S`` is exactly I (antithetic pairs keep the mean 0);
-    needs S/2 > d (the second moment of S/2 points and their negations has rank <= S/2)."""
-    if samples // 2 <= factors + width:
-        raise ValueError(f"a moment-matched bank needs S/2 > R + N = {factors + width}, "
+    and its second moment ``Z^T Z / S`` is exactly I (antithetic pairs keep the mean 0), where
+    S/2 > d = R + N; else whitened block by block (``whiten_blocks``, module doc), which needs
+    S/2 > R. Beyond Sobol's dimensions the half points are pseudo-random."""
+    if samples % 2 or samples // 2 <= factors:
+        raise ValueError(f"a moment-matched bank needs an even S with S/2 > R = {factors}, "
                          f"got S = {samples}")
+    if samples // 2 <= factors + width:
+        half = _half_points(samples // 2, factors, width, seed)
+        white = whiten_blocks(half, factors)
+        return torch.cat([white, -white])
     z = antithetic_sobol_design(samples, factors, width, seed)
     second = z.T @ z / samples
     values, vectors = torch.linalg.eigh(second)
     return z @ (vectors * values.rsqrt()) @ vectors.T
+
+
+def whiten_blocks(half: Tensor, factors: int) -> Tensor:
+    """Points Y [h, R + N] with h <= R + N, whitened block by block: the factor block F to
+    second moment exactly I (``F L^{-T}``, ``L L^T = F^T F / h``), each diagonal column made
+    orthogonal to F and scaled to second moment exactly 1. With Y's negations appended, the
+    bank's mean is 0, its factor block's second moment I, the factor-diagonal products 0 and
+    each diagonal coordinate's square 1 (module doc). Differentiable in Y."""
+    count = half.shape[0]
+    block, diag = half[:, :factors], half[:, factors:]
+    if factors:
+        lower = torch.linalg.cholesky(block.T @ block / count)
+        block = torch.linalg.solve_triangular(lower, block.T, upper=False).T
+        diag = diag - block @ (block.T @ diag) / count
+    diag = diag * torch.rsqrt(diag.square().mean(0, keepdim=True))
+    return torch.cat([block, diag], 1)
+
+
+def _half_points(count: int, factors: int, width: int, seed: int) -> Tensor:
+    """``count`` scrambled Sobol normals [count, R + N], pseudo-random beyond Sobol's
+    dimensions (float64)."""
+    if factors + width <= SOBOL_MAX_DIMENSION:
+        return sobol_design(count, factors, width, seed)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(count, factors + width, generator=generator, dtype=torch.float64)
 
 
 BANK_DESIGNS: dict[str, Callable[[int, int, int, int], Tensor]] = {

@@ -5,7 +5,8 @@ whose 99th-percentile p_bar error (max over classes, against the exact integral 
 ``hetexport.exact``) on the first half of the held-out images is at most the target; else
 ``DEFAULT_EXPORT_MC_SAMPLES``. With held-out images the bank's scrambling seed is chosen too
 (``hetexport.exact.bank_search``: the best of ``search_seeds`` seeds on the same first half).
-The ``"optimized"`` design (``FITTED_DESIGN``) needs held-out images: its bank is the
+With held-out images ``"auto"`` (the default design) means the fitted bank, at any K: the
+``"optimized"`` design (``FITTED_DESIGN``) needs held-out images: its bank is the
 ``moment_matched_sobol`` bank of the searched seed, then fitted to the first half's latents
 (``hetexport.exact.bank_fit``); with ``mc_error`` its p_bar error is measured on that same
 first half (optimistic: the fit saw those images), the card's on the second.
@@ -43,17 +44,20 @@ from hetexport.exact.measure import (
     reference_for,
 )
 from hetexport.layers import NoiseBank
-from hetexport.layers.noise_bank import FITTED_DESIGN, resolve_design
+from hetexport.layers.noise_bank import AUTO_DESIGN, FITTED_DESIGN, resolve_design
 from hetexport.model import HetClassifier
 from hetexport.onnx.runner import OnnxRunner
 
-DEFAULT_EXPORT_MC_SAMPLES = 256
-"""S baked into a HET graph unless ``mc_samples`` or ``mc_error`` decide it. With the
-model-free default design the demo model's every served integral is then about as exact as
-plain Monte Carlo with S = 1000 (README); at S = 128 the expected entropy's and the mutual
-information's 99th-percentile errors are ~1.8x that. The fitted design (``FITTED_DESIGN``,
-which needs held-out images) reaches S = 1000's accuracy with 128 points, and the demo ships
-it."""
+DEFAULT_EXPORT_MC_SAMPLES = 512
+"""S baked into a HET graph unless ``mc_samples`` or ``mc_error`` decide it, chosen by a
+model-free criterion (``bench/default_samples.py``, ``make bench-default-samples``): the
+smallest power of two at which the model-free design (``moment_matched_sobol``) integrates
+every served integral (p_bar, both entropies, the mutual information; mean and 99th percentile)
+at least as exactly as plain Monte Carlo with S = 1000 on a family of latents that spans the
+demo model's scales, at K = 10 and at K = 1000. S = 256 misses it at both (the expected
+entropy's and the mutual information's 99th percentiles). The fitted design (``FITTED_DESIGN``,
+the default with held-out images) reaches S = 1000's accuracy on the demo with 128 points, and
+the demo ships it."""
 DETERMINISTIC_DESIGN = "none"
 FITTED_START_DESIGN = "moment_matched_sobol"
 """The design a fitted bank starts from (its seed searched first)."""
@@ -93,6 +97,7 @@ class SamplingPlan:
             reference_error=report.largest_reference_error(),
             requested_p99=self.requested_p99,
             error={name: McError(**values) for name, values in report.summary().items()},
+            shares_withheld=report.shares_withheld,
         )
 
 
@@ -115,6 +120,8 @@ def plan_sampling(
     if mc_error is not None and (images is None or len(images) < 2):
         raise ExportError("an error target needs held-out images to measure the error on")
     head = model.head
+    if design == AUTO_DESIGN and images is not None and len(images) >= 2:
+        design = FITTED_DESIGN  # held-out images: the bank is fitted to the model, at any K
     fitted = design == FITTED_DESIGN
     def named(samples: int) -> str:  # the design "auto" resolves to at this S
         return resolve_design(design, samples, head.num_factors, head.diag_noise_dim)
@@ -130,8 +137,8 @@ def plan_sampling(
     select, select_reference = images[:half], reference.subset(slice(0, half))
     seeds = range(seed, seed + max(1, search_seeds))
     candidates = [mc_samples or DEFAULT_EXPORT_MC_SAMPLES] if mc_error is None else SAMPLE_COUNTS
-    if fitted and mc_error is not None:  # S/2 > R + N: the bank is whitened
-        candidates = [s for s in candidates if s // 2 > head.num_factors + head.diag_noise_dim]
+    if fitted and mc_error is not None:  # S/2 > R: the bank is whitened (by blocks if need be)
+        candidates = [s for s in candidates if s // 2 > head.num_factors]
     baseline = baseline_errors(model, select, select_reference)
     tried: dict[int, float] = {}
     for samples in candidates:

@@ -2,7 +2,8 @@
 
 It wraps a trained ``HetClassifier`` with a fixed noise bank (common random numbers, shared
 by every example, so an example's answer does not depend on its batch) and computes, per
-example (B = batch, K classes, k = ``top_k``, m = ``num_confusable``):
+example (B = batch, K classes, k = ``top_k``, m = ``num_confusable``), from the latent
+Gaussian of the head and one pass over the bank's samples (``sample_statistics``):
 
 * ``probs`` p_bar [B, K] = (1/S) sum_s link(u_s / tau), u_s = mu + V z_R[s] + d * z_K[s]
   with z_R = ``noise_factors`` [S, R] and z_K = ``noise_diag`` [S, K] (ONNX initializers);
@@ -19,10 +20,11 @@ example (B = batch, K classes, k = ``top_k``, m = ``num_confusable``):
   softmax, so Sigma's all-ones component is never learned); the sigmoid head uses S = Sigma;
 * ``confusable_ids`` / ``confusable_share`` [B, k, m]: per top class i, the m OTHER classes
   (self excluded) with the largest share of its probability movement under the noise, from the
-  same samples ``p_s = link(u_s / tau)`` [B, S, K] that give p_bar, with
-  ``C = Cov_s(p)``: ``share_ij = max(0, -C_ij) / sum_{l != i} max(0, -C_il)`` (softmax heads;
-  ``+C`` for the sigmoid head), 0 where ``Var_s(p_i)`` is below
-  ``PROBABILITY_VARIANCE_FLOOR``. See ``hetexport.class_correlation`` for the rule and its math.
+  same samples ``p_s = link(u_s / tau)`` that give p_bar, with ``C = Cov_s(p)``:
+  ``share_ij = max(0, -C_ij) / sum_{l != i} max(0, -C_il)`` (softmax heads; ``+C`` for the
+  sigmoid head), 0 where ``Var_s(p_i)`` is below ``PROBABILITY_VARIANCE_FLOOR``, and
+  ``WITHHELD_SHARE`` (-1) where the samples cannot place class i's movement (its standard
+  errors too large). See ``hetexport.class_correlation`` for the rule and its math.
 
 * ``latent_probs`` [B, K] (optional in the contract, ``hetcontract.OPTIONAL_HEAD_OUTPUTS``):
   the noise-free class distribution ``link(mu / tau)`` of the latent mean, the label audit's
@@ -44,9 +46,24 @@ import torch
 from hetcontract import HEAD_OUTPUTS, OPTIONAL_HEAD_OUTPUTS
 from torch import Tensor, nn
 
-from hetexport.class_correlation import CorrelationRule, correlation_outputs, correlation_rule
-from hetexport.layers import NoiseBank
+from hetexport.class_correlation import (
+    CorrelationRule,
+    ShareEstimate,
+    correlation_rule,
+    share_estimate,
+    topk_correlation,
+    withheld_shares,
+)
+from hetexport.layers import LatentGaussian, NoiseBank, mc_sigmoid
 from hetexport.model import HetClassifier
+from hetexport.serving.sample_statistics import (
+    SampleStatistics,
+    bank_halves,
+    deterministic_statistics,
+    sampled_statistics,
+    softmax_statistics,
+    tempered_samples,
+)
 
 __all__ = ["OUTPUT_NAMES", "ServingGraph", "ServingOutputs"]
 
@@ -96,13 +113,6 @@ class ServingGraph(nn.Module):
         self.top_k = top_k
         self.num_confusable = num_confusable
         self.stochastic = head.kind != "det"
-        if not head.returns_sample_probs:
-            raise ValueError(
-                f"{type(head).__name__} streams its samples and returns none, but the served "
-                "confusable shares are computed from them: load its state dict into the "
-                "materialised head (e.g. hetexport.layers.HetSoftmaxHead, same options) and "
-                "export that"
-            )
         self.correlation_rule: CorrelationRule = correlation_rule(head.link)
         if self.stochastic:
             if noise is None or not noise.shared:
@@ -116,30 +126,64 @@ class ServingGraph(nn.Module):
                 )
             self.register_buffer("noise_factors", noise.factor_noise.float().clone())
             self.register_buffer("noise_diag", noise.diag_noise.float().clone())
+            self.halves = bank_halves(self.noise_bank())  # a constant of the traced graph
 
     def noise_bank(self) -> NoiseBank | None:
         if not self.stochastic:
             return None
         return NoiseBank(self.noise_factors, self.noise_diag)
 
+    def statistics(self, images: Tensor) -> tuple[SampleStatistics, LatentGaussian]:
+        """One pass over the bank's samples (``sample_statistics``) and the latent Gaussian."""
+        head = self.model.head
+        latent = head.latent(self.model.backbone(images))
+        tau = head.temperature()
+        if not self.stochastic:
+            return deterministic_statistics(latent.mean / tau, top_k=self.top_k), latent
+        bank = self.noise_bank()
+        if head.link == "softmax":
+            scaled = tempered_samples(latent, bank, tau)
+            return softmax_statistics(scaled, top_k=self.top_k, halves=self.halves), latent
+        average = mc_sigmoid(latent, bank, tau)
+        return sampled_statistics(average.sample_probs, average.probs, average.expected_entropy,
+                                  average.predictive_entropy, top_k=self.top_k,
+                                  halves=self.halves), latent
+
+    def shares(self, stats: SampleStatistics) -> ShareEstimate:
+        """The top classes' shares and their standard errors (``class_correlation``)."""
+        move = stats.movement
+        return share_estimate(move.rows, move.half_rows, move.variance_error, stats.topk_ids,
+                              rule=self.correlation_rule)
+
+    def sampled_probabilities(self, images: Tensor) -> Tensor:
+        """``link(u_s / tau)`` [B, S, K] of the bank's samples ([B, 1, K] for a deterministic
+        head): what p_bar averages, for checks."""
+        head = self.model.head
+        latent = head.latent(self.model.backbone(images))
+        tau = head.temperature()
+        if not self.stochastic:
+            return torch.softmax(latent.mean / tau, -1).unsqueeze(1)
+        if head.link == "softmax":
+            return torch.softmax(tempered_samples(latent, self.noise_bank(), tau), -1)
+        return mc_sigmoid(latent, self.noise_bank(), tau).sample_probs
+
     def forward(self, images: Tensor) -> ServingOutputs:
-        out = self.model(images, noise=self.noise_bank())
-        predictive = out.predictive_entropy
-        mutual = torch.clamp(predictive - out.expected_entropy, min=0.0)
-        topk_probs, topk_ids = torch.topk(out.probs, self.top_k, dim=-1)
-        corr = correlation_outputs(out.latent, out.sample_probs, topk_ids,
-                                   num_confusable=self.num_confusable, rule=self.correlation_rule)
+        stats, latent = self.statistics(images)
+        mutual = torch.clamp(stats.predictive_entropy - stats.expected_entropy, min=0.0)
+        ids, shares = withheld_shares(self.shares(stats), stats.topk_ids,
+                                      num_confusable=self.num_confusable)
         return ServingOutputs(
-            topk_ids=topk_ids,
-            topk_probs=topk_probs,
-            predictive_entropy=predictive,
-            expected_entropy=out.expected_entropy,
+            topk_ids=stats.topk_ids,
+            topk_probs=stats.topk_probs,
+            predictive_entropy=stats.predictive_entropy,
+            expected_entropy=stats.expected_entropy,
             mutual_information=mutual,
-            topk_correlation=corr.topk_correlation,
-            confusable_ids=corr.confusable_ids,
-            confusable_share=corr.confusable_share,
-            probs=out.probs,
-            latent_probs=latent_link(out.latent.mean, out.temperature, link=self.model.head.link),
+            topk_correlation=topk_correlation(latent, stats.topk_ids, rule=self.correlation_rule),
+            confusable_ids=ids,
+            confusable_share=shares,
+            probs=stats.probs,
+            latent_probs=latent_link(latent.mean, self.model.head.temperature(),
+                                     link=self.model.head.link),
         )
 
 

@@ -570,7 +570,9 @@ function renderConfusableSummary(confusable, modelName, sign) {
   if (!first) {
     summary.textContent = state.models.get(modelName)?.head === "det"
       ? "A deterministic model has no noise model: it makes no claim of which classes it confuses."
-      : "The model's noise does not move the top class's probability for this image.";
+      : top && top.withheld
+        ? "The model's noise moves the top class's probability, but its samples cannot say where precisely enough: no shares are shown."
+        : "The model's noise does not move the top class's probability for this image.";
     return;
   }
   summary.replaceChildren(
@@ -589,14 +591,16 @@ function renderConfusableList(confusable, modelName, sign) {
     : "Which labels rise with each top label under the learned noise (slope):";
   const items = [];
   for (const entry of confusable) {
-    if (!entry.confused_with.length) continue;
+    if (!entry.confused_with.length && !entry.withheld) continue;
     const item = document.createElement("li");
     item.dataset.testid = "confusable-item";
     item.dataset.classId = String(entry.class_id);
     item.append(
       strong(labelOf(modelName, entry.class_id)),
       ": ",
-      entry.confused_with.map((c) => `${c.label} (${formatPercent(c.share)})`).join(", "),
+      entry.withheld
+        ? "withheld (the samples cannot place its movement precisely enough)"
+        : entry.confused_with.map((c) => `${c.label} (${formatPercent(c.share)})`).join(", "),
     );
     items.push(item);
   }
