@@ -406,11 +406,36 @@ def check_block(block: Block, root: Path = REPO_ROOT) -> list[Check]:
     return checks
 
 
-def provenance_of(file: str, root: Path = REPO_ROOT) -> dict | None:
-    """The ``provenance`` object of a result file, or None when it has none."""
+def provenance_of(file: str, root: Path = REPO_ROOT, *,
+                  section: str | None = None) -> dict | None:
+    """The ``provenance`` object of a result file, or None when it has none; with
+    ``section``, that top-level section's own provenance when it carries one (a benchmark
+    that re-measures one section of its file keeps each section's own run)."""
     content = _load(root / file)
-    found = content.get("provenance") if isinstance(content, dict) else None
+    if not isinstance(content, dict):
+        return None
+    part = content.get(section) if section is not None else None
+    found = part.get("provenance") if isinstance(part, dict) else None
+    found = found if isinstance(found, dict) else content.get("provenance")
     return found if isinstance(found, dict) else None
+
+
+def cited_runs(block: Block, root: Path = REPO_ROOT) -> dict[str, dict | None]:
+    """The runs a block's figures come from: ``FILE`` (or ``FILE:SECTION`` where the cited
+    section carries a provenance of its own) -> that provenance (None: the file has none)."""
+    runs: dict[str, dict | None] = {}
+    for citation in block.citations:
+        field = parse_field(citation.field)
+        file = field.file or block.file
+        step = STEP.match(field.path)
+        section = (step["key"] or step["quoted"]) if step else None
+        own = provenance_of(file, root, section=section)
+        whole = provenance_of(file, root)
+        runs[f"{file}:{section}" if own != whole else file] = own
+    for file in cited_files(block):
+        if not any(name == file or name.startswith(f"{file}:") for name in runs):
+            runs[file] = provenance_of(file, root)
+    return runs
 
 
 def stale_paths(provenance: dict, root: Path = REPO_ROOT) -> list[str]:
@@ -498,13 +523,15 @@ def _leaves(value: object, path: str) -> Iterator[tuple[str, object]]:
 def stale_results(pages: Sequence[Path], root: Path = REPO_ROOT) -> dict[str, list[str]]:
     """Every result file the pages cite (and the screenshot's provenance) that is stale: file
     -> the paths that changed since it was measured."""
-    files = {file for page in pages for block in blocks(page) for file in cited_files(block)}
-    files |= {str(path.relative_to(root)) for path in (root / "docs" / "img").glob("*.json")}
+    runs = {name: run for page in pages for block in blocks(page)
+            for name, run in cited_runs(block, root).items()}
+    for path in (root / "docs" / "img").glob("*.json"):
+        file = str(path.relative_to(root))
+        runs[file] = provenance_of(file, root)
     found = {}
-    for file in sorted(files):
-        provenance = provenance_of(file, root)
+    for name, provenance in sorted(runs.items()):
         if provenance and (paths := stale_paths(provenance, root)):
-            found[file] = paths
+            found[name] = paths
     return found
 
 
@@ -516,7 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.action == "stale":
         for file, paths in stale_results([d.resolve() for d in args.documents] or documents()
                                          ).items():
-            print(f"{file}: re-run `{provenance_of(file)['command']}` ({len(paths)} paths "
+            file_name, _, section = file.partition(":")
+            command = provenance_of(file_name, section=section or None)["command"]
+            print(f"{file}: re-run `{command}` ({len(paths)} paths "
                   f"changed: {', '.join(paths[:4])}{', ...' if len(paths) > 4 else ''})")
         return 0
     failed = False

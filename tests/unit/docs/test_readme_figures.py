@@ -100,7 +100,8 @@ def test_every_printed_figure_is_the_field_cited_for_it(block):
 
 @pytest.mark.parametrize("block", BLOCKS, ids=block_id)
 def test_a_result_file_carries_its_provenance_or_the_block_says_it_does_not(block):
-    missing = [file for file in figures.cited_files(block) if not figures.provenance_of(file)]
+    runs = figures.cited_runs(block)
+    missing = [name for name, provenance in runs.items() if not provenance]
     if not missing:
         assert "no-provenance" not in block.flags, "every file cited has a provenance now: drop "\
             "the 'no-provenance' flag"
@@ -108,8 +109,9 @@ def test_a_result_file_carries_its_provenance_or_the_block_says_it_does_not(bloc
         assert "no-provenance" in block.flags, f"{missing} have no provenance: flag the block"
         assert figures.NO_PROVENANCE_NOTE.search(figures.visible_text(block.body)), (
             "a reader is told that such a file 'records no commit'")
-    for file in set(figures.cited_files(block)) - set(missing):
-        provenance = figures.provenance_of(file)
+    for file, provenance in runs.items():
+        if not provenance:
+            continue
         assert set(provenance) >= figures.PROVENANCE_KEYS, file
         assert provenance["dirty"] is False, f"{file} measured code that no commit holds"
         assert git("cat-file", "-e", f"{provenance['commit']}^{{commit}}").returncode == 0, (
@@ -119,8 +121,7 @@ def test_a_result_file_carries_its_provenance_or_the_block_says_it_does_not(bloc
 @pytest.mark.parametrize("block", BLOCKS, ids=block_id)
 def test_a_result_older_than_the_code_it_measures_is_flagged_stale(block):
     stale = {}
-    for file in figures.cited_files(block):
-        provenance = figures.provenance_of(file)
+    for file, provenance in figures.cited_runs(block).items():
         if provenance and (paths := figures.stale_paths(provenance)):
             stale[file] = f"measured {provenance['commit'][:10]}, {paths} changed since: " \
                           f"re-run `{provenance['command']}` and commit the result"
@@ -289,6 +290,22 @@ def test_a_result_is_stale_once_the_code_its_command_runs_changes(tmp_path):
     (repo / "lib" / "src" / "mylib" / "tools.py").rename(repo / "lib" / "src" / "mylib" / "t.py")
     (repo / "lib" / "src" / "mylib" / "speed.py").write_text("from . import t\n")
     assert figures.stale_paths(provenance, repo) == ["lib/src/mylib/speed.py"]
+
+
+def test_a_section_measured_by_a_run_of_its_own_is_judged_by_that_run(tmp_path):
+    """A benchmark that re-measures one section of its file keeps each section's own
+    provenance: a block citing the other section is judged by the older run."""
+    old = {"command": "python bench/x.py", "commit": "a" * 40}
+    new = {"command": "python bench/x.py", "commit": "b" * 40}
+    (tmp_path / "r.json").write_text(json.dumps({
+        "provenance": new, "cost": {"ratio": 1.2, "provenance": new},
+        "error": {"p99": 0.007, "provenance": old}, "images": 400}))
+    page = tmp_path / "page.md"
+    page.write_text("<!-- results: r.json\n1.2 = cost.ratio\n0.007 = error.p99\n"
+                    "400 = images\n-->\nratio 1.2, error 0.007 over 400 images\n"
+                    "<!-- /results -->\n")
+    [block] = figures.blocks(page)
+    assert figures.cited_runs(block, tmp_path) == {"r.json": new, "r.json:error": old}
 
 
 def test_the_code_a_benchmark_runs_is_derived_from_its_command():
