@@ -20,9 +20,11 @@ from hetgateway.decisions import (
 from hetgateway.errors import InvalidInput
 
 ROOT = Path(__file__).resolve().parents[3]
-UNCALIBRATED = ModelCard.model_validate_json(
-    (ROOT / "model_repo" / "fashion_het" / MODEL_CARD_FILENAME).read_text()
-).model_copy(update={"calibration": None})
+SHIPPED = ModelCard.model_validate_json(
+    (ROOT / "model_repo" / "fashion_het" / MODEL_CARD_FILENAME).read_text())
+"""The shipped fashion_het card: calibrated by the exporter (``hetexport demo
+--calibrate-only``) on the demo's noisy-label validation split."""
+UNCALIBRATED = SHIPPED.model_copy(update={"calibration": None})
 
 
 def graph_outputs(card: ModelCard, batch: int, seed: int) -> dict[str, np.ndarray]:
@@ -47,24 +49,6 @@ def graph_outputs(card: ModelCard, batch: int, seed: int) -> dict[str, np.ndarra
         OutputName.CONFUSABLE_SHARE.value: rng.random((batch, k_max, m)).astype(np.float32),
         OutputName.PROBS.value: probs,
     }
-
-
-def calibrated(card: ModelCard) -> ModelCard:
-    """``card`` with a calibration computed by the exporter's code on 3000 synthetic images
-    whose labels are drawn from their own probabilities (noisy-label source)."""
-    from hetexport.calibration import calibrate
-
-    out = graph_outputs(card, batch=3000, seed=42)
-    rng = np.random.default_rng(43)
-    probs = out[OutputName.PROBS.value].astype(np.float64)
-    labels = np.array([rng.choice(len(p), p=p / p.sum()) for p in probs])
-    section = calibrate(out, labels, heteroscedastic=True, label_source="noisy",
-                        source="synthetic outputs", date="2026-01-01T00:00:00+00:00")
-    return card.model_copy(update={"calibration": section})
-
-
-SHIPPED = calibrated(UNCALIBRATED)
-"""The shipped fashion_het card with a calibration section."""
 
 
 # ---- the reference: one image at a time, straight from the definitions ---------------------
@@ -210,7 +194,7 @@ def test_the_model_info_states_the_calibration() -> None:
     assert support.coverages == [0.8, 0.9, 0.95, 0.99] and support.default_coverage == 0.9
     assert support.risks == [0.01, 0.02, 0.05, 0.1] and support.default_risk == 0.05
     assert support.label_source == calibration.label_source == "noisy"
-    assert f"{calibration.images} noisy-label images (synthetic outputs)" in support.reason
+    assert f"{calibration.images} noisy-label images ({calibration.source})" in support.reason
     assert support.calibrated_accuracy == calibration.accuracy_estimate.accuracy
 
 
