@@ -104,11 +104,14 @@ def test_the_charts_alert_rules_and_the_compose_prometheus_config_pass_promtool(
     rules.write_text(yaml.safe_dump({"groups": yaml.safe_load(rendered)["spec"]["groups"]}))
     rules.chmod(0o644)
     config = ROOT / "docker/prometheus/prometheus.yml"
-    for check, path in (("rules", rules), ("config", config)):
+    # the config names its rule files relative to itself: mount its whole folder
+    for check, path, mounted in (("rules", rules, rules),
+                                 ("config", config, config.parent)):
+        target = "/check" if mounted.is_dir() else f"/check/{path.name}"
         answer = subprocess.run(
             [*PODMAN, "run", "--rm", "--network=none", "--ulimit=nofile=1024:1024",
              "--ulimit=nproc=1024:1024", "--entrypoint=promtool",
-             f"--volume={path}:/check/{path.name}:ro", PROMETHEUS_STAND_IN, "check", check,
+             f"--volume={mounted}:{target}:ro", PROMETHEUS_STAND_IN, "check", check,
              f"/check/{path.name}"], capture_output=True, text=True, timeout=120, check=False)
         assert answer.returncode == 0, (check, answer.stdout + answer.stderr)
         assert "SUCCESS" in answer.stdout + answer.stderr
