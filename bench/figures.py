@@ -411,7 +411,10 @@ def provenance_of(file: str, root: Path = REPO_ROOT, *,
     """The ``provenance`` object of a result file, or None when it has none; with
     ``section``, that top-level section's own provenance when it carries one (a benchmark
     that re-measures one section of its file keeps each section's own run)."""
-    content = _load(root / file)
+    return _provenance_in(_load(root / file), section)
+
+
+def _provenance_in(content: object, section: str | None) -> dict | None:
     if not isinstance(content, dict):
         return None
     part = content.get(section) if section is not None else None
@@ -423,18 +426,19 @@ def provenance_of(file: str, root: Path = REPO_ROOT, *,
 def cited_runs(block: Block, root: Path = REPO_ROOT) -> dict[str, dict | None]:
     """The runs a block's figures come from: ``FILE`` (or ``FILE:SECTION`` where the cited
     section carries a provenance of its own) -> that provenance (None: the file has none)."""
+    contents = {file: _load(root / file) for file in cited_files(block)}
+    whole = {file: _provenance_in(content, None) for file, content in contents.items()}
     runs: dict[str, dict | None] = {}
     for citation in block.citations:
         field = parse_field(citation.field)
         file = field.file or block.file
         step = STEP.match(field.path)
         section = (step["key"] or step["quoted"]) if step else None
-        own = provenance_of(file, root, section=section)
-        whole = provenance_of(file, root)
-        runs[f"{file}:{section}" if own != whole else file] = own
-    for file in cited_files(block):
+        own = _provenance_in(contents[file], section)
+        runs[f"{file}:{section}" if own != whole[file] else file] = own
+    for file in contents:  # a cited file none of whose figures the mapping reaches yet
         if not any(name == file or name.startswith(f"{file}:") for name in runs):
-            runs[file] = provenance_of(file, root)
+            runs[file] = whole[file]
     return runs
 
 
