@@ -32,13 +32,14 @@ Typical usage (the app's lifespan)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+
+from hetgateway.background_task import cancel_and_wait
 
 DRAIN_POLL_S = 0.1
 """How often the event loop looks whether SIGTERM arrived (uvicorn's own tick)."""
@@ -83,11 +84,8 @@ class ShutdownDrain:
 
     async def close(self) -> None:
         """Stop waiting for SIGTERM (the lifespan's shutdown)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         again = self.draining

@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from hetgateway.background_task import cancel_and_wait
 from hetgateway.dns_resolution import (
     DNS_PORT,
     DnsResolver,
@@ -248,11 +249,8 @@ class ReplicaPool(Generic[ClientT]):
 
     async def close(self) -> None:
         """Stop the background loop and close every client, those still finishing calls too."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for task in self._leaving.values():
             task.cancel()
         leaving, self._leaving = list(self._leaving), {}

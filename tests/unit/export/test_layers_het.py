@@ -415,6 +415,23 @@ def test_fixed_noise_bank_is_reproducible_from_its_seed():
     assert not torch.equal(a.diag_noise, NoiseBank.fixed(10, 3, 4, seed=43).diag_noise)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_float64_copy_keeps_every_term_detached_and_leaves_absent_ones_absent(kind):
+    latent = LatentGaussian(**{  # float32 terms that carry a graph
+        field.name: None if (term := getattr(random_latent(kind), field.name)) is None
+        else term.float().requires_grad_()
+        for field in dataclasses.fields(LatentGaussian)
+    })
+    wide = latent.detached_float64()
+    for field in dataclasses.fields(latent):
+        term, copy = getattr(latent, field.name), getattr(wide, field.name)
+        if term is None:
+            assert copy is None
+            continue
+        assert copy.dtype == torch.float64 and not copy.requires_grad
+        torch.testing.assert_close(copy, term.detach().double(), rtol=0, atol=0)
+
+
 def test_mismatched_shapes_fail_with_clear_errors():
     with pytest.raises(ValueError, match="pre-logits"):
         HetSoftmaxHead(D, K)(torch.randn(B, D + 1))

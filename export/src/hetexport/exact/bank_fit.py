@@ -121,7 +121,7 @@ def fit_bank(
     reference = reference.subset(slice(0, count))
     latent, exact = reference.latent, reference.exact
     temperature, link = reference.temperature, reference.link
-    wide = _float64(latent)
+    wide = latent.detached_float64()
     start = moment_matched_sobol_design(samples, factors, width, seed)
     half = start[: samples // 2].clone().requires_grad_(True)
     optimiser = torch.optim.Adam([half], lr=learning_rate)
@@ -143,13 +143,3 @@ def fit_bank(
     bank = NoiseBank(points[:, :factors].float().contiguous(),
                      points[:, factors:].float().contiguous())
     return BankFit(bank, initial, final, latent.batch_size)
-
-
-def _float64(latent: LatentGaussian) -> LatentGaussian:
-    def wide(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t.detach().double()
-
-    return LatentGaussian(
-        wide(latent.mean), wide(latent.scale), wide(latent.factors), wide(latent.factor_scale),
-        wide(latent.shared_factors), wide(latent.prelogit_scale), wide(latent.prelogit_weight),
-    )

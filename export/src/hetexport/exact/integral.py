@@ -94,7 +94,7 @@ def exact_answer(
     if replicas < 2 or points % replicas:
         raise ValueError("need replicas >= 2 dividing points")
     if space == "noise" or (space == "auto" and latent.num_classes > EIGEN_MAX_CLASSES):
-        wide = _float64(latent)
+        wide = latent.detached_float64()
         estimates = [_noise_space_moments(wide, temperature, link=link,
                                           points=points // replicas, seed=seed + r)
                      for r in range(replicas)]
@@ -204,16 +204,6 @@ def _link_and_entropy(scaled: Tensor, link: Link) -> tuple[Tensor, Tensor]:
         return p, -(p * log_p).sum(-1)
     p = torch.sigmoid(scaled)
     return p, (torch.nn.functional.softplus(scaled) - scaled * p).sum(-1)
-
-
-def _float64(latent: LatentGaussian) -> LatentGaussian:
-    def wide(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t.detach().double()
-
-    return LatentGaussian(
-        wide(latent.mean), wide(latent.scale), wide(latent.factors), wide(latent.factor_scale),
-        wide(latent.shared_factors), wide(latent.prelogit_scale), wide(latent.prelogit_weight),
-    )
 
 
 def _combine(estimates: list[_Moments], *, link: Link) -> ExactAnswer:

@@ -12,7 +12,7 @@ Typical usage::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -110,6 +110,14 @@ class LatentGaussian:
                 f"prelogit_scale must be [B, D] and prelogit_weight [K, D], got "
                 f"{tuple(self.prelogit_scale.shape)} and {tuple(self.prelogit_weight.shape)}"
             )
+
+    def detached_float64(self) -> LatentGaussian:
+        """The same Gaussian in float64, detached from any graph (the exact references
+        integrate in double precision)."""
+        return LatentGaussian(**{
+            field.name: None if (t := getattr(self, field.name)) is None else t.detach().double()
+            for field in fields(self)
+        })
 
     @classmethod
     def with_prelogit_diagonal(
