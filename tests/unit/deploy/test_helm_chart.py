@@ -415,20 +415,35 @@ def test_the_cpu_values_run_hetserves_cpu_triton_on_the_cpu_model_image():
     assert pod_spec(deployment)["securityContext"]["runAsUser"] == 10001  # the image's user
 
 
+TRITON_DEPLOYMENT_VALUES = {name: file for name, file in VALUES_FILES.items() if name != "kserve"}
+"""The values files whose Triton is the chart's Deployment (KServe runs its own)."""
+
+
+@pytest.mark.parametrize("values", TRITON_DEPLOYMENT_VALUES.values(),
+                         ids=TRITON_DEPLOYMENT_VALUES.keys())
+def test_triton_leaves_the_dns_answers_before_sigterm_and_has_time_to_finish(values) -> None:
+    triton = one(render(values), "Deployment", "-triton")
+    item = container(triton)
+    sleep_s = pre_stop_sleep_s(item)
+    assert sleep_s > 0
+    exit_timeout_s = int(next(a for a in item["args"] if a.startswith(
+        "--exit-timeout-secs=")).split("=")[1])
+    assert pod_spec(triton)["terminationGracePeriodSeconds"] > sleep_s + exit_timeout_s
+
+
 @pytest.mark.parametrize("values", VALUES_FILES.values(), ids=VALUES_FILES.keys())
-def test_pods_leave_the_endpoints_before_sigterm_and_have_time_to_drain(values) -> None:
-    objects = render(values)
-    for deployment in (o for o in objects if o["kind"] == "Deployment"):
-        item = container(deployment)
-        sleep_s = pre_stop_sleep_s(item)
-        assert sleep_s > 0
-        grace_s = pod_spec(deployment)["terminationGracePeriodSeconds"]
-        if deployment["metadata"]["name"].endswith("-triton"):
-            exit_timeout_s = int(next(a for a in item["args"] if a.startswith(
-                "--exit-timeout-secs=")).split("=")[1])
-            assert grace_s > sleep_s + exit_timeout_s
-        else:
-            assert grace_s > sleep_s + float(env_of(item)["HETSERVE_INFER_TIMEOUT_S"])
+def test_the_gateway_drains_once_on_sigterm_within_its_grace_period(values) -> None:
+    """One drain, the gateway's own (/readyz 503 and Connection: close while it still serves):
+    no preStop sleep before it, which would only add to it."""
+    gateway = one(render(values), "Deployment", "-gateway")
+    item = container(gateway)
+    env = env_of(item)
+    assert "lifecycle" not in item
+    drain_s = float(env["HETSERVE_DRAIN_S"])
+    assert drain_s > 0
+    assert float(env["HETSERVE_SHUTDOWN_TIMEOUT_S"]) >= float(env["HETSERVE_INFER_TIMEOUT_S"])
+    assert pod_spec(gateway)["terminationGracePeriodSeconds"] > (
+        drain_s + float(env["HETSERVE_SHUTDOWN_TIMEOUT_S"]))
 
 
 # The gateway: settings, ports, its Triton address, its metrics port.
