@@ -143,12 +143,13 @@ bench-confusable: setup
 bench-decisions: setup
 	cd bench && nice -n 10 ../$(PY) decisions.py
 
-## bench-gateway: the gateway (coalescing on and off) vs direct Triton (gRPC and HTTP): 1 and 8
-##   images per request, 1/8/32 clients; throughput, p50/p99, CPU per request; the same app
-##   under granian (a benchmark-only dependency) beside uvicorn
+## bench-gateway: the gateway (coalescing on and off; one or two Triton calls per replica) vs
+##   direct Triton (gRPC and HTTP): 1 and 8 images per request, 1/8/32 clients; throughput,
+##   p50/p99, CPU per request; the same app under granian (a benchmark-only dependency) beside
+##   uvicorn
 bench-gateway: setup
 	$(PY) -m pip install -q -r bench/requirements-asgi.txt
-	$(PY) bench/gateway_bench.py --granian
+	$(PY) bench/gateway_bench.py --granian --one-call-per-replica
 
 ## bench-rolling: what a Triton answers while it shuts down (-> triton-shutdown-*.json), and failed
 ##   requests while a replica leaves a DNS-discovered pool of two under load (8 clients), out of DNS

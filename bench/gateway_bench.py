@@ -16,6 +16,9 @@ rotating from round to round:
   (the leanest Python client there is), asking for the same outputs;
 - ``direct_http``: the same call over Triton's HTTP endpoint with the binary tensor extension,
   through the same HTTP client as the gateway's requests (aiohttp);
+- ``gateway_one_call`` (with ``--one-call-per-replica``): the coalescing gateway with one call
+  slot per Triton replica (``HETSERVE_TRITON_CALLS_PER_REPLICA=1``) instead of the default two:
+  larger batches, but Triton idles while the gateway gathers the next one;
 - ``gateway_granian`` (with ``--granian``): the same app, coalescing, served by granian (one
   worker) instead of uvicorn: whether another ASGI server serves this app with less CPU
   (granian is a benchmark-only dependency: ``bench/requirements-asgi.txt``).
@@ -33,8 +36,9 @@ least 0.6 of direct Triton's rate for 8-image requests; gateway CPU per 1-image 
 most 0.5 ms; with one client, the coalescing gateway's p50 within 0.3 ms of the uncoalesced
 one (a lone request never waits).
 
-Reproduce: ``make bench-gateway`` (``.venv/bin/python bench/gateway_bench.py --granian``);
-options: ``--round-s 3 --rounds 3 --concurrency 1 8 32 --images 1 8 --multipart --granian``.
+Reproduce: ``make bench-gateway`` (``.venv/bin/python bench/gateway_bench.py --granian
+--one-call-per-replica``); options: ``--round-s 3 --rounds 3 --concurrency 1 8 32 --images 1 8
+--multipart --granian --one-call-per-replica``.
 The result goes to ``bench/results/gateway-<machine>.json`` with its provenance.
 """
 
@@ -87,7 +91,7 @@ STOP_TIMEOUT_S = 30
 READY_TIMEOUT_S = 60
 CLIENT_KEEPALIVE_S = 2.0
 BOUNDARY = "hetserve-bench-boundary"
-GATEWAY_PATHS = ("gateway", "gateway_alone", "gateway_granian")
+GATEWAY_PATHS = ("gateway", "gateway_alone", "gateway_one_call", "gateway_granian")
 DIRECT_PATHS = ("direct_grpc", "direct_http")
 
 
@@ -130,6 +134,9 @@ def main() -> int:
           embedded_triton(repository, Path(tmp)) as triton):
         gateways = {"gateway": start_gateway(triton.grpc_url, coalesce=True),
                     "gateway_alone": start_gateway(triton.grpc_url, coalesce=False)}
+        if args.one_call_per_replica:
+            gateways["gateway_one_call"] = start_gateway(triton.grpc_url, coalesce=True,
+                                                         calls_per_replica=1)
         if args.granian:
             gateways["gateway_granian"] = start_gateway(triton.grpc_url, coalesce=True,
                                                         server="granian")
@@ -156,6 +163,9 @@ def parse_args() -> argparse.Namespace:
                         help="also 1-image multipart requests at 8 clients (CPU per request)")
     parser.add_argument("--granian", action=argparse.BooleanOptionalAction, default=False,
                         help="also the coalescing app served by granian instead of uvicorn")
+    parser.add_argument("--one-call-per-replica", action=argparse.BooleanOptionalAction,
+                        default=False, help="also the coalescing gateway with one call slot "
+                        "per Triton replica (the default is two)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per path and point")
     parser.add_argument("--round-s", type=float, default=3.0, help="seconds per round")
     return parser.parse_args()
@@ -167,15 +177,18 @@ def points(args: argparse.Namespace) -> list[Point]:
     return grid + ([Point("multipart", 1, 8)] if args.multipart else [])
 
 
-def start_gateway(triton_grpc_url: str, *, coalesce: bool,
-                  server: str = "uvicorn") -> tuple[subprocess.Popen, str]:
+def start_gateway(triton_grpc_url: str, *, coalesce: bool, server: str = "uvicorn",
+                  calls_per_replica: int | None = None) -> tuple[subprocess.Popen, str]:
     """``hetgateway gateway`` (one worker; ``server="granian"``: the same app factory under
-    granian, one worker) in its own process group, ready."""
+    granian, one worker; ``calls_per_replica`` None: the gateway's default) in its own
+    process group, ready."""
     port = free_port()
     env = dict(os.environ, HETSERVE_TRITON_GRPC_URL=triton_grpc_url, HETSERVE_PORT=str(port),
                HETSERVE_LOG_LEVEL="warning", HETSERVE_MAX_IN_FLIGHT="1024",
                HETSERVE_WORKERS="1", HETSERVE_COALESCE=str(coalesce).lower(),
                HETSERVE_DRAIN_S="0")
+    if calls_per_replica is not None:
+        env["HETSERVE_TRITON_CALLS_PER_REPLICA"] = str(calls_per_replica)
     command = [sys.executable, "-m", "hetgateway.cli", "gateway"]
     if server == "granian":
         command = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory",
@@ -370,7 +383,7 @@ async def measure(name: str, point: Point, send, seconds: float, *, gateway_pid:
 
 
 def print_round(r: RoundResult) -> None:
-    print(f"  {r.payload:9s} {r.images} img x {r.concurrency:2d} clients {r.path:13s} "
+    print(f"  {r.payload:9s} {r.images} img x {r.concurrency:2d} clients {r.path:16s} "
           f"{r.throughput_rps:8.1f} req/s  p50 {r.p50_ms:6.2f} ms  gateway CPU "
           f"{r.gateway_cpu_ms_per_request:.3f} ms/req", flush=True)
 
@@ -409,23 +422,29 @@ def point_summary(key: tuple[str, int, int], rounds: list[RoundResult]) -> dict:
                                        "triton_cpu_ms_per_request",
                                        "client_cpu_ms_per_request")}
         summary[path]["images_per_s"] = summary[path]["throughput_rps"] * images
-    by_path = {path: [r.throughput_rps for r in rounds if r.path == path] for path in paths}
+    by_path = {path: [r for r in rounds if r.path == path] for path in paths}
     if all(path in by_path for path in DIRECT_PATHS):
-        best_direct = [max(g, h) for g, h in zip(by_path["direct_grpc"], by_path["direct_http"],
-                                                 strict=True)]
+        best_direct = [max(g.throughput_rps, h.throughput_rps) for g, h in zip(
+            by_path["direct_grpc"], by_path["direct_http"], strict=True)]
         for path in (path for path in GATEWAY_PATHS if path in by_path):
             summary[f"{path}_vs_direct"] = float(np.median(
-                [mine / best for mine, best in zip(by_path[path], best_direct, strict=True)]))
-    summary["coalesced_vs_alone"] = float(np.median(
-        [a / b for a, b in zip(by_path["gateway"], by_path["gateway_alone"], strict=True)]))
-    if "gateway_granian" in by_path:
-        summary["granian_vs_uvicorn"] = float(np.median(
-            [a / b for a, b in zip(by_path["gateway_granian"], by_path["gateway"], strict=True)]))
-        summary["granian_vs_uvicorn_cpu_per_request"] = float(np.median(
-            [a.gateway_cpu_ms_per_request / b.gateway_cpu_ms_per_request for a, b in zip(
-                [r for r in rounds if r.path == "gateway_granian"],
-                [r for r in rounds if r.path == "gateway"], strict=True)]))
+                [mine.throughput_rps / best
+                 for mine, best in zip(by_path[path], best_direct, strict=True)]))
+    summary["coalesced_vs_alone"] = paired_ratio(by_path["gateway"], by_path["gateway_alone"])
+    for path, name in (("gateway_one_call", "one_call_vs_two"),
+                       ("gateway_granian", "granian_vs_uvicorn")):
+        if path in by_path:
+            summary[name] = paired_ratio(by_path[path], by_path["gateway"])
+            summary[f"{name}_cpu_per_request"] = paired_ratio(
+                by_path[path], by_path["gateway"], field="gateway_cpu_ms_per_request")
     return summary
+
+
+def paired_ratio(mine: list[RoundResult], theirs: list[RoundResult], *,
+                 field: str = "throughput_rps") -> float:
+    """The median over rounds i of ``mine[i].field / theirs[i].field``."""
+    return float(np.median([getattr(a, field) / getattr(b, field)
+                            for a, b in zip(mine, theirs, strict=True)]))
 
 
 def targets(table: list[dict]) -> dict:
@@ -463,14 +482,14 @@ def targets(table: list[dict]) -> dict:
 def print_report(report: dict) -> None:
     print(f"model {report['model']}, {report['rounds_per_path']} rounds of "
           f"{report['round_s']} s per path and point, {report['cpu_count']} CPUs")
-    print(f"{'point':18s} {'path':13s} {'req/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} "
+    print(f"{'point':18s} {'path':16s} {'req/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} "
           f"{'gateway':>8s} {'Triton':>7s} {'client':>7s}  (CPU ms per request)")
     for p in report["points"]:
         for path in (*GATEWAY_PATHS, *DIRECT_PATHS):
             if path not in p:
                 continue
             row = p[path]
-            print(f"{p['name']:18s} {path:13s} {row['throughput_rps']:8.1f} "
+            print(f"{p['name']:18s} {path:16s} {row['throughput_rps']:8.1f} "
                   f"{row['p50_ms']:7.2f} {row['p99_ms']:7.2f} "
                   f"{row['gateway_cpu_ms_per_request']:8.3f} "
                   f"{row['triton_cpu_ms_per_request']:7.3f} "
@@ -478,6 +497,8 @@ def print_report(report: dict) -> None:
         ratios = ", ".join(f"{k} {p[k]:.2f}" for k in ("gateway_vs_direct",
                                                        "gateway_alone_vs_direct",
                                                        "coalesced_vs_alone",
+                                                       "one_call_vs_two",
+                                                       "one_call_vs_two_cpu_per_request",
                                                        "granian_vs_uvicorn",
                                                        "granian_vs_uvicorn_cpu_per_request")
                           if k in p)
