@@ -1,37 +1,45 @@
-"""What a `make models` rebuild changes: a rebuilt model repository against the shipped one.
+"""What a `make models` rebuild changes: another model repository against the shipped one.
 
-For each model directory of ``--shipped`` (``model_repo/``: ``fashion_het``, ``fashion_det``)
-and its namesake in ``--rebuilt`` (the ``model_repo/`` of a clone where ``make models`` ran),
-every file is compared byte for byte (SHA-256); the model card is compared field by field with
+The other side is either ``--rebuilt DIR`` (the ``model_repo/`` of a clone where ``make models``
+ran: does a rebuild reproduce the shipped models?) or ``--previous REV`` (the shipped
+``model_repo/`` and ``reports/`` at an earlier commit, read with ``git archive``: how far did a
+rebuild move them?). For each model directory of the shipped ``model_repo/`` (``fashion_het``,
+``fashion_det``) and its namesake on the other side, every file is compared byte for byte
+(SHA-256); the model card is compared field by field with
 its ``calibration.date`` left out (the date the card was written: the one field two rebuilds
 may not share). Where the graphs differ, both are run with ONNX Runtime (one thread) on the
 first ``--images`` clean Fashion-MNIST test images, preprocessed as the gateway does
 (``(pixel / scale - mean) / std`` from the card), and the answers compared:
 
-* ``probs``: the largest and the 99th-percentile ``|p_rebuilt - p_shipped|`` over images and
+* ``probs``: the largest and the 99th-percentile ``|p_other - p_shipped|`` over images and
   classes;
 * top-1: the share of images whose top class agrees, and each repository's top-1 accuracy
   against the clean test labels;
 * the entropies (predictive, expected, mutual information): the largest difference.
 
-The demo reports' HET - plain table (``reports/demo_report.json``: clean-test top-1 and NLL of
-each head) is compared too when both sides have one (``--shipped-reports``,
-``--rebuilt-reports``).
+The demo reports' figures (``reports/demo_report.json``: each head's mean clean-test top-1,
+NLL and ECE, HET - plain, the epoch each run kept) are set side by side when both sides have
+one (the ``reports/`` beside each ``model_repo/``).
 
-Reproduce (the second clone's ``make models`` writes the rebuilt side)::
+Reproduce::
 
-    git clone . /tmp/rebuild && make -C /tmp/rebuild models
-    .venv/bin/python bench/models_rebuild.py --rebuilt /tmp/rebuild/model_repo \\
-        --rebuilt-reports /tmp/rebuild/reports
+    git clone . /tmp/rebuild && make -C /tmp/rebuild models     # a rebuild from a fresh clone
+    .venv/bin/python bench/models_rebuild.py --rebuilt /tmp/rebuild/model_repo
+    .venv/bin/python bench/models_rebuild.py --previous 040aba6  # the models shipped before
 
-Result: ``bench/results/models-rebuild-<machine>.json``.
+Results: ``bench/results/models-rebuild-<machine>.json`` and
+``bench/results/models-previous-<machine>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
+import subprocess
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,99 +97,124 @@ def answers(graph: Path, inputs: np.ndarray) -> dict[str, np.ndarray]:
     return {key: np.concatenate([part[key] for part in parts]) for key in wanted}
 
 
-def answer_differences(shipped: dict[str, np.ndarray], rebuilt: dict[str, np.ndarray],
+def answer_differences(shipped: dict[str, np.ndarray], other: dict[str, np.ndarray],
                        labels: np.ndarray) -> dict[str, Any]:
-    """How far the rebuilt graph's answers are from the shipped one's (module doc)."""
-    gap = np.abs(rebuilt["probs"].astype(np.float64) - shipped["probs"])
-    top_shipped, top_rebuilt = shipped["probs"].argmax(1), rebuilt["probs"].argmax(1)
+    """How far the other graph's answers are from the shipped one's (module doc)."""
+    gap = np.abs(other["probs"].astype(np.float64) - shipped["probs"])
+    top_shipped, top_other = shipped["probs"].argmax(1), other["probs"].argmax(1)
     result = {
         "images": len(labels),
         "probs_max_abs_difference": float(gap.max()),
         "probs_p99_abs_difference": float(np.quantile(gap, 0.99)),
-        "top1_agreement": float((top_shipped == top_rebuilt).mean()),
+        "top1_agreement": float((top_shipped == top_other).mean()),
         "shipped_top1_accuracy": float((top_shipped == labels).mean()),
-        "rebuilt_top1_accuracy": float((top_rebuilt == labels).mean()),
+        "other_top1_accuracy": float((top_other == labels).mean()),
     }
     for name in ENTROPIES:
-        if name in shipped and name in rebuilt:
+        if name in shipped and name in other:
             result[f"{name}_max_abs_difference"] = float(
-                np.abs(rebuilt[name].astype(np.float64) - shipped[name]).max())
+                np.abs(other[name].astype(np.float64) - shipped[name]).max())
     return result
 
 
-def compare_model(name: str, shipped_repo: Path, rebuilt_repo: Path, images: np.ndarray,
+def compare_model(name: str, shipped_repo: Path, other_repo: Path, images: np.ndarray,
                   labels: np.ndarray) -> dict[str, Any]:
     """One model: its files byte for byte, its card without the date, its answers."""
-    shipped_dir, rebuilt_dir = shipped_repo / name, rebuilt_repo / name
-    shipped_files, rebuilt_files = file_digests(shipped_dir), file_digests(rebuilt_dir)
-    differing = sorted(path for path in shipped_files.keys() | rebuilt_files.keys()
-                       if shipped_files.get(path) != rebuilt_files.get(path))
+    shipped_dir, other_dir = shipped_repo / name, other_repo / name
+    shipped_files, other_files = file_digests(shipped_dir), file_digests(other_dir)
+    differing = sorted(path for path in shipped_files.keys() | other_files.keys()
+                       if shipped_files.get(path) != other_files.get(path))
     row: dict[str, Any] = {
         "model": name,
-        "files": sorted(shipped_files.keys() | rebuilt_files.keys()),
+        "files": sorted(shipped_files.keys() | other_files.keys()),
         "files_differing": differing,
         "identical": not differing,
         "card_identical_but_date": card_without_date(shipped_dir) == card_without_date(
-            rebuilt_dir),
-        "graph_identical": shipped_files.get(str(GRAPH)) == rebuilt_files.get(str(GRAPH)),
+            other_dir),
+        "graph_identical": shipped_files.get(str(GRAPH)) == other_files.get(str(GRAPH)),
     }
     if not row["graph_identical"]:
         card = json.loads((shipped_dir / CARD).read_text())
         inputs = model_inputs(card, images)
         row["answers"] = answer_differences(answers(shipped_dir / GRAPH, inputs),
-                                            answers(rebuilt_dir / GRAPH, inputs), labels)
+                                            answers(other_dir / GRAPH, inputs), labels)
     return row
 
 
-def demo_table(reports: Path | None) -> dict[str, Any] | None:
+def repository_at(revision: str, directory: Path) -> Path:
+    """``model_repo/`` and ``reports/`` as committed at ``revision``, extracted under
+    ``directory``; returns the extracted ``model_repo/``."""
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", revision, "model_repo",
+                              "reports"], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(directory, filter="data")
+    return directory / "model_repo"
+
+
+def demo_table(reports: Path) -> dict[str, Any] | None:
     """The demo report's clean-test figures per head, and HET - plain (None: no report)."""
-    path = None if reports is None else reports / "demo_report.json"
-    if path is None or not path.is_file():
+    path = reports / "demo_report.json"
+    if not path.is_file():
         return None
     report = json.loads(path.read_text())
     means = {head: {metric: figures["mean"] for metric, figures in metrics.items()}
              for head, metrics in report["summary"].items()}
-    return {"path": str(path), "epochs_kept": {f"{run['head']}_seed{run['seed']}":
-                                                run["best_epoch"] for run in report["runs"]},
+    return {"epochs_kept": {f"{run['head']}_seed{run['seed']}": run["best_epoch"]
+                            for run in report["runs"]},
             "test_means": means, "het_minus_det": report["het_minus_det"]}
+
+
+def row_summary(row: dict[str, Any]) -> str:
+    """One model's comparison in a line."""
+    if row["identical"]:
+        return "identical files"
+    line = (f"differing files {row['files_differing']}; card equal but its date: "
+            f"{row['card_identical_but_date']}")
+    found = row.get("answers")
+    if found:
+        line += (f"; |dp| max {found['probs_max_abs_difference']:.4f}, top-1 agrees on "
+                 f"{100 * found['top1_agreement']:.1f} %, top-1 accuracy "
+                 f"{found['shipped_top1_accuracy']:.4f} (shipped) vs "
+                 f"{found['other_top1_accuracy']:.4f}")
+    return line
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shipped", type=Path, default=REPO_ROOT / "model_repo")
-    parser.add_argument("--rebuilt", type=Path, required=True,
-                        help="the model_repo/ a `make models` rebuild wrote")
-    parser.add_argument("--shipped-reports", type=Path, default=REPO_ROOT / "reports")
-    parser.add_argument("--rebuilt-reports", type=Path, default=None)
+    other = parser.add_mutually_exclusive_group(required=True)
+    other.add_argument("--rebuilt", type=Path,
+                       help="the model_repo/ a `make models` rebuild wrote (its reports/ beside)")
+    other.add_argument("--previous", metavar="REV",
+                       help="the model_repo/ and reports/ committed at this git revision")
     parser.add_argument("--images", type=int, default=DEFAULT_IMAGES)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_FASHION_MNIST_DIR)
-    parser.add_argument("--label", default="rebuild",
-                        help="what the rebuilt side is (written into the result)")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hetserve-models-") as tmp:
+        if args.previous is not None:
+            other_repo, label = repository_at(args.previous, Path(tmp)), "previous"
+        else:
+            other_repo, label = args.rebuilt.resolve(), "rebuild"
+        report = compare(REPO_ROOT / "model_repo", other_repo, args)
+    report = {"compared_with": label,
+              "other": args.previous if args.previous is not None else str(args.rebuilt),
+              **report}
+    write_result(report, f"models-{label}", measures=["model_repo", "reports"])
+
+
+def compare(shipped: Path, other: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The shipped repository against ``other``, model by model, and their demo reports."""
     test = load_fashion_mnist(args.data_dir, split="test")
     images = test.images[: args.images].numpy()
     labels = test.labels[: args.images].numpy()
-    rows = [compare_model(name, args.shipped, args.rebuilt, images, labels) for name in MODELS]
+    rows = [compare_model(name, shipped, other, images, labels) for name in MODELS]
     for row in rows:
-        answers_part = row.get("answers")
-        summary = "identical files" if row["identical"] else (
-            f"differing files {row['files_differing']}; card equal but its date: "
-            f"{row['card_identical_but_date']}")
-        if answers_part:
-            summary += (f"; |dp| max {answers_part['probs_max_abs_difference']:.4f}, top-1 "
-                        f"agrees on {100 * answers_part['top1_agreement']:.1f} %, top-1 "
-                        f"{answers_part['shipped_top1_accuracy']:.4f} -> "
-                        f"{answers_part['rebuilt_top1_accuracy']:.4f}")
-        print(f"{row['model']}: {summary}")
-    report = {
-        "label": args.label,
-        "shipped": str(args.shipped), "rebuilt": str(args.rebuilt),
+        print(f"{row['model']}: {row_summary(row)}")
+    return {
         "models": rows,
         "all_identical": all(row["identical"] for row in rows),
-        "demo_report": {"shipped": demo_table(args.shipped_reports),
-                        "rebuilt": demo_table(args.rebuilt_reports)},
+        "demo_report": {"shipped": demo_table(shipped.parent / "reports"),
+                        "other": demo_table(other.parent / "reports")},
     }
-    write_result(report, f"models-{args.label}", measures=["model_repo", "reports"])
 
 
 if __name__ == "__main__":
