@@ -21,7 +21,7 @@ the mean logits 3.7 to 7.6), each cell ``DRAWS`` random latents:
 Each latent's exact integrals come from ``hetexport.exact.integral.exact_answer`` (the
 eigenbasis at K = 10, the noise's own coordinates at K = 1000, with their standard errors);
 plain Monte Carlo's error is the mean over ``BASELINE_SEEDS`` banks. Reproduce:
-``.venv/bin/python bench/default_samples.py`` (``make bench-default-samples``; about 40
+``.venv/bin/python bench/default_samples.py`` (``make bench-default-samples``; about six
 minutes on two shared cores, most of it the K = 1000 reference); results in
 ``bench/results/default-samples-<machine>.json``.
 """
