@@ -3,6 +3,8 @@ the choices it makes on the tuning part only."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pytest
 from hetcontract import Calibration, ModelCard, OutputName
@@ -91,6 +93,19 @@ def test_calibrate_writes_every_level_and_what_it_was_calibrated_on() -> None:
     assert estimate.accuracy == pytest.approx(np.mean(top1 == labels))
     scores = confidence(outputs, estimate.score)
     assert atc_estimate(scores, estimate.threshold) == pytest.approx(estimate.accuracy)
+
+
+def test_the_date_is_source_date_epoch_where_set_so_a_rebuild_writes_the_same_bytes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    outputs, labels = synthetic_outputs(400, seed=2)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1796684654")
+    section = calibrate(outputs, labels, heteroscedastic=True, label_source="noisy")
+    assert section.date == "2026-12-07T23:04:14+00:00"
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    now = dt.datetime.now(dt.UTC)
+    stamped = dt.datetime.fromisoformat(
+        calibrate(outputs, labels, heteroscedastic=True, label_source="noisy").date)
+    assert abs((stamped - now).total_seconds()) < 60
 
 
 def test_a_deterministic_head_chooses_among_the_scores_of_p_bar_only() -> None:

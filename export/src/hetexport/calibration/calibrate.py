@@ -23,6 +23,7 @@ to exactly the scores the gateway computes (``hetcontract.decision_scores``).
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,21 @@ def confidence_candidates(heteroscedastic: bool) -> tuple[str, ...]:
     return CONFIDENCE_SCORES if heteroscedastic else PLAIN_CONFIDENCE_SCORES
 
 
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
+"""The reproducible-builds variable (https://reproducible-builds.org/specs/source-date-epoch/):
+seconds since the epoch to write as the calibration's date instead of the clock's."""
+
+
+def calibration_date() -> str:
+    """The date a calibration records (ISO 8601, UTC, whole seconds): ``SOURCE_DATE_EPOCH``
+    where it is set, so that a rebuild can write the same bytes as the build it repeats;
+    else now."""
+    epoch = os.environ.get(SOURCE_DATE_EPOCH)
+    moment = (dt.datetime.fromtimestamp(int(epoch), dt.UTC) if epoch
+              else dt.datetime.now(dt.UTC))
+    return moment.replace(microsecond=0).isoformat()
+
+
 def calibrate(
     outputs: Mapping[str, np.ndarray],
     labels: np.ndarray,
@@ -136,7 +152,7 @@ def calibrate(
     ]
     accuracy_scores = confidence(outputs, config.accuracy_score)
     return Calibration(
-        date=date or dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        date=date or calibration_date(),
         label_source=label_source,
         source=source,
         images=len(labels),
