@@ -13,7 +13,7 @@ OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 AUDIT_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-default-samples bench-bank-fit bench-demo-epochs bench-confusable bench-decisions bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-default-samples bench-bank-fit bench-demo-epochs bench-rebuild bench-confusable bench-decisions bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, helm for the chart's offline checks and promtool for the alert rules' checks
@@ -132,6 +132,15 @@ bench-bank-fit: setup
 ##   budget with patience and a 30-epoch budget: validation NLL per epoch, epoch kept, test figures
 bench-demo-epochs: setup
 	nice -n 10 $(PY) bench/demo_epochs.py
+
+## bench-rebuild: does make models rebuild the shipped models? A fresh clone of HEAD in
+##   $(REBUILD_DIR), its make models with the shipped calibration's date (SOURCE_DATE_EPOCH),
+##   then every file compared with model_repo/ -> bench/results/models-rebuild-*.json (~16 min)
+REBUILD_DIR ?= $(CURDIR)/.run/rebuild
+bench-rebuild: setup
+	rm -rf $(REBUILD_DIR) && git clone -q $(CURDIR) $(REBUILD_DIR)
+	SOURCE_DATE_EPOCH=$$($(PY) bench/models_rebuild.py --shipped-epoch) $(MAKE) -C $(REBUILD_DIR) models
+	$(PY) bench/models_rebuild.py --rebuilt $(REBUILD_DIR)/model_repo
 
 ## bench-confusable: per-input confusable precision of the shipped models, through the gateway
 bench-confusable: setup

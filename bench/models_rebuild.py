@@ -21,10 +21,11 @@ The demo reports' figures (``reports/demo_report.json``: each head's mean clean-
 NLL and ECE, HET - plain, the epoch each run kept) are set side by side when both sides have
 one (the ``reports/`` beside each ``model_repo/``).
 
-Reproduce::
+A rebuild writes the shipped bytes only with the shipped calibration's date:
+``--shipped-epoch`` prints it as seconds since the epoch, for ``SOURCE_DATE_EPOCH`` (the one
+input a rebuild takes from the clock). Reproduce::
 
-    git clone . /tmp/rebuild && make -C /tmp/rebuild models     # a rebuild from a fresh clone
-    .venv/bin/python bench/models_rebuild.py --rebuilt /tmp/rebuild/model_repo
+    make bench-rebuild     # a fresh clone of HEAD, its make models, then --rebuilt
     .venv/bin/python bench/models_rebuild.py --previous 040aba6  # the models shipped before
 
 Results: ``bench/results/models-rebuild-<machine>.json`` and
@@ -34,6 +35,7 @@ Results: ``bench/results/models-rebuild-<machine>.json`` and
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import io
 import json
@@ -141,6 +143,14 @@ def compare_model(name: str, shipped_repo: Path, other_repo: Path, images: np.nd
     return row
 
 
+def shipped_epoch(repository: Path) -> int:
+    """The calibration date of ``repository``'s ``fashion_het`` card, in seconds since the
+    epoch."""
+    card = json.loads((repository / MODELS[0] / CARD).read_text())
+    section, field = CARD_DATE
+    return int(dt.datetime.fromisoformat(card[section][field]).timestamp())
+
+
 def repository_at(revision: str, directory: Path) -> Path:
     """``model_repo/`` and ``reports/`` as committed at ``revision``, extracted under
     ``directory``; returns the extracted ``model_repo/``."""
@@ -182,6 +192,9 @@ def row_summary(row: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     other = parser.add_mutually_exclusive_group(required=True)
+    other.add_argument("--shipped-epoch", action="store_true",
+                       help="print the shipped fashion_het calibration's date as seconds since "
+                       "the epoch (SOURCE_DATE_EPOCH for a rebuild) and exit")
     other.add_argument("--rebuilt", type=Path,
                        help="the model_repo/ a `make models` rebuild wrote (its reports/ beside)")
     other.add_argument("--previous", metavar="REV",
@@ -189,6 +202,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=DEFAULT_IMAGES)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_FASHION_MNIST_DIR)
     args = parser.parse_args()
+    if args.shipped_epoch:
+        print(shipped_epoch(REPO_ROOT / "model_repo"))
+        return
     with tempfile.TemporaryDirectory(prefix="hetserve-models-") as tmp:
         if args.previous is not None:
             other_repo, label = repository_at(args.previous, Path(tmp)), "previous"
