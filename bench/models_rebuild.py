@@ -5,9 +5,9 @@ ran: does a rebuild reproduce the shipped models?) or ``--previous REV`` (the sh
 ``model_repo/`` and ``reports/`` at an earlier commit, read with ``git archive``: how far did a
 rebuild move them?). For each model directory of the shipped ``model_repo/`` (``fashion_het``,
 ``fashion_det``) and its namesake on the other side, every file is compared byte for byte
-(SHA-256); the model card is compared field by field with
-its ``calibration.date`` left out (the date the card was written: the one field two rebuilds
-may not share). Where the graphs differ, both are run with ONNX Runtime (one thread) on the
+(SHA-256); the model card is compared field by field with its ``calibration.date`` left out
+(the date the card was written: the one field two rebuilds may not share). Where the graphs
+differ, both are run with ONNX Runtime (one thread) on the
 first ``--images`` clean Fashion-MNIST test images, preprocessed as the gateway does
 (``(pixel / scale - mean) / std`` from the card), and the answers compared:
 
