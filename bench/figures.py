@@ -46,7 +46,7 @@ CLOSING = re.compile(r"^<!-- /results -->", re.MULTILINE)
 FLAGS = frozenset({"stale", "no-provenance"})
 STALE_NOTE = "re-run pending"
 """What a block flagged ``stale`` tells its reader (and the test looks for)."""
-NO_PROVENANCE_NOTE = re.compile(r"\brecords? no commit\b")
+NO_PROVENANCE_NOTE = re.compile(r"\brecords?\s+no\s+commit\b")
 """What a block flagged ``no-provenance`` tells its reader (and the test looks for): that the
 file "records no commit" (or the files "record no commit")."""
 PROVENANCE_KEYS = frozenset({"command", "commit", "dirty", "measures", "date", "machine"})
