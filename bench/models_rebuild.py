@@ -9,7 +9,8 @@ rebuild move them?). For each model directory of the shipped ``model_repo/`` (``
 (the date the card was written: the one field two rebuilds may not share). Where the graphs
 differ, both are run with ONNX Runtime (one thread) on the
 first ``--images`` clean Fashion-MNIST test images, preprocessed as the gateway does
-(``(pixel / scale - mean) / std`` from the card), and the answers compared:
+(``loopback_target.preprocess``: the gateway's own normalisation, from the card), and the
+answers compared:
 
 * ``probs``: the largest and the 99th-percentile ``|p_other - p_shipped|`` over images and
   classes;
@@ -47,8 +48,10 @@ from typing import Any
 
 import numpy as np
 import onnxruntime
+from hetcontract import ModelCard
 from hetexport.data import DEFAULT_FASHION_MNIST_DIR
 from hetexport.data.fashion_mnist import load_fashion_mnist
+from loopback_target import preprocess
 from provenance import REPO_ROOT, write_result
 
 MODELS = ("fashion_het", "fashion_det")
@@ -74,15 +77,6 @@ def card_without_date(model_dir: Path) -> dict[str, Any]:
     if isinstance(card.get(section), dict):
         card[section].pop(field, None)
     return card
-
-
-def model_inputs(card: dict[str, Any], images: np.ndarray) -> np.ndarray:
-    """uint8 [N, C, H, W] images as the gateway feeds them: ``(pixel / scale - mean) / std``."""
-    spec = card["input"]
-    mean = np.asarray(spec["mean"], np.float32).reshape(-1, 1, 1)
-    std = np.asarray(spec["std"], np.float32).reshape(-1, 1, 1)
-    return ((images.astype(np.float32) / np.float32(spec["scale"]) - mean) / std).astype(
-        np.float32)
 
 
 def answers(graph: Path, inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -121,7 +115,8 @@ def answer_differences(shipped: dict[str, np.ndarray], other: dict[str, np.ndarr
 
 def compare_model(name: str, shipped_repo: Path, other_repo: Path, images: np.ndarray,
                   labels: np.ndarray) -> dict[str, Any]:
-    """One model: its files byte for byte, its card without the date, its answers."""
+    """One model: its files byte for byte, its card without the date, its answers on
+    ``images`` (uint8 [N, H, W]) against ``labels``."""
     shipped_dir, other_dir = shipped_repo / name, other_repo / name
     shipped_files, other_files = file_digests(shipped_dir), file_digests(other_dir)
     differing = sorted(path for path in shipped_files.keys() | other_files.keys()
@@ -136,8 +131,8 @@ def compare_model(name: str, shipped_repo: Path, other_repo: Path, images: np.nd
         "graph_identical": shipped_files.get(str(GRAPH)) == other_files.get(str(GRAPH)),
     }
     if not row["graph_identical"]:
-        card = json.loads((shipped_dir / CARD).read_text())
-        inputs = model_inputs(card, images)
+        card = ModelCard.model_validate_json((shipped_dir / CARD).read_text())
+        inputs = preprocess(images, card)
         row["answers"] = answer_differences(answers(shipped_dir / GRAPH, inputs),
                                             answers(other_dir / GRAPH, inputs), labels)
     return row
@@ -220,7 +215,7 @@ def main() -> None:
 def compare(shipped: Path, other: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The shipped repository against ``other``, model by model, and their demo reports."""
     test = load_fashion_mnist(args.data_dir, split="test")
-    images = test.images[: args.images].numpy()
+    images = test.images[: args.images, 0].numpy()  # uint8 [N, H, W]
     labels = test.labels[: args.images].numpy()
     rows = [compare_model(name, shipped, other, images, labels) for name in MODELS]
     for row in rows:

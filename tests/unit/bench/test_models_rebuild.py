@@ -37,7 +37,7 @@ def bench():
 @pytest.fixture(scope="module")
 def test_images(bench):
     test = bench.load_fashion_mnist(bench.DEFAULT_FASHION_MNIST_DIR, split="test")
-    return test.images[:64].numpy(), test.labels[:64].numpy()
+    return test.images[:64, 0].numpy(), test.labels[:64].numpy()
 
 
 def copy_of_shipped(tmp_path: Path) -> Path:
