@@ -28,6 +28,7 @@ MAX_ROUNDS = 20
 SCRAPES = 6
 STOP_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 30
+COUNT_SETTLE_S = 5.0
 PREDICT_ROUTE = "/v1/models/{model}/predict"
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -83,6 +84,18 @@ def predictions_written_by(worker: psutil.Process, model: str) -> float:
     return total
 
 
+def counted_by(workers: list[psutil.Process], model: str, *, expected: float) -> list[float]:
+    """What each worker has counted, once the counts add up to ``expected`` or after
+    ``COUNT_SETTLE_S``: a request is counted when its answer has been sent (the count covers
+    the whole request), so the client can read the answer a moment before its worker counts it."""
+    deadline = time.monotonic() + COUNT_SETTLE_S
+    while True:
+        counts = [predictions_written_by(worker, model) for worker in workers]
+        if sum(counts) >= expected or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def two_workers(triton_server, model_repository, launch_gateway_process):
     gateway = launch_gateway_process(
@@ -109,7 +122,7 @@ def test_metrics_count_every_request_whichever_worker_answered(two_workers, mode
             sent += REQUESTS_PER_ROUND
             if all(predictions_written_by(w, model) > 0 for w in workers):
                 break
-    per_worker = [predictions_written_by(w, model) for w in workers]
+    per_worker = counted_by(workers, model, expected=sent)
     assert all(count > 0 for count in per_worker), f"one worker answered everything: {per_worker}"
     assert sum(per_worker) == sent
     for _ in range(SCRAPES):  # each scrape on a new connection, answered by either worker
