@@ -73,10 +73,11 @@ def write_audit_files(
     csv_file = write_audit_csv(csv_path, rows)
     summary_file = companion(csv_path, SUMMARY_SUFFIX)
     summary_file.write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    worst = most_suspicious(rows, max(page_images, sheet_images))  # one sort for both
     page = companion(csv_path, PAGE_SUFFIX)
-    page.write_text(audit_page(rows, summary, images=page_images), encoding="utf-8")
+    page.write_text(audit_page(worst[:page_images], summary), encoding="utf-8")
     sheet = companion(csv_path, SHEET_SUFFIX)
-    audit_sheet(rows, images=sheet_images).save(sheet, format="PNG")
+    audit_sheet(worst[:sheet_images]).save(sheet, format="PNG")
     return AuditFiles(csv_file, summary_file, page, sheet)
 
 
@@ -95,9 +96,9 @@ def summary_text(summary: AuditSummary) -> str:
     return "\n".join(lines)
 
 
-def audit_page(rows: Sequence[AuditRow], summary: AuditSummary, *, images: int) -> str:
-    """The HTML page: summary, given-vs-suggested matrix, the most suspicious images."""
-    worst = most_suspicious(rows, images)
+def audit_page(worst: Sequence[AuditRow], summary: AuditSummary) -> str:
+    """The HTML page: summary, given-vs-suggested matrix, and the images of ``worst`` in
+    its order (``most_suspicious``' rows: the most suspicious first)."""
     cards = "\n".join(_card(row) for row in worst)
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
@@ -116,9 +117,9 @@ def most_suspicious(rows: Sequence[AuditRow], count: int) -> list[AuditRow]:
     return sorted(rows, key=lambda row: -row.score)[:count]
 
 
-def audit_sheet(rows: Sequence[AuditRow], *, images: int) -> Image.Image:
-    """The PNG sheet: the most suspicious images as captioned thumbnails (module doc)."""
-    worst = most_suspicious(rows, images)
+def audit_sheet(worst: Sequence[AuditRow]) -> Image.Image:
+    """The PNG sheet: the images of ``worst`` in its order (``most_suspicious``' rows) as
+    captioned thumbnails (module doc)."""
     columns = max(1, min(SHEET_COLUMNS, len(worst)))
     lines = max(1, -(-len(worst) // columns))
     tile_w, tile_h = THUMBNAIL_PX + TILE_GAP_PX, THUMBNAIL_PX + CAPTION_PX + TILE_GAP_PX

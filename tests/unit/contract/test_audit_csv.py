@@ -87,7 +87,13 @@ def test_files_beside_the_csv_hold_the_summary_and_a_page_of_the_worst_images(tm
 
 def test_the_png_sheet_shows_the_most_suspicious_images_first_with_a_grey_tile_for_a_lost_file(
         tmp_path):
-    from hetcontract.audit_report import SHEET_COLUMNS, THUMBNAIL_PX, TILE_GAP_PX, audit_sheet
+    from hetcontract.audit_report import (
+        SHEET_COLUMNS,
+        THUMBNAIL_PX,
+        TILE_GAP_PX,
+        audit_sheet,
+        most_suspicious,
+    )
     from PIL import Image
 
     red, blue = tmp_path / "red.png", tmp_path / "blue.png"
@@ -95,7 +101,7 @@ def test_the_png_sheet_shows_the_most_suspicious_images_first_with_a_grey_tile_f
     Image.new("L", (10, 40), 0).save(blue)
     rows = [row(str(blue), 0, 0, 0.2, kind="ok"), row(str(red), 0, 2, 0.9),
             row(str(tmp_path / "gone.png"), 1, 2, 0.5)]
-    sheet = audit_sheet(rows, images=2)
+    sheet = audit_sheet(most_suspicious(rows, 2))
     assert sheet.width == 2 * (THUMBNAIL_PX + TILE_GAP_PX) + TILE_GAP_PX < SHEET_COLUMNS * 200
     first_tile = (TILE_GAP_PX + THUMBNAIL_PX // 2,) * 2
     second_tile = (2 * TILE_GAP_PX + THUMBNAIL_PX + THUMBNAIL_PX // 2, TILE_GAP_PX + 5)

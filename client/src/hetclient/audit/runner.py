@@ -123,19 +123,17 @@ async def _send_all(
 ) -> list[tuple[str, str]]:
     """Every path through the gateway, ``concurrency`` batches at a time; the images the
     gateway refused (path, reason)."""
-    batches = [paths[i : i + options.batch_size] for i in range(0, len(paths), options.batch_size)]
-    queue: asyncio.Queue[list[str]] = asyncio.Queue()
-    for batch in batches:
-        queue.put_nowait(batch)
+    starts = range(0, len(paths), options.batch_size)
+    pending = (paths[start : start + options.batch_size] for start in starts)  # one, shared
     failed: list[tuple[str, str]] = []
 
     async def worker() -> None:
-        while not queue.empty():
-            answers, refused = await _send_batch(client, queue.get_nowait(), model, include)
+        for batch in pending:  # each worker takes the next batch not taken yet
+            answers, refused = await _send_batch(client, batch, model, include)
             failed.extend(refused)
             on_batch(answers)
 
-    await asyncio.gather(*(worker() for _ in range(min(options.concurrency, len(batches)))))
+    await asyncio.gather(*(worker() for _ in range(min(options.concurrency, len(starts)))))
     return failed
 
 
