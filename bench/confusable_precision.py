@@ -68,14 +68,15 @@ def main() -> int:
                 "withheld": int(withheld.sum()),
             }
     output = RESULTS_DIR / "confusable-precision.json"
-    output.write_text(json.dumps(report, indent=2) + "\n")
+    output.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     for model, row in report["models"].items():
         hit, base = row["first_confusable"], row["runner_up"]
+        when = row["first_confusable_when_named"]
+        when_text = "none named" if when is None else f"{when['value']:.4f} of {when['total']}"
         print(f"{model}: first confusable {hit['value']:.4f} [{hit['low']:.4f}, {hit['high']:.4f}]"
               f" of {hit['total']}; runner-up {base['value']:.4f}; no claim for "
-              f"{row['no_claim']} images ({row['withheld']} withheld); when a class is named "
-              f"{row['first_confusable_when_named']['value']:.4f} of "
-              f"{row['first_confusable_when_named']['total']}")
+              f"{row['no_claim']} images ({row['withheld']} withheld); when a class is named: "
+              f"{when_text}")
     print(f"wrote {output.relative_to(REPO_ROOT)}")
     return 0
 
@@ -103,7 +104,11 @@ def answers(url: str, model: str, pngs: list[bytes], *, batch: int
     return np.array(top1), np.array(first), np.array(runner_up), np.array(withheld)
 
 
-def _precision(labels: np.ndarray, top1: np.ndarray, named: np.ndarray) -> dict:
+def _precision(labels: np.ndarray, top1: np.ndarray, named: np.ndarray) -> dict | None:
+    """The precision with its interval; None over no images (a head that never names a
+    class has no precision "when it names one")."""
+    if len(labels) == 0:
+        return None
     result = group_confusable_precision(labels, top1, named, FASHION_MNIST_NOISY_GROUPS,
                                         num_classes=len(FASHION_MNIST_LABELS))
     return result._asdict()
