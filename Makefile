@@ -13,7 +13,7 @@ OVERLOAD_CONCURRENCY ?= 8
 MODELS_ARGS ?=
 AUDIT_ARGS ?=
 
-.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-default-samples bench-bank-fit bench-demo-epochs bench-rebuild bench-confusable bench-decisions bench-gateway bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
+.PHONY: setup system-deps models claims gpu-repo images push serve test test-floor test-unit test-integration test-containers load bench bench-uncertainty bench-default-samples bench-bank-fit bench-demo-epochs bench-rebuild bench-confusable bench-decisions bench-gateway bench-gateway-profile bench-rolling bench-audit bench-fused-precision soak overload docs-screenshot figures lint clean
 
 ## setup: system packages (Fashion-MNIST, Chromium, npm), the virtualenv and all four
 ## components, helm for the chart's offline checks and promtool for the alert rules' checks
@@ -159,6 +159,12 @@ bench-decisions: setup
 bench-gateway: setup
 	$(PY) -m pip install -q -r bench/requirements-asgi.txt
 	$(PY) bench/gateway_bench.py --granian --one-call-per-replica
+
+## bench-gateway-profile: where the gateway's CPU per request goes: py-spy records one gateway
+##   under 8 clients' 1-image requests; shares by layer (server, loop, framework, gRPC, ...) and
+##   by stage (parse, preprocess, Triton call, answer)
+bench-gateway-profile: setup
+	$(PY) bench/gateway_profile.py
 
 ## bench-rolling: what a Triton answers while it shuts down (-> triton-shutdown-*.json), and failed
 ##   requests while a replica leaves a DNS-discovered pool of two under load (8 clients), out of DNS
