@@ -47,16 +47,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime
-from hetcontract import ModelCard
+from hetcontract import MODEL_CARD_FILENAME, ModelCard
 from hetexport.data import DEFAULT_FASHION_MNIST_DIR
 from hetexport.data.fashion_mnist import load_fashion_mnist
+from hetexport.onnx.runner import OnnxRunner
+from hetexport.repo.layout import FIRST_VERSION, MODEL_FILENAME
 from loopback_target import preprocess
 from provenance import REPO_ROOT, write_result
 
 MODELS = ("fashion_het", "fashion_det")
-GRAPH = Path("1") / "model.onnx"
-CARD = "model_card.json"
+GRAPH = Path(str(FIRST_VERSION)) / MODEL_FILENAME
 CARD_DATE = ("calibration", "date")
 """The card's one field two rebuilds may not share: the day its calibration was written."""
 ENTROPIES = ("predictive_entropy", "expected_entropy", "mutual_information")
@@ -70,26 +70,21 @@ def file_digests(model_dir: Path) -> dict[str, str]:
             for path in sorted(model_dir.rglob("*")) if path.is_file()}
 
 
-def card_without_date(model_dir: Path) -> dict[str, Any]:
-    """The model card with ``calibration.date`` removed (None where it has no calibration)."""
-    card = json.loads((model_dir / CARD).read_text())
+def without_date(card: dict[str, Any]) -> dict[str, Any]:
+    """A model card's JSON with ``calibration.date`` left out (as it is where it has no
+    calibration)."""
     section, field = CARD_DATE
-    if isinstance(card.get(section), dict):
-        card[section].pop(field, None)
-    return card
+    if not isinstance(card.get(section), dict):
+        return card
+    return {**card, section: {k: v for k, v in card[section].items() if k != field}}
 
 
 def answers(graph: Path, inputs: np.ndarray) -> dict[str, np.ndarray]:
-    """``probs`` and the entropies of ``graph`` on ``inputs``, in batches of ``BATCH``."""
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(graph), options,
-                                           providers=["CPUExecutionProvider"])
-    wanted = [name for name in ("probs", *ENTROPIES)
-              if name in {output.name for output in session.get_outputs()}]
-    name = session.get_inputs()[0].name
-    parts = [dict(zip(wanted, session.run(wanted, {name: inputs[start:start + BATCH]}),
-                      strict=True)) for start in range(0, len(inputs), BATCH)]
+    """``probs`` and the entropies of ``graph`` on ``inputs`` (ONNX Runtime, one thread), in
+    batches of ``BATCH``."""
+    runner = OnnxRunner(graph)
+    wanted = [name for name in ("probs", *ENTROPIES) if name in runner.output_names]
+    parts = [runner.run(inputs[start:start + BATCH]) for start in range(0, len(inputs), BATCH)]
     return {key: np.concatenate([part[key] for part in parts]) for key in wanted}
 
 
@@ -119,6 +114,8 @@ def compare_model(name: str, shipped_repo: Path, other_repo: Path, images: np.nd
     ``images`` (uint8 [N, H, W]) against ``labels``."""
     shipped_dir, other_dir = shipped_repo / name, other_repo / name
     shipped_files, other_files = file_digests(shipped_dir), file_digests(other_dir)
+    shipped_card, other_card = (json.loads((directory / MODEL_CARD_FILENAME).read_text())
+                                for directory in (shipped_dir, other_dir))
     differing = sorted(path for path in shipped_files.keys() | other_files.keys()
                        if shipped_files.get(path) != other_files.get(path))
     row: dict[str, Any] = {
@@ -126,13 +123,11 @@ def compare_model(name: str, shipped_repo: Path, other_repo: Path, images: np.nd
         "files": sorted(shipped_files.keys() | other_files.keys()),
         "files_differing": differing,
         "identical": not differing,
-        "card_identical_but_date": card_without_date(shipped_dir) == card_without_date(
-            other_dir),
+        "card_identical_but_date": without_date(shipped_card) == without_date(other_card),
         "graph_identical": shipped_files.get(str(GRAPH)) == other_files.get(str(GRAPH)),
     }
     if not row["graph_identical"]:
-        card = ModelCard.model_validate_json((shipped_dir / CARD).read_text())
-        inputs = preprocess(images, card)
+        inputs = preprocess(images, ModelCard.model_validate(shipped_card))
         row["answers"] = answer_differences(answers(shipped_dir / GRAPH, inputs),
                                             answers(other_dir / GRAPH, inputs), labels)
     return row
@@ -141,7 +136,7 @@ def compare_model(name: str, shipped_repo: Path, other_repo: Path, images: np.nd
 def shipped_epoch(repository: Path) -> int:
     """The calibration date of ``repository``'s ``fashion_het`` card, in seconds since the
     epoch."""
-    card = json.loads((repository / MODELS[0] / CARD).read_text())
+    card = json.loads((repository / MODELS[0] / MODEL_CARD_FILENAME).read_text())
     section, field = CARD_DATE
     return int(dt.datetime.fromisoformat(card[section][field]).timestamp())
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hetcontract import MODEL_CARD_FILENAME
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BENCH = REPO_ROOT / "bench" / "models_rebuild.py"
@@ -58,12 +59,12 @@ def test_a_copy_of_the_shipped_repository_is_identical_and_runs_nothing(bench, t
 def test_a_card_that_differs_only_in_its_date_is_told_apart_from_another_card(bench, tmp_path,
                                                                               test_images):
     other = copy_of_shipped(tmp_path)
-    card_path = other / "fashion_het" / bench.CARD
+    card_path = other / "fashion_het" / MODEL_CARD_FILENAME
     card = json.loads(card_path.read_text())
     card["calibration"]["date"] = "2000-01-01T00:00:00+00:00"
     card_path.write_text(json.dumps(card))
     row = bench.compare_model("fashion_het", SHIPPED, other, *test_images)
-    assert row["files_differing"] == [bench.CARD]
+    assert row["files_differing"] == [MODEL_CARD_FILENAME]
     assert row["card_identical_but_date"] and not row["identical"]
 
     card["calibration"]["images"] += 1
@@ -85,7 +86,7 @@ def test_a_different_graph_is_run_and_its_answers_compared(bench, tmp_path, test
 
 
 def test_the_shipped_epoch_is_the_shipped_calibration_date(bench):
-    card = json.loads((SHIPPED / "fashion_het" / bench.CARD).read_text())
+    card = json.loads((SHIPPED / "fashion_het" / MODEL_CARD_FILENAME).read_text())
     epoch = bench.shipped_epoch(SHIPPED)
     assert dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat() == card["calibration"]["date"]
 
