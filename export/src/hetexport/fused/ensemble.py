@@ -159,7 +159,7 @@ def build_gpu_ensemble(
         raise EnsembleError(f"the fused head serves HET softmax heads, not {head.kind!r}")
     card = _model_card(model, name, reference=reference, mc_samples=mc_samples, top_k=top_k,
                        num_confusable=num_confusable)
-    noise = (_reference_noise(reference) if reference is not None
+    noise = (baked_noise_bank(reference) if reference is not None
              else NoiseBank.fixed(card.mc_samples, head.num_factors, head.num_classes, seed=seed,
                                   design=DEFAULT_BANK_DESIGN))
     if (noise.num_factors, noise.num_classes) != (head.num_factors, head.num_classes):
@@ -209,10 +209,11 @@ def _model_card(model: HetClassifier, name: str, *, reference: Path | None,
                      input=spec.input, **fields)
 
 
-def _reference_noise(reference: Path) -> NoiseBank:
-    """The shared bank baked into an exported ONNX model (initializers noise_factors/diag)."""
-    versions = existing_versions(reference)
-    path = reference / str(versions[-1] if versions else FIRST_VERSION) / MODEL_FILENAME
+def baked_noise_bank(model_dir: Path) -> NoiseBank:
+    """The shared bank baked into the newest version of an exported ONNX model (its
+    initializers ``noise_factors`` / ``noise_diag``): the samples it serves with, exactly."""
+    versions = existing_versions(model_dir)
+    path = model_dir / str(versions[-1] if versions else FIRST_VERSION) / MODEL_FILENAME
     try:
         graph = onnx.load(str(path)).graph
     except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
