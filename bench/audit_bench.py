@@ -15,6 +15,10 @@ structures of injected wrong labels; audit throughput vs the gateway's own.
    - ``cleanlab_het`` / ``cleanlab_plain``: ``cleanlab.filter.find_label_issues`` (defaults:
      ``prune_by_noise_rate``) on fashion_het's / fashion_det's served p_bar; its PR-AUC from
      ``get_label_quality_scores`` (self-confidence).
+   Every method's figures also hold ``best_f1``, the F1 of its best threshold chosen in
+   hindsight with the true wrong labels (``ranking_bound``): a bound on any rule that flags by
+   its score; and the result holds each model's top-1 accuracy on the clean labels
+   (``accuracy``), what bounds the ranking itself.
    Structures: ``mixed`` (the issue's: two thirds inside a noisy group, a random other class
    of the group, one third any other class), ``within`` (all inside the groups), ``across``
    (any class outside the image's own group), ``class`` (class-dependent: each class to one
@@ -54,6 +58,7 @@ from hetclient.audit.runner import audit
 from hetcontract.audit_scoring import score_labels
 from loopback_target import fashion_images, png, served_stack
 from provenance import write_result
+from ranking_bound import best_f1
 from sklearn.metrics import average_precision_score
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +72,7 @@ CLASS_MAP = {0: 6, 6: 2, 2: 4, 4: 0, 5: 7, 7: 9, 9: 5, 1: 3, 3: 1, 8: 0}
 POWER = 4.0
 MEASURES = ["contract/src/hetcontract/audit_scoring.py", "client/src/hetclient/audit",
             "export/src/hetexport/audit", "server/src/hetgateway", "model_repo",
-            "bench/audit_bench.py"]
+            "bench/audit_bench.py", "bench/ranking_bound.py"]
 
 
 # ---- injected wrong labels ------------------------------------------------------------------
@@ -139,7 +144,9 @@ def figures(flagged: np.ndarray, score: np.ndarray, wrong: np.ndarray) -> dict[s
     recall = hits / max(int(wrong.sum()), 1)
     f1 = 2 * precision * recall / max(precision + recall, 1e-12)
     return {"precision": precision, "recall": recall, "f1": f1,
+            "best_f1": best_f1(score, wrong),
             "pr_auc": float(average_precision_score(wrong, score)), "flagged": int(flagged.sum())}
+
 
 
 def methods(given: np.ndarray, wrong: np.ndarray, het: dict, plain: dict,
@@ -166,7 +173,7 @@ def methods(given: np.ndarray, wrong: np.ndarray, het: dict, plain: dict,
 
 
 def mean_over(runs: list[dict]) -> dict:
-    keys = ("precision", "recall", "f1", "pr_auc")
+    keys = ("precision", "recall", "f1", "best_f1", "pr_auc")
     return {m: {k: float(np.mean([r[m][k] for r in runs])) for k in keys}
             for m in runs[0]}
 
@@ -246,6 +253,11 @@ def served_audit(args: argparse.Namespace, workdir: Path) -> dict:
         "batch_size": args.batch_size, "concurrency": args.concurrency,
     }
     throughput["ratio"] = throughput["audit_images_per_s"] / throughput["gateway_images_per_s"]
+    accuracy = {f"{model}.{name}": float((values.argmax(1) == labels).mean())
+                for model, outputs in probs.items() for name, values in outputs.items()
+                if values.ndim == 2}
+    print("top-1 accuracy on the clean labels: " + ", ".join(
+        f"{name} {value:.3f}" for name, value in accuracy.items()), flush=True)
     settings = []
     for structure in STRUCTURES:
         for rate in RATES:
@@ -260,7 +272,8 @@ def served_audit(args: argparse.Namespace, workdir: Path) -> dict:
                              "mean": mean, "runs": runs, "target_f1": target,
                              "met": bool(het >= target)})
             print(f"{structure:7s} {rate:.2f}  het F1 {het:.3f} (P {mean['het']['precision']:.2f}"
-                  f" R {mean['het']['recall']:.2f} AP {mean['het']['pr_auc']:.2f})  "
+                  f" R {mean['het']['recall']:.2f} AP {mean['het']['pr_auc']:.2f} best "
+                  f"{mean['het']['best_f1']:.3f})  "
                   f"het_pbar {mean['het_pbar']['f1']:.3f}  plain {mean['plain']['f1']:.3f}  "
                   f"cleanlab_het {cl:.3f} (P {mean['cleanlab_het']['precision']:.2f} R "
                   f"{mean['cleanlab_het']['recall']:.2f})  cleanlab_plain "
@@ -269,7 +282,8 @@ def served_audit(args: argparse.Namespace, workdir: Path) -> dict:
     print(f"throughput: audit {throughput['audit_images_per_s']:.0f} img/s vs gateway "
           f"{throughput['gateway_images_per_s']:.0f} img/s (1 worker): "
           f"{100 * throughput['ratio']:.0f} % (target 80 %)", flush=True)
-    return {"images": args.images, "settings": settings, "throughput": throughput}
+    return {"images": args.images, "accuracy": accuracy, "settings": settings,
+            "throughput": throughput}
 
 
 # ---- k-fold training-set audit --------------------------------------------------------------
