@@ -3,8 +3,12 @@ top classes only, and shares withheld where the samples cannot place a class's m
 
 from __future__ import annotations
 
+import io
 import math
+import warnings
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from hetexport.class_correlation import (
@@ -17,10 +21,12 @@ from hetexport.class_correlation import (
 )
 from hetexport.layers import LatentGaussian, NoiseBank, categorical_entropy, mc_softmax
 from hetexport.serving.sample_statistics import (
+    PICK_BY_PRODUCT_MAX_WIDTH,
     bank_halves,
     movement,
     softmax_statistics,
     tempered_samples,
+    top_columns,
 )
 
 F64 = torch.float64
@@ -125,3 +131,41 @@ def test_smooth_movement_is_served_and_movement_carried_by_few_samples_is_withhe
     served = estimate.shares[0, 0].gather(0, ids[0, 0])
     torch.testing.assert_close(values[0, 0], served)
     assert math.isclose(float(estimate.shares[0, 0].sum()), 1.0, rel_tol=1e-9)
+
+
+def _sampled(batch: int, samples: int, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(classes)
+    probs_s = torch.softmax(torch.randn(batch, samples, classes, generator=g) * 3, -1)
+    return probs_s, torch.topk(probs_s.mean(1), 5, -1).indices
+
+
+@pytest.mark.parametrize("classes",
+                         [PICK_BY_PRODUCT_MAX_WIDTH, PICK_BY_PRODUCT_MAX_WIDTH + 1, 1000])
+def test_the_top_columns_are_the_samples_own_values_bit_for_bit(classes):
+    """Picked by the one-hot product (narrow) or a gather (wide): the same bits either way."""
+    probs_s, ids = _sampled(3, 64, classes)
+    want = probs_s[torch.arange(3)[:, None, None], torch.arange(64)[None, :, None], ids[:, None]]
+    assert torch.equal(top_columns(probs_s, ids), want)
+
+
+class _TopColumns(torch.nn.Module):
+    def forward(self, probs_s: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return top_columns(probs_s, ids)
+
+
+@pytest.mark.parametrize("classes", [10, 200])
+def test_exported_top_columns_give_an_example_the_same_bits_in_any_batch(classes):
+    probs_s, ids = _sampled(6, 32, classes)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_TopColumns(), (probs_s, ids), buffer, dynamo=False,
+                          input_names=["p", "ids"], dynamic_axes={"p": {0: "B"}, "ids": {0: "B"}},
+                          opset_version=17)
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    p, i = probs_s.numpy(), ids.numpy()
+    together = session.run(None, {"p": p, "ids": i})[0]
+    np.testing.assert_array_equal(together, np.take_along_axis(p, i[:, None, :], 2))
+    for row in range(len(p)):
+        alone = session.run(None, {"p": p[row:row + 1], "ids": i[row:row + 1]})[0]
+        assert np.array_equal(alone[0], together[row]), row
