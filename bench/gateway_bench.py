@@ -126,10 +126,7 @@ class RoundResult:
 def main() -> int:
     args = parse_args()
     repository = Path(args.model_repository)
-    card = ModelCard.model_validate_json((repository / args.model / MODEL_CARD_FILENAME)
-                                         .read_text())
-    images = fashion_images(limit=NUM_IMAGES)
-    workload = Workload([png(image) for image in images], preprocess(images, card))
+    workload = Workload.of_model(repository, args.model)
     with (tempfile.TemporaryDirectory(prefix="hetserve-bench-") as tmp,
           embedded_triton(repository, Path(tmp)) as triton):
         gateways = {"gateway": start_gateway(triton.grpc_url, coalesce=True),
@@ -240,6 +237,15 @@ class Workload:
     pngs: list[bytes]
     tensors: np.ndarray
 
+    @classmethod
+    def of_model(cls, repository: Path, model: str) -> Workload:
+        """The first ``NUM_IMAGES`` Fashion-MNIST test images, preprocessed as ``model``'s
+        card in ``repository`` says."""
+        card = ModelCard.model_validate_json((repository / model / MODEL_CARD_FILENAME)
+                                             .read_text())
+        images = fashion_images(limit=NUM_IMAGES)
+        return cls([png(image) for image in images], preprocess(images, card))
+
     def gateway_bodies(self, point: Point) -> tuple[list[bytes], str]:
         """Bodies of ``point.images`` images each (body i starts at image i), and their
         Content-Type."""
@@ -329,20 +335,8 @@ def gateway_pid(gateways: dict, path: str) -> int | None:
 def path_senders(args, point: Point, workload: Workload, gateways: dict, http, stub,
                  triton_http: str) -> dict:
     """The paths measured at ``point``: one coroutine function per path, sending request i."""
-    bodies, content_type = workload.gateway_bodies(point)
-    headers = {"content-type": content_type}
-    url_of = {name: f"{url}/v1/models/{args.model}/predict"
-              for name, (_, url) in gateways.items()}
-
-    def via_gateway(name: str):
-        async def send(i: int) -> None:
-            async with http.post(url_of[name], data=bodies[i % len(bodies)],
-                                 headers=headers) as answer:
-                await answer.read()
-                answer.raise_for_status()
-        return send
-
-    senders = {name: via_gateway(name) for name in GATEWAY_PATHS if name in gateways}
+    senders = {name: gateway_sender(http, gateways[name][1], args.model, workload, point)
+               for name in GATEWAY_PATHS if name in gateways}
     if point.payload != "json":  # the direct paths take no payload; measured at the JSON points
         return senders
     batches = workload.batches(point.images)
@@ -359,6 +353,20 @@ def path_senders(args, point: Point, workload: Workload, gateways: dict, http, s
             answer.raise_for_status()
 
     return {**senders, "direct_grpc": direct_grpc, "direct_http": direct_http}
+
+
+def gateway_sender(http: aiohttp.ClientSession, url: str, model: str, workload: Workload,
+                   point: Point):
+    """A coroutine function sending ``point``'s request i to the gateway at ``url`` and
+    reading the whole answer (an error status raises)."""
+    bodies, content_type = workload.gateway_bodies(point)
+    endpoint, headers = f"{url}/v1/models/{model}/predict", {"content-type": content_type}
+
+    async def send(i: int) -> None:
+        async with http.post(endpoint, data=bodies[i % len(bodies)], headers=headers) as answer:
+            await answer.read()
+            answer.raise_for_status()
+    return send
 
 
 async def measure(name: str, point: Point, send, seconds: float, *, gateway_pid: int | None,

@@ -49,15 +49,14 @@ from pathlib import Path
 
 import aiohttp
 from gateway_bench import (
-    NUM_IMAGES,
     Point,
     Workload,
+    gateway_sender,
     process_tree_cpu_s,
     start_gateway,
     stop_gateway,
 )
-from hetcontract import MODEL_CARD_FILENAME, ModelCard
-from loopback_target import embedded_triton, fashion_images, load_for, png, preprocess
+from loopback_target import embedded_triton, load_for
 from provenance import write_result
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -100,10 +99,7 @@ def main() -> int:
     if spy is None:
         raise SystemExit("py-spy is not installed (requirements-dev.txt)")
     repository = Path(args.model_repository)
-    card = ModelCard.model_validate_json((repository / args.model / MODEL_CARD_FILENAME)
-                                         .read_text())
-    images = fashion_images(limit=NUM_IMAGES)
-    workload = Workload([png(image) for image in images], preprocess(images, card))
+    workload = Workload.of_model(repository, args.model)
     point = Point(args.payload, args.images, args.concurrency)
     with (tempfile.TemporaryDirectory(prefix="hetserve-profile-") as tmp,
           embedded_triton(repository, Path(tmp)) as triton):
@@ -125,15 +121,8 @@ async def profile(args: argparse.Namespace, spy: str, workload: Workload, point:
                   url: str, pid: int, output: Path) -> dict:
     """Warm up, then load the gateway for ``args.seconds`` while py-spy records it; the
     throughput, the gateway's CPU per request and the folded profile."""
-    bodies, content_type = workload.gateway_bodies(point)
-    endpoint = f"{url}/v1/models/{args.model}/predict"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        async def send(i: int) -> None:
-            async with http.post(endpoint, data=bodies[i % len(bodies)],
-                                 headers={"content-type": content_type}) as answer:
-                await answer.read()
-                answer.raise_for_status()
-
+        send = gateway_sender(http, url, args.model, workload, point)
         await load_for(send, WARMUP_S, point.concurrency)
         recorder = subprocess.Popen(
             [spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--duration",
