@@ -148,7 +148,6 @@ def figures(flagged: np.ndarray, score: np.ndarray, wrong: np.ndarray) -> dict[s
             "pr_auc": float(average_precision_score(wrong, score)), "flagged": int(flagged.sum())}
 
 
-
 def methods(given: np.ndarray, wrong: np.ndarray, het: dict, plain: dict,
             groups_mask: np.ndarray | None = None) -> dict[str, dict]:
     """Every method's figures on one injected setting (see the module doc)."""
