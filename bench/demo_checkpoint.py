@@ -10,7 +10,8 @@ of the model's ``state_dict`` is an initializer of the graph named ``model.<key>
 This script builds the demo's ``ModelSpec`` for the card's head, R and tau
 (``hetexport.studies.demo``), checks it against the card, loads those initializers as the
 weights and checks the model against the graph itself: the noise-free class distribution
-``softmax(mu / tau)`` (``latent_probs``, no sampling involved) on ``--images`` clean test
+``link(mu / tau)`` (``latent_probs``, ``hetexport.serving.head.latent_link``: no sampling
+involved) on ``--images`` clean test
 images, within the export's parity tolerance. Then it writes the checkpoint, with the card's
 metrics. It refuses (exit 1, nothing written) where any of that fails.
 
@@ -32,6 +33,7 @@ from hetexport.model import build_model
 from hetexport.onnx.parity import PROB_TOLERANCE
 from hetexport.onnx.runner import OnnxRunner
 from hetexport.repo.layout import MODEL_FILENAME
+from hetexport.serving.head import latent_link
 from hetexport.studies.demo import DemoConfig, _spec
 from hetexport.training.experiment import prepare_fashion_mnist
 from onnx import numpy_helper
@@ -61,7 +63,7 @@ def recover(model_dir: Path, *, images: int) -> tuple[torch.nn.Module, ModelCard
     test = data.test_images[:images]
     with torch.no_grad():
         out = model(test)
-        ours = torch.softmax(out.latent.mean / out.temperature, -1).numpy()
+        ours = latent_link(out.latent.mean, out.temperature, link=model.head.link).numpy()
     theirs = OnnxRunner(graph).run(test.numpy())["latent_probs"]
     return model, card, float(np.abs(ours - theirs).max())
 

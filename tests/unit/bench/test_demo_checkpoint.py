@@ -13,6 +13,7 @@ import pytest
 import torch
 from hetexport.checkpoint import load_checkpoint
 from hetexport.onnx.runner import OnnxRunner
+from hetexport.serving.head import latent_link
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BENCH = REPO_ROOT / "bench" / "demo_checkpoint.py"
@@ -38,7 +39,7 @@ def test_the_shipped_graph_gives_back_the_model_it_serves(bench, tmp_path):
     images = np.random.default_rng(0).standard_normal((16, 1, 28, 28)).astype(np.float32)
     with torch.no_grad():
         out = checkpoint.model(torch.from_numpy(images))
-    ours = torch.softmax(out.latent.mean / out.temperature, -1).numpy()
+    ours = latent_link(out.latent.mean, out.temperature, link=checkpoint.model.head.link).numpy()
     np.testing.assert_allclose(ours, OnnxRunner(GRAPH).run(images)["latent_probs"], atol=1e-5)
     weights = bench.graph_weights(GRAPH, checkpoint.model.state_dict())
     assert all(torch.equal(weights[k], v) for k, v in checkpoint.model.state_dict().items())
